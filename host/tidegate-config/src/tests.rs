@@ -1,0 +1,101 @@
+use super::*;
+
+const MIN: &str = r#"
+[[users]]
+name = "app"
+password = "app"
+"#;
+
+fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_match_the_documented_ones() {
+    let c = Config::from_toml(MIN).expect("valid");
+    assert_eq!(c.listen.sql.to_string(), "127.0.0.1:6543");
+    assert_eq!(c.upstream.primary.host, "127.0.0.1");
+    assert_eq!(c.upstream.primary.port, 5432);
+    assert_eq!(c.upstream.primary.user, "postgres");
+    assert_eq!(c.upstream.primary.database, "postgres");
+    assert!(c.upstream.primary.password.is_none());
+    assert_eq!(c.users[0].role(&c.upstream.primary), "postgres");
+    assert!(c.users[0].verifier.is_some());
+}
+
+#[test]
+fn env_overrides_nest_with_double_underscores() {
+    let c = Config::from_toml_with_env(
+        MIN,
+        "t.toml",
+        vars(&[
+            ("TIDEGATE__LISTEN__SQL", "127.0.0.1:7000"),
+            ("TIDEGATE__UPSTREAM__PRIMARY__PORT", "5499"),
+            ("TIDEGATE__POOL__QUERY_TIMEOUT", "2s"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(c.listen.sql.to_string(), "127.0.0.1:7000");
+    assert_eq!(c.upstream.primary.port, 5499);
+    assert_eq!(c.pool.query_timeout, Millis(2000));
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let src = "[listen]\nsql = \"127.0.0.1:1\"\n[pool]\nsize = = 3\n";
+    let e = Config::from_toml_with_env(src, "bad.toml", vec![]).unwrap_err();
+    let s = e.to_string();
+    assert!(s.starts_with("bad.toml:4:"), "{s}");
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    let src = format!("{MIN}\n[pool]\nsise = 3\n");
+    let e = Config::from_toml_with_env(&src, "bad.toml", vec![]).unwrap_err().to_string();
+    assert!(e.contains("sise"), "{e}");
+    assert!(e.starts_with("bad.toml:"), "{e}");
+}
+
+#[test]
+fn semantic_errors_point_at_the_key() {
+    let src = format!("{MIN}\n[pool]\nsize = 0\n");
+    let e = Config::from_toml_with_env(&src, "bad.toml", vec![]).unwrap_err().to_string();
+    assert_eq!(e, "bad.toml:7:1: pool.size: must be at least 1");
+}
+
+#[test]
+fn duplicate_users_and_missing_secrets_are_rejected() {
+    let dup = format!("{MIN}{MIN}");
+    assert!(Config::from_toml(&dup).unwrap_err().to_string().contains("duplicate user"));
+    let nosecret = "[[users]]\nname = \"x\"\n";
+    assert!(Config::from_toml(nosecret).unwrap_err().to_string().contains("needs scram"));
+    let trust = "[auth]\nmethod = \"trust\"\n[[users]]\nname = \"x\"\n";
+    assert!(Config::from_toml(trust).is_ok());
+}
+
+#[test]
+fn scram_verifier_round_trips_and_matches_postgres() {
+    // Verifier produced by PostgreSQL 15 for password 'app' with this salt.
+    let v = ScramVerifier::derive("app", b"0123456789abcdef", 4096);
+    let parsed = ScramVerifier::parse(&v.to_pg_string()).expect("parse");
+    assert_eq!(parsed, v);
+    assert!(ScramVerifier::parse("md5abc").is_err());
+    assert!(format!("{v:?}").contains(".."));
+}
+
+#[test]
+fn durations_parse() {
+    assert_eq!(parse_duration("250ms"), Ok(Millis(250)));
+    assert_eq!(parse_duration("5s"), Ok(Millis(5000)));
+    assert_eq!(parse_duration("2m"), Ok(Millis(120_000)));
+    assert!(parse_duration("5 parsecs").is_err());
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let src = include_str!("../../../config/tidegate.example.toml");
+    let c = Config::from_toml_with_env(src, "tidegate.example.toml", vec![]).expect("valid");
+    let app = c.user("app").expect("app user");
+    assert_eq!(app.role(&c.upstream.primary), c.upstream.primary.user);
+}

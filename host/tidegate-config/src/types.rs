@@ -1,0 +1,356 @@
+//! The configuration tree. Every key is documented in `config/tidegate.example.toml`.
+
+use crate::{Millis, ScramVerifier};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening addresses.
+    pub listen: Listen,
+    /// The PostgreSQL servers behind the broker.
+    pub upstream: Upstream,
+    /// Backend connection pooling.
+    pub pool: Pool,
+    /// Client-side limits and timeouts.
+    pub limits: Limits,
+    /// How clients authenticate to the broker.
+    pub auth: Auth,
+    /// TLS for client connections.
+    pub tls: Tls,
+    /// Logging.
+    pub log: Log,
+    /// Broker users.
+    pub users: Vec<User>,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// PostgreSQL wire protocol listener.
+    pub sql: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            sql: SocketAddr::from(([127, 0, 0, 1], 6543)),
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// The primary (read-write) server.
+    pub primary: Server,
+}
+
+/// One PostgreSQL server and the credential the broker logs in with.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The role the broker logs in as (unless a broker user maps to another role).
+    pub user: String,
+    /// The database broker users land in when they name none.
+    pub database: String,
+    /// Password for `user` (cleartext, MD5 or SCRAM upstream authentication).
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            user: "postgres".into(),
+            database: "postgres".into(),
+            password: None,
+        }
+    }
+}
+
+/// Pooling modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A backend is held for one transaction (or one statement outside a transaction).
+    #[default]
+    Transaction,
+    /// A backend is held for the whole client session.
+    Session,
+}
+
+/// `[pool]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pool {
+    /// Pooling mode.
+    pub mode: PoolMode,
+    /// Backend connections per (database, role).
+    pub size: usize,
+    /// Time allowed to open and authenticate a backend connection.
+    pub connect_timeout: Millis,
+    /// How long a client waits for a free backend before it gets an error.
+    pub checkout_timeout: Millis,
+    /// A statement running longer is cancelled (0 = never).
+    pub query_timeout: Millis,
+    /// An idle backend connection older than this is closed (0 = never).
+    pub idle_timeout: Millis,
+    /// A client idle inside a transaction longer than this is disconnected (0 = never).
+    pub idle_transaction_timeout: Millis,
+    /// A client idle outside a transaction longer than this is disconnected (0 = never).
+    pub client_idle_timeout: Millis,
+    /// A pooled connection idle longer than this is checked before reuse.
+    pub check_after: Millis,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            mode: PoolMode::Transaction,
+            size: 20,
+            connect_timeout: Millis(5_000),
+            checkout_timeout: Millis(5_000),
+            query_timeout: Millis(0),
+            idle_timeout: Millis(600_000),
+            idle_transaction_timeout: Millis(0),
+            client_idle_timeout: Millis(0),
+            check_after: Millis(1_000),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Clients beyond this number get SQLSTATE 53300 at once.
+    pub max_client_connections: usize,
+    /// Largest client message accepted, checked from the length header before buffering.
+    pub max_message_bytes: usize,
+    /// Time allowed from accept to the end of authentication.
+    pub startup_timeout: Millis,
+    /// On SIGTERM/SIGINT, how long open transactions may take to finish.
+    pub shutdown_timeout: Millis,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_client_connections: 1000,
+            max_message_bytes: 16 << 20,
+            startup_timeout: Millis(10_000),
+            shutdown_timeout: Millis(30_000),
+        }
+    }
+}
+
+/// Client authentication methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 against the users' verifiers.
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// No password: any configured user name is accepted. Development only.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// How clients prove who they are.
+    pub method: AuthMethod,
+}
+
+/// Client TLS modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Answer SSLRequest with `N`.
+    #[default]
+    Disable,
+    /// Offer TLS; plaintext clients are accepted.
+    Allow,
+    /// Plaintext clients are refused before authentication.
+    Require,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Whether clients may or must use TLS.
+    pub mode: TlsMode,
+    /// PEM certificate chain.
+    pub cert: Option<String>,
+    /// PEM private key.
+    pub key: Option<String>,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Output format.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `tidegate=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// `[[users]]`: a broker user and the PostgreSQL role it acts as.
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct User {
+    /// The name clients log in with.
+    pub name: String,
+    /// SCRAM verifier in PostgreSQL's format (preferred).
+    pub scram: Option<String>,
+    /// Plaintext password, hashed at load. Development only.
+    pub password: Option<String>,
+    /// The PostgreSQL role the user's statements run as; defaults to `upstream.primary.user`.
+    pub role: Option<String>,
+    /// Password the broker uses to log in as `role` when it differs from the upstream user.
+    pub role_password: Option<String>,
+    /// Derived at load from `scram` or `password`.
+    #[serde(skip)]
+    pub verifier: Option<ScramVerifier>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Fills derived fields and checks values; the error names the key path.
+    pub(crate) fn prepare(&mut self) -> Result<(), (String, String)> {
+        let err = |p: &str, m: &str| Err((p.to_owned(), m.to_owned()));
+        if self.pool.size == 0 {
+            return err("pool.size", "must be at least 1");
+        }
+        if self.pool.connect_timeout.0 == 0 {
+            return err("pool.connect_timeout", "must be positive");
+        }
+        if self.pool.checkout_timeout.0 == 0 {
+            return err("pool.checkout_timeout", "must be positive");
+        }
+        if self.limits.max_client_connections == 0 {
+            return err("limits.max_client_connections", "must be at least 1");
+        }
+        if self.limits.max_message_bytes < 1024 || self.limits.max_message_bytes > (1 << 30) {
+            return err("limits.max_message_bytes", "must be between 1024 and 1073741824");
+        }
+        if self.limits.startup_timeout.0 == 0 {
+            return err("limits.startup_timeout", "must be positive");
+        }
+        let p = &self.upstream.primary;
+        if p.host.is_empty() {
+            return err("upstream.primary.host", "must not be empty");
+        }
+        if p.port == 0 {
+            return err("upstream.primary.port", "must not be 0");
+        }
+        if p.user.is_empty() {
+            return err("upstream.primary.user", "must not be empty");
+        }
+        if p.database.is_empty() {
+            return err("upstream.primary.database", "must not be empty");
+        }
+        if self.tls.mode != TlsMode::Disable && (self.tls.cert.is_none() || self.tls.key.is_none())
+        {
+            return err("tls.mode", "TLS needs both tls.cert and tls.key");
+        }
+        if self.users.is_empty() {
+            return err("users", "at least one [[users]] entry is required");
+        }
+        let mut seen = HashSet::new();
+        for (i, u) in self.users.iter_mut().enumerate() {
+            let at = |k: &str| format!("users[{i}].{k}");
+            if u.name.is_empty() || u.name.len() > 63 || u.name.contains('\0') {
+                return Err((at("name"), "must be 1 to 63 bytes without NUL".into()));
+            }
+            if !seen.insert(u.name.clone()) {
+                return Err((at("name"), format!("duplicate user {:?}", u.name)));
+            }
+            u.verifier = match (&u.scram, &u.password) {
+                (Some(_), Some(_)) => {
+                    return Err((at("password"), "set either scram or password, not both".into()))
+                }
+                (Some(s), None) => Some(ScramVerifier::parse(s).map_err(|m| (at("scram"), m))?),
+                (None, Some(pw)) => Some(ScramVerifier::from_password(pw, 4096)),
+                (None, None) if self.auth.method == AuthMethod::Trust => None,
+                (None, None) => {
+                    return Err((
+                        at("name"),
+                        "needs scram or password (or auth.method = \"trust\")".into(),
+                    ))
+                }
+            };
+            if u.role.as_deref() == Some("") {
+                return Err((at("role"), "must not be empty".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The user entry called `name`.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+impl User {
+    /// The PostgreSQL role this user acts as.
+    pub fn role<'a>(&'a self, upstream: &'a Server) -> &'a str {
+        self.role.as_deref().unwrap_or(&upstream.user)
+    }
+}

@@ -1,0 +1,271 @@
+//! One authenticated connection to PostgreSQL, with the state the broker tracks on it.
+
+use crate::proto::{self, Reader};
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::frontend;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// Where and as whom a backend connection logs in.
+#[derive(Clone)]
+pub struct Target {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Login role.
+    pub user: String,
+    /// Database.
+    pub database: String,
+    /// Password, if the server asks for one.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}:{}/{}", self.user, self.host, self.port, self.database)
+    }
+}
+
+/// Why a backend connection could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// TCP connect or I/O failed.
+    #[error("upstream {target}: {source}")]
+    Io {
+        /// The server.
+        target: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The connect timeout passed.
+    #[error("upstream {0}: connect timeout")]
+    Timeout(String),
+    /// PostgreSQL refused the login; the raw ErrorResponse is forwarded to the client as is.
+    #[error("upstream refused the login ({})", proto::sqlstate(.0).unwrap_or("?"))]
+    Refused(BytesMut),
+    /// The server asked for something the broker cannot do.
+    #[error("upstream {target}: {message}")]
+    Unsupported {
+        /// The server.
+        target: String,
+        /// What.
+        message: String,
+    },
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// An authenticated server connection.
+pub struct Backend {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet processed.
+    pub rbuf: BytesMut,
+    /// A process-unique id (for logs).
+    pub id: u64,
+    /// The server's cancel key: process id and secret.
+    pub key: (i32, i32),
+    /// ParameterStatus values reported at login.
+    pub params: Vec<(String, String)>,
+    /// Ids of the broker's prepared statements that exist on this connection.
+    pub prepared: HashSet<u64>,
+    /// Hash of the Parse body of the unnamed statement currently on this connection.
+    pub unnamed: Option<u64>,
+    /// The client startup parameters last applied with SET (sorted); empty = login defaults.
+    pub gucs: Vec<(String, String)>,
+    /// When it was last returned to its pool.
+    pub idle_since: Instant,
+    /// When it was opened.
+    pub created: Instant,
+    /// Holds a slot of the pool's size while the connection exists.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+fn io_err(target: &Target) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
+    move |source| BackendError::Io {
+        target: format!("{target:?}"),
+        source,
+    }
+}
+
+impl Backend {
+    /// Opens and authenticates a connection within `timeout`.
+    pub async fn connect(target: &Target, timeout: Duration) -> Result<Backend, BackendError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(target)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout(format!("{target:?}"))),
+        }
+    }
+
+    async fn connect_inner(target: &Target) -> Result<Backend, BackendError> {
+        let mut stream = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(io_err(target))?;
+        stream.set_nodelay(true).map_err(io_err(target))?;
+        let mut out = BytesMut::with_capacity(256);
+        let params = [
+            ("user", target.user.as_str()),
+            ("database", target.database.as_str()),
+            ("client_encoding", "UTF8"),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut out).map_err(io_err(target))?;
+        stream.write_all(&out).await.map_err(io_err(target))?;
+        out.clear();
+
+        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        let mut scram: Option<ScramSha256> = None;
+        let mut server_params = Vec::new();
+        let mut key = (0, 0);
+        let unsupported = |message: &str| BackendError::Unsupported {
+            target: format!("{target:?}"),
+            message: message.to_owned(),
+        };
+        loop {
+            let (tag, msg) = loop {
+                match proto::split_frame(&mut rbuf, 1 << 20) {
+                    Ok(Some(f)) => break f,
+                    Ok(None) => {}
+                    Err(e) => return Err(unsupported(&e.to_string())),
+                }
+                if stream.read_buf(&mut rbuf).await.map_err(io_err(target))? == 0 {
+                    return Err(io_err(target)(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            };
+            let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
+            match tag {
+                b'R' => {
+                    let code = r.i32().ok_or_else(|| unsupported("short auth message"))?;
+                    let password = || {
+                        target
+                            .password
+                            .as_deref()
+                            .ok_or_else(|| unsupported("server asks for a password; none configured"))
+                    };
+                    match code {
+                        0 => {}
+                        3 => frontend::password_message(password()?.as_bytes(), &mut out)
+                            .map_err(io_err(target))?,
+                        5 => {
+                            let salt = r.bytes(4).ok_or_else(|| unsupported("short md5 salt"))?;
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                target.user.as_bytes(),
+                                password()?.as_bytes(),
+                                [salt[0], salt[1], salt[2], salt[3]],
+                            );
+                            frontend::password_message(hash.as_bytes(), &mut out)
+                                .map_err(io_err(target))?;
+                        }
+                        10 => {
+                            let mut found = false;
+                            while let Some(m) = r.cstr() {
+                                if m.is_empty() {
+                                    break;
+                                }
+                                found |= m == SCRAM_SHA_256.as_bytes();
+                            }
+                            if !found {
+                                return Err(unsupported("no supported SASL mechanism"));
+                            }
+                            let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)
+                                .map_err(io_err(target))?;
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram.as_mut().ok_or_else(|| unsupported("unexpected SASL continue"))?;
+                            s.update(r.rest()).map_err(io_err(target))?;
+                            frontend::sasl_response(s.message(), &mut out).map_err(io_err(target))?;
+                        }
+                        12 => {
+                            let s = scram.as_mut().ok_or_else(|| unsupported("unexpected SASL final"))?;
+                            s.finish(r.rest()).map_err(io_err(target))?;
+                        }
+                        other => {
+                            return Err(unsupported(&format!("authentication method {other} is not supported")))
+                        }
+                    }
+                    if !out.is_empty() {
+                        stream.write_all(&out).await.map_err(io_err(target))?;
+                        out.clear();
+                    }
+                }
+                b'S' => {
+                    if let (Some(k), Some(v)) = (r.cstr(), r.cstr()) {
+                        server_params.push((
+                            String::from_utf8_lossy(k).into_owned(),
+                            String::from_utf8_lossy(v).into_owned(),
+                        ));
+                    }
+                }
+                b'K' => key = (r.i32().unwrap_or(0), r.i32().unwrap_or(0)),
+                b'E' => return Err(BackendError::Refused(msg)),
+                b'Z' => break,
+                _ => {} // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+            }
+        }
+        let now = Instant::now();
+        Ok(Backend {
+            stream,
+            rbuf,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            key,
+            params: server_params,
+            prepared: HashSet::new(),
+            unnamed: None,
+            gucs: Vec::new(),
+            idle_since: now,
+            created: now,
+            permit: None,
+        })
+    }
+
+    /// Whether the server closed the connection while it sat idle (a non-blocking peek).
+    pub fn is_closed(&self) -> bool {
+        let mut b = [0u8; 1];
+        match self.stream.try_read(&mut b) {
+            Ok(_) => true, // EOF, or unsolicited bytes from an idle server: either way unusable.
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// Runs `sql` as a simple query and reads to ReadyForQuery, discarding results.
+    /// Returns the transaction status and the first error's SQLSTATE, if any.
+    pub async fn run_hidden(&mut self, sql: &str) -> std::io::Result<(u8, Option<String>)> {
+        let mut out = BytesMut::new();
+        proto::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        self.read_until_ready(1).await
+    }
+
+    /// Reads and discards messages until `n` ReadyForQuery messages have arrived.
+    pub async fn read_until_ready(&mut self, mut n: usize) -> std::io::Result<(u8, Option<String>)> {
+        let mut status = b'I';
+        let mut error = None;
+        while n > 0 {
+            match proto::header(&self.rbuf, usize::MAX) {
+                Ok(Some(h)) if self.rbuf.len() >= h.total => {
+                    if h.tag == b'Z' && h.total >= 6 {
+                        status = self.rbuf[5];
+                        n -= 1;
+                    } else if h.tag == b'E' && error.is_none() {
+                        error = proto::sqlstate(&self.rbuf[..h.total]).map(str::to_owned);
+                    }
+                    self.rbuf.advance(h.total);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok((status, error))
+    }
+}

@@ -1,0 +1,204 @@
+//! Pools of backend connections, one per (database, role).
+//!
+//! A semaphore with `size` permits bounds the connections a pool lends out; a connection
+//! carries its permit while a client holds it, so `idle + lent <= size` always holds and a
+//! waiting client is woken in FIFO order as soon as one is returned.
+
+use super::conn::{Backend, BackendError, Target};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Identifies a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Database name.
+    pub database: String,
+    /// PostgreSQL role the connections log in as.
+    pub role: String,
+}
+
+/// Why no connection could be lent.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// Every connection stayed busy for the whole checkout timeout.
+    #[error("checkout timeout: all {size} connections of pool {database}/{role} stayed busy for {waited:?}")]
+    CheckoutTimeout {
+        /// Pool size.
+        size: usize,
+        /// Database.
+        database: String,
+        /// Role.
+        role: String,
+        /// How long the client waited.
+        waited: Duration,
+    },
+    /// Opening a new connection failed.
+    #[error(transparent)]
+    Connect(#[from] BackendError),
+}
+
+/// Timing settings of a pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolTimeouts {
+    /// Connect and authenticate.
+    pub connect: Duration,
+    /// Wait for a free connection.
+    pub checkout: Duration,
+    /// Close idle connections after this long (`None` = never).
+    pub idle: Option<Duration>,
+    /// Check liveness of connections idle longer than this.
+    pub check_after: Duration,
+}
+
+/// A pool of connections to one server for one (database, role).
+pub struct Pool {
+    /// What this pool is for.
+    pub key: PoolKey,
+    /// How its connections log in.
+    pub target: Target,
+    size: usize,
+    timeouts: PoolTimeouts,
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<Backend>>,
+    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+}
+
+impl Pool {
+    fn new(key: PoolKey, target: Target, size: usize, timeouts: PoolTimeouts) -> Self {
+        Pool {
+            key,
+            target,
+            size,
+            timeouts,
+            slots: Arc::new(Semaphore::new(size)),
+            idle: Mutex::new(Vec::with_capacity(size)),
+            server_params: Mutex::new(None),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Backend>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent; keep serving.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lends a connection: an idle one if any is alive, else a new one, waiting at most the
+    /// checkout timeout for a slot.
+    pub async fn checkout(&self) -> Result<Backend, PoolError> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let start = Instant::now();
+                match tokio::time::timeout(self.timeouts.checkout, self.slots.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        return Err(PoolError::CheckoutTimeout {
+                            size: self.size,
+                            database: self.key.database.clone(),
+                            role: self.key.role.clone(),
+                            waited: start.elapsed(),
+                        })
+                    }
+                }
+            }
+        };
+        loop {
+            let candidate = self.idle().pop();
+            match candidate {
+                Some(b) if b.idle_since.elapsed() >= self.timeouts.check_after && b.is_closed() => {
+                    tracing::debug!(backend = b.id, "pooled connection was closed by the server");
+                    continue;
+                }
+                Some(mut b) => {
+                    b.permit = Some(permit);
+                    return Ok(b);
+                }
+                None => break,
+            }
+        }
+        let mut b = Backend::connect(&self.target, self.timeouts.connect).await?;
+        self.remember_params(&b);
+        b.permit = Some(permit);
+        Ok(b)
+    }
+
+    /// Returns a clean, idle connection to the pool.
+    pub fn checkin(&self, mut b: Backend) {
+        b.permit = None;
+        b.idle_since = Instant::now();
+        self.idle().push(b);
+    }
+
+    /// The ParameterStatus values a fresh connection reports, learned from the first one.
+    pub async fn server_params(&self) -> Result<Arc<Vec<(String, String)>>, PoolError> {
+        if let Some(p) = self.cached_params() {
+            return Ok(p);
+        }
+        let b = self.checkout().await?;
+        let p = Arc::new(b.params.clone());
+        self.checkin(b);
+        *self.server_params.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+        Ok(p)
+    }
+
+    fn cached_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+        self.server_params.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn remember_params(&self, b: &Backend) {
+        let mut p = self.server_params.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            *p = Some(Arc::new(b.params.clone()));
+        }
+    }
+
+    /// Closes idle connections past the idle timeout.
+    pub fn reap(&self) {
+        if let Some(max) = self.timeouts.idle {
+            self.idle().retain(|b| b.idle_since.elapsed() < max);
+        }
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn close_idle(&self) {
+        self.idle().clear();
+    }
+
+    /// Number of idle connections.
+    pub fn idle_count(&self) -> usize {
+        self.idle().len()
+    }
+}
+
+/// All pools of one upstream server.
+pub struct Pools {
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    size: usize,
+    timeouts: PoolTimeouts,
+}
+
+impl Pools {
+    /// An empty set of pools with the given size and timeouts for each.
+    pub fn new(size: usize, timeouts: PoolTimeouts) -> Self {
+        Pools {
+            pools: Mutex::new(HashMap::new()),
+            size,
+            timeouts,
+        }
+    }
+
+    /// The pool for `key`, created on first use with `target`.
+    pub fn get(&self, key: PoolKey, target: impl FnOnce() -> Target) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Pool::new(key, target(), self.size, self.timeouts)))
+            .clone()
+    }
+
+    /// Every pool.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+}

@@ -1,0 +1,578 @@
+//! One authenticated client: relays its messages to a pooled server connection and the
+//! server's replies back, message by message, without decoding row data.
+//!
+//! A server connection is attached for a transaction (or one statement outside a transaction)
+//! and returned when ReadyForQuery reports idle with nothing outstanding. A FIFO of expected
+//! replies (`pending`) lets the broker re-prepare a client's named statements on whichever
+//! connection it gets, hide the replies to its own injected messages, and answer for messages it
+//! did not need to send — all in the order the client expects.
+
+use crate::backend::{Backend, Pool, PoolError};
+use crate::cancel::CancelSlot;
+use crate::proto::{self, FrameError, Reader, Severity};
+use crate::server::Shared;
+use crate::session_state;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+mod extended;
+mod replies;
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The client socket failed.
+    #[error("client i/o: {0}")]
+    Client(#[source] std::io::Error),
+    /// The server connection failed mid-session.
+    #[error("server connection lost: {0}")]
+    Server(#[source] std::io::Error),
+    /// The client broke the protocol; it was sent 08P01 (or 54000) and disconnected.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The broker ended the session (timeout, shutdown); the client was told why.
+    #[error("terminated: {0}")]
+    Terminated(&'static str),
+}
+
+type Result<T> = std::result::Result<T, SessionError>;
+
+/// A statement the client prepared: its process-wide id and Parse body.
+#[derive(Clone)]
+struct Stmt {
+    id: u64,
+    body: Bytes,
+}
+
+/// A reply the client is owed, in order.
+#[derive(Debug)]
+enum Pending {
+    /// A Parse sent to the server; `visible` = the client asked for it (else injected).
+    Parse {
+        visible: bool,
+        id: Option<u64>,
+    },
+    /// A reply the broker produces itself when this reaches the front (`1` or `3`).
+    Synthetic(u8),
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    Sync,
+    /// A simple query; `visible` = false for the broker's own (SET replay).
+    Query {
+        visible: bool,
+    },
+}
+
+impl Pending {
+    fn ends_with_ready(&self) -> bool {
+        matches!(self, Pending::Sync | Pending::Query { .. })
+    }
+}
+
+/// One client session.
+pub struct Session<R, W> {
+    sh: Arc<Shared>,
+    pool: Arc<Pool>,
+    user: Arc<str>,
+    rd: R,
+    wr: W,
+    rbuf: BytesMut,
+    out: BytesMut,
+    bout: BytesMut,
+    backend: Option<Backend>,
+    pending: VecDeque<Pending>,
+    stmts: HashMap<Bytes, Stmt>,
+    unnamed: Option<Stmt>,
+    gucs: Vec<(String, String)>,
+    pinned: bool,
+    tx_status: u8,
+    skip_until_sync: bool,
+    copy_in: bool,
+    passthrough: usize,
+    cancel: Arc<CancelSlot>,
+    busy_since: Option<Instant>,
+    cancel_sent: bool,
+    last_activity: Instant,
+    first_error: Option<[u8; 5]>,
+    name_buf: Vec<u8>,
+}
+
+const READ_CHUNK: usize = 32 * 1024;
+/// Client-bound bytes buffered before they are written out mid-batch.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// A session for an authenticated client.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sh: Arc<Shared>,
+        pool: Arc<Pool>,
+        user: Arc<str>,
+        rd: R,
+        wr: W,
+        leftover: BytesMut,
+        gucs: Vec<(String, String)>,
+        cancel: Arc<CancelSlot>,
+    ) -> Self {
+        let pinned = sh.config.pool.mode == tidegate_config::PoolMode::Session;
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        rbuf.extend_from_slice(&leftover);
+        Session {
+            sh,
+            pool,
+            user,
+            rd,
+            wr,
+            rbuf,
+            out: BytesMut::with_capacity(READ_CHUNK),
+            bout: BytesMut::with_capacity(1024),
+            backend: None,
+            pending: VecDeque::with_capacity(16),
+            stmts: HashMap::new(),
+            unnamed: None,
+            gucs,
+            pinned,
+            tx_status: b'I',
+            skip_until_sync: false,
+            copy_in: false,
+            passthrough: 0,
+            cancel,
+            busy_since: None,
+            cancel_sent: false,
+            last_activity: Instant::now(),
+            first_error: None,
+            name_buf: Vec::with_capacity(24),
+        }
+    }
+
+    /// Runs until the client leaves or the session is ended, then returns (or closes) the
+    /// server connection it holds.
+    pub async fn run(mut self) -> Result<()> {
+        let result = self.run_loop().await;
+        if !self.out.is_empty() {
+            let _ = self.wr.write_all(&self.out).await;
+        }
+        let _ = self.wr.shutdown().await;
+        self.release_on_exit().await;
+        result
+    }
+
+    async fn run_loop(&mut self) -> Result<()> {
+        loop {
+            while let Some((tag, msg)) = self.next_frame().await? {
+                if !self.on_client_message(tag, msg).await? {
+                    return Ok(());
+                }
+            }
+            self.flush_backend().await?;
+            self.drain_synthetic();
+            self.flush_client().await?;
+            if self.busy_since.is_none() && !self.pending.is_empty() {
+                self.busy_since = Some(Instant::now());
+            }
+
+            if self.backend.is_some() {
+                self.wait_attached().await?;
+            } else {
+                self.wait_idle().await?;
+            }
+        }
+    }
+
+    /// Waits for the client or the server while a server connection is attached.
+    async fn wait_attached(&mut self) -> Result<()> {
+        let deadline = self.attached_deadline();
+        let Some(b) = self.backend.as_mut() else {
+            return Ok(());
+        };
+        if b.rbuf.capacity() - b.rbuf.len() < 4096 {
+            b.rbuf.reserve(READ_CHUNK);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            n = b.stream.read_buf(&mut b.rbuf) => {
+                match n {
+                    Ok(0) => return self.server_lost(std::io::ErrorKind::UnexpectedEof.into()).await,
+                    Ok(_) => self.on_server_data().await?,
+                    Err(e) => return self.server_lost(e).await,
+                }
+            }
+            n = self.rd.read_buf(&mut self.rbuf) => {
+                match n.map_err(SessionError::Client)? {
+                    0 => return Err(SessionError::Terminated("client disconnected")),
+                    _ => self.last_activity = Instant::now(),
+                }
+            }
+            _ = sleep_until(deadline) => self.on_attached_timeout().await?,
+            _ = self.sh.force.cancelled() => {
+                return self.terminate("57P01", "terminating connection due to administrator command", "shutdown").await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the client while no server connection is attached.
+    async fn wait_idle(&mut self) -> Result<()> {
+        if self.sh.shutdown.is_cancelled() {
+            return self
+                .terminate("57P01", "terminating connection due to administrator command", "shutdown")
+                .await;
+        }
+        let deadline = self
+            .sh
+            .config
+            .pool
+            .client_idle_timeout
+            .get()
+            .map(|t| self.last_activity + t);
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            n = self.rd.read_buf(&mut self.rbuf) => {
+                match n.map_err(SessionError::Client)? {
+                    0 => return Err(SessionError::Terminated("client disconnected")),
+                    _ => self.last_activity = Instant::now(),
+                }
+            }
+            _ = sleep_until(deadline) => {
+                return self.terminate("57P05", "terminating connection due to idle-session timeout", "client idle timeout").await;
+            }
+            _ = self.sh.shutdown.cancelled() => {
+                return self.terminate("57P01", "terminating connection due to administrator command", "shutdown").await;
+            }
+        }
+        Ok(())
+    }
+
+    fn attached_deadline(&self) -> Option<Instant> {
+        let p = &self.sh.config.pool;
+        if !self.pending.is_empty() {
+            let qt = p.query_timeout.get()?;
+            let since = self.busy_since?;
+            Some(if self.cancel_sent { since + qt + Duration::from_secs(1) } else { since + qt })
+        } else if self.tx_status != b'I' {
+            p.idle_transaction_timeout.get().map(|t| self.last_activity + t)
+        } else {
+            p.client_idle_timeout.get().map(|t| self.last_activity + t)
+        }
+    }
+
+    async fn on_attached_timeout(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            if !self.cancel_sent {
+                self.cancel_sent = true;
+                tracing::warn!(user = %self.user, "query timeout: cancelling the running statement");
+                if let Some(b) = &self.backend {
+                    let (target, key) = (self.pool.target.clone(), b.key);
+                    tokio::spawn(async move {
+                        if let Err(e) = crate::cancel::send_cancel(&target, key).await {
+                            tracing::warn!(error = %e, "query timeout: cancel request failed");
+                        }
+                    });
+                }
+                return Ok(());
+            }
+            // The server did not honour the cancel in time: drop the connection.
+            if let Some(b) = self.backend.take() {
+                self.cancel.detach();
+                drop(b);
+            }
+            self.pending.clear();
+            return self
+                .terminate("57014", "canceling statement due to query timeout", "query timeout")
+                .await;
+        }
+        if self.tx_status != b'I' {
+            return self
+                .terminate(
+                    "25P03",
+                    "terminating connection due to idle-in-transaction timeout",
+                    "idle in transaction timeout",
+                )
+                .await;
+        }
+        self.terminate("57P05", "terminating connection due to idle-session timeout", "client idle timeout")
+            .await
+    }
+
+    /// Sends a FATAL error and ends the session.
+    async fn terminate(&mut self, code: &str, message: &str, why: &'static str) -> Result<()> {
+        proto::error(&mut self.out, Severity::Fatal, code, message);
+        self.flush_client().await?;
+        tracing::info!(user = %self.user, reason = why, "closing client connection");
+        Err(SessionError::Terminated(why))
+    }
+
+    async fn protocol_violation(&mut self, code: &str, message: String) -> Result<()> {
+        proto::error(&mut self.out, Severity::Fatal, code, &message);
+        let _ = self.flush_client().await;
+        Err(SessionError::Protocol(message))
+    }
+
+    async fn next_frame(&mut self) -> Result<Option<(u8, BytesMut)>> {
+        match proto::split_frame(&mut self.rbuf, self.sh.config.limits.max_message_bytes) {
+            Ok(f) => Ok(f),
+            Err(e @ FrameError::TooLarge { .. }) => {
+                self.protocol_violation("54000", e.to_string()).await.map(|_| None)
+            }
+            Err(e) => self.protocol_violation("08P01", e.to_string()).await.map(|_| None),
+        }
+    }
+
+    async fn flush_client(&mut self) -> Result<()> {
+        if !self.out.is_empty() {
+            self.wr.write_all(&self.out).await.map_err(SessionError::Client)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn flush_backend(&mut self) -> Result<()> {
+        if self.bout.is_empty() {
+            return Ok(());
+        }
+        let Some(b) = self.backend.as_mut() else {
+            self.bout.clear();
+            return Ok(());
+        };
+        if let Err(e) = b.stream.write_all(&self.bout).await {
+            self.bout.clear();
+            return self.server_lost(e).await;
+        }
+        self.bout.clear();
+        Ok(())
+    }
+
+    /// The server connection failed while attached: the transaction is lost, so the client
+    /// is told (08006) and disconnected — never silently retried elsewhere.
+    async fn server_lost(&mut self, e: std::io::Error) -> Result<()> {
+        if let Some(b) = self.backend.take() {
+            // Forward whatever complete messages arrived first (e.g. the server's own FATAL).
+            let mut b = b;
+            self.forward_rest(&mut b);
+            self.cancel.detach();
+        }
+        self.pending.clear();
+        tracing::warn!(user = %self.user, error = %e, "server connection lost");
+        proto::error(
+            &mut self.out,
+            Severity::Fatal,
+            "08006",
+            "server closed the connection unexpectedly",
+        );
+        let _ = self.flush_client().await;
+        Err(SessionError::Server(e))
+    }
+
+    fn forward_rest(&mut self, b: &mut Backend) {
+        while let Ok(Some(h)) = proto::header(&b.rbuf, usize::MAX) {
+            if b.rbuf.len() < h.total {
+                break;
+            }
+            if h.tag == b'E' || h.tag == b'N' {
+                self.out.extend_from_slice(&b.rbuf[..h.total]);
+            }
+            b.rbuf.advance(h.total);
+        }
+    }
+
+    /// Emits replies the broker owes for messages it did not send, once all earlier replies
+    /// have been delivered.
+    fn drain_synthetic(&mut self) {
+        while let Some(Pending::Synthetic(tag)) = self.pending.front() {
+            proto::simple(&mut self.out, *tag, &[]);
+            self.pending.pop_front();
+        }
+    }
+
+    /// Attaches a server connection if none is; on failure the client gets the error (and
+    /// ReadyForQuery for a simple query) and `false`.
+    async fn attach(&mut self, simple_query: bool) -> Result<bool> {
+        if self.backend.is_some() {
+            return Ok(true);
+        }
+        match self.pool.checkout().await {
+            Ok(mut b) => {
+                if b.gucs != self.gucs {
+                    let sql = replay_sql(&self.gucs);
+                    proto::query(&mut self.bout, &sql);
+                    self.pending.push_back(Pending::Query { visible: false });
+                    b.gucs.clone_from(&self.gucs);
+                }
+                self.cancel.attach(b.key);
+                self.backend = Some(b);
+                Ok(true)
+            }
+            Err(e) => {
+                let code = match &e {
+                    PoolError::CheckoutTimeout { .. } => "53300",
+                    PoolError::Connect(_) => "08006",
+                };
+                tracing::warn!(user = %self.user, error = %e, "no server connection");
+                let msg = match &e {
+                    PoolError::Connect(crate::backend::BackendError::Refused(raw)) => {
+                        let m = proto::fields(raw)
+                            .find(|(k, _)| *k == b'M')
+                            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default();
+                        format!("upstream refused the connection: {m}")
+                    }
+                    _ => e.to_string(),
+                };
+                proto::error(&mut self.out, Severity::Error, code, &msg);
+                if simple_query {
+                    proto::ready(&mut self.out, self.tx_status);
+                } else {
+                    self.skip_until_sync = true;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Handles one client message. Returns `false` when the client terminated.
+    async fn on_client_message(&mut self, tag: u8, msg: BytesMut) -> Result<bool> {
+        if self.skip_until_sync && tag != b'S' && tag != b'X' {
+            return Ok(true);
+        }
+        let body = &msg[proto::HEADER_LEN..];
+        match tag {
+            b'Q' => {
+                let Some(sql) = body.strip_suffix(b"\0") else {
+                    self.protocol_violation("08P01", "invalid Query message".into()).await?;
+                    return Ok(false);
+                };
+                let effect = session_state::scan(sql);
+                if !self.attach(true).await? {
+                    return Ok(true);
+                }
+                self.note_effect(effect);
+                if let Some(b) = self.backend.as_mut() {
+                    b.unnamed = None;
+                }
+                self.pending.push_back(Pending::Query { visible: true });
+                self.bout.extend_from_slice(&msg);
+            }
+            b'P' => return self.on_parse(msg).await,
+            b'B' | b'D' => return self.on_bind_or_describe(tag, msg).await,
+            b'E' => {
+                if !self.attach(false).await? {
+                    return Ok(true);
+                }
+                self.pending.push_back(Pending::Execute);
+                self.bout.extend_from_slice(&msg);
+            }
+            b'C' => {
+                let mut r = Reader::new(body);
+                let (Some(kind), Some(name)) = (r.u8(), r.cstr()) else {
+                    self.protocol_violation("08P01", "invalid Close message".into()).await?;
+                    return Ok(false);
+                };
+                if kind == b'S' && !name.is_empty() {
+                    // Server-side statements are shared; only the client's name goes away.
+                    self.stmts.remove(name);
+                    self.pending.push_back(Pending::Synthetic(b'3'));
+                } else if self.backend.is_some() {
+                    self.pending.push_back(Pending::Close);
+                    self.bout.extend_from_slice(&msg);
+                } else {
+                    // No transaction is open, so no portal exists; the unnamed statement is
+                    // forgotten. Closing what does not exist is not an error in PostgreSQL.
+                    if kind == b'S' {
+                        self.unnamed = None;
+                    }
+                    self.pending.push_back(Pending::Synthetic(b'3'));
+                }
+            }
+            b'S' => {
+                if self.skip_until_sync {
+                    self.skip_until_sync = false;
+                    self.drain_synthetic();
+                    proto::ready(&mut self.out, self.tx_status);
+                } else if self.backend.is_some() {
+                    self.pending.push_back(Pending::Sync);
+                    self.bout.extend_from_slice(&msg);
+                } else {
+                    self.drain_synthetic();
+                    proto::ready(&mut self.out, self.tx_status);
+                }
+            }
+            b'H' => {
+                if self.backend.is_some() {
+                    self.bout.extend_from_slice(&msg);
+                }
+            }
+            b'd' | b'c' | b'f' => {
+                // Outside COPY these are ignored, as PostgreSQL does.
+                if self.backend.is_some() {
+                    self.bout.extend_from_slice(&msg);
+                }
+            }
+            b'X' => return Ok(false),
+            other => {
+                self.protocol_violation(
+                    "08P01",
+                    format!("invalid frontend message type {}", other as char),
+                )
+                .await?;
+                return Ok(false);
+            }
+        }
+        if self.bout.len() >= OUT_HIGH_WATER {
+            self.flush_backend().await?;
+        }
+        Ok(true)
+    }
+
+    fn note_effect(&mut self, effect: session_state::Effect) {
+        if effect.pin && !self.pinned {
+            tracing::debug!(user = %self.user, "session state: pinned to its server connection");
+            self.pinned = true;
+        }
+        if effect.drops_prepared {
+            // The client may DEALLOCATE/DISCARD our statements: forget what this connection has.
+            if let Some(b) = self.backend.as_mut() {
+                b.prepared.clear();
+                b.unnamed = None;
+            }
+        }
+    }
+}
+
+fn replay_sql(gucs: &[(String, String)]) -> String {
+    let mut sql = String::from("RESET ALL");
+    for (k, v) in gucs {
+        sql.push_str(";SET \"");
+        sql.push_str(&k.replace('"', "\"\""));
+        sql.push_str("\" TO E'");
+        for c in v.chars() {
+            match c {
+                '\'' => sql.push_str("''"),
+                '\\' => sql.push_str("\\\\"),
+                c => sql.push(c),
+            }
+        }
+        sql.push('\'');
+    }
+    sql
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,154 @@
+//! Parse, Bind and Describe: statement names are mapped to the broker's shared server-side
+//! statements, which are (re-)prepared on the attached connection when it lacks them.
+
+use super::{Pending, Result, Session, SessionError, Stmt};
+use crate::proto::{self, Reader};
+use crate::session_state;
+use crate::statements::{body_hash, server_name};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    pub(super) async fn on_parse(&mut self, msg: BytesMut) -> Result<bool> {
+        let body = &msg[proto::HEADER_LEN..];
+        let mut r = Reader::new(body);
+        let parsed = (|| {
+            let name = r.cstr()?;
+            let query = r.cstr()?;
+            let n = r.i16()?;
+            if n < 0 {
+                return None;
+            }
+            r.bytes(n as usize * 4)?;
+            r.rest().is_empty().then_some((name, query))
+        })();
+        let Some((name, query)) = parsed else {
+            self.protocol_violation("08P01", "invalid Parse message".into()).await?;
+            return Ok(false);
+        };
+        let effect = session_state::scan(query);
+        if !self.attach(false).await? {
+            return Ok(true);
+        }
+        self.note_effect(effect);
+        let stmt_body = &body[name.len() + 1..];
+        let Some(b) = self.backend.as_mut() else {
+            return Err(SessionError::Terminated("no server connection"));
+        };
+        if name.is_empty() {
+            let id = body_hash(stmt_body);
+            self.unnamed = Some(Stmt {
+                id,
+                body: Bytes::copy_from_slice(stmt_body),
+            });
+            b.unnamed = Some(id);
+            self.pending.push_back(Pending::Parse { visible: true, id: None });
+            self.bout.extend_from_slice(&msg);
+            return Ok(true);
+        }
+        let stmt_body = Bytes::copy_from_slice(stmt_body);
+        let id = self.sh.statements.id(&stmt_body);
+        let name = Bytes::copy_from_slice(name);
+        if b.prepared.contains(&id) {
+            self.pending.push_back(Pending::Synthetic(b'1'));
+        } else {
+            b.prepared.insert(id);
+            server_name(id, &mut self.name_buf);
+            put_parse(&mut self.bout, &self.name_buf, &stmt_body);
+            self.pending.push_back(Pending::Parse { visible: true, id: Some(id) });
+        }
+        self.stmts.insert(name, Stmt { id, body: stmt_body });
+        Ok(true)
+    }
+
+    pub(super) async fn on_bind_or_describe(&mut self, tag: u8, msg: BytesMut) -> Result<bool> {
+        let body = &msg[proto::HEADER_LEN..];
+        let mut r = Reader::new(body);
+        // Bind: portal, statement, rest. Describe: kind byte, name.
+        let (stmt_name, prefix_len) = if tag == b'B' {
+            let Some(portal) = r.cstr() else {
+                self.protocol_violation("08P01", "invalid Bind message".into()).await?;
+                return Ok(false);
+            };
+            let Some(stmt) = r.cstr() else {
+                self.protocol_violation("08P01", "invalid Bind message".into()).await?;
+                return Ok(false);
+            };
+            (Some(stmt), portal.len() + 1)
+        } else {
+            let (Some(kind), Some(name)) = (r.u8(), r.cstr()) else {
+                self.protocol_violation("08P01", "invalid Describe message".into()).await?;
+                return Ok(false);
+            };
+            match kind {
+                b'S' => (Some(name), 1),
+                b'P' => (None, 0),
+                _ => {
+                    self.protocol_violation("08P01", "invalid Describe kind".into()).await?;
+                    return Ok(false);
+                }
+            }
+        };
+        let stmt_name = stmt_name.map(<[u8]>::to_vec);
+        if !self.attach(false).await? {
+            return Ok(true);
+        }
+        let next = if tag == b'B' { Pending::Bind } else { Pending::Describe };
+        match stmt_name.as_deref() {
+            None => self.bout.extend_from_slice(&msg),
+            Some([]) => {
+                self.ensure_unnamed();
+                self.bout.extend_from_slice(&msg);
+            }
+            Some(name) => match self.stmts.get(name).cloned() {
+                // Unknown to the client: let PostgreSQL report 26000 as usual.
+                None => self.bout.extend_from_slice(&msg),
+                Some(stmt) => {
+                    self.ensure_prepared(&stmt);
+                    server_name(stmt.id, &mut self.name_buf);
+                    let rest = &body[prefix_len + name.len() + 1..];
+                    let len = 4 + prefix_len + self.name_buf.len() + rest.len();
+                    self.bout.put_u8(tag);
+                    self.bout.put_i32(len as i32);
+                    self.bout.put_slice(&body[..prefix_len]);
+                    self.bout.put_slice(&self.name_buf);
+                    self.bout.put_slice(rest);
+                }
+            },
+        }
+        self.pending.push_back(next);
+        Ok(true)
+    }
+
+    /// Prepares `stmt` on the attached connection if it lacks it; the reply is hidden.
+    fn ensure_prepared(&mut self, stmt: &Stmt) {
+        let Some(b) = self.backend.as_mut() else { return };
+        if b.prepared.insert(stmt.id) {
+            server_name(stmt.id, &mut self.name_buf);
+            put_parse(&mut self.bout, &self.name_buf, &stmt.body);
+            self.pending.push_back(Pending::Parse { visible: false, id: Some(stmt.id) });
+        }
+    }
+
+    /// Re-creates the client's unnamed statement if this connection holds another.
+    fn ensure_unnamed(&mut self) {
+        let (Some(b), Some(u)) = (self.backend.as_mut(), self.unnamed.as_ref()) else { return };
+        if b.unnamed != Some(u.id) {
+            b.unnamed = Some(u.id);
+            put_parse(&mut self.bout, b"\0", &u.body);
+            self.pending.push_back(Pending::Parse { visible: false, id: None });
+        }
+    }
+}
+
+/// Appends a Parse message: `name` is NUL-terminated, `body` is query, NUL, parameter types.
+fn put_parse(out: &mut BytesMut, name: &[u8], body: &[u8]) {
+    out.put_u8(b'P');
+    out.put_i32((4 + name.len() + body.len()) as i32);
+    out.put_slice(name);
+    out.put_slice(body);
+}

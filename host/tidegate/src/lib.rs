@@ -1,0 +1,17 @@
+//! TideGate: a PostgreSQL-wire query broker.
+//!
+//! The data plane: clients speak the PostgreSQL protocol to [`server::run`]; each authenticated
+//! client becomes a [`client::Session`] that relays its messages, unchanged, to a pooled server
+//! connection ([`backend`]) held for one transaction at a time.
+
+pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod client;
+pub mod logging;
+pub mod proto;
+pub mod server;
+pub mod session_state;
+pub mod statements;
+
+pub use tidegate_config as config;

@@ -1,0 +1,162 @@
+//! Which statements leave state on a server connection that outlives the transaction.
+//!
+//! Transaction pooling hands a server connection to another client after each transaction, so a
+//! client that creates session state (a `SET`, `LISTEN`, a temporary table, an SQL-level
+//! `PREPARE`, a session advisory lock, a `WITH HOLD` cursor…) is *pinned*: it keeps its server
+//! connection until it disconnects, and the connection is reset with `DISCARD ALL` before reuse.
+//! The scan is a cheap, conservative byte scan — a false positive only costs pooling efficiency,
+//! a false negative would leak state, so anything doubtful pins.
+
+/// What a statement does to session state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Effect {
+    /// The client must keep its server connection for the rest of the session.
+    pub pin: bool,
+    /// The statement may drop server-side prepared statements (`DISCARD`, `DEALLOCATE`).
+    pub drops_prepared: bool,
+}
+
+/// Scans one query string (possibly several statements).
+pub fn scan(sql: &[u8]) -> Effect {
+    let mut effect = Effect::default();
+    for stmt in sql.split(|&b| b == b';') {
+        let s = skip_space_and_comments(stmt);
+        if s.is_empty() {
+            continue;
+        }
+        let (first, rest) = word(s);
+        let (second, rest2) = word(skip_space_and_comments(rest));
+        let pin = match first.as_slice() {
+            b"set" => !matches!(second.as_slice(), b"local" | b"transaction"),
+            b"reset" | b"listen" | b"prepare" | b"load" => true,
+            b"discard" | b"deallocate" => {
+                effect.drops_prepared = true;
+                true
+            }
+            b"create" => {
+                let (third, _) = word(skip_space_and_comments(rest2));
+                matches!(second.as_slice(), b"temp" | b"temporary")
+                    || (matches!(second.as_slice(), b"local" | b"global")
+                        && matches!(third.as_slice(), b"temp" | b"temporary"))
+            }
+            b"declare" => contains_ci(s, b"hold"),
+            _ => false,
+        };
+        // Functions with session effects may appear anywhere, e.g. `SELECT pg_advisory_lock(1)`.
+        let pin = pin
+            || contains_ci(s, b"pg_advisory_lock")
+            || contains_ci(s, b"pg_try_advisory_lock")
+            || contains_ci(s, b"set_config")
+            || (contains_ci(s, b"into") && (contains_ci(s, b"temp") || contains_ci(s, b"unlogged")));
+        effect.pin |= pin;
+    }
+    effect
+}
+
+fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {
+    loop {
+        let before = s.len();
+        while let [c, rest @ ..] = s {
+            if c.is_ascii_whitespace() || *c == b'(' {
+                s = rest;
+            } else {
+                break;
+            }
+        }
+        if let Some(rest) = s.strip_prefix(b"--") {
+            s = rest.iter().position(|&b| b == b'\n').map_or(&[], |p| &rest[p + 1..]);
+        } else if let Some(rest) = s.strip_prefix(b"/*") {
+            s = rest.windows(2).position(|w| w == b"*/").map_or(&[], |p| &rest[p + 2..]);
+        }
+        if s.len() == before {
+            return s;
+        }
+    }
+}
+
+/// The leading keyword, lowercased (at most 16 bytes are kept), and what follows it.
+fn word(s: &[u8]) -> (WordBuf, &[u8]) {
+    let end = s
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+        .unwrap_or(s.len());
+    (WordBuf::new(&s[..end]), &s[end..])
+}
+
+/// A small lowercase copy of a keyword, on the stack.
+struct WordBuf {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl WordBuf {
+    fn new(w: &[u8]) -> Self {
+        let mut buf = [0u8; 16];
+        let len = if w.len() > 16 { 0 } else { w.len() };
+        for (d, s) in buf.iter_mut().zip(&w[..len]) {
+            *d = s.to_ascii_lowercase();
+        }
+        WordBuf { buf, len }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.len() >= needle.len()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_state_pins_and_plain_statements_do_not() {
+        let pins = [
+            "SET search_path = x",
+            "set TimeZone to 'UTC'",
+            "SET SESSION statement_timeout = 5",
+            "RESET ALL",
+            "LISTEN chan",
+            "PREPARE p AS SELECT 1",
+            "CREATE TEMP TABLE t (a int)",
+            "create local temporary table t (a int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "SELECT pg_advisory_lock(1)",
+            "select pg_try_advisory_lock(1)",
+            "SELECT set_config('a.b', 'c', false)",
+            "SELECT 1; SET x = 1",
+            "/* hint */ SET x = 1",
+            "-- c\nSET x = 1",
+            "SELECT * INTO TEMP t FROM a",
+            "DISCARD ALL",
+            "DEALLOCATE p",
+        ];
+        for s in pins {
+            assert!(scan(s.as_bytes()).pin, "{s}");
+        }
+        let plain = [
+            "SELECT 1",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 5;",
+            "BEGIN",
+            "SET LOCAL statement_timeout = 5",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "UPDATE t SET a = 1",
+            "CREATE TABLE temps (a int)",
+            "SELECT pg_advisory_xact_lock(1)",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "INSERT INTO t VALUES (1)",
+            "",
+        ];
+        for s in plain {
+            assert!(!scan(s.as_bytes()).pin, "{s}");
+        }
+        assert!(scan(b"DISCARD ALL").drops_prepared);
+        assert!(!scan(b"SET x = 1").drops_prepared);
+    }
+}
