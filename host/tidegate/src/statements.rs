@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Bodies remembered at most; past this, new bodies still get fresh ids but are not shared.
-const MAX_SHARED: usize = 100_000;
+pub(crate) const MAX_SHARED: usize = 100_000;
 
 /// The process-wide map from statement body to id.
 #[derive(Default)]

@@ -5,7 +5,7 @@
 //! waiting client is woken in FIFO order as soon as one is returned.
 
 use super::conn::{Backend, BackendError, Target};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -63,6 +63,10 @@ pub struct Pool {
     slots: Arc<Semaphore>,
     idle: Mutex<Vec<Backend>>,
     server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    /// Statement ids a server of this pool accepted: a client's Parse of one of them can be
+    /// answered without a server connection, so PQprepare outside a transaction needs no
+    /// checkout (synchronous preparers such as pgbench would otherwise deadlock a small pool).
+    valid: Mutex<HashSet<u64>>,
 }
 
 impl Pool {
@@ -75,6 +79,7 @@ impl Pool {
             slots: Arc::new(Semaphore::new(size)),
             idle: Mutex::new(Vec::with_capacity(size)),
             server_params: Mutex::new(None),
+            valid: Mutex::new(HashSet::new()),
         }
     }
 
@@ -151,6 +156,19 @@ impl Pool {
         if p.is_none() {
             *p = Some(Arc::new(b.params.clone()));
         }
+    }
+
+    /// Records that a server of this pool accepted statement `id`.
+    pub fn mark_valid(&self, id: u64) {
+        let mut v = self.valid.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() < crate::statements::MAX_SHARED {
+            v.insert(id);
+        }
+    }
+
+    /// Whether a server of this pool accepted statement `id`.
+    pub fn is_valid(&self, id: u64) -> bool {
+        self.valid.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
     }
 
     /// Closes idle connections past the idle timeout.

@@ -31,11 +31,22 @@ where
             return Ok(false);
         };
         let effect = session_state::scan(query);
+        let stmt_body = &body[name.len() + 1..];
+        if !name.is_empty() && self.backend.is_none() && !effect.pin {
+            // A statement some server already accepted needs no connection to be "parsed":
+            // it is prepared on whichever connection later binds it.
+            let shared = Bytes::copy_from_slice(stmt_body);
+            let id = self.sh.statements.id(&shared);
+            if self.pool.is_valid(id) {
+                self.stmts.insert(Bytes::copy_from_slice(name), Stmt { id, body: shared });
+                self.pending.push_back(Pending::Synthetic(b'1'));
+                return Ok(true);
+            }
+        }
         if !self.attach(false).await? {
             return Ok(true);
         }
         self.note_effect(effect);
-        let stmt_body = &body[name.len() + 1..];
         let Some(b) = self.backend.as_mut() else {
             return Err(SessionError::Terminated("no server connection"));
         };

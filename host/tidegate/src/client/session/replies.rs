@@ -65,8 +65,11 @@ where
             }
             match h.tag {
                 b'1' => {
-                    if let Some(Pending::Parse { visible, .. }) = self.pending.pop_front() {
+                    if let Some(Pending::Parse { visible, id }) = self.pending.pop_front() {
                         forward = visible;
+                        if let Some(id) = id {
+                            self.pool.mark_valid(id);
+                        }
                     }
                 }
                 b'2' | b'3' => {

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Side-by-side pgbench: PostgreSQL direct vs PgBouncer vs TideGate, interleaved in one run.
+# Everything runs on loopback in a throw-away temp dir that is removed on exit.
+# Usage (as root): bench/pgbench.sh        see bench/README.md for the knobs.
+set -euo pipefail
+
+SCALE=${SCALE:-10}
+POOL=${POOL:-8}
+CLIENTS=${CLIENTS:-8}
+DURATION=${DURATION:-20}
+ROUNDS=${ROUNDS:-2}
+TIDEGATE=${TIDEGATE:-/work/main/target/release/tidegate}   # "skip" = benchmark without TideGate
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
+
+die() { echo "pgbench.sh: $*" >&2; exit 1; }
+as_pg() { runuser -u postgres -- "$@"; }
+
+[[ $(id -u) -eq 0 ]] || die "run as root (PostgreSQL and PgBouncer are started as the postgres user)"
+for n in SCALE POOL CLIENTS DURATION ROUNDS; do
+    [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
+done
+if [[ $TIDEGATE != skip && ! -x $TIDEGATE ]]; then
+    die "TideGate binary not found at $TIDEGATE; build it with: cargo build --release -p tidegate"
+fi
+for b in "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBOUNCER"; do [[ -x $b ]] || die "missing $b"; done
+for b in pgbench psql pg_isready python3 timeout; do command -v "$b" >/dev/null || die "missing $b"; done
+
+TMP=$(mktemp -d /tmp/tidegate-bench.XXXXXX)
+chown postgres: "$TMP"
+TG_PID=""
+cleanup() {
+    set +e
+    if [[ -n $TG_PID ]] && kill -0 "$TG_PID" 2>/dev/null; then
+        kill -TERM "$TG_PID"
+        for _ in $(seq 50); do kill -0 "$TG_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$TG_PID" 2>/dev/null
+    fi
+    if [[ -s $TMP/pgbouncer.pid ]]; then
+        local p
+        p=$(<"$TMP/pgbouncer.pid")
+        kill -TERM "$p" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    fi
+    if [[ -s $TMP/data/postmaster.pid ]]; then
+        as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -m fast -t 30 stop >/dev/null 2>&1
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Three distinct free loopback ports (sockets held open together so they differ).
+read -r PG_PORT PGB_PORT TG_PORT < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in ss))')
+
+wait_ready() {  # name port: up to 30 s for pg_isready
+    for _ in $(seq 150); do
+        pg_isready -q -h 127.0.0.1 -p "$2" -U postgres -d bench -t 2 && return 0
+        sleep 0.2
+    done
+    die "$1 did not become ready on port $2"
+}
+
+# ---- 1. PostgreSQL ---------------------------------------------------------------------
+echo "== PostgreSQL 15 on 127.0.0.1:$PG_PORT (data in $TMP/data)"
+as_pg "$PGBIN/initdb" -D "$TMP/data" -A trust --no-sync -U postgres >"$TMP/initdb.log" 2>&1 ||
+    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -l "$TMP/postgres.log" -w -t 60 -o \
+    "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories=$TMP \
+     -c max_connections=200 -c shared_buffers=256MB" start >/dev/null ||
+    { tail -n 20 "$TMP/postgres.log" >&2; die "PostgreSQL did not start"; }
+psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'CREATE DATABASE bench'
+echo "== pgbench -i -s $SCALE"
+timeout --foreground 1800 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench \
+    >"$TMP/init.log" 2>&1 || { cat "$TMP/init.log" >&2; die "pgbench -i failed"; }
+
+# ---- 2. PgBouncer ----------------------------------------------------------------------
+echo "== PgBouncer on 127.0.0.1:$PGB_PORT"
+echo '"postgres" ""' >"$TMP/userlist.txt"
+cat >"$TMP/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $TMP/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL
+max_client_conn = 200
+ignore_startup_parameters = extra_float_digits
+logfile = $TMP/pgbouncer.log
+pidfile = $TMP/pgbouncer.pid
+EOF
+chown postgres: "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
+as_pg "$PGBOUNCER" -d -q "$TMP/pgbouncer.ini" || die "PgBouncer did not start (see $TMP/pgbouncer.log)"
+wait_ready PgBouncer "$PGB_PORT"
+PGB_PID=$(<"$TMP/pgbouncer.pid")
+
+# ---- 3. TideGate -----------------------------------------------------------------------
+if [[ $TIDEGATE != skip ]]; then
+    echo "== TideGate on 127.0.0.1:$TG_PORT"
+    cat >"$TMP/tidegate.toml" <<EOF
+[listen]
+sql = "127.0.0.1:$TG_PORT"
+[upstream.primary]
+host = "127.0.0.1"
+port = $PG_PORT
+user = "postgres"
+database = "bench"
+[pool]
+size = $POOL
+[auth]
+method = "trust"
+[log]
+level = "warn"
+[[users]]
+name = "postgres"
+EOF
+    "$TIDEGATE" serve --config "$TMP/tidegate.toml" >"$TMP/tidegate.log" 2>&1 &
+    TG_PID=$!
+    sleep 0.2
+    kill -0 "$TG_PID" 2>/dev/null || { cat "$TMP/tidegate.log" >&2; die "TideGate exited at startup"; }
+    wait_ready TideGate "$TG_PORT"
+else
+    echo "== TideGate skipped (TIDEGATE=skip)"
+fi
+
+# ---- 4. Workloads ----------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {  # utime+stime of a process (all threads), fields 14 and 15 of /proc/PID/stat
+    local s f
+    s=$(<"/proc/$1/stat")
+    read -r -a f <<<"${s##*) }"   # drop "pid (comm) " so f[0] is field 3
+    echo $((f[11] + f[12]))
+}
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) print "-"; else printf "%.1f\n", (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0>0 && b+0>0) printf "%.2f\n", a/b; else print "-"}'; }
+us_per_tx() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN {if (n>0) printf "%.1f\n", t/hz*1e6/n; else print "-"}'; }
+
+WORKLOADS=("select-only simple|-S -M simple" "select-only extended|-S -M extended"
+           "select-only prepared|-S -M prepared" "tpc-b simple|-M simple")
+TARGETS=(direct pgbouncer tidegate)
+declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$PGB_PORT [tidegate]=$TG_PORT)
+declare -A PID=([pgbouncer]=$PGB_PID [tidegate]=$TG_PID)
+declare -A TPS FAILED TXS TICKS   # keyed "workload|target"
+NA_PGB="n/a (pgbouncer 1.18 lacks prepared statements in transaction mode)"
+
+skipped() {  # target workload-args -> reason, or nothing if it runs
+    if [[ $1 == tidegate && $TIDEGATE == skip ]]; then echo "skipped (TIDEGATE=skip)"
+    elif [[ $1 == pgbouncer && $2 == *prepared* ]]; then echo "$NA_PGB"; fi
+}
+
+run_one() {  # name args target round
+    local name=$1 args=$2 t=$3 r=$4 key="$1|$3" out t0=0 t1=0 tps tx fail
+    out="$TMP/run-${name// /_}-$t-$r.log"
+    if [[ -n ${PID[$t]:-} ]]; then t0=$(cpu_ticks "${PID[$t]}"); fi
+    # shellcheck disable=SC2086  # $args is a deliberate word list
+    timeout --foreground -k 10 $((DURATION + 120)) pgbench -n -c "$CLIENTS" -j 2 -T "$DURATION" $args \
+        -h 127.0.0.1 -p "${PORT[$t]}" -U postgres bench >"$out" 2>&1 || true
+    if [[ -n ${PID[$t]:-} ]]; then t1=$(cpu_ticks "${PID[$t]}"); fi
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")
+    tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+    fail=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
+    if [[ -z $tps ]]; then
+        echo "   WARNING: no tps from $t ($name, round $r); last lines of $out:" >&2
+        tail -n 5 "$out" | sed 's/^/     /' >&2
+        tps=0
+    fi
+    TPS[$key]+="$tps "
+    FAILED[$key]=$(( ${FAILED[$key]:-0} + ${fail:-0} ))
+    TXS[$key]=$(( ${TXS[$key]:-0} + ${tx:-0} ))
+    TICKS[$key]=$(( ${TICKS[$key]:-0} + t1 - t0 ))
+    printf '   round %d  %-9s  tps %10s  failed %s\n' "$r" "$t" "$tps" "${fail:-?}"
+}
+
+for w in "${WORKLOADS[@]}"; do
+    name=${w%%|*} args=${w#*|}
+    echo "== $name: pgbench -n -c $CLIENTS -j 2 -T $DURATION $args  x $ROUNDS rounds"
+    for r in $(seq "$ROUNDS"); do
+        for t in "${TARGETS[@]}"; do
+            if [[ -z $(skipped "$t" "$args") ]]; then run_one "$name" "$args" "$t" "$r"; fi
+        done
+    done
+done
+
+# ---- 5. Report -------------------------------------------------------------------------
+echo
+echo "Machine: $(nproc) CPUs ($(uname -m)), $(pgbench --version), $("$PGBOUNCER" --version | head -n 1)"
+echo "Settings: SCALE=$SCALE POOL=$POOL CLIENTS=$CLIENTS DURATION=${DURATION}s ROUNDS=$ROUNDS (median TPS)," \
+     "PostgreSQL max_connections=200 shared_buffers=256MB, TIDEGATE=$TIDEGATE"
+echo
+fmt='%-21s | %10s | %13s | %12s | %15s | %18s | %16s | %17s | %s\n'
+# shellcheck disable=SC2059  # $fmt is a format string on purpose
+printf "$fmt" workload "direct tps" "pgbouncer tps" "tidegate tps" tidegate/direct tidegate/pgbouncer \
+    "tidegate µs/tx" "pgbouncer µs/tx" "failed tx (direct/pgb/tg)"
+notes=()
+for w in "${WORKLOADS[@]}"; do
+    name=${w%%|*} args=${w#*|}
+    declare -A med=() cpu=() fl=()
+    for t in "${TARGETS[@]}"; do
+        why=$(skipped "$t" "$args")
+        if [[ -n $why ]]; then
+            med[$t]="n/a" cpu[$t]="n/a" fl[$t]="-"
+            if [[ $t == pgbouncer ]]; then notes+=("$name: pgbouncer $why"); fi
+            continue
+        fi
+        med[$t]=$(tr ' ' '\n' <<<"${TPS[$name|$t]}" | grep . | median)
+        cpu[$t]=$(us_per_tx "${TICKS[$name|$t]}" "${TXS[$name|$t]}")
+        fl[$t]=${FAILED[$name|$t]}
+    done
+    # shellcheck disable=SC2059
+    printf "$fmt" "$name" "${med[direct]}" "${med[pgbouncer]}" "${med[tidegate]}" \
+        "$(ratio "${med[tidegate]}" "${med[direct]}")" "$(ratio "${med[tidegate]}" "${med[pgbouncer]}")" \
+        "${cpu[tidegate]}" "${cpu[pgbouncer]}" "${fl[direct]}/${fl[pgbouncer]}/${fl[tidegate]}"
+    unset med cpu fl
+done
+echo
+for n in "${notes[@]}"; do echo "note: $n"; done
+if [[ $TIDEGATE == skip ]]; then echo "note: TideGate was skipped (TIDEGATE=skip, a debugging aid)"; fi
+echo "µs/tx = broker process CPU (user+sys, all threads, /proc/PID/stat) / transactions processed."
