@@ -364,6 +364,8 @@ where
             let mut b = b;
             self.forward_rest(&mut b);
             self.cancel.detach();
+            // The server likely restarted: its idle siblings are dead too.
+            self.pool.close_idle();
         }
         self.pending.clear();
         tracing::warn!(user = %self.user, error = %e, "server connection lost");
