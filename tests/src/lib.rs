@@ -111,7 +111,7 @@ impl Postgres {
         let pg = Postgres { dir, port };
         let mut conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\n\
+             fsync = off\nfull_page_writes = off\nmax_connections = 300\n\
              log_line_prefix = '%m [%p] '\n",
             pg.dir.display()
         );

@@ -175,3 +175,26 @@ pub fn sync() -> Vec<u8> {
 pub fn tags(msgs: &[Msg]) -> String {
     msgs.iter().map(|m| m.tag as char).collect()
 }
+
+impl Raw {
+    /// Logs in with SCRAM-SHA-256 as `user`/`password` and reads to ReadyForQuery.
+    pub async fn startup_scram(&mut self, user: &str, password: &str, db: &str) -> Vec<Msg> {
+        use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+        use postgres_protocol::message::frontend;
+        self.send(&startup_packet(&[("user", user), ("database", db)])).await;
+        let m = self.recv().await.expect("AuthenticationSASL");
+        assert_eq!(m.tag, b'R');
+        let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+        let mut out = BytesMut::new();
+        frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut out).expect("encode");
+        self.send(&out).await;
+        let m = self.recv().await.expect("SASLContinue");
+        scram.update(&m.body[4..]).expect("server-first");
+        out.clear();
+        frontend::sasl_response(scram.message(), &mut out).expect("encode");
+        self.send(&out).await;
+        let m = self.recv().await.expect("SASLFinal");
+        scram.finish(&m.body[4..]).expect("server signature");
+        self.until_ready().await
+    }
+}

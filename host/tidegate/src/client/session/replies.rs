@@ -132,6 +132,8 @@ where
                         }
                     }
                     self.cancel_sent = false;
+                    // Idle time (in or out of a transaction) counts from the last reply.
+                    self.last_activity = Instant::now();
                     if self.pending.is_empty() {
                         self.busy_since = None;
                         release = status == b'I' && !self.pinned && !self.copy_in;
