@@ -9,7 +9,7 @@ POOL=${POOL:-8}
 CLIENTS=${CLIENTS:-8}
 DURATION=${DURATION:-20}
 ROUNDS=${ROUNDS:-2}
-TIDEGATE=${TIDEGATE:-/work/main/target/release/tidegate}   # "skip" = benchmark without TideGate
+TIDEGATE=${TIDEGATE:-$(cd "$(dirname "$0")/.." && pwd)/target/release/tidegate}   # "skip" = benchmark without TideGate
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 

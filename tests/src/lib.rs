@@ -103,9 +103,16 @@ impl Postgres {
         }
         let data = dir.join("data");
         let mut init = pg_tool("initdb");
-        init.arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        init.arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         run(init, "initdb")?;
         let port = free_port();
         let pg = Postgres { dir, port };
@@ -146,7 +153,10 @@ impl Postgres {
     /// Stops the server with `-m immediate` (a crash, as far as clients can tell).
     pub fn stop_immediate(&self) {
         let mut c = pg_tool("pg_ctl");
-        c.arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "-w", "stop"]).stdout(Stdio::null());
+        c.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null());
         let _ = c.status();
     }
 
@@ -168,10 +178,25 @@ impl Postgres {
     /// Runs SQL directly (psql, superuser) and returns stdout; panics on failure.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url(db), "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(db),
+                "-c",
+                sql,
+            ])
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -236,13 +261,19 @@ impl Broker {
 
     /// Starts TideGate with a full config (its listen address is replaced by an ephemeral one).
     pub async fn start_config(cfg: Config) -> Broker {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::new(cfg).expect("shared state"));
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(tidegate::server::serve(listener, shared.clone(), async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(tidegate::server::serve(
+            listener,
+            shared.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Broker {
             addr,
             shared,
@@ -253,7 +284,10 @@ impl Broker {
 
     /// A libpq URL through the broker.
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
-        format!("postgresql://{user}:{password}@127.0.0.1:{}/{db}", self.addr.port())
+        format!(
+            "postgresql://{user}:{password}@127.0.0.1:{}/{db}",
+            self.addr.port()
+        )
     }
 
     /// The `app` user's URL for database `db`.
@@ -263,7 +297,9 @@ impl Broker {
 
     /// Connects as `app` with tokio-postgres.
     pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
-        connect(&self.app_url(db)).await.expect("connection through TideGate")
+        connect(&self.app_url(db))
+            .await
+            .expect("connection through TideGate")
     }
 
     /// Starts a graceful shutdown and waits for it to finish.
@@ -300,7 +336,9 @@ pub async fn run_tool(program: &str, args: &[&str], env: &[(&str, &str)]) -> Out
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().await.unwrap_or_else(|e| panic!("running {program}: {e}"))
+    c.output()
+        .await
+        .unwrap_or_else(|e| panic!("running {program}: {e}"))
 }
 
 /// The SQLSTATE of a tokio-postgres error, if the server sent one.
@@ -327,5 +365,7 @@ pub async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Path of a file in the tests crate.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }

@@ -52,7 +52,8 @@ impl Raw {
     pub async fn recv(&mut self) -> Option<Msg> {
         loop {
             if self.buf.len() >= 5 {
-                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
                 if self.buf.len() > len {
                     let m = self.buf.split_to(len + 1);
                     return Some(Msg {
@@ -61,7 +62,9 @@ impl Raw {
                     });
                 }
             }
-            match tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf)).await {
+            match tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await
+            {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return None,
             }
@@ -93,7 +96,9 @@ impl Raw {
     /// True when the server closed the connection (EOF) within a few seconds.
     pub async fn closed(&mut self) -> bool {
         loop {
-            match tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf)).await {
+            match tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf))
+                .await
+            {
                 Ok(Ok(0)) | Ok(Err(_)) => return true,
                 Ok(Ok(_)) => continue,
                 Err(_) => return false,
@@ -103,7 +108,8 @@ impl Raw {
 
     /// Logs in with trust auth as `user` and reads to ReadyForQuery.
     pub async fn startup(&mut self, user: &str, db: &str) -> Vec<Msg> {
-        self.send(&startup_packet(&[("user", user), ("database", db)])).await;
+        self.send(&startup_packet(&[("user", user), ("database", db)]))
+            .await;
         self.until_ready().await
     }
 }
@@ -181,7 +187,8 @@ impl Raw {
     pub async fn startup_scram(&mut self, user: &str, password: &str, db: &str) -> Vec<Msg> {
         use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
         use postgres_protocol::message::frontend;
-        self.send(&startup_packet(&[("user", user), ("database", db)])).await;
+        self.send(&startup_packet(&[("user", user), ("database", db)]))
+            .await;
         let m = self.recv().await.expect("AuthenticationSASL");
         assert_eq!(m.tag, b'R');
         let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());

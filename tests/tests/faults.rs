@@ -17,40 +17,67 @@ async fn primary_killed_mid_transaction() {
     pg.sql("postgres", "CREATE TABLE t (a int)");
     let broker = Broker::start(&pg, "[pool]\nconnect_timeout = \"1s\"\n").await;
     let c = broker.connect("postgres").await;
-    c.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.expect("begin");
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .expect("begin");
     pg.stop_immediate();
-    let e = c.batch_execute("COMMIT").await.expect_err("no COMMIT acknowledgement");
+    let e = c
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("no COMMIT acknowledgement");
     let code = sqlstate(&e);
     assert!(
-        code.as_deref().is_none_or(|c| c.starts_with("08") || c == "57P01"),
+        code.as_deref()
+            .is_none_or(|c| c.starts_with("08") || c == "57P01"),
         "unexpected error {e:?}"
     );
     // While the primary is down, new clients get a clear error within the connect timeout.
     let started = Instant::now();
     let down = connect(&broker.app_url("postgres")).await;
     if let Ok(c2) = down {
-        c2.simple_query("SELECT 1").await.expect_err("primary is down");
+        c2.simple_query("SELECT 1")
+            .await
+            .expect_err("primary is down");
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "no hang: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no hang: {:?}",
+        started.elapsed()
+    );
     pg.restart();
     let started = Instant::now();
     let c3 = broker.connect("postgres").await;
-    let n = c3.query_one("SELECT count(*) FROM t", &[]).await.expect("works after restart");
+    let n = c3
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("works after restart");
     assert_eq!(n.get::<_, i64>(0), 0, "the transaction was not replayed");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// Scenario 2: exactly one ROLLBACK reaches the server and the connection is reused clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_vanishes_mid_transaction() {
     let pg = Postgres::start_with(&[("log_statement", "all")]);
-    pg.sql("postgres", "CREATE TABLE t (a int); CREATE ROLE x; GRANT ALL ON t TO x");
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t (a int); CREATE ROLE x; GRANT ALL ON t TO x",
+    );
     let broker = Broker::start(&pg, "[pool]\nsize = 1\n").await;
     {
         let mut c = Raw::connect(broker.addr).await;
         let greeting = c.startup_scram("app", "app", "postgres").await;
         assert_eq!(greeting.last().map(|m| m.tag), Some(b'Z'));
-        for sql in ["BEGIN", "SET ROLE x", "PREPARE p AS SELECT 1", "UPDATE t SET a = 2"] {
+        for sql in [
+            "BEGIN",
+            "SET ROLE x",
+            "PREPARE p AS SELECT 1",
+            "UPDATE t SET a = 2",
+        ] {
             c.send(&raw::query(sql)).await;
             let r = c.until_ready().await;
             assert!(!r.iter().any(|m| m.tag == b'E'), "{sql}: {:?}", r);
@@ -69,7 +96,10 @@ async fn client_vanishes_mid_transaction() {
             Err(e) => panic!("next client's PREPARE p failed: {e}"),
         }
     }
-    let who = c.query_one("SELECT current_user::text", &[]).await.expect("whoami");
+    let who = c
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("whoami");
     assert_eq!(who.get::<_, String>(0), "postgres", "no leftover role");
     let rollbacks = pg.log().matches("statement: ROLLBACK").count();
     assert_eq!(rollbacks, 1, "exactly one ROLLBACK:\n{}", pg.log());
@@ -83,11 +113,23 @@ async fn timeouts() {
     // query_timeout: cancelled at about 1 s, and the session goes on.
     let c = broker.connect("postgres").await;
     let started = Instant::now();
-    let e = c.simple_query("SELECT pg_sleep(5)").await.expect_err("timed out");
+    let e = c
+        .simple_query("SELECT pg_sleep(5)")
+        .await
+        .expect_err("timed out");
     assert_eq!(sqlstate(&e).as_deref(), Some("57014"));
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "{took:?}");
-    assert_eq!(c.query_one("SELECT 7", &[]).await.expect("still usable").get::<_, i32>(0), 7);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    assert_eq!(
+        c.query_one("SELECT 7", &[])
+            .await
+            .expect("still usable")
+            .get::<_, i32>(0),
+        7
+    );
 
     let broker = Broker::start(
         &pg,
@@ -97,19 +139,27 @@ async fn timeouts() {
     // A statement running 2.5 s inside a transaction is busy, not idle: it must not be killed.
     let busy = broker.connect("postgres").await;
     busy.batch_execute("BEGIN").await.expect("begin");
-    busy.batch_execute("SELECT pg_sleep(2.5)").await.expect("long statement in a transaction");
+    busy.batch_execute("SELECT pg_sleep(2.5)")
+        .await
+        .expect("long statement in a transaction");
     busy.batch_execute("COMMIT").await.expect("commit");
 
     // Idle inside a transaction for longer than 2 s: disconnected with 25P03.
     let idle_tx = broker.connect("postgres").await;
     idle_tx.batch_execute("BEGIN").await.expect("begin");
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert!(idle_tx.batch_execute("SELECT 1").await.is_err(), "closed after idle in transaction");
+    assert!(
+        idle_tx.batch_execute("SELECT 1").await.is_err(),
+        "closed after idle in transaction"
+    );
 
     // Idle outside a transaction for longer than 2 s: disconnected.
     let idle = broker.connect("postgres").await;
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    assert!(idle.batch_execute("SELECT 1").await.is_err(), "closed after client idle timeout");
+    assert!(
+        idle.batch_execute("SELECT 1").await.is_err(),
+        "closed after client idle timeout"
+    );
 }
 
 /// Scenario 9, scaled: clients beyond the limit get 53300 at once; backends stay within the pool.
@@ -162,7 +212,10 @@ async fn connection_storm() {
         "postgres",
         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
     );
-    assert!(backends.parse::<u32>().expect("count") <= 10, "{backends} backends");
+    assert!(
+        backends.parse::<u32>().expect("count") <= 10,
+        "{backends} backends"
+    );
     let _ = hold_tx.send(());
     for t in tasks {
         t.await.expect("client task");

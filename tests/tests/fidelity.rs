@@ -6,7 +6,15 @@ use tokio_postgres::types::{FromSql, Type};
 async fn psql_script(url: &str, script: &std::path::Path) -> (String, String) {
     let out = run_tool(
         "psql",
-        &["-X", "-d", url, "-v", "ON_ERROR_STOP=0", "-f", script.to_str().expect("utf-8 path")],
+        &[
+            "-X",
+            "-d",
+            url,
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-f",
+            script.to_str().expect("utf-8 path"),
+        ],
         &[("PGTZ", "UTC"), ("PGAPPNAME", "fidelity")],
     )
     .await;
@@ -25,12 +33,24 @@ async fn psql_output_is_byte_identical_through_tidegate() {
     let script = fixture("types.sql");
     let (direct_out, direct_err) = psql_script(&pg.url("direct"), &script).await;
     let (tg_out, tg_err) = psql_script(&broker.app_url("brokered"), &script).await;
-    assert!(direct_out.contains("héllo, wörld ✓"), "the script ran: {direct_out}");
-    assert!(direct_err.contains("division by zero"), "the script hit its error: {direct_err}");
-    assert!(direct_err.contains("a notice with detail 42"), "notice: {direct_err}");
+    assert!(
+        direct_out.contains("héllo, wörld ✓"),
+        "the script ran: {direct_out}"
+    );
+    assert!(
+        direct_err.contains("division by zero"),
+        "the script hit its error: {direct_err}"
+    );
+    assert!(
+        direct_err.contains("a notice with detail 42"),
+        "notice: {direct_err}"
+    );
     assert_eq!(tg_out, direct_out, "stdout differs");
     assert_eq!(tg_err, direct_err, "stderr (errors, notices) differs");
-    let columns = pg.sql("direct", "SELECT count(*) FROM information_schema.columns WHERE table_name = 'everything'");
+    let columns = pg.sql(
+        "direct",
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'everything'",
+    );
     assert!(columns.parse::<u32>().expect("count") >= 40);
 }
 
@@ -76,13 +96,21 @@ async fn binary_rows_are_identical_through_tidegate() {
         assert_eq!(ra.columns().len(), rb.columns().len());
         for i in 0..ra.columns().len() {
             assert_eq!(ra.columns()[i].type_(), rb.columns()[i].type_());
-            assert_eq!(ra.get::<_, Raw>(i), rb.get::<_, Raw>(i), "column {}", ra.columns()[i].name());
+            assert_eq!(
+                ra.get::<_, Raw>(i),
+                rb.get::<_, Raw>(i),
+                "column {}",
+                ra.columns()[i].name()
+            );
             compared += 1;
         }
     }
     assert!(compared >= 120);
     // Parameters in binary format, through a prepared statement, on a fresh transaction.
-    let stmt = through.prepare("SELECT $1::int8 + 1, $2::text || '!', $3::float8[]").await.expect("prepare");
+    let stmt = through
+        .prepare("SELECT $1::int8 + 1, $2::text || '!', $3::float8[]")
+        .await
+        .expect("prepare");
     let row = through
         .query_one(&stmt, &[&41i64, &"hi", &vec![1.5f64, -2.0]])
         .await

@@ -12,7 +12,11 @@ async fn pgbench(url: &str, args: &[&str]) -> String {
     let mut all = vec!["-d", url];
     all.extend_from_slice(args);
     let out = run_tool("pgbench", &all, &[]).await;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
     text
 }
@@ -43,7 +47,10 @@ async fn pgbench_every_mode_over_a_pool_of_four() {
     let url = broker.app_url("bench");
     // Initialization loads pgbench_accounts with COPY through the broker.
     pgbench(&url, &["-i", "-s", "10", "-q"]).await;
-    assert_eq!(pg.sql("bench", "SELECT count(*) FROM pgbench_accounts"), "1000000");
+    assert_eq!(
+        pg.sql("bench", "SELECT count(*) FROM pgbench_accounts"),
+        "1000000"
+    );
     let t = duration();
     for mode in ["simple", "extended", "prepared"] {
         for select_only in [true, false] {
@@ -70,7 +77,10 @@ async fn pgbench_every_mode_over_a_pool_of_four() {
         "postgres",
         "SELECT count(*) FROM pg_stat_activity WHERE datname = 'bench' AND backend_type = 'client backend'",
     );
-    assert!(max_conns.parse::<u32>().expect("count") <= 4, "{max_conns} connections");
+    assert!(
+        max_conns.parse::<u32>().expect("count") <= 4,
+        "{max_conns} connections"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,25 +94,52 @@ async fn copy_a_million_rows_in_and_out_is_lossless() {
     let mut data = String::with_capacity(40 << 20);
     for i in 0..1_000_000u32 {
         use std::fmt::Write;
-        let _ = writeln!(data, "{i}\t{}\tvalue-{}\\t\\\\{}\t{}", i as f64 * 0.5, i % 977, i % 13, if i % 10 == 0 { "\\N" } else { "x" });
+        let _ = writeln!(
+            data,
+            "{i}\t{}\tvalue-{}\\t\\\\{}\t{}",
+            i as f64 * 0.5,
+            i % 977,
+            i % 13,
+            if i % 10 == 0 { "\\N" } else { "x" }
+        );
     }
     std::fs::write(&src, &data).expect("write");
     let url = broker.app_url("copy");
     pg.sql("copy", "CREATE TABLE t (id int, f float8, s text, n text)");
     let load = run_tool(
         "psql",
-        &["-X", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", &format!("\\copy t FROM '{}'", src.display())],
+        &[
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &url,
+            "-c",
+            &format!("\\copy t FROM '{}'", src.display()),
+        ],
         &[],
     )
     .await;
-    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&load.stdout).trim(), "COPY 1000000");
     let out_tg = dir.join("out-tg.tsv");
     let out_direct = dir.join("out-direct.tsv");
     for (u, f) in [(&url, &out_tg), (&pg.url("copy"), &out_direct)] {
         let r = run_tool(
             "psql",
-            &["-X", "-v", "ON_ERROR_STOP=1", "-d", u, "-c", &format!("\\copy (SELECT * FROM t ORDER BY id) TO '{}'", f.display())],
+            &[
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                u,
+                "-c",
+                &format!("\\copy (SELECT * FROM t ORDER BY id) TO '{}'", f.display()),
+            ],
             &[],
         )
         .await;
@@ -111,6 +148,9 @@ async fn copy_a_million_rows_in_and_out_is_lossless() {
     let a = std::fs::read(&out_tg).expect("read");
     let b = std::fs::read(&out_direct).expect("read");
     assert_eq!(a.len(), data.len());
-    assert!(a == data.as_bytes(), "COPY out through TideGate differs from what went in");
+    assert!(
+        a == data.as_bytes(),
+        "COPY out through TideGate differs from what went in"
+    );
     assert!(a == b, "COPY out through TideGate differs from direct");
 }

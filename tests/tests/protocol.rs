@@ -6,7 +6,13 @@ use tidegate_tests::{Broker, Postgres};
 
 async fn still_serving(broker: &Broker) {
     let c = broker.connect("postgres").await;
-    assert_eq!(c.query_one("SELECT 1", &[]).await.expect("serving").get::<_, i32>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT 1", &[])
+            .await
+            .expect("serving")
+            .get::<_, i32>(0),
+        1
+    );
 }
 
 /// Sends `bytes` on a fresh connection and returns the first reply (if any) and whether the
@@ -67,7 +73,10 @@ async fn malformed_startup_packets() {
         if let Some(m) = first {
             assert_eq!(m.tag, b'E', "{name}: {m:?}");
             let code = m.sqlstate().unwrap_or_default();
-            assert!(["08P01", "0A000", "28000"].contains(&code.as_str()), "{name}: {code}");
+            assert!(
+                ["08P01", "0A000", "28000"].contains(&code.as_str()),
+                "{name}: {code}"
+            );
         }
     }
     still_serving(&broker).await;
@@ -80,10 +89,33 @@ async fn malformed_authentication_messages() {
     let startup = raw::startup_packet(&[("user", "app"), ("database", "postgres")]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         // SASLInitialResponse claiming 100 bytes of data but carrying 3 (pgwire #175).
-        ("truncated SASL", raw::msg(b'p', &[b"SCRAM-SHA-256\0".as_slice(), &100i32.to_be_bytes(), b"n,,"].concat())),
+        (
+            "truncated SASL",
+            raw::msg(
+                b'p',
+                &[b"SCRAM-SHA-256\0".as_slice(), &100i32.to_be_bytes(), b"n,,"].concat(),
+            ),
+        ),
         ("SASL without length", raw::msg(b'p', b"SCRAM-SHA-256\0")),
-        ("wrong mechanism", raw::msg(b'p', &[b"PLAIN\0".as_slice(), &3i32.to_be_bytes(), b"abc"].concat())),
-        ("garbage client-first", raw::msg(b'p', &[b"SCRAM-SHA-256\0".as_slice(), &4i32.to_be_bytes(), b"\xff\xfe\0x"].concat())),
+        (
+            "wrong mechanism",
+            raw::msg(
+                b'p',
+                &[b"PLAIN\0".as_slice(), &3i32.to_be_bytes(), b"abc"].concat(),
+            ),
+        ),
+        (
+            "garbage client-first",
+            raw::msg(
+                b'p',
+                &[
+                    b"SCRAM-SHA-256\0".as_slice(),
+                    &4i32.to_be_bytes(),
+                    b"\xff\xfe\0x",
+                ]
+                .concat(),
+            ),
+        ),
         ("not a password message", raw::query("SELECT 1")),
         ("huge password message", {
             let mut m = vec![b'p'];
@@ -98,7 +130,11 @@ async fn malformed_authentication_messages() {
         assert_eq!(sasl.tag, b'R');
         c.send(&bytes).await;
         let m = c.recv().await.unwrap_or_else(|| panic!("{name}: no reply"));
-        assert_eq!((m.tag, m.sqlstate().as_deref()), (b'E', Some("08P01")), "{name}");
+        assert_eq!(
+            (m.tag, m.sqlstate().as_deref()),
+            (b'E', Some("08P01")),
+            "{name}"
+        );
         assert!(c.closed().await, "{name}: closed");
     }
     still_serving(&broker).await;
@@ -107,31 +143,73 @@ async fn malformed_authentication_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_in_a_session() {
     let pg = Postgres::start();
-    let broker = Broker::start(&pg, "[auth]\nmethod = \"trust\"\n[limits]\nmax_message_bytes = 65536\n").await;
+    let broker = Broker::start(
+        &pg,
+        "[auth]\nmethod = \"trust\"\n[limits]\nmax_message_bytes = 65536\n",
+    )
+    .await;
     let fatal_cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("unknown type byte", raw::msg(b'?', b"xyz"), "08P01"),
         ("length below 4", vec![b'Q', 0, 0, 0, 2], "08P01"),
-        ("claims 1 GB, sends 10 bytes", {
-            let mut m = vec![b'Q'];
-            m.extend_from_slice(&0x3fff_ffffi32.to_be_bytes());
-            m.extend_from_slice(b"SELECT 1;\0");
-            m
-        }, "54000"),
-        ("over max_message_bytes", raw::query(&"x".repeat(70_000)), "54000"),
+        (
+            "claims 1 GB, sends 10 bytes",
+            {
+                let mut m = vec![b'Q'];
+                m.extend_from_slice(&0x3fff_ffffi32.to_be_bytes());
+                m.extend_from_slice(b"SELECT 1;\0");
+                m
+            },
+            "54000",
+        ),
+        (
+            "over max_message_bytes",
+            raw::query(&"x".repeat(70_000)),
+            "54000",
+        ),
         ("Query without NUL", raw::msg(b'Q', b"SELECT 1"), "08P01"),
-        ("Parse with truncated types", raw::msg(b'P', &[b"s\0SELECT $1\0".as_slice(), &5i16.to_be_bytes(), &[0, 0]].concat()), "08P01"),
-        ("Parse with negative type count", raw::msg(b'P', &[b"s\0SELECT 1\0".as_slice(), &(-1i16).to_be_bytes()].concat()), "08P01"),
-        ("Bind without statement name", raw::msg(b'B', b"portal"), "08P01"),
-        ("Describe of unknown kind", raw::msg(b'D', b"Xname\0"), "08P01"),
+        (
+            "Parse with truncated types",
+            raw::msg(
+                b'P',
+                &[b"s\0SELECT $1\0".as_slice(), &5i16.to_be_bytes(), &[0, 0]].concat(),
+            ),
+            "08P01",
+        ),
+        (
+            "Parse with negative type count",
+            raw::msg(
+                b'P',
+                &[b"s\0SELECT 1\0".as_slice(), &(-1i16).to_be_bytes()].concat(),
+            ),
+            "08P01",
+        ),
+        (
+            "Bind without statement name",
+            raw::msg(b'B', b"portal"),
+            "08P01",
+        ),
+        (
+            "Describe of unknown kind",
+            raw::msg(b'D', b"Xname\0"),
+            "08P01",
+        ),
         ("Close without name", raw::msg(b'C', b"S"), "08P01"),
-        ("password message in session", raw::msg(b'p', b"secret\0"), "08P01"),
+        (
+            "password message in session",
+            raw::msg(b'p', b"secret\0"),
+            "08P01",
+        ),
     ];
     for (name, bytes, code) in fatal_cases {
         let mut c = Raw::connect(broker.addr).await;
         c.startup("app", "postgres").await;
         c.send(&bytes).await;
         let m = c.recv().await.unwrap_or_else(|| panic!("{name}: no reply"));
-        assert_eq!((m.tag, m.sqlstate().as_deref()), (b'E', Some(code)), "{name}");
+        assert_eq!(
+            (m.tag, m.sqlstate().as_deref()),
+            (b'E', Some(code)),
+            "{name}"
+        );
         assert!(c.closed().await, "{name}: closed");
     }
     // Errors PostgreSQL reports itself keep the session usable.

@@ -9,16 +9,34 @@ use tidegate_tests::{connect, sqlstate, Broker, Postgres};
 async fn authentication_rejects_bad_passwords_and_unknown_users_alike() {
     let pg = Postgres::start();
     let broker = Broker::start(&pg, "").await;
-    let ok = connect(&broker.app_url("postgres")).await.expect("right password");
-    assert_eq!(ok.query_one("SELECT 1", &[]).await.expect("query").get::<_, i32>(0), 1);
-    let wrong = connect(&broker.url("app", "nope", "postgres")).await.expect_err("wrong password");
-    let unknown = connect(&broker.url("mallory", "nope", "postgres")).await.expect_err("unknown user");
+    let ok = connect(&broker.app_url("postgres"))
+        .await
+        .expect("right password");
+    assert_eq!(
+        ok.query_one("SELECT 1", &[])
+            .await
+            .expect("query")
+            .get::<_, i32>(0),
+        1
+    );
+    let wrong = connect(&broker.url("app", "nope", "postgres"))
+        .await
+        .expect_err("wrong password");
+    let unknown = connect(&broker.url("mallory", "nope", "postgres"))
+        .await
+        .expect_err("unknown user");
     assert_eq!(sqlstate(&wrong).as_deref(), Some("28P01"));
     assert_eq!(sqlstate(&unknown).as_deref(), Some("28P01"));
     let (w, u) = (wrong.to_string(), unknown.to_string());
-    assert_eq!(w.replace("\"app\"", "U"), u.replace("\"mallory\"", "U"), "same message shape");
+    assert_eq!(
+        w.replace("\"app\"", "U"),
+        u.replace("\"mallory\"", "U"),
+        "same message shape"
+    );
     // An unknown database is PostgreSQL's own error, passed through.
-    let nodb = connect(&broker.app_url("no_such_db")).await.expect_err("no database");
+    let nodb = connect(&broker.app_url("no_such_db"))
+        .await
+        .expect_err("no database");
     assert_eq!(sqlstate(&nodb).as_deref(), Some("3D000"));
 }
 
@@ -32,18 +50,36 @@ async fn ssl_and_gss_requests_get_a_clean_no() {
     c.send(&[0, 0, 0, 8, 4, 210, 22, 48]).await; // GSSENCRequest
     assert_eq!(c.recv_byte().await, Some(b'N'));
     let greeting = c.startup("app", "postgres").await;
-    assert_eq!(greeting.last().map(|m| m.tag), Some(b'Z'), "{}", raw::tags(&greeting));
+    assert_eq!(
+        greeting.last().map(|m| m.tag),
+        Some(b'Z'),
+        "{}",
+        raw::tags(&greeting)
+    );
     assert!(greeting.iter().any(|m| m.tag == b'K'), "BackendKeyData");
-    assert!(greeting.iter().filter(|m| m.tag == b'S').count() >= 10, "ParameterStatus");
+    assert!(
+        greeting.iter().filter(|m| m.tag == b'S').count() >= 10,
+        "ParameterStatus"
+    );
     // psql with sslmode=require is refused cleanly: no TLS configured.
     let out = tidegate_tests::run_tool(
         "psql",
-        &["-X", "-d", &format!("{}?sslmode=require", broker.app_url("postgres")), "-c", "select 1"],
+        &[
+            "-X",
+            "-d",
+            &format!("{}?sslmode=require", broker.app_url("postgres")),
+            "-c",
+            "select 1",
+        ],
         &[],
     )
     .await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SSL"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SSL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,18 +89,41 @@ async fn a_user_mapped_to_a_role_without_insert_gets_42501() {
         "postgres",
         "CREATE ROLE limited LOGIN; CREATE TABLE t (a int); GRANT SELECT ON t TO limited; INSERT INTO t VALUES (1)",
     );
-    let broker = Broker::start(&pg, "[[users]]\nname = \"reader\"\npassword = \"reader\"\nrole = \"limited\"\n").await;
-    let c = connect(&broker.url("reader", "reader", "postgres")).await.expect("login");
-    let who = c.query_one("SELECT current_user::text", &[]).await.expect("whoami");
+    let broker = Broker::start(
+        &pg,
+        "[[users]]\nname = \"reader\"\npassword = \"reader\"\nrole = \"limited\"\n",
+    )
+    .await;
+    let c = connect(&broker.url("reader", "reader", "postgres"))
+        .await
+        .expect("login");
+    let who = c
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("whoami");
     assert_eq!(who.get::<_, String>(0), "limited");
-    assert_eq!(c.query_one("SELECT count(*) FROM t", &[]).await.expect("select").get::<_, i64>(0), 1);
-    let e = c.execute("INSERT INTO t VALUES (2)", &[]).await.expect_err("insert must fail");
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM t", &[])
+            .await
+            .expect("select")
+            .get::<_, i64>(0),
+        1
+    );
+    let e = c
+        .execute("INSERT INTO t VALUES (2)", &[])
+        .await
+        .expect_err("insert must fail");
     assert_eq!(sqlstate(&e).as_deref(), Some("42501"));
-    let e = c.batch_execute("INSERT INTO t VALUES (2)").await.expect_err("simple query too");
+    let e = c
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .expect_err("simple query too");
     assert_eq!(sqlstate(&e).as_deref(), Some("42501"));
     // The app user (acting as the upstream superuser) still can.
     let app = broker.connect("postgres").await;
-    app.execute("INSERT INTO t VALUES (3)", &[]).await.expect("insert as app");
+    app.execute("INSERT INTO t VALUES (3)", &[])
+        .await
+        .expect("insert as app");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,14 +135,22 @@ async fn cancel_through_tidegate_stops_the_query_and_forged_keys_do_nothing() {
     let started = Instant::now();
     let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    token.cancel_query(tokio_postgres::NoTls).await.expect("send cancel");
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("send cancel");
     let e = sleeper.await.expect("join").expect_err("cancelled");
     assert_eq!(sqlstate(&e).as_deref(), Some("57014"));
-    assert!(started.elapsed() < Duration::from_millis(1300), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1300),
+        "took {:?}",
+        started.elapsed()
+    );
 
     // A forged key cancels nothing.
     let c = broker.connect("postgres").await;
-    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(1.5)").await.map(|_| ()) });
+    let sleeper =
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(1.5)").await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(200)).await;
     for (pid, secret) in [(1, 1), (12345, -99), (i32::MAX, 0)] {
         let mut r = Raw::connect(broker.addr).await;
@@ -93,7 +160,10 @@ async fn cancel_through_tidegate_stops_the_query_and_forged_keys_do_nothing() {
         r.send(&pkt).await;
         assert!(r.closed().await);
     }
-    sleeper.await.expect("join").expect("a forged cancel must not cancel");
+    sleeper
+        .await
+        .expect("join")
+        .expect("a forged cancel must not cancel");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +173,10 @@ async fn prepared_statements_survive_moving_between_server_connections() {
     let mut clients = Vec::new();
     for _ in 0..6 {
         let c = std::sync::Arc::new(broker.connect("postgres").await);
-        let s = c.prepare("SELECT $1::int * 2, pg_backend_pid(), pg_sleep(0.02)::text").await.expect("prepare");
+        let s = c
+            .prepare("SELECT $1::int * 2, pg_backend_pid(), pg_sleep(0.02)::text")
+            .await
+            .expect("prepare");
         clients.push((c, s));
     }
     let mut pids = std::collections::HashSet::new();
@@ -111,24 +184,38 @@ async fn prepared_statements_survive_moving_between_server_connections() {
         let mut tasks = Vec::new();
         for (c, s) in &clients {
             let (c, s) = (c.clone(), s.clone());
-            tasks.push(tokio::spawn(async move { c.query_one(&s, &[&round]).await }));
+            tasks.push(tokio::spawn(
+                async move { c.query_one(&s, &[&round]).await },
+            ));
         }
         for t in tasks {
-            let row = t.await.expect("join").expect("execute a statement prepared on another connection");
+            let row = t
+                .await
+                .expect("join")
+                .expect("execute a statement prepared on another connection");
             assert_eq!(row.get::<_, i32>(0), round * 2);
             pids.insert(row.get::<_, i32>(1));
         }
     }
-    assert!(pids.len() > 1, "statements ran on several server connections");
+    assert!(
+        pids.len() > 1,
+        "statements ran on several server connections"
+    );
     assert!(pids.len() <= 3, "never more than the pool size");
     // Closing a statement and re-preparing under the same name works.
     let c = &clients[0].0;
     let s = c.prepare("SELECT 'one'").await.expect("prepare");
     drop(s);
     let s = c.prepare("SELECT 'two'").await.expect("prepare again");
-    assert_eq!(c.query_one(&s, &[]).await.expect("run").get::<_, String>(0), "two");
+    assert_eq!(
+        c.query_one(&s, &[]).await.expect("run").get::<_, String>(0),
+        "two"
+    );
     // A statement the server rejects is reported at Parse.
-    let e = c.prepare("SELECT * FROM no_such_table").await.expect_err("bad statement");
+    let e = c
+        .prepare("SELECT * FROM no_such_table")
+        .await
+        .expect_err("bad statement");
     assert_eq!(sqlstate(&e).as_deref(), Some("42P01"));
 }
 
@@ -145,7 +232,9 @@ async fn session_state_is_pinned_and_never_leaks_to_the_next_client() {
         .await
         .expect("session state");
         // Pinned: the temp table is still there on the next statement.
-        a.query("SELECT * FROM mine", &[]).await.expect("temp table persists");
+        a.query("SELECT * FROM mine", &[])
+            .await
+            .expect("temp table persists");
     }
     // The only server connection comes back clean.
     let b = broker.connect("postgres").await;
@@ -157,17 +246,36 @@ async fn session_state_is_pinned_and_never_leaks_to_the_next_client() {
             }
         }
     };
-    let sp = tokio::time::timeout(Duration::from_secs(10), wait_clean).await.expect("pool freed");
+    let sp = tokio::time::timeout(Duration::from_secs(10), wait_clean)
+        .await
+        .expect("pool freed");
     assert_eq!(sp, "\"$user\", public");
-    assert_eq!(b.query_one("SHOW statement_timeout", &[]).await.expect("show").get::<_, String>(0), "0");
-    b.batch_execute("PREPARE p AS SELECT 2").await.expect("no leftover prepared statement");
-    assert!(b.query("SELECT * FROM mine", &[]).await.is_err(), "no leftover temp table");
+    assert_eq!(
+        b.query_one("SHOW statement_timeout", &[])
+            .await
+            .expect("show")
+            .get::<_, String>(0),
+        "0"
+    );
+    b.batch_execute("PREPARE p AS SELECT 2")
+        .await
+        .expect("no leftover prepared statement");
+    assert!(
+        b.query("SELECT * FROM mine", &[]).await.is_err(),
+        "no leftover temp table"
+    );
     let locks = b
-        .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
         .await
         .expect("locks");
     assert_eq!(locks.get::<_, i64>(0), 0, "no leftover advisory lock");
-    let ch = b.query_one("SELECT count(*) FROM pg_listening_channels()", &[]).await.expect("listen");
+    let ch = b
+        .query_one("SELECT count(*) FROM pg_listening_channels()", &[])
+        .await
+        .expect("listen");
     assert_eq!(ch.get::<_, i64>(0), 0, "no leftover LISTEN");
 }
 
@@ -175,14 +283,37 @@ async fn session_state_is_pinned_and_never_leaks_to_the_next_client() {
 async fn startup_parameters_follow_the_client_across_connections() {
     let pg = Postgres::start();
     let broker = Broker::start(&pg, "[pool]\nsize = 1\n").await;
-    let a = connect(&format!("{}?options=-c%20TimeZone%3DAsia/Kolkata&application_name=alpha", broker.app_url("postgres")))
-        .await
-        .expect("a");
-    let b = connect(&format!("{}?application_name=beta", broker.app_url("postgres"))).await.expect("b");
+    let a = connect(&format!(
+        "{}?options=-c%20TimeZone%3DAsia/Kolkata&application_name=alpha",
+        broker.app_url("postgres")
+    ))
+    .await
+    .expect("a");
+    let b = connect(&format!(
+        "{}?application_name=beta",
+        broker.app_url("postgres")
+    ))
+    .await
+    .expect("b");
     for _ in 0..5 {
-        let ra = a.query_one("SELECT current_setting('TimeZone'), current_setting('application_name')", &[]).await.expect("a");
-        let rb = b.query_one("SELECT current_setting('TimeZone'), current_setting('application_name')", &[]).await.expect("b");
-        assert_eq!((ra.get::<_, String>(0), ra.get::<_, String>(1)), ("Asia/Kolkata".into(), "alpha".into()));
+        let ra = a
+            .query_one(
+                "SELECT current_setting('TimeZone'), current_setting('application_name')",
+                &[],
+            )
+            .await
+            .expect("a");
+        let rb = b
+            .query_one(
+                "SELECT current_setting('TimeZone'), current_setting('application_name')",
+                &[],
+            )
+            .await
+            .expect("b");
+        assert_eq!(
+            (ra.get::<_, String>(0), ra.get::<_, String>(1)),
+            ("Asia/Kolkata".into(), "alpha".into())
+        );
         assert_eq!(rb.get::<_, String>(1), "beta");
         assert_ne!(rb.get::<_, String>(0), "Asia/Kolkata");
     }

@@ -31,7 +31,9 @@ pub(crate) fn apply_overrides(
 fn parse_value(raw: &str) -> Value {
     match format!("v = {raw}").parse::<Table>() {
         Ok(mut t) => match t.remove("v") {
-            Some(v @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Array(_))) => v,
+            Some(
+                v @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Array(_)),
+            ) => v,
             _ => Value::String(raw.to_owned()),
         },
         Err(_) => Value::String(raw.to_owned()),

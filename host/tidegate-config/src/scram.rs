@@ -60,7 +60,8 @@ impl ScramVerifier {
 
     /// Parses PostgreSQL's verifier text.
     pub fn parse(s: &str) -> Result<ScramVerifier, String> {
-        let bad = || "expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".to_owned();
+        let bad =
+            || "expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".to_owned();
         let rest = s.strip_prefix("SCRAM-SHA-256$").ok_or_else(bad)?;
         let (params, keys) = rest.split_once('$').ok_or_else(bad)?;
         let (iter, salt) = params.split_once(':').ok_or_else(bad)?;

@@ -7,7 +7,9 @@ password = "app"
 "#;
 
 fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -52,7 +54,9 @@ fn syntax_errors_carry_line_and_column() {
 #[test]
 fn unknown_keys_are_rejected() {
     let src = format!("{MIN}\n[pool]\nsise = 3\n");
-    let e = Config::from_toml_with_env(&src, "bad.toml", vec![]).unwrap_err().to_string();
+    let e = Config::from_toml_with_env(&src, "bad.toml", vec![])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("sise"), "{e}");
     assert!(e.starts_with("bad.toml:"), "{e}");
 }
@@ -60,16 +64,24 @@ fn unknown_keys_are_rejected() {
 #[test]
 fn semantic_errors_point_at_the_key() {
     let src = format!("{MIN}\n[pool]\nsize = 0\n");
-    let e = Config::from_toml_with_env(&src, "bad.toml", vec![]).unwrap_err().to_string();
+    let e = Config::from_toml_with_env(&src, "bad.toml", vec![])
+        .unwrap_err()
+        .to_string();
     assert_eq!(e, "bad.toml:7:1: pool.size: must be at least 1");
 }
 
 #[test]
 fn duplicate_users_and_missing_secrets_are_rejected() {
     let dup = format!("{MIN}{MIN}");
-    assert!(Config::from_toml(&dup).unwrap_err().to_string().contains("duplicate user"));
+    assert!(Config::from_toml(&dup)
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate user"));
     let nosecret = "[[users]]\nname = \"x\"\n";
-    assert!(Config::from_toml(nosecret).unwrap_err().to_string().contains("needs scram"));
+    assert!(Config::from_toml(nosecret)
+        .unwrap_err()
+        .to_string()
+        .contains("needs scram"));
     let trust = "[auth]\nmethod = \"trust\"\n[[users]]\nname = \"x\"\n";
     assert!(Config::from_toml(trust).is_ok());
 }

@@ -287,7 +287,10 @@ impl Config {
             return err("limits.max_client_connections", "must be at least 1");
         }
         if self.limits.max_message_bytes < 1024 || self.limits.max_message_bytes > (1 << 30) {
-            return err("limits.max_message_bytes", "must be between 1024 and 1073741824");
+            return err(
+                "limits.max_message_bytes",
+                "must be between 1024 and 1073741824",
+            );
         }
         if self.limits.startup_timeout.0 == 0 {
             return err("limits.startup_timeout", "must be positive");
@@ -323,7 +326,10 @@ impl Config {
             }
             u.verifier = match (&u.scram, &u.password) {
                 (Some(_), Some(_)) => {
-                    return Err((at("password"), "set either scram or password, not both".into()))
+                    return Err((
+                        at("password"),
+                        "set either scram or password, not both".into(),
+                    ))
                 }
                 (Some(s), None) => Some(ScramVerifier::parse(s).map_err(|m| (at("scram"), m))?),
                 (None, Some(pw)) => Some(ScramVerifier::from_password(pw, 4096)),

@@ -70,7 +70,9 @@ impl ScramServer {
     pub fn client_first(&mut self, data: &[u8]) -> Result<String, ScramError> {
         let msg = std::str::from_utf8(data).map_err(|_| ScramError::Protocol("not UTF-8"))?;
         // gs2-header: channel-binding flag, optional authzid, then the bare message.
-        let (flag, rest) = msg.split_once(',').ok_or(ScramError::Protocol("no gs2 header"))?;
+        let (flag, rest) = msg
+            .split_once(',')
+            .ok_or(ScramError::Protocol("no gs2 header"))?;
         match flag {
             "n" | "y" => {}
             _ if flag.starts_with("p=") => {
@@ -78,15 +80,23 @@ impl ScramServer {
             }
             _ => return Err(ScramError::Protocol("bad channel binding flag")),
         }
-        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Protocol("no authzid field"))?;
+        let (authzid, bare) = rest
+            .split_once(',')
+            .ok_or(ScramError::Protocol("no authzid field"))?;
         if !authzid.is_empty() {
-            return Err(ScramError::Protocol("authorization identity is not supported"));
+            return Err(ScramError::Protocol(
+                "authorization identity is not supported",
+            ));
         }
         let client_nonce = bare
             .split(',')
             .find_map(|a| a.strip_prefix("r="))
             .ok_or(ScramError::Protocol("no nonce"))?;
-        if client_nonce.is_empty() || !client_nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
+        if client_nonce.is_empty()
+            || !client_nonce
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
             return Err(ScramError::Protocol("invalid nonce"));
         }
         let server_nonce: [u8; 18] = rand::random();
@@ -124,11 +134,16 @@ impl ScramServer {
         if nonce != Some(self.nonce.as_str()) {
             return Err(ScramError::Protocol("nonce mismatch"));
         }
-        let proof = B64.decode(proof).map_err(|_| ScramError::Protocol("proof is not base64"))?;
+        let proof = B64
+            .decode(proof)
+            .map_err(|_| ScramError::Protocol("proof is not base64"))?;
         if proof.len() != 32 {
             return Err(ScramError::Protocol("proof has the wrong length"));
         }
-        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
         let signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
         let mut client_key = [0u8; 32];
         for i in 0..32 {
@@ -153,7 +168,12 @@ mod tests {
     use super::*;
 
     /// A client side written from the RFC, to drive the server in unit tests.
-    fn client_proof(password: &str, server_first: &str, client_first_bare: &str, final_wo: &str) -> String {
+    fn client_proof(
+        password: &str,
+        server_first: &str,
+        client_first_bare: &str,
+        final_wo: &str,
+    ) -> String {
         let mut salt = None;
         let mut iters = 0;
         for a in server_first.split(',') {
@@ -169,7 +189,11 @@ mod tests {
         let client_key = hmac(&salted, b"Client Key");
         let auth = format!("{client_first_bare},{server_first},{final_wo}");
         let sig = hmac(&v.stored_key, auth.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(sig.iter()).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(sig.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
         B64.encode(proof)
     }
 
@@ -190,7 +214,10 @@ mod tests {
     fn exchange(verifier: Option<&ScramVerifier>, password: &str) -> Result<String, ScramError> {
         let mut s = ScramServer::new(verifier, "app", b"secret");
         let sf = s.client_first(b"n,,n=,r=abcdefgh")?;
-        let final_wo = format!("c=biws,r={}", sf.split(',').next().expect("r").trim_start_matches("r="));
+        let final_wo = format!(
+            "c=biws,r={}",
+            sf.split(',').next().expect("r").trim_start_matches("r=")
+        );
         let proof = client_proof(password, &sf, "n=,r=abcdefgh", &final_wo);
         s.client_final(format!("{final_wo},p={proof}").as_bytes())
     }
@@ -207,12 +234,30 @@ mod tests {
     fn malformed_messages_are_protocol_errors() {
         let v = ScramVerifier::derive("app", b"saltsaltsaltsalt", 4096);
         let mut s = ScramServer::new(Some(&v), "app", b"k");
-        for bad in [&b""[..], b"n", b"x,,n=,r=a", b"p=tls-server-end-point,,n=,r=a", b"n,,n=", b"\xff"] {
-            assert!(matches!(s.client_first(bad), Err(ScramError::Protocol(_))), "{bad:?}");
+        for bad in [
+            &b""[..],
+            b"n",
+            b"x,,n=,r=a",
+            b"p=tls-server-end-point,,n=,r=a",
+            b"n,,n=",
+            b"\xff",
+        ] {
+            assert!(
+                matches!(s.client_first(bad), Err(ScramError::Protocol(_))),
+                "{bad:?}"
+            );
         }
         s.client_first(b"n,,n=,r=abc").expect("ok");
-        for bad in [&b""[..], b"c=biws", b"c=biws,r=zzz,p=AAAA", b"c=xx,r=abc,p=AAAA"] {
-            assert!(matches!(s.client_final(bad), Err(ScramError::Protocol(_))), "{bad:?}");
+        for bad in [
+            &b""[..],
+            b"c=biws",
+            b"c=biws,r=zzz,p=AAAA",
+            b"c=xx,r=abc,p=AAAA",
+        ] {
+            assert!(
+                matches!(s.client_final(bad), Err(ScramError::Protocol(_))),
+                "{bad:?}"
+            );
         }
     }
 }

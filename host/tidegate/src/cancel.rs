@@ -130,11 +130,17 @@ mod tests {
     fn only_the_exact_live_key_resolves() {
         let reg = CancelRegistry::default();
         let r = reg.register(target());
-        assert!(reg.resolve(r.pid, r.secret).is_none(), "no server connection held yet");
+        assert!(
+            reg.resolve(r.pid, r.secret).is_none(),
+            "no server connection held yet"
+        );
         r.slot.attach((42, -7));
         let (_, key) = reg.resolve(r.pid, r.secret).expect("valid key");
         assert_eq!(key, (42, -7));
-        assert!(reg.resolve(r.pid, r.secret.wrapping_add(1)).is_none(), "forged secret");
+        assert!(
+            reg.resolve(r.pid, r.secret.wrapping_add(1)).is_none(),
+            "forged secret"
+        );
         assert!(reg.resolve(r.pid ^ 1, r.secret).is_none(), "forged pid");
         let (pid, secret) = (r.pid, r.secret);
         drop(r);

@@ -4,4 +4,4 @@ mod session;
 mod startup;
 
 pub use session::Session;
-pub use startup::{handle_connection, StartupError};
+pub use startup::{client_params, decode_startup, handle_connection, ClientParams, StartupError};

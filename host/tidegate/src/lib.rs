@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod client;
+pub mod fuzzing;
 pub mod logging;
 pub mod proto;
 pub mod server;

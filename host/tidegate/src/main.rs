@@ -35,7 +35,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} users, listening on {})", config.display(), c.users.len(), c.listen.sql);
+                println!(
+                    "{}: ok ({} users, listening on {})",
+                    config.display(),
+                    c.users.len(),
+                    c.listen.sql
+                );
                 Ok(())
             }
             Err(e) => {
@@ -45,7 +50,9 @@ fn main() -> anyhow::Result<()> {
         },
         Command::HashPassword => {
             let mut pw = String::new();
-            std::io::stdin().read_line(&mut pw).context("reading the password")?;
+            std::io::stdin()
+                .read_line(&mut pw)
+                .context("reading the password")?;
             let pw = pw.trim_end_matches(['\r', '\n']);
             println!("{}", ScramVerifier::from_password(pw, 4096).to_pg_string());
             Ok(())

@@ -189,7 +189,10 @@ pub fn ready(out: &mut BytesMut, status: u8) {
 
 /// Appends ParameterStatus.
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    encode(&ParameterStatus::new(name.to_owned(), value.to_owned()), out);
+    encode(
+        &ParameterStatus::new(name.to_owned(), value.to_owned()),
+        out,
+    );
 }
 
 /// Appends BackendKeyData.
@@ -214,7 +217,9 @@ pub fn query(out: &mut BytesMut, sql: &str) {
 
 /// The SQLSTATE (`C` field) of an ErrorResponse or NoticeResponse message (header included).
 pub fn sqlstate(msg: &[u8]) -> Option<&str> {
-    fields(msg).find(|(k, _)| *k == b'C').and_then(|(_, v)| std::str::from_utf8(v).ok())
+    fields(msg)
+        .find(|(k, _)| *k == b'C')
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 /// The fields of an ErrorResponse/NoticeResponse (header included), bounds-checked.
@@ -238,10 +243,19 @@ mod tests {
         assert_eq!(header(b"Q\0\0\0\x03", 100), Err(FrameError::BadLength(3)));
         assert_eq!(
             header(b"Q\x3f\xff\xff\xff", 1 << 20),
-            Err(FrameError::TooLarge { len: 0x3fffffff, max: 1 << 20 })
+            Err(FrameError::TooLarge {
+                len: 0x3fffffff,
+                max: 1 << 20
+            })
         );
         assert_eq!(header(b"Q\0\0", 100), Ok(None));
-        assert_eq!(header(b"Q\0\0\0\x05x", 100), Ok(Some(Header { tag: b'Q', total: 6 })));
+        assert_eq!(
+            header(b"Q\0\0\0\x05x", 100),
+            Ok(Some(Header {
+                tag: b'Q',
+                total: 6
+            }))
+        );
     }
 
     #[test]

@@ -91,7 +91,8 @@ fn load_tls(config: &Config) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| ServerError::Tls(format!("{cert}: {e}")))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ServerError::Tls(format!("{key}: {e}")))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| ServerError::Tls(format!("{key}: {e}")))?;
     let cfg = tokio_rustls::rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -102,7 +103,11 @@ fn load_tls(config: &Config) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
 /// Serves clients on `listener` until `shutdown` completes, then drains: the listener closes,
 /// idle clients get 57P01, open transactions may finish within `limits.shutdown_timeout`, and
 /// whoever is left is disconnected.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let sh = Arc::new(Shared::new(config)?);
     serve(listener, sh, shutdown).await;
     Ok(())
@@ -141,7 +146,10 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future
         }
     }
     drop(listener);
-    tracing::info!(clients = sh.clients.load(Ordering::Acquire), "shutting down: draining clients");
+    tracing::info!(
+        clients = sh.clients.load(Ordering::Acquire),
+        "shutting down: draining clients"
+    );
     sh.shutdown.cancel();
     tracker.close();
     let drain = sh.config.limits.shutdown_timeout.duration();

@@ -47,7 +47,8 @@ pub fn scan(sql: &[u8]) -> Effect {
             || contains_ci(s, b"pg_advisory_lock")
             || contains_ci(s, b"pg_try_advisory_lock")
             || contains_ci(s, b"set_config")
-            || (contains_ci(s, b"into") && (contains_ci(s, b"temp") || contains_ci(s, b"unlogged")));
+            || (contains_ci(s, b"into")
+                && (contains_ci(s, b"temp") || contains_ci(s, b"unlogged")));
         effect.pin |= pin;
     }
     effect
@@ -64,9 +65,15 @@ fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {
             }
         }
         if let Some(rest) = s.strip_prefix(b"--") {
-            s = rest.iter().position(|&b| b == b'\n').map_or(&[], |p| &rest[p + 1..]);
+            s = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(&[], |p| &rest[p + 1..]);
         } else if let Some(rest) = s.strip_prefix(b"/*") {
-            s = rest.windows(2).position(|w| w == b"*/").map_or(&[], |p| &rest[p + 2..]);
+            s = rest
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(&[], |p| &rest[p + 2..]);
         }
         if s.len() == before {
             return s;

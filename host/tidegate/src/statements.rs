@@ -46,7 +46,9 @@ pub fn server_name(id: u64, out: &mut Vec<u8>) {
 
 /// A stable 64-bit hash of an unnamed statement's body.
 pub fn body_hash(body: &[u8]) -> u64 {
-    let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+    let mut h =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
     h.write(body);
     h.finish()
 }

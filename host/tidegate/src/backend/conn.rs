@@ -28,7 +28,11 @@ pub struct Target {
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}:{}/{}", self.user, self.host, self.port, self.database)
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
     }
 }
 
@@ -142,10 +146,9 @@ impl Backend {
                 b'R' => {
                     let code = r.i32().ok_or_else(|| unsupported("short auth message"))?;
                     let password = || {
-                        target
-                            .password
-                            .as_deref()
-                            .ok_or_else(|| unsupported("server asks for a password; none configured"))
+                        target.password.as_deref().ok_or_else(|| {
+                            unsupported("server asks for a password; none configured")
+                        })
                     };
                     match code {
                         0 => {}
@@ -172,22 +175,32 @@ impl Backend {
                             if !found {
                                 return Err(unsupported("no supported SASL mechanism"));
                             }
-                            let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                            let s = ScramSha256::new(
+                                password()?.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
                             frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)
                                 .map_err(io_err(target))?;
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram.as_mut().ok_or_else(|| unsupported("unexpected SASL continue"))?;
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| unsupported("unexpected SASL continue"))?;
                             s.update(r.rest()).map_err(io_err(target))?;
-                            frontend::sasl_response(s.message(), &mut out).map_err(io_err(target))?;
+                            frontend::sasl_response(s.message(), &mut out)
+                                .map_err(io_err(target))?;
                         }
                         12 => {
-                            let s = scram.as_mut().ok_or_else(|| unsupported("unexpected SASL final"))?;
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| unsupported("unexpected SASL final"))?;
                             s.finish(r.rest()).map_err(io_err(target))?;
                         }
                         other => {
-                            return Err(unsupported(&format!("authentication method {other} is not supported")))
+                            return Err(unsupported(&format!(
+                                "authentication method {other} is not supported"
+                            )))
                         }
                     }
                     if !out.is_empty() {
@@ -244,7 +257,10 @@ impl Backend {
     }
 
     /// Reads and discards messages until `n` ReadyForQuery messages have arrived.
-    pub async fn read_until_ready(&mut self, mut n: usize) -> std::io::Result<(u8, Option<String>)> {
+    pub async fn read_until_ready(
+        &mut self,
+        mut n: usize,
+    ) -> std::io::Result<(u8, Option<String>)> {
         let mut status = b'I';
         let mut error = None;
         while n > 0 {

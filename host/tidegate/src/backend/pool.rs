@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// ParameterStatus values a server reports at login.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
 /// Identifies a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -62,7 +65,7 @@ pub struct Pool {
     timeouts: PoolTimeouts,
     slots: Arc<Semaphore>,
     idle: Mutex<Vec<Backend>>,
-    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    server_params: Mutex<Option<ServerParams>>,
     /// Statement ids a server of this pool accepted: a client's Parse of one of them can be
     /// answered without a server connection, so PQprepare outside a transaction needs no
     /// checkout (synchronous preparers such as pgbench would otherwise deadlock a small pool).
@@ -95,7 +98,12 @@ impl Pool {
             Ok(p) => p,
             Err(_) => {
                 let start = Instant::now();
-                match tokio::time::timeout(self.timeouts.checkout, self.slots.clone().acquire_owned()).await {
+                match tokio::time::timeout(
+                    self.timeouts.checkout,
+                    self.slots.clone().acquire_owned(),
+                )
+                .await
+                {
                     Ok(Ok(p)) => p,
                     _ => {
                         return Err(PoolError::CheckoutTimeout {
@@ -136,7 +144,7 @@ impl Pool {
     }
 
     /// The ParameterStatus values a fresh connection reports, learned from the first one.
-    pub async fn server_params(&self) -> Result<Arc<Vec<(String, String)>>, PoolError> {
+    pub async fn server_params(&self) -> Result<ServerParams, PoolError> {
         if let Some(p) = self.cached_params() {
             return Ok(p);
         }
@@ -147,8 +155,11 @@ impl Pool {
         Ok(p)
     }
 
-    fn cached_params(&self) -> Option<Arc<Vec<(String, String)>>> {
-        self.server_params.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn cached_params(&self) -> Option<ServerParams> {
+        self.server_params
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn remember_params(&self, b: &Backend) {
@@ -168,7 +179,10 @@ impl Pool {
 
     /// Whether a server of this pool accepted statement `id`.
     pub fn is_valid(&self, id: u64) -> bool {
-        self.valid.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
+        self.valid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
     }
 
     /// Closes idle connections past the idle timeout.
@@ -217,6 +231,11 @@ impl Pools {
 
     /// Every pool.
     pub fn all(&self) -> Vec<Arc<Pool>> {
-        self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }

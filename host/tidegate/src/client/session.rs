@@ -227,7 +227,11 @@ where
     async fn wait_idle(&mut self) -> Result<()> {
         if self.sh.shutdown.is_cancelled() {
             return self
-                .terminate("57P01", "terminating connection due to administrator command", "shutdown")
+                .terminate(
+                    "57P01",
+                    "terminating connection due to administrator command",
+                    "shutdown",
+                )
                 .await;
         }
         let deadline = self
@@ -262,9 +266,15 @@ where
         if !self.pending.is_empty() {
             let qt = p.query_timeout.get()?;
             let since = self.busy_since?;
-            Some(if self.cancel_sent { since + qt + Duration::from_secs(1) } else { since + qt })
+            Some(if self.cancel_sent {
+                since + qt + Duration::from_secs(1)
+            } else {
+                since + qt
+            })
         } else if self.tx_status != b'I' {
-            p.idle_transaction_timeout.get().map(|t| self.last_activity + t)
+            p.idle_transaction_timeout
+                .get()
+                .map(|t| self.last_activity + t)
         } else {
             p.client_idle_timeout.get().map(|t| self.last_activity + t)
         }
@@ -292,7 +302,11 @@ where
             }
             self.pending.clear();
             return self
-                .terminate("57014", "canceling statement due to query timeout", "query timeout")
+                .terminate(
+                    "57014",
+                    "canceling statement due to query timeout",
+                    "query timeout",
+                )
                 .await;
         }
         if self.tx_status != b'I' {
@@ -304,8 +318,12 @@ where
                 )
                 .await;
         }
-        self.terminate("57P05", "terminating connection due to idle-session timeout", "client idle timeout")
-            .await
+        self.terminate(
+            "57P05",
+            "terminating connection due to idle-session timeout",
+            "client idle timeout",
+        )
+        .await
     }
 
     /// Sends a FATAL error and ends the session.
@@ -325,16 +343,23 @@ where
     async fn next_frame(&mut self) -> Result<Option<(u8, BytesMut)>> {
         match proto::split_frame(&mut self.rbuf, self.sh.config.limits.max_message_bytes) {
             Ok(f) => Ok(f),
-            Err(e @ FrameError::TooLarge { .. }) => {
-                self.protocol_violation("54000", e.to_string()).await.map(|_| None)
-            }
-            Err(e) => self.protocol_violation("08P01", e.to_string()).await.map(|_| None),
+            Err(e @ FrameError::TooLarge { .. }) => self
+                .protocol_violation("54000", e.to_string())
+                .await
+                .map(|_| None),
+            Err(e) => self
+                .protocol_violation("08P01", e.to_string())
+                .await
+                .map(|_| None),
         }
     }
 
     async fn flush_client(&mut self) -> Result<()> {
         if !self.out.is_empty() {
-            self.wr.write_all(&self.out).await.map_err(SessionError::Client)?;
+            self.wr
+                .write_all(&self.out)
+                .await
+                .map_err(SessionError::Client)?;
             self.out.clear();
         }
         Ok(())
@@ -454,7 +479,8 @@ where
         match tag {
             b'Q' => {
                 let Some(sql) = body.strip_suffix(b"\0") else {
-                    self.protocol_violation("08P01", "invalid Query message".into()).await?;
+                    self.protocol_violation("08P01", "invalid Query message".into())
+                        .await?;
                     return Ok(false);
                 };
                 let effect = session_state::scan(sql);
@@ -480,7 +506,8 @@ where
             b'C' => {
                 let mut r = Reader::new(body);
                 let (Some(kind), Some(name)) = (r.u8(), r.cstr()) else {
-                    self.protocol_violation("08P01", "invalid Close message".into()).await?;
+                    self.protocol_violation("08P01", "invalid Close message".into())
+                        .await?;
                     return Ok(false);
                 };
                 if kind == b'S' && !name.is_empty() {

@@ -13,6 +13,7 @@ use crate::server::{ClientGuard, Shared};
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::startup::Startup;
 use pgwire::messages::{DecodeContext, Message};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -57,7 +58,11 @@ pub enum ClientStream {
 }
 
 impl AsyncRead for ClientStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -66,7 +71,11 @@ impl AsyncRead for ClientStream {
 }
 
 impl AsyncWrite for ClientStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -114,7 +123,14 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
         Ok(Ok(None)) => return,
         Ok(Ok(Some(a))) => a,
     };
-    let Accepted { stream, leftover, user, key, target, gucs } = accepted;
+    let Accepted {
+        stream,
+        leftover,
+        user,
+        key,
+        target,
+        gucs,
+    } = accepted;
     let pool = sh.pools.get(key, || target.clone());
     let registration = sh.cancels.register(target);
     let mut stream = stream;
@@ -147,11 +163,15 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
     let result = match stream {
         ClientStream::Plain(tcp) => {
             let (r, w) = tcp.into_split();
-            Session::new(sh.clone(), pool, user.clone(), r, w, leftover, gucs, slot).run().await
+            Session::new(sh.clone(), pool, user.clone(), r, w, leftover, gucs, slot)
+                .run()
+                .await
         }
         ClientStream::Tls(tls) => {
             let (r, w) = tokio::io::split(*tls);
-            Session::new(sh.clone(), pool, user.clone(), r, w, leftover, gucs, slot).run().await
+            Session::new(sh.clone(), pool, user.clone(), r, w, leftover, gucs, slot)
+                .run()
+                .await
         }
     };
     if let Err(e) = result {
@@ -165,11 +185,20 @@ fn refuse_upstream(out: &mut BytesMut, e: &PoolError) {
     match e {
         // PostgreSQL's own refusal (unknown database, role…) goes to the client as it came.
         PoolError::Connect(BackendError::Refused(raw)) => out.extend_from_slice(raw),
-        other => proto::error(out, Severity::Fatal, "08006", &format!("could not connect to the upstream server: {other}")),
+        other => proto::error(
+            out,
+            Severity::Fatal,
+            "08006",
+            &format!("could not connect to the upstream server: {other}"),
+        ),
     }
 }
 
-async fn send_fatal<S: AsyncWrite + Unpin>(s: &mut S, code: &'static str, message: String) -> StartupError {
+async fn send_fatal<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    code: &'static str,
+    message: String,
+) -> StartupError {
     let mut out = BytesMut::new();
     proto::error(&mut out, Severity::Fatal, code, &message);
     let _ = s.write_all(&out).await;
@@ -181,7 +210,9 @@ async fn send_fatal<S: AsyncWrite + Unpin>(s: &mut S, code: &'static str, messag
 }
 
 /// Reads one length-prefixed startup-phase packet with exact reads.
-async fn read_packet<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<BytesMut, StartupError> {
+async fn read_packet<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+) -> Result<BytesMut, StartupError> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let len = i32::from_be_bytes(len);
@@ -194,7 +225,11 @@ async fn read_packet<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<Byt
     Ok(body)
 }
 
-async fn handshake(sh: &Shared, tcp: TcpStream, admitted: bool) -> Result<Option<Accepted>, StartupError> {
+async fn handshake(
+    sh: &Shared,
+    tcp: TcpStream,
+    admitted: bool,
+) -> Result<Option<Accepted>, StartupError> {
     let mut stream = ClientStream::Plain(tcp);
     let mut tls_done = false;
     let packet = loop {
@@ -204,7 +239,11 @@ async fn handshake(sh: &Shared, tcp: TcpStream, admitted: bool) -> Result<Option
             SSL_REQUEST if packet.len() == 8 => {
                 let acceptor = match (&sh.tls, tls_done) {
                     (Some(a), false) => a.clone(),
-                    (_, true) => return Err(send_fatal(&mut stream, "08P01", "SSLRequest after TLS".into()).await),
+                    (_, true) => {
+                        return Err(
+                            send_fatal(&mut stream, "08P01", "SSLRequest after TLS".into()).await,
+                        )
+                    }
                     (None, false) => {
                         stream.write_all(b"N").await?;
                         continue;
@@ -214,7 +253,10 @@ async fn handshake(sh: &Shared, tcp: TcpStream, admitted: bool) -> Result<Option
                 let ClientStream::Plain(tcp) = stream else {
                     return Err(StartupError::Protocol("SSLRequest after TLS".into()));
                 };
-                let tls = acceptor.accept(tcp).await.map_err(|e| StartupError::Tls(e.to_string()))?;
+                let tls = acceptor
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| StartupError::Tls(e.to_string()))?;
                 stream = ClientStream::Tls(Box::new(tls));
                 tls_done = true;
             }
@@ -234,63 +276,77 @@ async fn handshake(sh: &Shared, tcp: TcpStream, admitted: bool) -> Result<Option
             }
             c if c >> 16 == 3 => break packet,
             _ => {
-                return Err(send_fatal(&mut stream, "0A000", format!("unsupported frontend protocol {}.{}", code >> 16, code & 0xffff)).await)
+                return Err(send_fatal(
+                    &mut stream,
+                    "0A000",
+                    format!(
+                        "unsupported frontend protocol {}.{}",
+                        code >> 16,
+                        code & 0xffff
+                    ),
+                )
+                .await)
             }
         }
     };
-    if std::str::from_utf8(&packet[8..]).is_err() {
-        return Err(send_fatal(&mut stream, "08P01", "invalid startup packet: parameters are not UTF-8".into()).await);
-    }
-    let mut buf = packet;
-    let startup = match Startup::decode(&mut buf, &DecodeContext::default()) {
-        Ok(Some(s)) => s,
-        _ => return Err(send_fatal(&mut stream, "08P01", "invalid startup packet layout".into()).await),
-    };
     if !admitted {
-        return Err(send_fatal(&mut stream, "53300", "sorry, too many clients already".into()).await);
+        return Err(send_fatal(
+            &mut stream,
+            "53300",
+            "sorry, too many clients already".into(),
+        )
+        .await);
     }
     if sh.config.tls.mode == TlsMode::Require && !tls_done {
-        return Err(send_fatal(&mut stream, "28000", "TLS is required: connect with sslmode=require".into()).await);
+        return Err(send_fatal(
+            &mut stream,
+            "28000",
+            "TLS is required: connect with sslmode=require".into(),
+        )
+        .await);
     }
-    let mut params = startup.parameters;
-    let Some(user_name) = params.remove("user").filter(|u| !u.is_empty()) else {
-        return Err(send_fatal(&mut stream, "28000", "no PostgreSQL user name specified in startup packet".into()).await);
-    };
     let cfg = &sh.config;
-    let database = params
-        .remove("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| cfg.upstream.primary.database.clone());
-    if let Some(r) = params.remove("replication") {
-        if !matches!(r.as_str(), "false" | "off" | "0" | "no") {
-            return Err(send_fatal(&mut stream, "0A000", "replication connections are not supported".into()).await);
-        }
-    }
-    let mut gucs: Vec<(String, String)> = Vec::with_capacity(params.len());
-    if let Some(options) = params.remove("options") {
-        match parse_options(&options) {
-            Some(o) => gucs.extend(o),
-            None => return Err(send_fatal(&mut stream, "0A000", "only \"-c name=value\" startup options are supported".into()).await),
-        }
-    }
-    gucs.extend(params);
-    gucs.sort();
-    gucs.dedup_by(|a, b| a.0 == b.0);
+    let ClientParams {
+        user: user_name,
+        database,
+        gucs,
+    } = match decode_startup(packet).and_then(|p| client_params(p, &cfg.upstream.primary.database))
+    {
+        Ok(p) => p,
+        Err((code, message)) => return Err(send_fatal(&mut stream, code, message).await),
+    };
 
     let mut rbuf = BytesMut::with_capacity(1024);
     let user_cfg = cfg.user(&user_name);
     match cfg.auth.method {
         AuthMethod::Trust => {
             if user_cfg.is_none() {
-                return Err(send_fatal(&mut stream, "28000", format!("role \"{user_name}\" does not exist")).await);
+                return Err(send_fatal(
+                    &mut stream,
+                    "28000",
+                    format!("role \"{user_name}\" does not exist"),
+                )
+                .await);
             }
         }
         AuthMethod::ScramSha256 => {
-            authenticate(&mut stream, &mut rbuf, sh, &user_name, user_cfg.and_then(|u| u.verifier.as_ref())).await?;
+            authenticate(
+                &mut stream,
+                &mut rbuf,
+                sh,
+                &user_name,
+                user_cfg.and_then(|u| u.verifier.as_ref()),
+            )
+            .await?;
         }
     }
     let Some(user_cfg) = user_cfg else {
-        return Err(send_fatal(&mut stream, "28P01", format!("password authentication failed for user \"{user_name}\"")).await);
+        return Err(send_fatal(
+            &mut stream,
+            "28P01",
+            format!("password authentication failed for user \"{user_name}\""),
+        )
+        .await);
     };
     let upstream = &cfg.upstream.primary;
     let role = user_cfg.role(upstream).to_owned();
@@ -316,6 +372,76 @@ async fn handshake(sh: &Shared, tcp: TcpStream, admitted: bool) -> Result<Option
     }))
 }
 
+/// What a client asked for in its startup packet.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientParams {
+    /// The broker user.
+    pub user: String,
+    /// The database (the configured default when the client named none).
+    pub database: String,
+    /// Settings to apply on every server connection the client uses, sorted by name.
+    pub gucs: Vec<(String, String)>,
+}
+
+/// Decodes a protocol-3 startup packet (length included) into its parameters.
+pub fn decode_startup(
+    packet: BytesMut,
+) -> Result<BTreeMap<String, String>, (&'static str, String)> {
+    if packet.len() < 8 || std::str::from_utf8(&packet[8..]).is_err() {
+        return Err((
+            "08P01",
+            "invalid startup packet: parameters are not UTF-8".into(),
+        ));
+    }
+    let mut buf = packet;
+    match Startup::decode(&mut buf, &DecodeContext::default()) {
+        Ok(Some(s)) => Ok(s.parameters),
+        _ => Err(("08P01", "invalid startup packet layout".into())),
+    }
+}
+
+/// Validates startup parameters: user required, replication refused, `options` parsed.
+pub fn client_params(
+    mut params: BTreeMap<String, String>,
+    default_database: &str,
+) -> Result<ClientParams, (&'static str, String)> {
+    let Some(user) = params.remove("user").filter(|u| !u.is_empty()) else {
+        return Err((
+            "28000",
+            "no PostgreSQL user name specified in startup packet".into(),
+        ));
+    };
+    let database = params
+        .remove("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| default_database.to_owned());
+    if let Some(r) = params.remove("replication") {
+        if !matches!(r.as_str(), "false" | "off" | "0" | "no") {
+            return Err(("0A000", "replication connections are not supported".into()));
+        }
+    }
+    let mut gucs: Vec<(String, String)> = Vec::with_capacity(params.len());
+    if let Some(options) = params.remove("options") {
+        match parse_options(&options) {
+            Some(o) => gucs.extend(o),
+            None => {
+                return Err((
+                    "0A000",
+                    "only \"-c name=value\" startup options are supported".into(),
+                ))
+            }
+        }
+    }
+    gucs.extend(params);
+    gucs.sort();
+    gucs.dedup_by(|a, b| a.0 == b.0);
+    Ok(ClientParams {
+        user,
+        database,
+        gucs,
+    })
+}
+
 /// `-c name=value` (and `--name=value`) startup options.
 fn parse_options(options: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
@@ -323,10 +449,8 @@ fn parse_options(options: &str) -> Option<Vec<(String, String)>> {
     while let Some(w) = words.next() {
         let kv = if w == "-c" {
             words.next()?
-        } else if let Some(rest) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--")) {
-            rest
         } else {
-            return None;
+            w.strip_prefix("-c").or_else(|| w.strip_prefix("--"))?
         };
         let (k, v) = kv.split_once('=')?;
         out.push((k.replace('-', "_"), v.to_owned()));
@@ -335,12 +459,23 @@ fn parse_options(options: &str) -> Option<Vec<(String, String)>> {
 }
 
 /// Reads one password-family message ('p') during authentication.
-async fn read_auth_message<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, rbuf: &mut BytesMut) -> Result<BytesMut, StartupError> {
+async fn read_auth_message<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    rbuf: &mut BytesMut,
+) -> Result<BytesMut, StartupError> {
     loop {
         match proto::split_frame(rbuf, MAX_STARTUP_PACKET) {
             Ok(Some((b'p', m))) => return Ok(m),
             Ok(Some((tag, _))) => {
-                return Err(send_fatal(s, "08P01", format!("expected a password message, got message type {}", tag as char)).await)
+                return Err(send_fatal(
+                    s,
+                    "08P01",
+                    format!(
+                        "expected a password message, got message type {}",
+                        tag as char
+                    ),
+                )
+                .await)
             }
             Ok(None) => {}
             Err(e) => return Err(send_fatal(s, "08P01", e.to_string()).await),
@@ -372,7 +507,12 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(send_fatal(s, "08P01", "malformed SASLInitialResponse".into()).await);
     };
     if mechanism != MECHANISM.as_bytes() {
-        return Err(send_fatal(s, "08P01", "client selected an invalid SASL authentication mechanism".into()).await);
+        return Err(send_fatal(
+            s,
+            "08P01",
+            "client selected an invalid SASL authentication mechanism".into(),
+        )
+        .await);
     }
     let data = match usize::try_from(len).ok().and_then(|n| r.bytes(n)) {
         Some(d) if r.rest().is_empty() => d,
@@ -403,7 +543,12 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Err(ScramError::BadProof) => {
             tracing::info!(user, "authentication failed");
-            Err(send_fatal(s, "28P01", format!("password authentication failed for user \"{user}\"")).await)
+            Err(send_fatal(
+                s,
+                "28P01",
+                format!("password authentication failed for user \"{user}\""),
+            )
+            .await)
         }
         Err(e @ ScramError::Protocol(_)) => Err(send_fatal(s, "08P01", e.to_string()).await),
     }

@@ -27,7 +27,8 @@ where
             r.rest().is_empty().then_some((name, query))
         })();
         let Some((name, query)) = parsed else {
-            self.protocol_violation("08P01", "invalid Parse message".into()).await?;
+            self.protocol_violation("08P01", "invalid Parse message".into())
+                .await?;
             return Ok(false);
         };
         let effect = session_state::scan(query);
@@ -38,7 +39,8 @@ where
             let shared = Bytes::copy_from_slice(stmt_body);
             let id = self.sh.statements.id(&shared);
             if self.pool.is_valid(id) {
-                self.stmts.insert(Bytes::copy_from_slice(name), Stmt { id, body: shared });
+                self.stmts
+                    .insert(Bytes::copy_from_slice(name), Stmt { id, body: shared });
                 self.pending.push_back(Pending::Synthetic(b'1'));
                 return Ok(true);
             }
@@ -57,7 +59,10 @@ where
                 body: Bytes::copy_from_slice(stmt_body),
             });
             b.unnamed = Some(id);
-            self.pending.push_back(Pending::Parse { visible: true, id: None });
+            self.pending.push_back(Pending::Parse {
+                visible: true,
+                id: None,
+            });
             self.bout.extend_from_slice(&msg);
             return Ok(true);
         }
@@ -70,9 +75,18 @@ where
             b.prepared.insert(id);
             server_name(id, &mut self.name_buf);
             put_parse(&mut self.bout, &self.name_buf, &stmt_body);
-            self.pending.push_back(Pending::Parse { visible: true, id: Some(id) });
+            self.pending.push_back(Pending::Parse {
+                visible: true,
+                id: Some(id),
+            });
         }
-        self.stmts.insert(name, Stmt { id, body: stmt_body });
+        self.stmts.insert(
+            name,
+            Stmt {
+                id,
+                body: stmt_body,
+            },
+        );
         Ok(true)
     }
 
@@ -82,24 +96,28 @@ where
         // Bind: portal, statement, rest. Describe: kind byte, name.
         let (stmt_name, prefix_len) = if tag == b'B' {
             let Some(portal) = r.cstr() else {
-                self.protocol_violation("08P01", "invalid Bind message".into()).await?;
+                self.protocol_violation("08P01", "invalid Bind message".into())
+                    .await?;
                 return Ok(false);
             };
             let Some(stmt) = r.cstr() else {
-                self.protocol_violation("08P01", "invalid Bind message".into()).await?;
+                self.protocol_violation("08P01", "invalid Bind message".into())
+                    .await?;
                 return Ok(false);
             };
             (Some(stmt), portal.len() + 1)
         } else {
             let (Some(kind), Some(name)) = (r.u8(), r.cstr()) else {
-                self.protocol_violation("08P01", "invalid Describe message".into()).await?;
+                self.protocol_violation("08P01", "invalid Describe message".into())
+                    .await?;
                 return Ok(false);
             };
             match kind {
                 b'S' => (Some(name), 1),
                 b'P' => (None, 0),
                 _ => {
-                    self.protocol_violation("08P01", "invalid Describe kind".into()).await?;
+                    self.protocol_violation("08P01", "invalid Describe kind".into())
+                        .await?;
                     return Ok(false);
                 }
             }
@@ -108,7 +126,11 @@ where
         if !self.attach(false).await? {
             return Ok(true);
         }
-        let next = if tag == b'B' { Pending::Bind } else { Pending::Describe };
+        let next = if tag == b'B' {
+            Pending::Bind
+        } else {
+            Pending::Describe
+        };
         match stmt_name.as_deref() {
             None => self.bout.extend_from_slice(&msg),
             Some([]) => {
@@ -137,21 +159,31 @@ where
 
     /// Prepares `stmt` on the attached connection if it lacks it; the reply is hidden.
     fn ensure_prepared(&mut self, stmt: &Stmt) {
-        let Some(b) = self.backend.as_mut() else { return };
+        let Some(b) = self.backend.as_mut() else {
+            return;
+        };
         if b.prepared.insert(stmt.id) {
             server_name(stmt.id, &mut self.name_buf);
             put_parse(&mut self.bout, &self.name_buf, &stmt.body);
-            self.pending.push_back(Pending::Parse { visible: false, id: Some(stmt.id) });
+            self.pending.push_back(Pending::Parse {
+                visible: false,
+                id: Some(stmt.id),
+            });
         }
     }
 
     /// Re-creates the client's unnamed statement if this connection holds another.
     fn ensure_unnamed(&mut self) {
-        let (Some(b), Some(u)) = (self.backend.as_mut(), self.unnamed.as_ref()) else { return };
+        let (Some(b), Some(u)) = (self.backend.as_mut(), self.unnamed.as_ref()) else {
+            return;
+        };
         if b.unnamed != Some(u.id) {
             b.unnamed = Some(u.id);
             put_parse(&mut self.bout, b"\0", &u.body);
-            self.pending.push_back(Pending::Parse { visible: false, id: None });
+            self.pending.push_back(Pending::Parse {
+                visible: false,
+                id: None,
+            });
         }
     }
 }

@@ -16,7 +16,10 @@ where
     W: AsyncWrite + Unpin + Send,
 {
     fn front_visible(&self) -> bool {
-        !matches!(self.pending.front(), Some(Pending::Query { visible: false }))
+        !matches!(
+            self.pending.front(),
+            Some(Pending::Query { visible: false })
+        )
     }
 
     /// Processes every complete message the attached server connection has sent.
@@ -47,7 +50,10 @@ where
                 }
             };
             if b.rbuf.len() < h.total {
-                if matches!(h.tag, b'D' | b'd') && b.rbuf.len() >= STREAM_PARTIAL && self.front_visible() {
+                if matches!(h.tag, b'D' | b'd')
+                    && b.rbuf.len() >= STREAM_PARTIAL
+                    && self.front_visible()
+                {
                     // A huge row: pass it through as it arrives instead of buffering it whole.
                     let n = b.rbuf.len();
                     self.out.extend_from_slice(&b.rbuf[..n]);
@@ -60,7 +66,10 @@ where
             }
             let msg = &b.rbuf[..h.total];
             let mut forward = true;
-            if matches!(h.tag, b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b'C' | b'I' | b's' | b'E' | b'Z') {
+            if matches!(
+                h.tag,
+                b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b'C' | b'I' | b's' | b'E' | b'Z'
+            ) {
                 self.drain_synthetic();
             }
             match h.tag {
@@ -115,7 +124,9 @@ where
                                 if matches!(p, Pending::Sync) {
                                     break;
                                 }
-                                if let Some(Pending::Parse { id: Some(id), .. }) = self.pending.pop_front() {
+                                if let Some(Pending::Parse { id: Some(id), .. }) =
+                                    self.pending.pop_front()
+                                {
                                     b.prepared.remove(&id);
                                 }
                             }
@@ -166,7 +177,10 @@ where
             if b.rbuf.is_empty() {
                 self.pool.checkin(b);
             } else {
-                tracing::warn!(backend = b.id, "unexpected bytes after ReadyForQuery; closing the connection");
+                tracing::warn!(
+                    backend = b.id,
+                    "unexpected bytes after ReadyForQuery; closing the connection"
+                );
             }
         } else {
             self.backend = Some(b);
@@ -181,7 +195,9 @@ where
                 .as_ref()
                 .and_then(|s| std::str::from_utf8(s).ok())
                 .unwrap_or("00000");
-            let us = self.busy_since.map_or(0, |t| t.elapsed().as_micros() as u64);
+            let us = self
+                .busy_since
+                .map_or(0, |t| t.elapsed().as_micros() as u64);
             tracing::debug!(user = %self.user, route = "primary", duration_us = us, sqlstate, "statement");
         }
         self.first_error = None;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# A local demo: a private PostgreSQL 15, TideGate in front of it, and a query through it with
+# psql. TideGate keeps running in the foreground until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+
+cargo build --release -p tidegate
+demo=$(pwd)/target/demo
+pg_port=${DEMO_PG_PORT:-54329}
+pg_bin=/usr/lib/postgresql/15/bin
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+mkdir -p "$demo"
+[ "$(id -u)" -ne 0 ] || chown postgres:postgres "$demo"
+if [ ! -f "$demo/data/PG_VERSION" ]; then
+  as_pg "$pg_bin/initdb" -D "$demo/data" -A trust -U postgres -E UTF8 --locale=C >/dev/null
+fi
+as_pg "$pg_bin/pg_ctl" -D "$demo/data" -l "$demo/postgres.log" -w \
+  -o "-p $pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$demo" start >/dev/null
+trap 'kill "$tg" 2>/dev/null || true; wait "$tg" 2>/dev/null || true; as_pg "$pg_bin/pg_ctl" -D "$demo/data" -m fast stop >/dev/null' EXIT
+
+export TIDEGATE__UPSTREAM__PRIMARY__PORT=$pg_port
+./target/release/tidegate serve --config config/tidegate.example.toml &
+tg=$!
+for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 6543 && break; sleep 0.1; done
+
+echo
+echo "PostgreSQL on 127.0.0.1:$pg_port, TideGate on 127.0.0.1:6543 (user app, password app)."
+echo "A query through TideGate:"
+PGPASSWORD=app psql -X -h 127.0.0.1 -p 6543 -U app -d postgres \
+  -c "SELECT 'hello through TideGate' AS greeting, current_user AS acting_as, version()"
+echo "Try it yourself:  PGPASSWORD=app psql -h 127.0.0.1 -p 6543 -U app postgres"
+echo "TideGate is running; press Ctrl-C to stop."
+wait "$tg"

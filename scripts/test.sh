@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests and the end-to-end tests against real
+# PostgreSQL servers the harness starts itself. Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy -j2 --workspace --all-targets -- -D warnings
+echo "== tests"
+# Two end-to-end tests at a time: each starts its own PostgreSQL on this 2-core machine.
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --no-fail-fast --test-threads 2 --build-jobs 2
+else
+  cargo test -j2 --workspace --no-fail-fast -- --test-threads 2
+fi
