@@ -23,6 +23,8 @@ pub struct Config {
     pub tls: Tls,
     /// Logging.
     pub log: Log,
+    /// The async runtime.
+    pub runtime: Runtime,
     /// Broker users.
     pub users: Vec<User>,
 }
@@ -210,6 +212,21 @@ pub struct Tls {
     pub cert: Option<String>,
     /// PEM private key.
     pub key: Option<String>,
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Event-loop threads: 1 = a single-threaded loop (the default, like PgBouncer);
+    /// 0 = one per CPU core; N = N threads.
+    pub worker_threads: usize,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime { worker_threads: 1 }
+    }
 }
 
 /// Log output formats.

@@ -66,10 +66,21 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             tidegate::logging::init(&cfg.log);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the runtime")?;
+            // One thread runs an event loop like PgBouncer's: on small machines it spends the
+            // least CPU per transaction. More threads scale a busy broker across cores.
+            let rt = match cfg.runtime.worker_threads {
+                1 => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+                n => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    if n > 1 {
+                        b.worker_threads(n);
+                    }
+                    b.enable_all().build()
+                }
+            }
+            .context("starting the runtime")?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(cfg.listen.sql)
                     .await

@@ -4,7 +4,7 @@ use crate::backend::{PoolTimeouts, Pools};
 use crate::cancel::CancelRegistry;
 use crate::statements::StatementRegistry;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tidegate_config::{Config, TlsMode};
@@ -32,6 +32,8 @@ pub struct Shared {
     pub statements: StatementRegistry,
     /// Cancelled when shutdown starts: stop accepting, close idle clients.
     pub shutdown: CancellationToken,
+    /// Set with `shutdown`; a plain flag for the per-transaction check.
+    pub shutting_down: AtomicBool,
     /// Cancelled when the drain time is over: close everyone.
     pub force: CancellationToken,
     /// Admitted clients.
@@ -74,6 +76,7 @@ impl Shared {
             cancels: CancelRegistry::default(),
             statements: StatementRegistry::default(),
             shutdown: CancellationToken::new(),
+            shutting_down: AtomicBool::new(false),
             force: CancellationToken::new(),
             clients: AtomicUsize::new(0),
             tls,
@@ -150,6 +153,7 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future
         clients = sh.clients.load(Ordering::Acquire),
         "shutting down: draining clients"
     );
+    sh.shutting_down.store(true, Ordering::Relaxed);
     sh.shutdown.cancel();
     tracker.close();
     let drain = sh.config.limits.shutdown_timeout.duration();

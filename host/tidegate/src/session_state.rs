@@ -42,11 +42,14 @@ pub fn scan(sql: &[u8]) -> Effect {
             b"declare" => contains_ci(s, b"hold"),
             _ => false,
         };
-        // Functions with session effects may appear anywhere, e.g. `SELECT pg_advisory_lock(1)`.
+        // Functions with session effects may appear anywhere, e.g. `SELECT pg_advisory_lock(1)`;
+        // with no parenthesis there is no function call, so the common case skips the search.
+        let calls = s.contains(&b'(');
         let pin = pin
-            || contains_ci(s, b"pg_advisory_lock")
-            || contains_ci(s, b"pg_try_advisory_lock")
-            || contains_ci(s, b"set_config")
+            || (calls
+                && (contains_ci(s, b"pg_advisory_lock")
+                    || contains_ci(s, b"pg_try_advisory_lock")
+                    || contains_ci(s, b"set_config")))
             || (contains_ci(s, b"into")
                 && (contains_ci(s, b"temp") || contains_ci(s, b"unlogged")));
         effect.pin |= pin;

@@ -14,9 +14,11 @@ use crate::server::Shared;
 use crate::session_state;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod extended;
 mod replies;
@@ -100,6 +102,10 @@ pub struct Session<R, W> {
     last_activity: Instant,
     first_error: Option<[u8; 5]>,
     name_buf: Vec<u8>,
+    /// Whether any timeout or statement logging needs clock readings on the hot path.
+    timed: bool,
+    shutdown_wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    force_wait: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 const READ_CHUNK: usize = 32 * 1024;
@@ -124,6 +130,14 @@ where
         cancel: Arc<CancelSlot>,
     ) -> Self {
         let pinned = sh.config.pool.mode == tidegate_config::PoolMode::Session;
+        let p = &sh.config.pool;
+        let timed = p.query_timeout.get().is_some()
+            || p.idle_transaction_timeout.get().is_some()
+            || p.client_idle_timeout.get().is_some()
+            || tracing::enabled!(tracing::Level::DEBUG);
+        // Long-lived waits: registering a fresh waiter per loop would take a lock each time.
+        let shutdown_wait = Box::pin(sh.shutdown.clone().cancelled_owned());
+        let force_wait = Box::pin(sh.force.clone().cancelled_owned());
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         rbuf.extend_from_slice(&leftover);
         Session {
@@ -151,6 +165,9 @@ where
             last_activity: Instant::now(),
             first_error: None,
             name_buf: Vec::with_capacity(24),
+            timed,
+            shutdown_wait,
+            force_wait,
         }
     }
 
@@ -176,7 +193,7 @@ where
             self.flush_backend().await?;
             self.drain_synthetic();
             self.flush_client().await?;
-            if self.busy_since.is_none() && !self.pending.is_empty() {
+            if self.timed && self.busy_since.is_none() && !self.pending.is_empty() {
                 self.busy_since = Some(Instant::now());
             }
 
@@ -212,11 +229,12 @@ where
             n = self.rd.read_buf(&mut self.rbuf) => {
                 match n.map_err(SessionError::Client)? {
                     0 => return Err(SessionError::Terminated("client disconnected")),
-                    _ => self.last_activity = Instant::now(),
+                    _ if self.timed => self.last_activity = Instant::now(),
+                    _ => {}
                 }
             }
             _ = sleep_until(deadline) => self.on_attached_timeout().await?,
-            _ = self.sh.force.cancelled() => {
+            _ = &mut self.force_wait => {
                 return self.terminate("57P01", "terminating connection due to administrator command", "shutdown").await;
             }
         }
@@ -225,7 +243,11 @@ where
 
     /// Waits for the client while no server connection is attached.
     async fn wait_idle(&mut self) -> Result<()> {
-        if self.sh.shutdown.is_cancelled() {
+        if self
+            .sh
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return self
                 .terminate(
                     "57P01",
@@ -248,13 +270,14 @@ where
             n = self.rd.read_buf(&mut self.rbuf) => {
                 match n.map_err(SessionError::Client)? {
                     0 => return Err(SessionError::Terminated("client disconnected")),
-                    _ => self.last_activity = Instant::now(),
+                    _ if self.timed => self.last_activity = Instant::now(),
+                    _ => {}
                 }
             }
             _ = sleep_until(deadline) => {
                 return self.terminate("57P05", "terminating connection due to idle-session timeout", "client idle timeout").await;
             }
-            _ = self.sh.shutdown.cancelled() => {
+            _ = &mut self.shutdown_wait => {
                 return self.terminate("57P01", "terminating connection due to administrator command", "shutdown").await;
             }
         }

@@ -144,12 +144,16 @@ where
                     }
                     self.cancel_sent = false;
                     // Idle time (in or out of a transaction) counts from the last reply.
-                    self.last_activity = Instant::now();
                     if self.pending.is_empty() {
                         self.busy_since = None;
                         release = status == b'I' && !self.pinned && !self.copy_in;
-                    } else {
-                        self.busy_since = Some(Instant::now());
+                    }
+                    if self.timed {
+                        let now = Instant::now();
+                        self.last_activity = now;
+                        if !self.pending.is_empty() {
+                            self.busy_since = Some(now);
+                        }
                     }
                 }
                 b'G' => self.copy_in = true,
