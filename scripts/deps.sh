@@ -11,6 +11,7 @@ command -v pgbench >/dev/null || need_apt+=(postgresql-contrib-15)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v pgbouncer >/dev/null || need_apt+=(pgbouncer)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

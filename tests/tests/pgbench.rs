@@ -77,6 +77,15 @@ async fn pgbench_every_mode_over_a_pool_of_four() {
         "postgres",
         "SELECT count(*) FROM pg_stat_activity WHERE datname = 'bench' AND backend_type = 'client backend'",
     );
+    if max_conns != "4" {
+        eprintln!(
+            "{}",
+            pg.sql(
+                "postgres",
+                "SELECT pid, state, backend_start, state_change, left(query, 60) FROM pg_stat_activity WHERE datname = 'bench'"
+            )
+        );
+    }
     assert!(
         max_conns.parse::<u32>().expect("count") <= 4,
         "{max_conns} connections"

@@ -2,19 +2,20 @@
 
 use toml::{Table, Value};
 
-/// Applies every `TIDEGATE__…` variable in `vars` to `root`.
+/// Applies every `TIDEGATE__…` variable in `vars` to `root`; returns whether any applied.
 ///
 /// A value that parses as a TOML scalar or array (`5432`, `true`, `["a"]`) keeps that type;
 /// anything else is a string, so `127.0.0.1:7000` needs no quoting.
 pub(crate) fn apply_overrides(
     root: &mut Table,
     vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let mut vars: Vec<(String, String)> = vars
         .into_iter()
         .filter(|(k, _)| k.starts_with(crate::ENV_PREFIX))
         .collect();
     vars.sort();
+    let any = !vars.is_empty();
     for (key, raw) in vars {
         let path: Vec<String> = key[crate::ENV_PREFIX.len()..]
             .split("__")
@@ -25,7 +26,7 @@ pub(crate) fn apply_overrides(
         }
         set_path(root, &path, parse_value(&raw)).map_err(|e| format!("{key}: {e}"))?;
     }
-    Ok(())
+    Ok(any)
 }
 
 fn parse_value(raw: &str) -> Value {

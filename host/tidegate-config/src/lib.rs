@@ -36,14 +36,22 @@ impl Config {
         file: &str,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        // The file alone first, so its mistakes are reported at their line and column.
+        let from_file: Config = toml::from_str(src).map_err(|e: toml::de::Error| {
+            ConfigError::at(file, src, e.span().map(|s| s.start), e.message())
+        })?;
         let mut value: toml::Table = src.parse().map_err(|e: toml::de::Error| {
             ConfigError::at(file, src, e.span().map(|s| s.start), e.message())
         })?;
-        env::apply_overrides(&mut value, vars).map_err(|message| ConfigError::Env { message })?;
-        let mut config: Config = toml::Table::try_into(value).map_err(|e: toml::de::Error| {
-            // Spans refer to the merged table, not the source; fall back to locating the key.
-            ConfigError::at(file, src, e.span().map(|s| s.start), e.message())
-        })?;
+        let overridden = env::apply_overrides(&mut value, vars)
+            .map_err(|message| ConfigError::Env { message })?;
+        let mut config: Config = if overridden {
+            toml::Table::try_into(value).map_err(|e: toml::de::Error| ConfigError::Env {
+                message: e.message().trim().to_owned(),
+            })?
+        } else {
+            from_file
+        };
         config.prepare().map_err(|(path, message)| {
             let offset = error::locate_key(src, &path);
             ConfigError::at(file, src, offset, &format!("{path}: {message}"))

@@ -138,9 +138,12 @@ impl Pool {
 
     /// Returns a clean, idle connection to the pool.
     pub fn checkin(&self, mut b: Backend) {
-        b.permit = None;
+        // The connection must be in the idle list before its slot is freed: otherwise a waiter
+        // could take the slot, find no idle connection and open one too many.
+        let permit = b.permit.take();
         b.idle_since = Instant::now();
         self.idle().push(b);
+        drop(permit);
     }
 
     /// The ParameterStatus values a fresh connection reports, learned from the first one.
