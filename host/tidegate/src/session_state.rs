@@ -19,26 +19,24 @@ pub struct Effect {
 /// Scans one query string (possibly several statements).
 pub fn scan(sql: &[u8]) -> Effect {
     let mut effect = Effect::default();
-    for stmt in sql.split(|&b| b == b';') {
+    for stmt in Statements::new(sql) {
         let s = skip_space_and_comments(stmt);
         if s.is_empty() {
             continue;
         }
         let (first, rest) = word(s);
-        let (second, rest2) = word(skip_space_and_comments(rest));
+        let (second, _) = word(skip_space_and_comments(rest));
         let pin = match first.as_slice() {
             b"set" => !matches!(second.as_slice(), b"local" | b"transaction"),
             b"reset" | b"listen" | b"prepare" | b"load" => true,
+            // Procedural code can do any of the above.
+            b"do" | b"call" => true,
             b"discard" | b"deallocate" => {
                 effect.drops_prepared = true;
                 true
             }
-            b"create" => {
-                let (third, _) = word(skip_space_and_comments(rest2));
-                matches!(second.as_slice(), b"temp" | b"temporary")
-                    || (matches!(second.as_slice(), b"local" | b"global")
-                        && matches!(third.as_slice(), b"temp" | b"temporary"))
-            }
+            // CREATE TEMP/TEMPORARY TABLE, CREATE OR REPLACE TEMP VIEW, CREATE TABLE pg_temp.t…
+            b"create" => contains_ci(s, b"temp"),
             b"declare" => contains_ci(s, b"hold"),
             _ => false,
         };
@@ -57,6 +55,90 @@ pub fn scan(sql: &[u8]) -> Effect {
     effect
 }
 
+/// Splits a query string at the semicolons that end statements, skipping those inside quotes,
+/// dollar quotes and comments.
+struct Statements<'a> {
+    sql: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Statements<'a> {
+    fn new(sql: &'a [u8]) -> Self {
+        Statements { sql, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for Statements<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let sql = self.sql;
+        if self.pos >= sql.len() {
+            return None;
+        }
+        let start = self.pos;
+        let mut i = start;
+        while i < sql.len() {
+            match sql[i] {
+                b';' => {
+                    self.pos = i + 1;
+                    return Some(&sql[start..i]);
+                }
+                q @ (b'\'' | b'"') => {
+                    i += 1;
+                    while i < sql.len() && sql[i] != q {
+                        i += 1;
+                    }
+                }
+                b'-' if sql.get(i + 1) == Some(&b'-') => {
+                    while i < sql.len() && sql[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                b'/' if sql.get(i + 1) == Some(&b'*') => {
+                    let mut depth = 0usize;
+                    while i < sql.len() {
+                        if sql[i..].starts_with(b"/*") {
+                            depth += 1;
+                            i += 2;
+                        } else if sql[i..].starts_with(b"*/") {
+                            depth -= 1;
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    continue;
+                }
+                b'$' => {
+                    // $tag$ … $tag$ (tag may be empty); a bare $1 parameter is not a quote.
+                    let tag_end = sql[i + 1..]
+                        .iter()
+                        .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                        .map(|p| i + 1 + p);
+                    if let Some(e) =
+                        tag_end.filter(|&e| sql[e] == b'$' && !sql[i + 1].is_ascii_digit())
+                    {
+                        let tag = &sql[i..=e];
+                        i = e + 1;
+                        match sql[i..].windows(tag.len()).position(|w| w == tag) {
+                            Some(p) => i += p + tag.len() - 1,
+                            None => i = sql.len(),
+                        }
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.pos = sql.len();
+        Some(&sql[start..])
+    }
+}
+
 fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {
     loop {
         let before = s.len();
@@ -72,11 +154,25 @@ fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {
                 .iter()
                 .position(|&b| b == b'\n')
                 .map_or(&[], |p| &rest[p + 1..]);
-        } else if let Some(rest) = s.strip_prefix(b"/*") {
-            s = rest
-                .windows(2)
-                .position(|w| w == b"*/")
-                .map_or(&[], |p| &rest[p + 2..]);
+        } else if s.starts_with(b"/*") {
+            // Block comments nest in PostgreSQL.
+            let mut depth = 0usize;
+            let mut i = 0;
+            while i < s.len() {
+                if s[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if s[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            s = &s[i.min(s.len())..];
         }
         if s.len() == before {
             return s;
@@ -146,6 +242,14 @@ mod tests {
             "SELECT * INTO TEMP t FROM a",
             "DISCARD ALL",
             "DEALLOCATE p",
+            "/*;*/SET search_path = evil",
+            "SELECT ';'; SET x = 1",
+            "SELECT $$;$$; SET x = 1",
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+            "CREATE TABLE pg_temp.t (a int)",
+            "DO $$BEGIN SET search_path = x; END$$",
+            "CALL p()",
+            "/* a /* nested */ comment */ LISTEN c",
         ];
         for s in pins {
             assert!(scan(s.as_bytes()).pin, "{s}");
@@ -157,10 +261,12 @@ mod tests {
             "SET LOCAL statement_timeout = 5",
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             "UPDATE t SET a = 1",
-            "CREATE TABLE temps (a int)",
             "SELECT pg_advisory_xact_lock(1)",
             "DECLARE c CURSOR FOR SELECT 1",
             "INSERT INTO t VALUES (1)",
+            "SELECT 'SET x = 1; LISTEN y'",
+            "SELECT $1::int, $2",
+            "SELECT 1 -- ; SET x = 1",
             "",
         ];
         for s in plain {

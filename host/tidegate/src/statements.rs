@@ -14,23 +14,27 @@ use std::sync::Mutex;
 
 /// Bodies remembered at most; past this, new bodies still get fresh ids but are not shared.
 pub(crate) const MAX_SHARED: usize = 100_000;
+/// Bytes of bodies remembered at most.
+const MAX_SHARED_BYTES: usize = 64 << 20;
 
 /// The process-wide map from statement body to id.
 #[derive(Default)]
 pub struct StatementRegistry {
-    ids: Mutex<HashMap<Bytes, u64>>,
+    ids: Mutex<(HashMap<Bytes, u64>, usize)>,
     next: AtomicU64,
 }
 
 impl StatementRegistry {
     /// The id for `body` (everything in a Parse message after the statement name).
     pub fn id(&self, body: &Bytes) -> u64 {
-        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let (ids, bytes) = &mut *guard;
         if let Some(id) = ids.get(body) {
             return *id;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        if ids.len() < MAX_SHARED {
+        if ids.len() < MAX_SHARED && *bytes + body.len() <= MAX_SHARED_BYTES {
+            *bytes += body.len();
             ids.insert(body.clone(), id);
         }
         id

@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// Prepared statements a pooled connection may hold before it is closed rather than reused.
+const MAX_PREPARED_PER_CONNECTION: usize = 1000;
+
 /// ParameterStatus values a server reports at login.
 pub type ServerParams = Arc<Vec<(String, String)>>;
 
@@ -138,6 +141,14 @@ impl Pool {
 
     /// Returns a clean, idle connection to the pool.
     pub fn checkin(&self, mut b: Backend) {
+        if b.prepared.len() > MAX_PREPARED_PER_CONNECTION {
+            // Bounds what clients can make a server connection hold; a fresh one replaces it.
+            tracing::debug!(
+                backend = b.id,
+                "closing a connection holding many prepared statements"
+            );
+            return;
+        }
         // The connection must be in the idle list before its slot is freed: otherwise a waiter
         // could take the slot, find no idle connection and open one too many.
         let permit = b.permit.take();

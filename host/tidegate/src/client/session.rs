@@ -55,6 +55,7 @@ enum Pending {
     /// A Parse sent to the server; `visible` = the client asked for it (else injected).
     Parse {
         visible: bool,
+        /// The shared id of a named statement; `None` for the unnamed statement.
         id: Option<u64>,
     },
     /// A reply the broker produces itself when this reaches the front (`1` or `3`).
@@ -94,7 +95,13 @@ pub struct Session<R, W> {
     pinned: bool,
     tx_status: u8,
     skip_until_sync: bool,
+    /// The server is in copy-in mode and the client has not ended it (CopyDone/CopyFail).
     copy_in: bool,
+    /// Extended-protocol messages went to the server since the last Sync: the server may hold
+    /// an implicit transaction, so the connection must not be reused until a Sync completes.
+    unsynced: bool,
+    /// The hidden startup-parameter replay failed with this SQLSTATE and message.
+    replay_error: Option<(String, String)>,
     passthrough: usize,
     cancel: Arc<CancelSlot>,
     busy_since: Option<Instant>,
@@ -158,6 +165,8 @@ where
             tx_status: b'I',
             skip_until_sync: false,
             copy_in: false,
+            unsynced: false,
+            replay_error: None,
             passthrough: 0,
             cancel,
             busy_since: None,
@@ -460,7 +469,10 @@ where
                     let sql = replay_sql(&self.gucs);
                     proto::query(&mut self.bout, &sql);
                     self.pending.push_back(Pending::Query { visible: false });
-                    b.gucs.clone_from(&self.gucs);
+                    // A simple query drops the unnamed statement; the applied settings are
+                    // recorded only once the replay succeeded (replies.rs).
+                    b.unnamed = None;
+                    b.gucs.clear();
                 }
                 self.cancel.attach(b.key);
                 self.backend = Some(b);
@@ -482,6 +494,7 @@ where
                     }
                     _ => e.to_string(),
                 };
+                self.drain_synthetic();
                 proto::error(&mut self.out, Severity::Error, code, &msg);
                 if simple_query {
                     proto::ready(&mut self.out, self.tx_status);
@@ -523,7 +536,19 @@ where
                 if !self.attach(false).await? {
                     return Ok(true);
                 }
+                self.unsynced = true;
                 self.pending.push_back(Pending::Execute);
+                self.bout.extend_from_slice(&msg);
+            }
+            b'F' => {
+                // FunctionCall (libpq large objects): one reply, then ReadyForQuery.
+                if !self.attach(true).await? {
+                    return Ok(true);
+                }
+                if let Some(b) = self.backend.as_mut() {
+                    b.unnamed = None;
+                }
+                self.pending.push_back(Pending::Query { visible: true });
                 self.bout.extend_from_slice(&msg);
             }
             b'C' => {
@@ -537,7 +562,12 @@ where
                     // Server-side statements are shared; only the client's name goes away.
                     self.stmts.remove(name);
                     self.pending.push_back(Pending::Synthetic(b'3'));
-                } else if self.backend.is_some() {
+                } else if let Some(b) = self.backend.as_mut() {
+                    if kind == b'S' {
+                        b.unnamed = None;
+                        self.unnamed = None;
+                    }
+                    self.unsynced = true;
                     self.pending.push_back(Pending::Close);
                     self.bout.extend_from_slice(&msg);
                 } else {
@@ -555,7 +585,11 @@ where
                     self.drain_synthetic();
                     proto::ready(&mut self.out, self.tx_status);
                 } else if self.backend.is_some() {
-                    self.pending.push_back(Pending::Sync);
+                    // The server ignores Sync during copy-in, so no ReadyForQuery is owed.
+                    if !self.copy_in {
+                        self.pending.push_back(Pending::Sync);
+                        self.unsynced = false;
+                    }
                     self.bout.extend_from_slice(&msg);
                 } else {
                     self.drain_synthetic();
@@ -570,6 +604,9 @@ where
             b'd' | b'c' | b'f' => {
                 // Outside COPY these are ignored, as PostgreSQL does.
                 if self.backend.is_some() {
+                    if tag != b'd' {
+                        self.copy_in = false;
+                    }
                     self.bout.extend_from_slice(&msg);
                 }
             }

@@ -59,6 +59,7 @@ where
                 body: Bytes::copy_from_slice(stmt_body),
             });
             b.unnamed = Some(id);
+            self.unsynced = true;
             self.pending.push_back(Pending::Parse {
                 visible: true,
                 id: None,
@@ -75,6 +76,7 @@ where
             b.prepared.insert(id);
             server_name(id, &mut self.name_buf);
             put_parse(&mut self.bout, &self.name_buf, &stmt_body);
+            self.unsynced = true;
             self.pending.push_back(Pending::Parse {
                 visible: true,
                 id: Some(id),
@@ -131,25 +133,42 @@ where
         } else {
             Pending::Describe
         };
+        self.unsynced = true;
         match stmt_name.as_deref() {
             None => self.bout.extend_from_slice(&msg),
-            Some([]) => {
+            Some([]) if self.unnamed.is_some() => {
                 self.ensure_unnamed();
                 self.bout.extend_from_slice(&msg);
             }
             Some(name) => match self.stmts.get(name).cloned() {
-                // Unknown to the client: let PostgreSQL report 26000 as usual.
-                None => self.bout.extend_from_slice(&msg),
                 Some(stmt) => {
                     self.ensure_prepared(&stmt);
                     server_name(stmt.id, &mut self.name_buf);
                     let rest = &body[prefix_len + name.len() + 1..];
-                    let len = 4 + prefix_len + self.name_buf.len() + rest.len();
-                    self.bout.put_u8(tag);
-                    self.bout.put_i32(len as i32);
-                    self.bout.put_slice(&body[..prefix_len]);
-                    self.bout.put_slice(&self.name_buf);
-                    self.bout.put_slice(rest);
+                    put_renamed(
+                        &mut self.bout,
+                        tag,
+                        &body[..prefix_len],
+                        &self.name_buf,
+                        rest,
+                    );
+                }
+                // A statement this client never prepared: the server must report 26000, not
+                // find another client's statement (or unnamed statement) on the connection,
+                // so the name becomes one no statement can have.
+                None => {
+                    self.name_buf.clear();
+                    self.name_buf.extend_from_slice(b"tg-unknown:");
+                    self.name_buf.extend_from_slice(name);
+                    self.name_buf.push(0);
+                    let rest = &body[prefix_len + name.len() + 1..];
+                    put_renamed(
+                        &mut self.bout,
+                        tag,
+                        &body[..prefix_len],
+                        &self.name_buf,
+                        rest,
+                    );
                 }
             },
         }
@@ -186,6 +205,15 @@ where
             });
         }
     }
+}
+
+/// Appends a Bind or Describe with `name` (NUL-terminated) in place of the client's name.
+fn put_renamed(out: &mut BytesMut, tag: u8, prefix: &[u8], name: &[u8], rest: &[u8]) {
+    out.put_u8(tag);
+    out.put_i32((4 + prefix.len() + name.len() + rest.len()) as i32);
+    out.put_slice(prefix);
+    out.put_slice(name);
+    out.put_slice(rest);
 }
 
 /// Appends a Parse message: `name` is NUL-terminated, `body` is query, NUL, parameter types.

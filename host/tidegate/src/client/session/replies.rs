@@ -110,12 +110,14 @@ where
                     match self.pending.front() {
                         Some(Pending::Query { visible }) => {
                             forward = *visible;
-                            if !forward {
-                                tracing::warn!(
-                                    user = %self.user,
-                                    sqlstate = proto::sqlstate(msg).unwrap_or(""),
-                                    "replaying the client's startup parameters failed"
-                                );
+                            if !forward && self.replay_error.is_none() {
+                                let field = |k: u8| {
+                                    proto::fields(msg)
+                                        .find(|(c, _)| *c == k)
+                                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                                        .unwrap_or_default()
+                                };
+                                self.replay_error = Some((field(b'C'), field(b'M')));
                             }
                         }
                         _ => {
@@ -124,10 +126,14 @@ where
                                 if matches!(p, Pending::Sync) {
                                     break;
                                 }
-                                if let Some(Pending::Parse { id: Some(id), .. }) =
-                                    self.pending.pop_front()
-                                {
-                                    b.prepared.remove(&id);
+                                match self.pending.pop_front() {
+                                    Some(Pending::Parse { id: Some(id), .. }) => {
+                                        b.prepared.remove(&id);
+                                    }
+                                    // Failed or skipped: the connection's unnamed statement
+                                    // is no longer what we recorded.
+                                    Some(Pending::Parse { id: None, .. }) => b.unnamed = None,
+                                    _ => {}
                                 }
                             }
                         }
@@ -136,27 +142,34 @@ where
                 b'Z' => {
                     let status = msg.get(proto::HEADER_LEN).copied().unwrap_or(b'I');
                     match self.pending.pop_front() {
-                        Some(Pending::Query { visible: false }) => forward = false,
+                        Some(Pending::Query { visible: false }) => {
+                            forward = false;
+                            if self.replay_error.is_some() {
+                                // The connection still holds another client's settings.
+                                self.backend = Some(b);
+                                return self.replay_failed().await;
+                            }
+                            b.gucs.clone_from(&self.gucs);
+                        }
                         _ => {
                             self.tx_status = status;
                             self.log_statement();
                         }
                     }
                     self.cancel_sent = false;
-                    // Idle time (in or out of a transaction) counts from the last reply.
-                    if self.pending.is_empty() {
-                        self.busy_since = None;
-                        release = status == b'I' && !self.pinned && !self.copy_in;
-                    }
-                    if self.timed {
-                        let now = Instant::now();
-                        self.last_activity = now;
-                        if !self.pending.is_empty() {
-                            self.busy_since = Some(now);
+                }
+                b'G' => {
+                    self.copy_in = true;
+                    if matches!(self.pending.front(), Some(Pending::Execute)) {
+                        // COPY FROM STDIN via the extended protocol: the server ignores Sync
+                        // until the copy ends, so the Syncs already queued are owed nothing.
+                        let before = self.pending.len();
+                        self.pending.retain(|p| !matches!(p, Pending::Sync));
+                        if self.pending.len() != before {
+                            self.unsynced = true;
                         }
                     }
                 }
-                b'G' => self.copy_in = true,
                 b'S' | b'N' => forward = self.front_visible(),
                 _ => {}
             }
@@ -164,6 +177,23 @@ where
                 self.out.extend_from_slice(msg);
             }
             b.rbuf.advance(h.total);
+            if h.tag == b'Z' {
+                // Replies owed for messages sent after this Sync (e.g. Close + Flush).
+                self.drain_synthetic();
+                if self.pending.is_empty() {
+                    self.busy_since = None;
+                    release =
+                        self.tx_status == b'I' && !self.pinned && !self.copy_in && !self.unsynced;
+                }
+                if self.timed {
+                    // Idle time (in or out of a transaction) counts from the last reply.
+                    let now = Instant::now();
+                    self.last_activity = now;
+                    if !self.pending.is_empty() {
+                        self.busy_since = Some(now);
+                    }
+                }
+            }
             if release {
                 break;
             }
@@ -192,6 +222,33 @@ where
         Ok(())
     }
 
+    /// The startup-parameter replay failed: PostgreSQL would have refused the connection, so
+    /// the client gets its error as FATAL; the server connection, in an unknown state, is closed.
+    async fn replay_failed(&mut self) -> Result<()> {
+        let (code, message) = self.replay_error.take().unwrap_or_default();
+        if let Some(b) = self.backend.take() {
+            self.cancel.detach();
+            drop(b);
+        }
+        self.pending.clear();
+        tracing::warn!(user = %self.user, sqlstate = %code, "a startup parameter was rejected by the server");
+        let code = if code.len() == 5 {
+            code
+        } else {
+            "22023".to_owned()
+        };
+        proto::error(
+            &mut self.out,
+            proto::Severity::Fatal,
+            &code,
+            &format!("invalid startup parameter: {message}"),
+        );
+        self.flush_client().await?;
+        Err(super::SessionError::Terminated(
+            "startup parameter rejected",
+        ))
+    }
+
     fn log_statement(&mut self) {
         if tracing::enabled!(tracing::Level::DEBUG) {
             let sqlstate = self
@@ -218,6 +275,12 @@ where
         if self.passthrough > 0 {
             return; // Mid-message: the stream cannot be resynchronised.
         }
+        if self.unsynced {
+            // The server may hold an implicit transaction with this client's writes; a Sync
+            // would commit them, and PostgreSQL aborts them on disconnect. Close instead.
+            tracing::debug!(user = %self.user, "client left mid-batch: closing its server connection");
+            return;
+        }
         let pending = std::mem::take(&mut self.pending);
         let (copy_in, pinned, tx_status) = (self.copy_in, self.pinned, self.tx_status);
         let cleanup = async move {
@@ -228,16 +291,7 @@ where
                 out.put_i32(4 + reason.len() as i32);
                 out.put_slice(reason);
             }
-            let mut readies = pending.iter().filter(|p| p.ends_with_ready()).count();
-            let unsynced = pending
-                .iter()
-                .rev()
-                .take_while(|p| !p.ends_with_ready())
-                .any(|p| !matches!(p, Pending::Synthetic(_)));
-            if unsynced {
-                proto::simple(&mut out, b'S', &[]);
-                readies += 1;
-            }
+            let readies = pending.iter().filter(|p| p.ends_with_ready()).count();
             if !out.is_empty() {
                 b.stream.write_all(&out).await?;
             }
