@@ -171,6 +171,7 @@ async fn connection_storm() {
         "[pool]\nsize = 10\n[limits]\nmax_client_connections = 100\n[auth]\nmethod = \"trust\"\n",
     )
     .await;
+    let rss_before = rss_kib();
     let admitted = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -206,6 +207,12 @@ async fn connection_storm() {
         .await
     );
     let elapsed = started.elapsed();
+    // The broker runs in this process, so this bounds its growth (client sides included).
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 100 * 50,
+        "RSS grew {grown} KiB for 100 held clients (budget 50 KiB each)"
+    );
     assert_eq!(admitted.load(Ordering::SeqCst), 100);
     assert_eq!(refused.load(Ordering::SeqCst), 200);
     let backends = pg.sql(
@@ -231,7 +238,18 @@ async fn connection_storm() {
     }
     let c = recovered.expect("admitted again once the storm's clients left");
     c.simple_query("SELECT 1").await.expect("recovered");
-    eprintln!("storm of 300 answered in {elapsed:?}");
+    eprintln!("storm of 300 answered in {elapsed:?}; RSS grew {grown} KiB");
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Scenario 10: with one backend connection busy, interleaved simple and extended requests get
