@@ -6,10 +6,12 @@
 
 #![deny(missing_docs)]
 
+mod cache;
 mod classify;
 mod fingerprint;
 mod functions;
 
+pub use cache::ClassCache;
 pub use classify::{classify, Classification, Kind, TableName, TxControl, RECURSION_LIMIT};
 pub use fingerprint::{fingerprint, Fingerprint};
 pub use functions::{builtin_volatility, FunctionLookup, NoLookup, Volatility};
