@@ -1,4 +1,5 @@
 //! Fingerprint, cache-hit and cold-parse costs per statement shape.
+#![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
