@@ -133,6 +133,71 @@ impl Postgres {
         Ok(pg)
     }
 
+    /// A streaming replica of this server (`pg_basebackup -R`), started and replaying.
+    pub fn start_replica(&self) -> Postgres {
+        self.try_start_replica().expect("start a replica")
+    }
+
+    fn try_start_replica(&self) -> Result<Postgres> {
+        let dir = std::env::temp_dir().join(format!(
+            "tidegate-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        if is_root() {
+            let mut c = Command::new("chown");
+            c.args(["postgres:postgres"]).arg(&dir);
+            run(c, "chown")?;
+        }
+        let data = dir.join("data");
+        let mut bb = pg_tool("pg_basebackup");
+        bb.arg("-D")
+            .arg(&data)
+            .args([
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string());
+        run(bb, "pg_basebackup")?;
+        let port = free_port();
+        let replica = Postgres { dir, port };
+        let conf_path = data.join("postgresql.auto.conf");
+        let mut conf = std::fs::read_to_string(&conf_path).unwrap_or_default();
+        conf.push_str(&format!(
+            "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n",
+            replica.dir.display()
+        ));
+        std::fs::write(&conf_path, conf)?;
+        replica.pg_ctl_start()?;
+        Ok(replica)
+    }
+
+    /// Waits until this replica has replayed everything its primary has written so far.
+    pub fn wait_caught_up(&self, primary: &Postgres) {
+        let lsn = primary.sql("postgres", "SELECT pg_current_wal_lsn()");
+        for _ in 0..500 {
+            let done = self.sql(
+                "postgres",
+                &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"),
+            );
+            if done == "t" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("replica did not catch up to {lsn}");
+    }
+
     fn pg_ctl_start(&self) -> Result<()> {
         let mut c = pg_tool("pg_ctl");
         c.arg("-D")

@@ -111,3 +111,44 @@ fn the_example_config_is_valid() {
     let app = c.user("app").expect("app user");
     assert_eq!(app.role(&c.upstream.primary), c.upstream.primary.user);
 }
+
+#[test]
+fn replicas_come_from_a_list_or_a_comma_separated_env_value() {
+    let src = format!("{MIN}\n[upstream]\nreplicas = [\"10.0.0.2:5433\", \"db3:5434\"]\n");
+    let c = Config::from_toml(&src).expect("valid");
+    assert_eq!(c.upstream.replicas.len(), 2);
+    assert_eq!(
+        c.upstream.replicas[1],
+        Replica {
+            host: "db3".into(),
+            port: 5434
+        }
+    );
+    let c = Config::from_toml_with_env(
+        MIN,
+        "t.toml",
+        vars(&[(
+            "TIDEGATE__UPSTREAM__REPLICAS",
+            "127.0.0.1:5433,127.0.0.1:5434",
+        )]),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.upstream
+            .replicas
+            .iter()
+            .map(|r| r.port)
+            .collect::<Vec<_>>(),
+        vec![5433, 5434]
+    );
+    let dup = format!("{MIN}\n[upstream]\nreplicas = [\"127.0.0.1:5432\"]\n");
+    assert!(Config::from_toml(&dup)
+        .unwrap_err()
+        .to_string()
+        .contains("listed twice"));
+    let bad = format!("{MIN}\n[upstream]\nreplicas = [\"nohost\"]\n");
+    assert!(Config::from_toml(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("host:port"));
+}

@@ -15,6 +15,8 @@ pub struct Config {
     pub upstream: Upstream,
     /// Backend connection pooling.
     pub pool: Pool,
+    /// Read/write routing across the primary and replicas.
+    pub routing: Routing,
     /// Client-side limits and timeouts.
     pub limits: Limits,
     /// How clients authenticate to the broker.
@@ -51,6 +53,63 @@ impl Default for Listen {
 pub struct Upstream {
     /// The primary (read-write) server.
     pub primary: Server,
+    /// Streaming replicas for provably read-only statements, as `host:port`; they share the
+    /// primary's credentials. From the environment: a comma-separated list.
+    #[serde(deserialize_with = "replica_list")]
+    pub replicas: Vec<Replica>,
+}
+
+/// A replica's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+fn parse_replica(s: &str) -> Result<Replica, String> {
+    let s = s.trim();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("replica {s:?}: expected host:port"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("replica {s:?}: invalid port"))?;
+    if host.is_empty() {
+        return Err(format!("replica {s:?}: empty host"));
+    }
+    Ok(Replica {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    })
+}
+
+fn replica_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Replica>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Csv(String),
+    }
+    let items: Vec<String> = match Raw::deserialize(d)? {
+        Raw::List(v) => v,
+        Raw::Csv(s) => s
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+    items
+        .iter()
+        .map(|s| parse_replica(s))
+        .collect::<Result<_, _>>()
+        .map_err(serde::de::Error::custom)
 }
 
 /// One PostgreSQL server and the credential the broker logs in with.
@@ -140,6 +199,22 @@ impl Default for Pool {
             idle_transaction_timeout: Millis(0),
             client_idle_timeout: Millis(0),
             check_after: Millis(1_000),
+        }
+    }
+}
+
+/// `[routing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// A replica that fails a connection attempt is skipped for this long.
+    pub ban_time: Millis,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            ban_time: Millis(10_000),
         }
     }
 }
@@ -324,6 +399,16 @@ impl Config {
         }
         if p.database.is_empty() {
             return err("upstream.primary.database", "must not be empty");
+        }
+        let mut nodes = HashSet::new();
+        nodes.insert((p.host.clone(), p.port));
+        for r in &self.upstream.replicas {
+            if !nodes.insert((r.host.clone(), r.port)) {
+                return err(
+                    "upstream.replicas",
+                    &format!("{}:{} is listed twice (or is the primary)", r.host, r.port),
+                );
+            }
         }
         if self.tls.mode != TlsMode::Disable && (self.tls.cert.is_none() || self.tls.key.is_none())
         {

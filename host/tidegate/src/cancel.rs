@@ -7,20 +7,24 @@
 
 use crate::backend::Target;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What a session publishes for cancellation.
 pub struct CancelSlot {
-    target: Target,
+    /// The servers the session may hold connections to, by node index.
+    targets: Vec<Target>,
     /// The held server connection's (pid, secret) packed into one word; 0 = none held.
     backend: AtomicU64,
+    /// The node of the held connection.
+    node: AtomicUsize,
 }
 
 impl CancelSlot {
-    /// Records the server key of the connection the session now holds.
-    pub fn attach(&self, key: (i32, i32)) {
+    /// Records the server key of the connection the session now holds, on `node`.
+    pub fn attach(&self, key: (i32, i32), node: usize) {
         let packed = ((key.0 as u32 as u64) << 32) | key.1 as u32 as u64;
+        self.node.store(node, Ordering::Release);
         self.backend.store(packed, Ordering::Release);
     }
 
@@ -65,11 +69,12 @@ impl CancelRegistry {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Issues a fresh key for a session whose server connections log in as `target`.
-    pub fn register(&self, target: Target) -> Registration<'_> {
+    /// Issues a fresh key for a session whose server connections go to `targets` (by node).
+    pub fn register(&self, targets: Vec<Target>) -> Registration<'_> {
         let slot = Arc::new(CancelSlot {
-            target,
+            targets,
             backend: AtomicU64::new(0),
+            node: AtomicUsize::new(0),
         });
         let mut map = self.lock();
         let (pid, secret) = loop {
@@ -95,7 +100,9 @@ impl CancelRegistry {
         if *s != secret {
             return None;
         }
-        Some((slot.target.clone(), slot.backend()?))
+        let key = slot.backend()?;
+        let target = slot.targets.get(slot.node.load(Ordering::Acquire))?.clone();
+        Some((target, key))
     }
 }
 
@@ -129,12 +136,12 @@ mod tests {
     #[test]
     fn only_the_exact_live_key_resolves() {
         let reg = CancelRegistry::default();
-        let r = reg.register(target());
+        let r = reg.register(vec![target()]);
         assert!(
             reg.resolve(r.pid, r.secret).is_none(),
             "no server connection held yet"
         );
-        r.slot.attach((42, -7));
+        r.slot.attach((42, -7), 0);
         let (_, key) = reg.resolve(r.pid, r.secret).expect("valid key");
         assert_eq!(key, (42, -7));
         assert!(

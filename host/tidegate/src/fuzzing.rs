@@ -71,15 +71,16 @@ impl SessionHarness {
                 PoolKey {
                     database: "d".into(),
                     role: "u".into(),
+                    node: 0,
                 },
                 || target.clone(),
             );
-            let reg = sh.cancels.register(target);
+            let reg = sh.cancels.register(vec![target]);
             let (client, server) = tokio::io::duplex(1 << 16);
             let (r, w) = tokio::io::split(server);
             let session = Session::new(
                 sh.clone(),
-                pool,
+                vec![pool],
                 "u".into(),
                 r,
                 w,

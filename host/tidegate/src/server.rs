@@ -30,6 +30,8 @@ pub struct Shared {
     pub cancels: CancelRegistry,
     /// Shared server-side prepared statement names.
     pub statements: StatementRegistry,
+    /// Read/write classifications by statement fingerprint.
+    pub classes: tidegate_sql::ClassCache,
     /// Cancelled when shutdown starts: stop accepting, close idle clients.
     pub shutdown: CancellationToken,
     /// Set with `shutdown`; a plain flag for the per-transaction check.
@@ -75,6 +77,7 @@ impl Shared {
             pools,
             cancels: CancelRegistry::default(),
             statements: StatementRegistry::default(),
+            classes: tidegate_sql::ClassCache::new(10_000),
             shutdown: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
             force: CancellationToken::new(),

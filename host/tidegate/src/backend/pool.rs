@@ -23,6 +23,8 @@ pub struct PoolKey {
     pub database: String,
     /// PostgreSQL role the connections log in as.
     pub role: String,
+    /// Which server: 0 is the primary, 1.. the replicas in configuration order.
+    pub node: usize,
 }
 
 /// Why no connection could be lent.
@@ -73,6 +75,8 @@ pub struct Pool {
     /// answered without a server connection, so PQprepare outside a transaction needs no
     /// checkout (synchronous preparers such as pgbench would otherwise deadlock a small pool).
     valid: Mutex<HashSet<u64>>,
+    /// A replica pool is skipped until this instant after a failure.
+    banned_until: Mutex<Option<Instant>>,
 }
 
 impl Pool {
@@ -86,6 +90,7 @@ impl Pool {
             idle: Mutex::new(Vec::with_capacity(size)),
             server_params: Mutex::new(None),
             valid: Mutex::new(HashSet::new()),
+            banned_until: Mutex::new(None),
         }
     }
 
@@ -122,7 +127,13 @@ impl Pool {
         loop {
             let candidate = self.idle().pop();
             match candidate {
-                Some(b) if b.idle_since.elapsed() >= self.timeouts.check_after && b.is_closed() => {
+                // Replicas come and go: their connections are always checked (one non-blocking
+                // read), the primary's only after sitting idle for a while.
+                Some(b)
+                    if (self.key.node != 0
+                        || b.idle_since.elapsed() >= self.timeouts.check_after)
+                        && b.is_closed() =>
+                {
                     tracing::debug!(backend = b.id, "pooled connection was closed by the server");
                     continue;
                 }
@@ -180,6 +191,27 @@ impl Pool {
         let mut p = self.server_params.lock().unwrap_or_else(|e| e.into_inner());
         if p.is_none() {
             *p = Some(Arc::new(b.params.clone()));
+        }
+    }
+
+    /// Skips this pool for `time` (replicas only; the primary is never banned).
+    pub fn ban(&self, time: Duration) {
+        if self.key.node != 0 {
+            *self.banned_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + time);
+        }
+    }
+
+    /// Whether the pool is banned now.
+    pub fn is_banned(&self) -> bool {
+        let mut b = self.banned_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *b {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                *b = None;
+                false
+            }
+            None => false,
         }
     }
 

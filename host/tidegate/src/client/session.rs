@@ -22,6 +22,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod extended;
 mod replies;
+mod route;
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,8 @@ type Result<T> = std::result::Result<T, SessionError>;
 struct Stmt {
     id: u64,
     body: Bytes,
+    /// Provably read-only (computed only when replicas are configured).
+    read_only: bool,
 }
 
 /// A reply the client is owed, in order.
@@ -80,7 +83,14 @@ impl Pending {
 /// One client session.
 pub struct Session<R, W> {
     sh: Arc<Shared>,
+    /// The primary's pool for this (database, role).
     pool: Arc<Pool>,
+    /// Every node's pool: the primary first, then the replicas.
+    pools: Vec<Arc<Pool>>,
+    /// The node of the attached connection.
+    attached: usize,
+    /// Round-robin position among replicas.
+    next_replica: usize,
     user: Arc<str>,
     rd: R,
     wr: W,
@@ -102,6 +112,13 @@ pub struct Session<R, W> {
     unsynced: bool,
     /// The hidden startup-parameter replay failed with this SQLSTATE and message.
     replay_error: Option<(String, String)>,
+    /// Client messages sent to the attached replica, kept so a read can be retried elsewhere
+    /// if the replica fails before the client sees a byte of the reply.
+    replay: BytesMut,
+    /// Something was written to the client since the connection was attached.
+    client_touched: bool,
+    /// A replica read is being retried: process the re-queued messages before waiting.
+    retry: bool,
     passthrough: usize,
     cancel: Arc<CancelSlot>,
     busy_since: Option<Instant>,
@@ -128,7 +145,7 @@ where
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         sh: Arc<Shared>,
-        pool: Arc<Pool>,
+        pools: Vec<Arc<Pool>>,
         user: Arc<str>,
         rd: R,
         wr: W,
@@ -149,7 +166,10 @@ where
         rbuf.extend_from_slice(&leftover);
         Session {
             sh,
-            pool,
+            pool: pools[0].clone(),
+            next_replica: rand::random::<u32>() as usize,
+            pools,
+            attached: 0,
             user,
             rd,
             wr,
@@ -167,6 +187,9 @@ where
             copy_in: false,
             unsynced: false,
             replay_error: None,
+            replay: BytesMut::new(),
+            client_touched: false,
+            retry: false,
             passthrough: 0,
             cancel,
             busy_since: None,
@@ -200,6 +223,9 @@ where
                 }
             }
             self.flush_backend().await?;
+            if std::mem::take(&mut self.retry) {
+                continue;
+            }
             self.drain_synthetic();
             self.flush_client().await?;
             if self.timed && self.busy_since.is_none() && !self.pending.is_empty() {
@@ -318,7 +344,7 @@ where
                 self.cancel_sent = true;
                 tracing::warn!(user = %self.user, "query timeout: cancelling the running statement");
                 if let Some(b) = &self.backend {
-                    let (target, key) = (self.pool.target.clone(), b.key);
+                    let (target, key) = (self.pools[self.attached].target.clone(), b.key);
                     tokio::spawn(async move {
                         if let Err(e) = crate::cancel::send_cancel(&target, key).await {
                             tracing::warn!(error = %e, "query timeout: cancel request failed");
@@ -416,13 +442,37 @@ where
     /// The server connection failed while attached: the transaction is lost, so the client
     /// is told (08006) and disconnected — never silently retried elsewhere.
     async fn server_lost(&mut self, e: std::io::Error) -> Result<()> {
+        if self.attached != 0
+            && self.backend.is_some()
+            && !self.client_touched
+            && !self.replay.is_empty()
+        {
+            // A read on a replica failed before the client saw any of its reply: ban the
+            // replica and run the same messages again on another node.
+            tracing::warn!(user = %self.user, node = self.attached, error = %e, "replica failed mid-read: retrying elsewhere");
+            self.backend = None;
+            self.cancel.detach();
+            let pool = &self.pools[self.attached];
+            pool.ban(self.sh.config.routing.ban_time.duration());
+            pool.close_idle();
+            self.pending.clear();
+            self.unsynced = false;
+            self.copy_in = false;
+            self.passthrough = 0;
+            self.bout.clear();
+            let mut again = std::mem::take(&mut self.replay);
+            again.extend_from_slice(&self.rbuf);
+            self.rbuf = again;
+            self.retry = true;
+            return Ok(());
+        }
         if let Some(b) = self.backend.take() {
             // Forward whatever complete messages arrived first (e.g. the server's own FATAL).
             let mut b = b;
             self.forward_rest(&mut b);
             self.cancel.detach();
             // The server likely restarted: its idle siblings are dead too.
-            self.pool.close_idle();
+            self.pools[self.attached].close_idle();
         }
         self.pending.clear();
         tracing::warn!(user = %self.user, error = %e, "server connection lost");
@@ -457,14 +507,47 @@ where
         }
     }
 
-    /// Attaches a server connection if none is; on failure the client gets the error (and
-    /// ReadyForQuery for a simple query) and `false`.
-    async fn attach(&mut self, simple_query: bool) -> Result<bool> {
+    /// Queues a reply the broker gives itself. Messages answered so while a replica is
+    /// attached would be answered twice by a retry, so they make the read non-retryable.
+    fn push_synthetic(&mut self, tag: u8) {
+        if self.backend.is_some() && self.attached != 0 {
+            self.client_touched = true;
+        }
+        self.pending.push_back(Pending::Synthetic(tag));
+    }
+
+    /// Attaches a server connection if none is — from a healthy replica when `read_only`, else
+    /// from the primary; on failure the client gets the error (and ReadyForQuery for a simple
+    /// query) and `false`.
+    async fn attach(&mut self, simple_query: bool, read_only: bool) -> Result<bool> {
         if self.backend.is_some() {
             return Ok(true);
         }
-        match self.pool.checkout().await {
+        let mut checkout = None;
+        if read_only {
+            while let Some(node) = self.pick_replica() {
+                match self.pools[node].checkout().await {
+                    Ok(b) => {
+                        checkout = Some((node, Ok(b)));
+                        break;
+                    }
+                    Err(e) => {
+                        // Nothing was sent yet, so the primary can take the read instead.
+                        tracing::warn!(node, error = %e, "replica unavailable: banned");
+                        self.pools[node].ban(self.sh.config.routing.ban_time.duration());
+                    }
+                }
+            }
+        }
+        let (node, result) = match checkout {
+            Some(c) => c,
+            None => (0, self.pool.checkout().await),
+        };
+        match result {
             Ok(mut b) => {
+                self.attached = node;
+                self.client_touched = false;
+                self.replay.clear();
                 if b.gucs != self.gucs {
                     let sql = replay_sql(&self.gucs);
                     proto::query(&mut self.bout, &sql);
@@ -474,7 +557,7 @@ where
                     b.unnamed = None;
                     b.gucs.clear();
                 }
-                self.cancel.attach(b.key);
+                self.cancel.attach(b.key, node);
                 self.backend = Some(b);
                 Ok(true)
             }
@@ -520,7 +603,8 @@ where
                     return Ok(false);
                 };
                 let effect = session_state::scan(sql);
-                if !self.attach(true).await? {
+                let read_only = self.route_read_only(sql);
+                if !self.attach(true, read_only).await? {
                     return Ok(true);
                 }
                 self.note_effect(effect);
@@ -530,10 +614,19 @@ where
                 self.pending.push_back(Pending::Query { visible: true });
                 self.bout.extend_from_slice(&msg);
             }
-            b'P' => return self.on_parse(msg).await,
-            b'B' | b'D' => return self.on_bind_or_describe(tag, msg).await,
+            b'P' | b'B' | b'D' => {
+                let go_on = if tag == b'P' {
+                    self.on_parse(&msg).await?
+                } else {
+                    self.on_bind_or_describe(tag, &msg).await?
+                };
+                if go_on {
+                    self.keep_for_retry(&msg);
+                }
+                return Ok(go_on);
+            }
             b'E' => {
-                if !self.attach(false).await? {
+                if !self.attach(false, false).await? {
                     return Ok(true);
                 }
                 self.unsynced = true;
@@ -542,7 +635,7 @@ where
             }
             b'F' => {
                 // FunctionCall (libpq large objects): one reply, then ReadyForQuery.
-                if !self.attach(true).await? {
+                if !self.attach(true, false).await? {
                     return Ok(true);
                 }
                 if let Some(b) = self.backend.as_mut() {
@@ -561,7 +654,7 @@ where
                 if kind == b'S' && !name.is_empty() {
                     // Server-side statements are shared; only the client's name goes away.
                     self.stmts.remove(name);
-                    self.pending.push_back(Pending::Synthetic(b'3'));
+                    self.push_synthetic(b'3');
                 } else if let Some(b) = self.backend.as_mut() {
                     if kind == b'S' {
                         b.unnamed = None;
@@ -576,7 +669,7 @@ where
                     if kind == b'S' {
                         self.unnamed = None;
                     }
-                    self.pending.push_back(Pending::Synthetic(b'3'));
+                    self.push_synthetic(b'3');
                 }
             }
             b'S' => {
@@ -620,10 +713,18 @@ where
                 return Ok(false);
             }
         }
+        self.keep_for_retry(&msg);
         if self.bout.len() >= OUT_HIGH_WATER {
             self.flush_backend().await?;
         }
         Ok(true)
+    }
+
+    /// While a replica serves a read, its client messages are kept for a retry.
+    fn keep_for_retry(&mut self, msg: &[u8]) {
+        if self.attached != 0 && self.backend.is_some() {
+            self.replay.extend_from_slice(msg);
+        }
     }
 
     fn note_effect(&mut self, effect: session_state::Effect) {

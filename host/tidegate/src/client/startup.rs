@@ -131,8 +131,30 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
         target,
         gucs,
     } = accepted;
-    let pool = sh.pools.get(key, || target.clone());
-    let registration = sh.cancels.register(target);
+    // One pool per node for this (database, role): the primary first, then the replicas.
+    let mut targets = vec![target];
+    for r in &sh.config.upstream.replicas {
+        targets.push(Target {
+            host: r.host.clone(),
+            port: r.port,
+            ..targets[0].clone()
+        });
+    }
+    let pools: Vec<_> = targets
+        .iter()
+        .enumerate()
+        .map(|(node, t)| {
+            sh.pools.get(
+                PoolKey {
+                    node,
+                    ..key.clone()
+                },
+                || t.clone(),
+            )
+        })
+        .collect();
+    let pool = pools[0].clone();
+    let registration = sh.cancels.register(targets);
     let mut stream = stream;
     // Greeting: server parameters (client's own values win), our cancel key, ready.
     let mut out = BytesMut::with_capacity(512);
@@ -163,13 +185,13 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
     let result = match stream {
         ClientStream::Plain(tcp) => {
             let (r, w) = tcp.into_split();
-            Session::new(sh.clone(), pool, user.clone(), r, w, leftover, gucs, slot)
+            Session::new(sh.clone(), pools, user.clone(), r, w, leftover, gucs, slot)
                 .run()
                 .await
         }
         ClientStream::Tls(tls) => {
             let (r, w) = tokio::io::split(*tls);
-            Session::new(sh.clone(), pool, user.clone(), r, w, leftover, gucs, slot)
+            Session::new(sh.clone(), pools, user.clone(), r, w, leftover, gucs, slot)
                 .run()
                 .await
         }
@@ -366,7 +388,11 @@ async fn handshake(
         stream,
         leftover: rbuf,
         user: user_name.into(),
-        key: PoolKey { database, role },
+        key: PoolKey {
+            database,
+            role,
+            node: 0,
+        },
         target,
         gucs,
     }))

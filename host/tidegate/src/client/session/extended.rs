@@ -13,7 +13,7 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    pub(super) async fn on_parse(&mut self, msg: BytesMut) -> Result<bool> {
+    pub(super) async fn on_parse(&mut self, msg: &BytesMut) -> Result<bool> {
         let body = &msg[proto::HEADER_LEN..];
         let mut r = Reader::new(body);
         let parsed = (|| {
@@ -32,6 +32,7 @@ where
             return Ok(false);
         };
         let effect = session_state::scan(query);
+        let read_only = self.sql_read_only(query);
         let stmt_body = &body[name.len() + 1..];
         if !name.is_empty() && self.backend.is_none() && !effect.pin {
             // A statement some server already accepted needs no connection to be "parsed":
@@ -39,13 +40,18 @@ where
             let shared = Bytes::copy_from_slice(stmt_body);
             let id = self.sh.statements.id(&shared);
             if self.pool.is_valid(id) {
-                self.stmts
-                    .insert(Bytes::copy_from_slice(name), Stmt { id, body: shared });
-                self.pending.push_back(Pending::Synthetic(b'1'));
+                let stmt = Stmt {
+                    id,
+                    body: shared,
+                    read_only,
+                };
+                self.stmts.insert(Bytes::copy_from_slice(name), stmt);
+                self.push_synthetic(b'1');
                 return Ok(true);
             }
         }
-        if !self.attach(false).await? {
+        let route = self.batch_read_only(read_only);
+        if !self.attach(false, route).await? {
             return Ok(true);
         }
         self.note_effect(effect);
@@ -57,6 +63,7 @@ where
             self.unnamed = Some(Stmt {
                 id,
                 body: Bytes::copy_from_slice(stmt_body),
+                read_only,
             });
             b.unnamed = Some(id);
             self.unsynced = true;
@@ -64,14 +71,14 @@ where
                 visible: true,
                 id: None,
             });
-            self.bout.extend_from_slice(&msg);
+            self.bout.extend_from_slice(msg);
             return Ok(true);
         }
         let stmt_body = Bytes::copy_from_slice(stmt_body);
         let id = self.sh.statements.id(&stmt_body);
         let name = Bytes::copy_from_slice(name);
         if b.prepared.contains(&id) {
-            self.pending.push_back(Pending::Synthetic(b'1'));
+            self.push_synthetic(b'1');
         } else {
             b.prepared.insert(id);
             server_name(id, &mut self.name_buf);
@@ -87,12 +94,13 @@ where
             Stmt {
                 id,
                 body: stmt_body,
+                read_only,
             },
         );
         Ok(true)
     }
 
-    pub(super) async fn on_bind_or_describe(&mut self, tag: u8, msg: BytesMut) -> Result<bool> {
+    pub(super) async fn on_bind_or_describe(&mut self, tag: u8, msg: &BytesMut) -> Result<bool> {
         let body = &msg[proto::HEADER_LEN..];
         let mut r = Reader::new(body);
         // Bind: portal, statement, rest. Describe: kind byte, name.
@@ -125,7 +133,13 @@ where
             }
         };
         let stmt_name = stmt_name.map(<[u8]>::to_vec);
-        if !self.attach(false).await? {
+        let first = match stmt_name.as_deref() {
+            Some([]) => self.unnamed.as_ref().is_some_and(|s| s.read_only),
+            Some(name) => self.stmts.get(name).is_some_and(|s| s.read_only),
+            None => false,
+        };
+        let route = self.batch_read_only(first);
+        if !self.attach(false, route).await? {
             return Ok(true);
         }
         let next = if tag == b'B' {
@@ -135,10 +149,10 @@ where
         };
         self.unsynced = true;
         match stmt_name.as_deref() {
-            None => self.bout.extend_from_slice(&msg),
+            None => self.bout.extend_from_slice(msg),
             Some([]) if self.unnamed.is_some() => {
                 self.ensure_unnamed();
-                self.bout.extend_from_slice(&msg);
+                self.bout.extend_from_slice(msg);
             }
             Some(name) => match self.stmts.get(name).cloned() {
                 Some(stmt) => {

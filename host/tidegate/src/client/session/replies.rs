@@ -37,6 +37,7 @@ where
                 self.out.extend_from_slice(&b.rbuf[..n]);
                 b.rbuf.advance(n);
                 self.passthrough -= n;
+                self.client_touched = true;
                 continue;
             }
             let h = match proto::header(&b.rbuf, usize::MAX) {
@@ -59,6 +60,7 @@ where
                     self.out.extend_from_slice(&b.rbuf[..n]);
                     b.rbuf.advance(n);
                     self.passthrough = h.total - n;
+                    self.client_touched = true;
                     break;
                 }
                 b.rbuf.reserve(h.total - b.rbuf.len());
@@ -100,6 +102,20 @@ where
                         Some(Pending::Query { visible: false }) => forward = false,
                         _ => {}
                     }
+                }
+                b'E' if self.attached != 0
+                    && !self.client_touched
+                    && proto::fields(msg).any(|(k, v)| k == b'S' && v == b"FATAL") =>
+                {
+                    // A replica going away (shutdown, crash) before the client saw anything:
+                    // treat it as a lost connection, which retries the read elsewhere.
+                    self.backend = Some(b);
+                    return self
+                        .server_lost(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "replica sent FATAL",
+                        ))
+                        .await;
                 }
                 b'E' => {
                     self.copy_in = false;
@@ -175,6 +191,7 @@ where
             }
             if forward {
                 self.out.extend_from_slice(msg);
+                self.client_touched = true;
             }
             b.rbuf.advance(h.total);
             if h.tag == b'Z' {
@@ -209,7 +226,7 @@ where
         if release {
             self.cancel.detach();
             if b.rbuf.is_empty() {
-                self.pool.checkin(b);
+                self.pools[self.attached].checkin(b);
             } else {
                 tracing::warn!(
                     backend = b.id,
@@ -311,7 +328,7 @@ where
             Ok::<_, std::io::Error>((b, status))
         };
         match tokio::time::timeout(Duration::from_secs(5), cleanup).await {
-            Ok(Ok((b, b'I'))) if b.rbuf.is_empty() => self.pool.checkin(b),
+            Ok(Ok((b, b'I'))) if b.rbuf.is_empty() => self.pools[self.attached].checkin(b),
             _ => tracing::debug!(user = %self.user, "server connection closed instead of reused"),
         }
     }

@@ -1,0 +1,115 @@
+//! Which node a transaction goes to: a healthy replica only when every statement it starts
+//! with is provably read-only (tidegate-sql), outside transactions and pinned sessions;
+//! everything else, and everything doubtful, to the primary.
+
+use super::{Session, Stmt};
+use crate::proto::{self, Reader};
+use tidegate_sql::{NoLookup, TxControl};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A leading comment that forces the primary.
+const PRIMARY_HINT: &[u8] = b"/* tidegate:primary */";
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Whether replicas may be considered at all for the next transaction.
+    fn routing_possible(&self) -> bool {
+        self.pools.len() > 1 && !self.pinned && self.tx_status == b'I'
+    }
+
+    /// The next replica in round-robin order that is not banned.
+    pub(super) fn pick_replica(&mut self) -> Option<usize> {
+        let replicas = self.pools.len().checked_sub(1).filter(|n| *n > 0)?;
+        for _ in 0..replicas {
+            self.next_replica = self.next_replica.wrapping_add(1);
+            let node = 1 + self.next_replica % replicas;
+            if !self.pools[node].is_banned() {
+                return Some(node);
+            }
+        }
+        None
+    }
+
+    /// Whether `sql` (a statement text) is provably read-only, or starts a READ ONLY
+    /// transaction. Only computed when replicas are configured.
+    pub(super) fn sql_read_only(&self, sql: &[u8]) -> bool {
+        if self.pools.len() < 2 {
+            return false;
+        }
+        let trimmed = sql.trim_ascii_start();
+        if trimmed.starts_with(PRIMARY_HINT) {
+            return false;
+        }
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return false;
+        };
+        let c = self.sh.classes.classify(text, &NoLookup);
+        c.read_only || c.tx == Some(TxControl::Begin { read_only: true })
+    }
+
+    /// Routing for a simple query about to start a transaction.
+    pub(super) fn route_read_only(&self, sql: &[u8]) -> bool {
+        self.routing_possible() && self.sql_read_only(sql)
+    }
+
+    /// Routing for an extended-protocol batch whose first message has read-only-ness `first`:
+    /// the rest of the batch, up to its Sync, must already be buffered and read-only too.
+    pub(super) fn batch_read_only(&self, first: bool) -> bool {
+        if !first || !self.routing_possible() {
+            return false;
+        }
+        let buf = &self.rbuf[..];
+        let mut pos = 0;
+        // The unnamed statement as this batch redefines it.
+        let mut unnamed: Option<bool> = self.unnamed.as_ref().map(|s| s.read_only);
+        loop {
+            let Ok(Some(h)) = proto::header(&buf[pos..], self.sh.config.limits.max_message_bytes)
+            else {
+                return false; // The batch is not all here: the primary is always safe.
+            };
+            let Some(msg) = buf.get(pos..pos + h.total) else {
+                return false;
+            };
+            let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
+            let ok = match h.tag {
+                b'S' => return true,
+                b'E' | b'H' => true,
+                b'P' => match (r.cstr(), r.cstr()) {
+                    (Some(name), Some(query)) => {
+                        let ro = self.sql_read_only(query);
+                        if name.is_empty() {
+                            unnamed = Some(ro);
+                        }
+                        ro
+                    }
+                    _ => false,
+                },
+                b'B' => match (r.cstr(), r.cstr()) {
+                    (Some(_), Some(stmt)) => self.named_read_only(stmt, unnamed),
+                    _ => false,
+                },
+                b'D' => match (r.u8(), r.cstr()) {
+                    (Some(b'S'), Some(stmt)) => self.named_read_only(stmt, unnamed),
+                    (Some(b'P'), Some(_)) => true,
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+            pos += h.total;
+        }
+    }
+
+    fn named_read_only(&self, name: &[u8], unnamed: Option<bool>) -> bool {
+        if name.is_empty() {
+            unnamed.unwrap_or(false)
+        } else {
+            self.stmts.get(name).is_some_and(|s: &Stmt| s.read_only)
+        }
+    }
+}

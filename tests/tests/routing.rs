@@ -1,0 +1,164 @@
+//! Read/write routing with a real primary and two streaming replicas started by the harness.
+
+use std::collections::HashMap;
+use tidegate_tests::{sqlstate, Broker, Postgres};
+
+async fn in_recovery(c: &tokio_postgres::Client, sql: &str) -> bool {
+    let rows = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_replicas_and_everything_else_to_the_primary() {
+    let primary = Postgres::start();
+    primary.sql(
+        "postgres",
+        "CREATE TABLE t (id serial PRIMARY KEY, a int); CREATE SEQUENCE s; INSERT INTO t (a) VALUES (1)",
+    );
+    let r1 = primary.start_replica();
+    let r2 = primary.start_replica();
+    r1.wait_caught_up(&primary);
+    r2.wait_caught_up(&primary);
+    let broker = Broker::start(
+        &primary,
+        &format!(
+            "[upstream]\nreplicas = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n",
+            r1.port, r2.port
+        ),
+    )
+    .await;
+    let c = broker.connect("postgres").await;
+
+    // Plain reads outside transactions: replicas, spread across both.
+    let mut ports = HashMap::new();
+    for _ in 0..20 {
+        assert!(
+            in_recovery(&c, "SELECT pg_is_in_recovery()").await,
+            "a read on a replica"
+        );
+        let row = c
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .expect("port");
+        *ports.entry(row.get::<_, i32>(0)).or_insert(0) += 1;
+    }
+    assert_eq!(ports.len(), 2, "both replicas serve reads: {ports:?}");
+    // The extended protocol routes the same way (tokio-postgres: Parse/Describe, then Bind/Execute).
+    let row = c
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .expect("extended");
+    assert!(row.get::<_, bool>(0));
+
+    // Primary: writes, nextval, writing CTEs, FOR UPDATE, transactions, hints.
+    let primary_only = [
+        "SELECT pg_is_in_recovery() FROM (SELECT nextval('s')) x",
+        "WITH w AS (INSERT INTO t (a) VALUES (2) RETURNING id) SELECT pg_is_in_recovery() FROM w",
+        "SELECT pg_is_in_recovery() FROM t WHERE id = 1 FOR UPDATE",
+        "/* tidegate:primary */ SELECT pg_is_in_recovery()",
+        "WITH w AS (UPDATE t SET a = a + 1 WHERE id = 1 RETURNING 1) SELECT pg_is_in_recovery() FROM w",
+    ];
+    for sql in primary_only {
+        assert!(!in_recovery(&c, sql).await, "{sql} must run on the primary");
+    }
+    c.batch_execute("BEGIN").await.expect("begin");
+    assert!(
+        !in_recovery(&c, "SELECT pg_is_in_recovery()").await,
+        "inside a transaction: primary"
+    );
+    c.batch_execute("COMMIT").await.expect("commit");
+    // BEGIN READ ONLY: the whole transaction on a replica.
+    c.batch_execute("BEGIN READ ONLY")
+        .await
+        .expect("begin read only");
+    assert!(in_recovery(&c, "SELECT pg_is_in_recovery()").await);
+    assert!(in_recovery(&c, "SELECT pg_is_in_recovery()").await);
+    c.batch_execute("COMMIT").await.expect("commit");
+    // Writes succeed (no 25006 from a read-only standby).
+    c.execute("INSERT INTO t (a) VALUES (3)", &[])
+        .await
+        .expect("insert");
+    let n: i64 = c
+        .query_one("SELECT nextval('s')", &[])
+        .await
+        .expect("nextval")
+        .get(0);
+    assert!(n >= 2);
+    let stmt = c
+        .prepare("UPDATE t SET a = $1 WHERE id = 1")
+        .await
+        .expect("prepare");
+    c.execute(&stmt, &[&7i32])
+        .await
+        .expect("update through a prepared statement");
+    // A multi-statement string with a write goes to the primary as a whole.
+    c.batch_execute("SELECT 1; INSERT INTO t (a) VALUES (4); SELECT 2")
+        .await
+        .expect("batch");
+    // Unknown functions are not trusted on a replica.
+    primary.sql(
+        "postgres",
+        "CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    );
+    r1.wait_caught_up(&primary);
+    r2.wait_caught_up(&primary);
+    assert!(!in_recovery(&c, "SELECT pg_is_in_recovery() WHERE bump() = 1").await);
+    // Session-pinned clients stay on the primary.
+    c.batch_execute("SET application_name = 'pinned'")
+        .await
+        .expect("set");
+    assert!(
+        !in_recovery(&c, "SELECT pg_is_in_recovery()").await,
+        "pinned session: primary"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_is_banned_and_reads_fall_back() {
+    let primary = Postgres::start();
+    let r1 = primary.start_replica();
+    r1.wait_caught_up(&primary);
+    let dead_port = tidegate_tests::free_port();
+    let broker = Broker::start(
+        &primary,
+        &format!(
+            "[upstream]\nreplicas = [\"127.0.0.1:{}\", \"127.0.0.1:{dead_port}\"]\n[routing]\nban_time = \"30s\"\n[pool]\nconnect_timeout = \"1s\"\n",
+            r1.port
+        ),
+    )
+    .await;
+    let c = broker.connect("postgres").await;
+    for _ in 0..20 {
+        let row = c.query_one("SELECT pg_is_in_recovery()", &[]).await;
+        assert!(row
+            .expect("no client error while a replica is down")
+            .get::<_, bool>(0));
+    }
+    // Both replicas down: reads go to the primary without errors.
+    r1.stop_immediate();
+    let mut on_primary = 0;
+    for _ in 0..10 {
+        match c.query_one("SELECT pg_is_in_recovery()", &[]).await {
+            Ok(r) => on_primary += usize::from(!r.get::<_, bool>(0)),
+            Err(e) => {
+                // The read in flight when the replica died may fail once.
+                assert!(
+                    sqlstate(&e).is_none_or(|s| s.starts_with("08") || s == "57P01"),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        on_primary >= 9,
+        "reads fall back to the primary ({on_primary}/10)"
+    );
+}
