@@ -66,6 +66,23 @@ fn run(mut c: Command, what: &str) -> Result<Output> {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// A new private directory for one server, owned by `postgres` when we are root.
+fn fresh_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "tidegate-test-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    if is_root() {
+        let mut c = Command::new("chown");
+        c.args(["postgres:postgres"]).arg(&dir);
+        run(c, "chown")?;
+    }
+    Ok(dir)
+}
+
 /// A private PostgreSQL 15 server.
 pub struct Postgres {
     pub dir: PathBuf,
@@ -84,23 +101,7 @@ impl Postgres {
     }
 
     fn try_start(settings: &[(&str, &str)]) -> Result<Postgres> {
-        let dir = std::env::temp_dir().join(format!(
-            "tidegate-test-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        if is_root() {
-            run(
-                {
-                    let mut c = Command::new("chown");
-                    c.args(["postgres:postgres"]).arg(&dir);
-                    c
-                },
-                "chown",
-            )?;
-        }
+        let dir = fresh_dir()?;
         let data = dir.join("data");
         let mut init = pg_tool("initdb");
         init.arg("-D").arg(&data).args([
@@ -139,18 +140,7 @@ impl Postgres {
     }
 
     fn try_start_replica(&self) -> Result<Postgres> {
-        let dir = std::env::temp_dir().join(format!(
-            "tidegate-test-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        if is_root() {
-            let mut c = Command::new("chown");
-            c.args(["postgres:postgres"]).arg(&dir);
-            run(c, "chown")?;
-        }
+        let dir = fresh_dir()?;
         let data = dir.join("data");
         let mut bb = pg_tool("pg_basebackup");
         bb.arg("-D")

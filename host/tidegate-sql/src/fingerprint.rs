@@ -39,6 +39,28 @@ impl Hasher {
 const PLACEHOLDER: u8 = b'?';
 const SEPARATOR: u8 = b' ';
 
+/// Where the block comment starting at `start` (at `/*`) ends: the index just past its `*/`,
+/// or the end of `sql`. Block comments nest in PostgreSQL.
+pub fn block_comment_end(sql: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < sql.len() {
+        if sql[i..].starts_with(b"/*") {
+            depth += 1;
+            i += 2;
+        } else if sql[i..].starts_with(b"*/") {
+            depth = depth.saturating_sub(1);
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    sql.len()
+}
+
 /// The fingerprint of `sql`.
 pub fn fingerprint(sql: &[u8]) -> Fingerprint {
     let mut h = Hasher::new();
@@ -66,21 +88,7 @@ pub fn fingerprint(sql: &[u8]) -> Fingerprint {
                 sep = true;
             }
             b'/' if sql.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0usize;
-                while i < n {
-                    if sql[i] == b'/' && sql.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if sql[i] == b'*' && sql.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
+                i = block_comment_end(sql, i);
                 sep = true;
             }
             b'\'' => {

@@ -13,7 +13,7 @@ mod functions;
 
 pub use cache::ClassCache;
 pub use classify::{classify, Classification, Kind, TableName, TxControl, RECURSION_LIMIT};
-pub use fingerprint::{fingerprint, Fingerprint};
+pub use fingerprint::{block_comment_end, fingerprint, Fingerprint};
 pub use functions::{builtin_volatility, FunctionLookup, NoLookup, Volatility};
 
 #[cfg(test)]

@@ -96,21 +96,7 @@ impl<'a> Iterator for Statements<'a> {
                     }
                 }
                 b'/' if sql.get(i + 1) == Some(&b'*') => {
-                    let mut depth = 0usize;
-                    while i < sql.len() {
-                        if sql[i..].starts_with(b"/*") {
-                            depth += 1;
-                            i += 2;
-                        } else if sql[i..].starts_with(b"*/") {
-                            depth -= 1;
-                            i += 2;
-                            if depth == 0 {
-                                break;
-                            }
-                        } else {
-                            i += 1;
-                        }
-                    }
+                    i = tidegate_sql::block_comment_end(sql, i);
                     continue;
                 }
                 b'$' => {
@@ -155,24 +141,7 @@ fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {
                 .position(|&b| b == b'\n')
                 .map_or(&[], |p| &rest[p + 1..]);
         } else if s.starts_with(b"/*") {
-            // Block comments nest in PostgreSQL.
-            let mut depth = 0usize;
-            let mut i = 0;
-            while i < s.len() {
-                if s[i..].starts_with(b"/*") {
-                    depth += 1;
-                    i += 2;
-                } else if s[i..].starts_with(b"*/") {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            s = &s[i.min(s.len())..];
+            s = &s[tidegate_sql::block_comment_end(s, 0)..];
         }
         if s.len() == before {
             return s;

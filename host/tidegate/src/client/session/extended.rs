@@ -60,11 +60,15 @@ where
         };
         if name.is_empty() {
             let id = body_hash(stmt_body);
-            self.unnamed = Some(Stmt {
-                id,
-                body: Bytes::copy_from_slice(stmt_body),
-                read_only,
-            });
+            // Clients re-parse the same unnamed statement for every execution (pgbench -M
+            // extended, most drivers): keep the copy we have rather than allocate anew.
+            if self.unnamed.as_ref().map(|u| u.id) != Some(id) {
+                self.unnamed = Some(Stmt {
+                    id,
+                    body: Bytes::copy_from_slice(stmt_body),
+                    read_only,
+                });
+            }
             b.unnamed = Some(id);
             self.unsynced = true;
             self.pending.push_back(Pending::Parse {
