@@ -30,7 +30,7 @@ async fn reads_go_to_replicas_and_everything_else_to_the_primary() {
     let broker = Broker::start(
         &primary,
         &format!(
-            "[upstream]\nreplicas = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n",
+            "[upstream]\nreplicas = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n[routing]\nread_your_writes_window = \"0\"\n",
             r1.port, r2.port
         ),
     )
@@ -160,5 +160,51 @@ async fn a_dead_replica_is_banned_and_reads_fall_back() {
     assert!(
         on_primary >= 9,
         "reads fall back to the primary ({on_primary}/10)"
+    );
+}
+
+/// Scenario 6: with a replica that applies WAL late, a client always reads its own writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reads_its_own_writes_despite_a_delayed_replica() {
+    let primary = Postgres::start();
+    primary.sql("postgres", "CREATE TABLE t (id int PRIMARY KEY)");
+    let r = primary.start_replica();
+    r.wait_caught_up(&primary);
+    r.sql(
+        "postgres",
+        "ALTER SYSTEM SET recovery_min_apply_delay = '300ms'",
+    );
+    r.sql("postgres", "SELECT pg_reload_conf()");
+    let broker = Broker::start(
+        &primary,
+        &format!("[upstream]\nreplicas = [\"127.0.0.1:{}\"]\n", r.port),
+    )
+    .await;
+    let c = broker.connect("postgres").await;
+    assert!(
+        in_recovery(&c, "SELECT pg_is_in_recovery()").await,
+        "reads start on the replica"
+    );
+    let mut misses = 0;
+    for id in 0..200i32 {
+        c.execute("INSERT INTO t VALUES ($1)", &[&id])
+            .await
+            .expect("insert");
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM t WHERE id = $1", &[&id])
+            .await
+            .expect("read")
+            .get(0);
+        misses += usize::from(n != 1);
+    }
+    assert_eq!(misses, 0, "reads missed the client's own writes");
+    // Another client, which wrote nothing, still reads from the replica.
+    let other = broker.connect("postgres").await;
+    assert!(in_recovery(&other, "SELECT pg_is_in_recovery()").await);
+    // Once the window has passed, this client's reads go back to the replica too.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    assert!(
+        in_recovery(&c, "SELECT pg_is_in_recovery()").await,
+        "reads return to the replica"
     );
 }

@@ -209,12 +209,17 @@ impl Default for Pool {
 pub struct Routing {
     /// A replica that fails a connection attempt is skipped for this long.
     pub ban_time: Millis,
+    /// Read-your-writes: after a client used the primary, its reads stay on the primary for
+    /// this long, so it never reads from a replica that has not replayed its write yet
+    /// ("0" turns it off).
+    pub read_your_writes_window: Millis,
 }
 
 impl Default for Routing {
     fn default() -> Self {
         Routing {
             ban_time: Millis(10_000),
+            read_your_writes_window: Millis(2_000),
         }
     }
 }

@@ -91,6 +91,10 @@ pub struct Session<R, W> {
     attached: usize,
     /// Round-robin position among replicas.
     next_replica: usize,
+    /// When this client last used the primary for something not provably read-only.
+    last_primary: Option<Instant>,
+    /// The attached connection is the primary, for something not provably read-only.
+    wrote: bool,
     user: Arc<str>,
     rd: R,
     wr: W,
@@ -170,6 +174,8 @@ where
             next_replica: rand::random::<u32>() as usize,
             pools,
             attached: 0,
+            last_primary: None,
+            wrote: false,
             user,
             rd,
             wr,
@@ -546,6 +552,11 @@ where
         match result {
             Ok(mut b) => {
                 self.attached = node;
+                // Read-your-writes follows what needed the primary, not reads that fell back.
+                self.wrote = node == 0 && !read_only && self.pools.len() > 1;
+                if self.wrote {
+                    self.last_primary = Some(Instant::now());
+                }
                 self.client_touched = false;
                 self.replay.clear();
                 if b.gucs != self.gucs {

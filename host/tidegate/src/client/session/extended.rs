@@ -50,7 +50,7 @@ where
                 return Ok(true);
             }
         }
-        let route = self.batch_read_only(read_only);
+        let route = self.batch_read_only(read_only, Some(name));
         if !self.attach(false, route).await? {
             return Ok(true);
         }
@@ -142,7 +142,7 @@ where
             Some(name) => self.stmts.get(name).is_some_and(|s| s.read_only),
             None => false,
         };
-        let route = self.batch_read_only(first);
+        let route = self.batch_read_only(first, None);
         if !self.attach(false, route).await? {
             return Ok(true);
         }

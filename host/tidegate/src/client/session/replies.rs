@@ -224,6 +224,10 @@ where
             }
         }
         if release {
+            if self.wrote {
+                // Read-your-writes counts from the end of the primary transaction.
+                self.last_primary = Some(Instant::now());
+            }
             self.cancel.detach();
             if b.rbuf.is_empty() {
                 self.pools[self.attached].checkin(b);

@@ -17,7 +17,22 @@ where
 {
     /// Whether replicas may be considered at all for the next transaction.
     fn routing_possible(&self) -> bool {
-        self.pools.len() > 1 && !self.pinned && self.tx_status == b'I'
+        self.pools.len() > 1
+            && !self.pinned
+            && self.tx_status == b'I'
+            && !self.recently_on_primary()
+    }
+
+    /// Read-your-writes: the client used the primary within the configured window, so a
+    /// replica may not have replayed what it wrote.
+    fn recently_on_primary(&self) -> bool {
+        match (
+            self.last_primary,
+            self.sh.config.routing.read_your_writes_window.get(),
+        ) {
+            (Some(t), Some(window)) => t.elapsed() < window,
+            _ => false,
+        }
     }
 
     /// The next replica in round-robin order that is not banned.
@@ -55,9 +70,10 @@ where
         self.routing_possible() && self.sql_read_only(sql)
     }
 
-    /// Routing for an extended-protocol batch whose first message has read-only-ness `first`:
-    /// the rest of the batch, up to its Sync, must already be buffered and read-only too.
-    pub(super) fn batch_read_only(&self, first: bool) -> bool {
+    /// Routing for an extended-protocol batch whose first message has read-only-ness `first`
+    /// (and, for a Parse, defines statement `parsed`): the rest of the batch, up to its Sync,
+    /// must already be buffered and read-only too.
+    pub(super) fn batch_read_only(&self, first: bool, parsed: Option<&[u8]>) -> bool {
         if !first || !self.routing_possible() {
             return false;
         }
@@ -65,6 +81,13 @@ where
         let mut pos = 0;
         // The unnamed statement as this batch redefines it.
         let mut unnamed: Option<bool> = self.unnamed.as_ref().map(|s| s.read_only);
+        // Named statements this batch parses (all read-only so far, or we would have stopped).
+        let mut named_here: Vec<&[u8]> = Vec::new();
+        match parsed {
+            Some([]) => unnamed = Some(true),
+            Some(name) => named_here.push(name),
+            None => {}
+        }
         loop {
             let Ok(Some(h)) = proto::header(&buf[pos..], self.sh.config.limits.max_message_bytes)
             else {
@@ -82,17 +105,23 @@ where
                         let ro = self.sql_read_only(query);
                         if name.is_empty() {
                             unnamed = Some(ro);
+                        } else if ro {
+                            named_here.push(name);
                         }
                         ro
                     }
                     _ => false,
                 },
                 b'B' => match (r.cstr(), r.cstr()) {
-                    (Some(_), Some(stmt)) => self.named_read_only(stmt, unnamed),
+                    (Some(_), Some(stmt)) => {
+                        named_here.contains(&stmt) || self.named_read_only(stmt, unnamed)
+                    }
                     _ => false,
                 },
                 b'D' => match (r.u8(), r.cstr()) {
-                    (Some(b'S'), Some(stmt)) => self.named_read_only(stmt, unnamed),
+                    (Some(b'S'), Some(stmt)) => {
+                        named_here.contains(&stmt) || self.named_read_only(stmt, unnamed)
+                    }
                     (Some(b'P'), Some(_)) => true,
                     _ => false,
                 },
