@@ -208,3 +208,58 @@ async fn a_client_reads_its_own_writes_despite_a_delayed_replica() {
         "reads return to the replica"
     );
 }
+
+/// Scenario 5: a replica whose replay is paused falls behind; reads stop going there within a
+/// check interval, and return once it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_is_skipped_until_it_catches_up() {
+    let primary = Postgres::start();
+    primary.sql("postgres", "CREATE TABLE t (id int)");
+    let r = primary.start_replica();
+    r.wait_caught_up(&primary);
+    let broker = Broker::start(
+        &primary,
+        &format!(
+            "[upstream]\nreplicas = [\"127.0.0.1:{}\"]\n[routing]\ncheck_interval = \"200ms\"\nmax_lag = \"500ms\"\nread_your_writes_window = \"0\"\n",
+            r.port
+        ),
+    )
+    .await;
+    let c = broker.connect("postgres").await;
+    assert!(
+        in_recovery(&c, "SELECT pg_is_in_recovery()").await,
+        "healthy replica serves reads"
+    );
+    r.sql("postgres", "SELECT pg_wal_replay_pause()");
+    let paused_at = std::time::Instant::now();
+    // Keep writing so the primary moves ahead of the paused replica.
+    let mut skipped_after = None;
+    for i in 0..100 {
+        primary.sql("postgres", &format!("INSERT INTO t VALUES ({i})"));
+        if !in_recovery(&c, "SELECT pg_is_in_recovery()").await {
+            skipped_after = Some(paused_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let skipped_after = skipped_after.expect("reads left the lagging replica");
+    assert!(
+        skipped_after < std::time::Duration::from_millis(500 + 200 + 1000),
+        "{skipped_after:?}"
+    );
+    let lag = broker.shared.health[1]
+        .lag_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lag > 500, "lag is measured: {lag} ms");
+    r.sql("postgres", "SELECT pg_wal_replay_resume()");
+    r.wait_caught_up(&primary);
+    let mut back = false;
+    for _ in 0..50 {
+        if in_recovery(&c, "SELECT pg_is_in_recovery()").await {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "the replica rejoins once caught up");
+}

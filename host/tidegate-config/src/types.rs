@@ -213,6 +213,12 @@ pub struct Routing {
     /// this long, so it never reads from a replica that has not replayed its write yet
     /// ("0" turns it off).
     pub read_your_writes_window: Millis,
+    /// How often replicas' health and replication lag are checked.
+    pub check_interval: Millis,
+    /// A replica further behind than this (time) is skipped until it catches up.
+    pub max_lag: Millis,
+    /// A replica further behind than this many WAL bytes is skipped until it catches up.
+    pub max_lag_bytes: u64,
 }
 
 impl Default for Routing {
@@ -220,6 +226,9 @@ impl Default for Routing {
         Routing {
             ban_time: Millis(10_000),
             read_your_writes_window: Millis(2_000),
+            check_interval: Millis(1_000),
+            max_lag: Millis(1_000),
+            max_lag_bytes: 16 << 20,
         }
     }
 }
@@ -376,6 +385,9 @@ impl Config {
         }
         if self.pool.connect_timeout.0 == 0 {
             return err("pool.connect_timeout", "must be positive");
+        }
+        if self.routing.check_interval.0 == 0 {
+            return err("routing.check_interval", "must be positive");
         }
         if self.pool.checkout_timeout.0 == 0 {
             return err("pool.checkout_timeout", "must be positive");

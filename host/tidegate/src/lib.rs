@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cancel;
 pub mod client;
 pub mod fuzzing;
+pub mod health;
 pub mod logging;
 pub mod proto;
 pub mod server;

@@ -32,6 +32,8 @@ pub struct Shared {
     pub statements: StatementRegistry,
     /// Read/write classifications by statement fingerprint.
     pub classes: tidegate_sql::ClassCache,
+    /// Health of each node (0 = primary, then the replicas).
+    pub health: Vec<crate::health::NodeHealth>,
     /// Cancelled when shutdown starts: stop accepting, close idle clients.
     pub shutdown: CancellationToken,
     /// Set with `shutdown`; a plain flag for the per-transaction check.
@@ -62,6 +64,7 @@ impl Shared {
             TlsMode::Disable => None,
             _ => Some(load_tls(&config)?),
         };
+        let nodes_replicas = config.upstream.replicas.len();
         let p = &config.pool;
         let pools = Pools::new(
             p.size,
@@ -78,6 +81,7 @@ impl Shared {
             cancels: CancelRegistry::default(),
             statements: StatementRegistry::default(),
             classes: tidegate_sql::ClassCache::new(10_000),
+            health: (0..=nodes_replicas).map(|_| Default::default()).collect(),
             shutdown: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
             force: CancellationToken::new(),
@@ -123,6 +127,8 @@ pub async fn run(
 pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
     let reaper = tokio::spawn(reap(sh.clone()));
+    let monitor = (!sh.config.upstream.replicas.is_empty())
+        .then(|| tokio::spawn(crate::health::monitor(sh.clone())));
     tokio::pin!(shutdown);
     let max = sh.config.limits.max_client_connections;
     if let Ok(addr) = listener.local_addr() {
@@ -166,6 +172,9 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
     reaper.abort();
+    if let Some(m) = monitor {
+        m.abort();
+    }
     for pool in sh.pools.all() {
         pool.close_idle();
     }

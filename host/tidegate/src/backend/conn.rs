@@ -256,6 +256,49 @@ impl Backend {
         self.read_until_ready(1).await
     }
 
+    /// Runs `sql` as a simple query and returns its first row's text values (`None` if no
+    /// row or an error).
+    pub async fn query_row(&mut self, sql: &str) -> std::io::Result<Option<Vec<Option<String>>>> {
+        let mut out = BytesMut::new();
+        proto::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut row = None;
+        let mut failed = false;
+        loop {
+            match proto::header(&self.rbuf, 1 << 20) {
+                Ok(Some(h)) if self.rbuf.len() >= h.total => {
+                    let msg = self.rbuf.split_to(h.total);
+                    match h.tag {
+                        b'D' if row.is_none() => {
+                            let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
+                            let n = r.i16().unwrap_or(0).max(0) as usize;
+                            let mut values = Vec::with_capacity(n);
+                            for _ in 0..n {
+                                let len = r.i32().unwrap_or(-1);
+                                values.push(
+                                    usize::try_from(len)
+                                        .ok()
+                                        .and_then(|l| r.bytes(l))
+                                        .map(|v| String::from_utf8_lossy(v).into_owned()),
+                                );
+                            }
+                            row = Some(values);
+                        }
+                        b'E' => failed = true,
+                        b'Z' => return Ok(if failed { None } else { row }),
+                        _ => {}
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
     /// Reads and discards messages until `n` ReadyForQuery messages have arrived.
     pub async fn read_until_ready(
         &mut self,

@@ -41,7 +41,10 @@ where
         for _ in 0..replicas {
             self.next_replica = self.next_replica.wrapping_add(1);
             let node = 1 + self.next_replica % replicas;
-            if !self.pools[node].is_banned() {
+            let lagging = self.sh.health[node]
+                .lagging
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if !lagging && !self.pools[node].is_banned() {
                 return Some(node);
             }
         }
