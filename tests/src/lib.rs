@@ -200,6 +200,16 @@ impl Postgres {
         Ok(())
     }
 
+    /// Promotes a replica to primary (`pg_ctl promote`).
+    pub fn promote(&self) {
+        let mut c = pg_tool("pg_ctl");
+        c.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "promote"])
+            .stdout(Stdio::null());
+        run(c, "pg_ctl promote").expect("promote");
+    }
+
     /// Starts a stopped server again.
     pub fn restart(&self) {
         self.pg_ctl_start().expect("pg_ctl start");
@@ -211,7 +221,8 @@ impl Postgres {
         c.arg("-D")
             .arg(self.dir.join("data"))
             .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let _ = c.status();
     }
 

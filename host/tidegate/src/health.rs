@@ -15,6 +15,10 @@ use std::time::Duration;
 /// What the monitor last saw of one node.
 #[derive(Default)]
 pub struct NodeHealth {
+    /// Reachable and not in recovery: writes may go here.
+    pub writable: AtomicBool,
+    /// Reachable and in recovery.
+    pub standby: AtomicBool,
     /// Reads must not go here (too far behind, unreachable, or not a standby).
     pub lagging: AtomicBool,
     /// Replication lag in milliseconds.
@@ -55,10 +59,30 @@ pub async fn monitor(sh: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Which node is writable: the configured primary, or a replica promoted since.
+        for node in 0..nodes {
+            let row = ask(
+                &sh,
+                &mut conns,
+                node,
+                "SELECT pg_is_in_recovery()::text",
+                timeout,
+            )
+            .await;
+            let answer = row.and_then(|r| r.first().cloned().flatten());
+            let writable = answer.as_deref() == Some("false");
+            let h = &sh.health[node];
+            h.standby
+                .store(answer.as_deref() == Some("true"), Ordering::Relaxed);
+            if h.writable.swap(writable, Ordering::Relaxed) != writable {
+                tracing::warn!(node, writable, "node role changed");
+            }
+        }
+        let writer = sh.writer();
         let primary_lsn = match ask(
             &sh,
             &mut conns,
-            0,
+            writer,
             "SELECT pg_current_wal_lsn()::text",
             timeout,
         )
@@ -67,7 +91,7 @@ pub async fn monitor(sh: Arc<Shared>) {
             Some(row) => row.first().and_then(|v| v.as_deref()).and_then(parse_lsn),
             None => None,
         };
-        for node in 1..nodes {
+        for node in (0..nodes).filter(|n| *n != writer) {
             let row = ask(
                 &sh,
                 &mut conns,

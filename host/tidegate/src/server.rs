@@ -48,6 +48,21 @@ pub struct Shared {
     pub mock_secret: [u8; 32],
 }
 
+impl Shared {
+    /// The node writes go to: the configured primary, unless the health monitor found it not
+    /// writable and another node writable (a promoted replica).
+    pub fn writer(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.health.len() < 2 || self.health[0].writable.load(Relaxed) {
+            return 0;
+        }
+        self.health
+            .iter()
+            .position(|h| h.writable.load(Relaxed))
+            .unwrap_or(0)
+    }
+}
+
 /// Holds one admitted client's place under `max_client_connections`.
 pub struct ClientGuard(Arc<Shared>);
 

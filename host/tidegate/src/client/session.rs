@@ -89,6 +89,8 @@ pub struct Session<R, W> {
     pools: Vec<Arc<Pool>>,
     /// The node of the attached connection.
     attached: usize,
+    /// The attached connection is a replica serving a provably read-only transaction.
+    on_replica: bool,
     /// Round-robin position among replicas.
     next_replica: usize,
     /// When this client last used the primary for something not provably read-only.
@@ -174,6 +176,7 @@ where
             next_replica: rand::random::<u32>() as usize,
             pools,
             attached: 0,
+            on_replica: false,
             last_primary: None,
             wrote: false,
             user,
@@ -448,7 +451,7 @@ where
     /// The server connection failed while attached: the transaction is lost, so the client
     /// is told (08006) and disconnected — never silently retried elsewhere.
     async fn server_lost(&mut self, e: std::io::Error) -> Result<()> {
-        if self.attached != 0
+        if self.on_replica
             && self.backend.is_some()
             && !self.client_touched
             && !self.replay.is_empty()
@@ -516,7 +519,7 @@ where
     /// Queues a reply the broker gives itself. Messages answered so while a replica is
     /// attached would be answered twice by a retry, so they make the read non-retryable.
     fn push_synthetic(&mut self, tag: u8) {
-        if self.backend.is_some() && self.attached != 0 {
+        if self.backend.is_some() && self.on_replica {
             self.client_touched = true;
         }
         self.pending.push_back(Pending::Synthetic(tag));
@@ -545,15 +548,21 @@ where
                 }
             }
         }
+        let checkout_from_replica = checkout.is_some();
         let (node, result) = match checkout {
             Some(c) => c,
-            None => (0, self.pool.checkout().await),
+            None => {
+                // The writable node: the configured primary, or a promoted replica.
+                let writer = self.sh.writer();
+                (writer, self.pools[writer].checkout().await)
+            }
         };
         match result {
             Ok(mut b) => {
                 self.attached = node;
+                self.on_replica = checkout_from_replica;
                 // Read-your-writes follows what needed the primary, not reads that fell back.
-                self.wrote = node == 0 && !read_only && self.pools.len() > 1;
+                self.wrote = !self.on_replica && !read_only && self.pools.len() > 1;
                 if self.wrote {
                     self.last_primary = Some(Instant::now());
                 }
@@ -733,7 +742,7 @@ where
 
     /// While a replica serves a read, its client messages are kept for a retry.
     fn keep_for_retry(&mut self, msg: &[u8]) {
-        if self.attached != 0 && self.backend.is_some() {
+        if self.on_replica && self.backend.is_some() {
             self.replay.extend_from_slice(msg);
         }
     }

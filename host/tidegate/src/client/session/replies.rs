@@ -103,7 +103,7 @@ where
                         _ => {}
                     }
                 }
-                b'E' if self.attached != 0
+                b'E' if self.on_replica
                     && !self.client_touched
                     && proto::fields(msg).any(|(k, v)| k == b'S' && v == b"FATAL") =>
                 {

@@ -37,13 +37,23 @@ where
 
     /// The next replica in round-robin order that is not banned.
     pub(super) fn pick_replica(&mut self) -> Option<usize> {
-        let replicas = self.pools.len().checked_sub(1).filter(|n| *n > 0)?;
-        for _ in 0..replicas {
+        let nodes = self.pools.len();
+        if nodes < 2 {
+            return None;
+        }
+        // Any node but the writer may serve reads: after a promotion the old primary's slot
+        // may hold a replica.
+        let writer = self.sh.writer();
+        for _ in 0..nodes {
             self.next_replica = self.next_replica.wrapping_add(1);
-            let node = 1 + self.next_replica % replicas;
-            let lagging = self.sh.health[node]
-                .lagging
-                .load(std::sync::atomic::Ordering::Relaxed);
+            let node = self.next_replica % nodes;
+            if node == writer {
+                continue;
+            }
+            // Node 0 is only read from once the monitor has seen it as a healthy standby.
+            let h = &self.sh.health[node];
+            let lagging = h.lagging.load(std::sync::atomic::Ordering::Relaxed)
+                || (node == 0 && !h.standby.load(std::sync::atomic::Ordering::Relaxed));
             if !lagging && !self.pools[node].is_banned() {
                 return Some(node);
             }
