@@ -136,7 +136,6 @@ where
                 }
             }
         };
-        let stmt_name = stmt_name.map(<[u8]>::to_vec);
         let first = match stmt_name.as_deref() {
             Some([]) => self.unnamed.as_ref().is_some_and(|s| s.read_only),
             Some(name) => self.stmts.get(name).is_some_and(|s| s.read_only),
