@@ -16,6 +16,21 @@ async fn in_recovery(c: &tokio_postgres::Client, sql: &str) -> bool {
         .expect("a row")
 }
 
+/// A primary with `setup` applied, one caught-up streaming replica, and TideGate in front of
+/// both with `extra` TOML after the replica list (sections such as `[routing]`).
+async fn primary_and_replica(setup: &str, extra: &str) -> (Postgres, Postgres, Broker) {
+    let primary = Postgres::start();
+    primary.sql("postgres", setup);
+    let r = primary.start_replica();
+    r.wait_caught_up(&primary);
+    let broker = Broker::start(
+        &primary,
+        &format!("[upstream]\nreplicas = [\"127.0.0.1:{}\"]\n{extra}", r.port),
+    )
+    .await;
+    (primary, r, broker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_replicas_and_everything_else_to_the_primary() {
     let primary = Postgres::start();
@@ -218,18 +233,8 @@ async fn a_client_reads_its_own_writes_despite_a_delayed_replica() {
 /// check interval, and return once it catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_replica_is_skipped_until_it_catches_up() {
-    let primary = Postgres::start();
-    primary.sql("postgres", "CREATE TABLE t (id int)");
-    let r = primary.start_replica();
-    r.wait_caught_up(&primary);
-    let broker = Broker::start(
-        &primary,
-        &format!(
-            "[upstream]\nreplicas = [\"127.0.0.1:{}\"]\n[routing]\ncheck_interval = \"200ms\"\nmax_lag = \"500ms\"\nread_your_writes_window = \"0\"\n",
-            r.port
-        ),
-    )
-    .await;
+    let (primary, r, broker) =
+        primary_and_replica("CREATE TABLE t (id int)", "[routing]\ncheck_interval = \"200ms\"\nmax_lag = \"500ms\"\nread_your_writes_window = \"0\"\n").await;
     let c = broker.connect("postgres").await;
     assert!(
         in_recovery(&c, "SELECT pg_is_in_recovery()").await,
@@ -273,16 +278,9 @@ async fn a_lagging_replica_is_skipped_until_it_catches_up() {
 /// without a restart, and never go to a node still in recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_replica_takes_the_writes() {
-    let primary = Postgres::start();
-    primary.sql("postgres", "CREATE TABLE t (id int)");
-    let r = primary.start_replica();
-    r.wait_caught_up(&primary);
-    let broker = Broker::start(
-        &primary,
-        &format!(
-            "[upstream]\nreplicas = [\"127.0.0.1:{}\"]\n[routing]\ncheck_interval = \"200ms\"\n[pool]\nconnect_timeout = \"1s\"\n",
-            r.port
-        ),
+    let (primary, r, broker) = primary_and_replica(
+        "CREATE TABLE t (id int)",
+        "[routing]\ncheck_interval = \"200ms\"\n[pool]\nconnect_timeout = \"1s\"\n",
     )
     .await;
     let c = broker.connect("postgres").await;

@@ -136,7 +136,7 @@ where
                 }
             }
         };
-        let first = match stmt_name.as_deref() {
+        let first = match stmt_name {
             Some([]) => self.unnamed.as_ref().is_some_and(|s| s.read_only),
             Some(name) => self.stmts.get(name).is_some_and(|s| s.read_only),
             None => false,
@@ -151,7 +151,7 @@ where
             Pending::Describe
         };
         self.unsynced = true;
-        match stmt_name.as_deref() {
+        match stmt_name {
             None => self.bout.extend_from_slice(msg),
             Some([]) if self.unnamed.is_some() => {
                 self.ensure_unnamed();
