@@ -157,37 +157,31 @@ where
                 self.ensure_unnamed();
                 self.bout.extend_from_slice(msg);
             }
-            Some(name) => match self.stmts.get(name).cloned() {
-                Some(stmt) => {
-                    self.ensure_prepared(&stmt);
-                    server_name(stmt.id, &mut self.name_buf);
-                    let rest = &body[prefix_len + name.len() + 1..];
-                    put_renamed(
-                        &mut self.bout,
-                        tag,
-                        &body[..prefix_len],
-                        &self.name_buf,
-                        rest,
-                    );
+            Some(name) => {
+                match self.stmts.get(name).cloned() {
+                    Some(stmt) => {
+                        self.ensure_prepared(&stmt);
+                        server_name(stmt.id, &mut self.name_buf);
+                    }
+                    // A statement this client never prepared: the server must report 26000,
+                    // not find another client's statement (or unnamed statement) on the
+                    // connection, so the name becomes one no statement can have.
+                    None => {
+                        self.name_buf.clear();
+                        self.name_buf.extend_from_slice(b"tg-unknown:");
+                        self.name_buf.extend_from_slice(name);
+                        self.name_buf.push(0);
+                    }
                 }
-                // A statement this client never prepared: the server must report 26000, not
-                // find another client's statement (or unnamed statement) on the connection,
-                // so the name becomes one no statement can have.
-                None => {
-                    self.name_buf.clear();
-                    self.name_buf.extend_from_slice(b"tg-unknown:");
-                    self.name_buf.extend_from_slice(name);
-                    self.name_buf.push(0);
-                    let rest = &body[prefix_len + name.len() + 1..];
-                    put_renamed(
-                        &mut self.bout,
-                        tag,
-                        &body[..prefix_len],
-                        &self.name_buf,
-                        rest,
-                    );
-                }
-            },
+                let rest = &body[prefix_len + name.len() + 1..];
+                put_renamed(
+                    &mut self.bout,
+                    tag,
+                    &body[..prefix_len],
+                    &self.name_buf,
+                    rest,
+                );
+            }
         }
         self.pending.push_back(next);
         Ok(true)
