@@ -126,6 +126,21 @@ async fn reads_go_to_replicas_and_everything_else_to_the_primary() {
     r1.wait_caught_up(&primary);
     r2.wait_caught_up(&primary);
     assert!(!in_recovery(&c, "SELECT pg_is_in_recovery() WHERE bump() = 1").await);
+    // SET tidegate.route is the broker's: it steers reads without pinning the session.
+    c.batch_execute("SET tidegate.route = 'primary'")
+        .await
+        .expect("route hint");
+    assert!(
+        !in_recovery(&c, "SELECT pg_is_in_recovery()").await,
+        "tidegate.route = primary"
+    );
+    c.batch_execute("SET tidegate.route = 'any'")
+        .await
+        .expect("route hint");
+    assert!(
+        in_recovery(&c, "SELECT pg_is_in_recovery()").await,
+        "tidegate.route = any"
+    );
     // Session-pinned clients stay on the primary.
     c.batch_execute("SET application_name = 'pinned'")
         .await

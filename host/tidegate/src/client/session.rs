@@ -91,6 +91,8 @@ pub struct Session<R, W> {
     attached: usize,
     /// The attached connection is a replica serving a provably read-only transaction.
     on_replica: bool,
+    /// `SET tidegate.route = 'primary'`: every statement goes to the primary.
+    primary_only: bool,
     /// Round-robin position among replicas.
     next_replica: usize,
     /// When this client last used the primary for something not provably read-only.
@@ -177,6 +179,7 @@ where
             pools,
             attached: 0,
             on_replica: false,
+            primary_only: false,
             last_primary: None,
             wrote: false,
             user,
@@ -622,6 +625,16 @@ where
                         .await?;
                     return Ok(false);
                 };
+                if self.pending.is_empty() {
+                    if let Some(route) = route::route_setting(sql) {
+                        // `SET tidegate.route` is the broker's own setting: answered here,
+                        // never sent to PostgreSQL, and it pins nothing.
+                        self.primary_only = route;
+                        proto::simple(&mut self.out, b'C', b"SET\0");
+                        proto::ready(&mut self.out, self.tx_status);
+                        return Ok(true);
+                    }
+                }
                 let effect = session_state::scan(sql);
                 let read_only = self.route_read_only(sql);
                 if !self.attach(true, read_only).await? {

@@ -10,6 +10,34 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// A leading comment that forces the primary.
 const PRIMARY_HINT: &[u8] = b"/* tidegate:primary */";
 
+/// Recognizes `SET tidegate.route = 'primary' | 'any'` (also `TO`, unquoted, a trailing `;`)
+/// and `RESET tidegate.route`; returns whether reads must stay on the primary.
+pub(super) fn route_setting(sql: &[u8]) -> Option<bool> {
+    let text = std::str::from_utf8(sql)
+        .ok()?
+        .trim()
+        .trim_end_matches(';')
+        .trim();
+    let lower = text.to_ascii_lowercase();
+    if lower == "reset tidegate.route" {
+        return Some(false);
+    }
+    let rest = lower.strip_prefix("set")?;
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix("session").map_or(rest, str::trim_start);
+    let rest = rest.strip_prefix("tidegate.route")?.trim_start();
+    let value = rest
+        .strip_prefix('=')
+        .or_else(|| rest.strip_prefix("to"))?
+        .trim()
+        .trim_matches('\'');
+    match value {
+        "primary" => Some(true),
+        "any" | "default" => Some(false),
+        _ => None,
+    }
+}
+
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
@@ -17,7 +45,8 @@ where
 {
     /// Whether replicas may be considered at all for the next transaction.
     fn routing_possible(&self) -> bool {
-        self.pools.len() > 1
+        !self.primary_only
+            && self.pools.len() > 1
             && !self.pinned
             && self.tx_status == b'I'
             && !self.recently_on_primary()
@@ -153,5 +182,27 @@ where
         } else {
             self.stmts.get(name).is_some_and(|s: &Stmt| s.read_only)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_setting;
+
+    #[test]
+    fn the_route_setting_is_recognized() {
+        assert_eq!(route_setting(b"SET tidegate.route = 'primary'"), Some(true));
+        assert_eq!(route_setting(b"set tidegate.route to any;"), Some(false));
+        assert_eq!(
+            route_setting(b"SET SESSION tidegate.route = primary"),
+            Some(true)
+        );
+        assert_eq!(route_setting(b"RESET tidegate.route"), Some(false));
+        assert_eq!(route_setting(b"SET tidegate.route = 'elsewhere'"), None);
+        assert_eq!(route_setting(b"SET search_path = x"), None);
+        assert_eq!(
+            route_setting(b"SET tidegate.route = 'primary'; SELECT 1"),
+            None
+        );
     }
 }
