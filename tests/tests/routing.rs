@@ -408,3 +408,86 @@ async fn no_write_ever_reaches_a_replica_in_a_random_mix() {
     }
     assert!(reads_on_replica > 0, "reads still go to the replica");
 }
+
+/// Scenario 3: 1 primary and 3 replicas; 2 replicas die during 1,000 reads. At most 2 reads
+/// fail, the dead replicas serve nothing afterwards, the healthy ones share reads evenly before,
+/// and a restarted replica is used again after its ban.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_failing_under_load_cost_at_most_one_read_each() {
+    let primary = Postgres::start();
+    let replicas: Vec<Postgres> = (0..3).map(|_| primary.start_replica()).collect();
+    for r in &replicas {
+        r.wait_caught_up(&primary);
+    }
+    let list: Vec<String> = replicas
+        .iter()
+        .map(|r| format!("\"127.0.0.1:{}\"", r.port))
+        .collect();
+    let broker = Broker::start(
+        &primary,
+        &format!(
+            "[upstream]\nreplicas = [{}]\n[routing]\nban_time = \"1s\"\ncheck_interval = \"200ms\"\n[pool]\nconnect_timeout = \"1s\"\n",
+            list.join(", ")
+        ),
+    )
+    .await;
+    let c = broker.connect("postgres").await;
+    let port_of = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> Option<u16> {
+        rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+            _ => None,
+        })
+    };
+    let mut before: HashMap<u16, usize> = HashMap::new();
+    let mut after: HashMap<u16, usize> = HashMap::new();
+    let mut failed = 0;
+    for i in 0..1000 {
+        if i == 500 {
+            replicas[0].stop_immediate();
+            replicas[1].stop_immediate();
+        }
+        match c.simple_query("SELECT inet_server_port()").await {
+            Ok(rows) => {
+                let port = port_of(rows).expect("a port");
+                *if i < 500 { &mut before } else { &mut after }
+                    .entry(port)
+                    .or_insert(0) += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(failed <= 2, "{failed} reads failed");
+    let mean = 500.0 / 3.0;
+    for r in &replicas {
+        let n = *before.get(&r.port).unwrap_or(&0) as f64;
+        assert!(
+            (n - mean).abs() <= mean * 0.2,
+            "uneven split before the failure: {before:?}"
+        );
+    }
+    for dead in &replicas[..2] {
+        // At most the one in-flight read at the moment of death.
+        assert!(
+            after.get(&dead.port).copied().unwrap_or(0) <= 1,
+            "a dead replica served reads: {after:?}"
+        );
+    }
+    assert!(
+        after.get(&replicas[2].port).copied().unwrap_or(0) >= 490,
+        "{after:?}"
+    );
+    // Recovery: a restarted replica is used again once its ban has expired.
+    replicas[0].restart();
+    replicas[0].wait_caught_up(&primary);
+    let mut back = false;
+    for _ in 0..100 {
+        if let Ok(rows) = c.simple_query("SELECT inet_server_port()").await {
+            if port_of(rows) == Some(replicas[0].port) {
+                back = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(back, "the restarted replica serves reads again");
+}
