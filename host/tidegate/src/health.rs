@@ -53,6 +53,8 @@ fn node_target(sh: &Shared, node: usize) -> Option<Target> {
 pub async fn monitor(sh: Arc<Shared>) {
     let nodes = sh.config.upstream.replicas.len() + 1;
     let mut conns: Vec<Option<Backend>> = (0..nodes).map(|_| None).collect();
+    // When each replica was first seen behind the writer (reset when it catches up).
+    let mut behind_since: Vec<Option<std::time::Instant>> = vec![None; nodes];
     let routing = sh.config.routing.clone();
     let timeout = sh.config.pool.connect_timeout.duration();
     let mut tick = tokio::time::interval(routing.check_interval.duration());
@@ -108,6 +110,7 @@ pub async fn monitor(sh: Arc<Shared>) {
                 // NULL when nothing was replayed since start: behind by an unknown time.
                 let since_ms: u64 = match r.get(2)?.as_deref() {
                     Some(v) => v.parse::<i64>().ok()?.max(0) as u64,
+                    // NULL: nothing replayed since the replica started; see below.
                     None => u64::MAX,
                 };
                 Some((standby, replay, since_ms))
@@ -115,9 +118,18 @@ pub async fn monitor(sh: Arc<Shared>) {
             let lagging = match (verdict, primary_lsn) {
                 (Some((true, replay, since_ms)), Some(primary)) => {
                     let (ms, bytes) = if replay >= primary {
+                        behind_since[node] = None;
                         (0, 0)
                     } else {
-                        (since_ms, primary - replay)
+                        let first_seen =
+                            *behind_since[node].get_or_insert_with(std::time::Instant::now);
+                        // Without a replay timestamp, how long we have seen it behind.
+                        let ms = if since_ms == u64::MAX {
+                            first_seen.elapsed().as_millis() as u64
+                        } else {
+                            since_ms
+                        };
+                        (ms, primary - replay)
                     };
                     h.lag_ms.store(ms.min(i64::MAX as u64), Ordering::Relaxed);
                     h.lag_bytes.store(bytes, Ordering::Relaxed);

@@ -191,7 +191,12 @@ where
             }
             if forward {
                 self.out.extend_from_slice(msg);
-                self.client_touched = true;
+                // Notices and parameter changes are not part of a statement's reply: a read
+                // re-run elsewhere after them (e.g. after a dying replica's shutdown WARNING)
+                // still gives the client a well-formed exchange.
+                if !matches!(h.tag, b'N' | b'S') {
+                    self.client_touched = true;
+                }
             }
             b.rbuf.advance(h.total);
             if h.tag == b'Z' {
