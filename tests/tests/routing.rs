@@ -549,7 +549,8 @@ async fn pgbench_survives_a_replica_crash() {
         report.contains("number of failed transactions: 0 "),
         "{report}"
     );
-    // That the banned replica is used again after a restart is covered by
-    // replicas_failing_under_load_cost_at_most_one_read_each.
+    // Whether the restarted replica serves reads again is checked by
+    // replicas_failing_under_load_cost_at_most_one_read_each (see the closing note: in this
+    // setup it was flaky under load and the cause is not found yet).
     drop(r2);
 }

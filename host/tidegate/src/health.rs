@@ -54,7 +54,8 @@ pub async fn monitor(sh: Arc<Shared>) {
     let nodes = sh.config.upstream.replicas.len() + 1;
     let mut conns: Vec<Option<Backend>> = (0..nodes).map(|_| None).collect();
     // When each replica was first seen behind the writer (reset when it catches up).
-    let mut behind_since: Vec<Option<std::time::Instant>> = vec![None; nodes];
+    // Each replica's last replay position and when it last moved.
+    let mut progress: Vec<Option<(u64, std::time::Instant)>> = vec![None; nodes];
     let routing = sh.config.routing.clone();
     let timeout = sh.config.pool.connect_timeout.duration();
     let mut tick = tokio::time::interval(routing.check_interval.duration());
@@ -117,19 +118,22 @@ pub async fn monitor(sh: Arc<Shared>) {
             });
             let lagging = match (verdict, primary_lsn) {
                 (Some((true, replay, since_ms)), Some(primary)) => {
+                    let moved_at = match progress[node] {
+                        Some((lsn, at)) if lsn == replay => at,
+                        _ => {
+                            let now = std::time::Instant::now();
+                            progress[node] = Some((replay, now));
+                            now
+                        }
+                    };
                     let (ms, bytes) = if replay >= primary {
-                        behind_since[node] = None;
                         (0, 0)
+                    } else if since_ms == u64::MAX {
+                        // Nothing replayed since the replica started, so no replay timestamp:
+                        // behind for as long as its replay position has not moved.
+                        (moved_at.elapsed().as_millis() as u64, primary - replay)
                     } else {
-                        let first_seen =
-                            *behind_since[node].get_or_insert_with(std::time::Instant::now);
-                        // Without a replay timestamp, how long we have seen it behind.
-                        let ms = if since_ms == u64::MAX {
-                            first_seen.elapsed().as_millis() as u64
-                        } else {
-                            since_ms
-                        };
-                        (ms, primary - replay)
+                        (since_ms, primary - replay)
                     };
                     h.lag_ms.store(ms.min(i64::MAX as u64), Ordering::Relaxed);
                     h.lag_bytes.store(bytes, Ordering::Relaxed);
