@@ -21,8 +21,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod extended;
+mod params;
 mod replies;
 mod route;
+
+use params::replay_sql;
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -773,24 +776,6 @@ where
             }
         }
     }
-}
-
-fn replay_sql(gucs: &[(String, String)]) -> String {
-    let mut sql = String::from("RESET ALL");
-    for (k, v) in gucs {
-        sql.push_str(";SET \"");
-        sql.push_str(&k.replace('"', "\"\""));
-        sql.push_str("\" TO E'");
-        for c in v.chars() {
-            match c {
-                '\'' => sql.push_str("''"),
-                '\\' => sql.push_str("\\\\"),
-                c => sql.push(c),
-            }
-        }
-        sql.push('\'');
-    }
-    sql
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
