@@ -66,8 +66,8 @@ fn run(mut c: Command, what: &str) -> Result<Output> {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// A new private directory for one server, owned by `postgres` when we are root.
-fn fresh_dir() -> Result<PathBuf> {
+/// A new private directory for one test, owned by `postgres` when we are root.
+pub fn fresh_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "tidegate-test-{}-{}",
         std::process::id(),
@@ -348,6 +348,16 @@ impl Broker {
         }
     }
 
+    /// Starts TideGate from a configuration file, watching it for changes as `tidegate serve`
+    /// does (its listen address is replaced by an ephemeral one).
+    pub async fn start_file(path: &std::path::Path) -> (Broker, tokio::task::JoinHandle<()>) {
+        let cfg = Config::load(path).expect("valid test config file");
+        let broker = Self::start_config(cfg).await;
+        let watch = tidegate::reload::watch(broker.shared.clone(), path.to_path_buf())
+            .expect("watching the config directory");
+        (broker, watch)
+    }
+
     /// A libpq URL through the broker.
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
         format!(
@@ -393,6 +403,29 @@ impl Drop for Broker {
             let _ = tx.send(());
         }
     }
+}
+
+/// The `tidegate` binary built for this test run (next to the test executable's `deps/`).
+pub fn tidegate_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile directory");
+    let bin = dir.join("tidegate");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first",
+        bin.display()
+    );
+    bin
+}
+
+/// Writes `contents` to `path` as editors do: a temporary file renamed over the old one.
+pub fn save_by_rename(path: &std::path::Path, contents: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, contents).expect("write temp config");
+    std::fs::rename(&tmp, path).expect("rename config");
 }
 
 /// Runs a client program (psql, pgbench) to completion without blocking the runtime.

@@ -219,6 +219,39 @@ pub struct Routing {
     pub max_lag: Millis,
     /// A replica further behind than this many WAL bytes is skipped until it catches up.
     pub max_lag_bytes: u64,
+    /// Read-your-writes for users that do not choose their own (`[[users]] read_your_writes`).
+    pub read_your_writes: ReadYourWrites,
+    /// How reads are spread over healthy replicas.
+    pub balance: Balance,
+    /// Functions to treat as read-only whatever `pg_proc` says (`name` or `schema.name`).
+    pub read_only_functions: Vec<String>,
+    /// Functions whose calls always go to the primary (wins over `read_only_functions`).
+    pub primary_functions: Vec<String>,
+}
+
+/// How a client is kept from reading older data than it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadYourWrites {
+    /// After a write commits, reads go only to replicas that replayed its WAL position, else to
+    /// the primary.
+    #[default]
+    Lsn,
+    /// Reads go to the primary for `read_your_writes_window` after a write.
+    Window,
+    /// No guarantee: reads may see a replica's older state.
+    Off,
+}
+
+/// Replica choice for a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each client takes the healthy replicas in turn.
+    #[default]
+    RoundRobin,
+    /// The healthy replica with the fewest connections lent out.
+    LeastOutstanding,
 }
 
 impl Default for Routing {
@@ -229,6 +262,10 @@ impl Default for Routing {
             check_interval: Millis(1_000),
             max_lag: Millis(1_000),
             max_lag_bytes: 16 << 20,
+            read_your_writes: ReadYourWrites::Lsn,
+            balance: Balance::RoundRobin,
+            read_only_functions: Vec::new(),
+            primary_functions: Vec::new(),
         }
     }
 }
@@ -308,13 +345,22 @@ pub struct Tls {
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
     /// Event-loop threads: 1 = a single-threaded loop (the default, like PgBouncer);
-    /// 0 = one per CPU core; N = N threads.
+    /// 0 = one per CPU core; N = N threads. Read at start only.
     pub worker_threads: usize,
+    /// Where `tidegate serve` writes its process id, so `tidegate reload` can find it.
+    pub pid_file: Option<String>,
+    /// Reload when the configuration file changes (its directory is watched, so editors'
+    /// rename-saves and Kubernetes ConfigMap swaps are seen).
+    pub watch_config: bool,
 }
 
 impl Default for Runtime {
     fn default() -> Self {
-        Runtime { worker_threads: 1 }
+        Runtime {
+            worker_threads: 1,
+            pid_file: None,
+            watch_config: true,
+        }
     }
 }
 
@@ -362,6 +408,8 @@ pub struct User {
     pub role: Option<String>,
     /// Password the broker uses to log in as `role` when it differs from the upstream user.
     pub role_password: Option<String>,
+    /// This user's read-your-writes mode; `routing.read_your_writes` when unset.
+    pub read_your_writes: Option<ReadYourWrites>,
     /// Derived at load from `scram` or `password`.
     #[serde(skip)]
     pub verifier: Option<ScramVerifier>,

@@ -4,4 +4,4 @@ mod conn;
 mod pool;
 
 pub use conn::{Backend, BackendError, Target};
-pub use pool::{Pool, PoolError, PoolKey, PoolTimeouts, Pools};
+pub use pool::{Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, Pools};

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 /// What a session publishes for cancellation.
 pub struct CancelSlot {
     /// The servers the session may hold connections to, by node index.
-    targets: Vec<Target>,
+    targets: Mutex<Vec<Target>>,
     /// The held server connection's (pid, secret) packed into one word; 0 = none held.
     backend: AtomicU64,
     /// The node of the held connection.
@@ -26,6 +26,11 @@ impl CancelSlot {
         let packed = ((key.0 as u32 as u64) << 32) | key.1 as u32 as u64;
         self.node.store(node, Ordering::Release);
         self.backend.store(packed, Ordering::Release);
+    }
+
+    /// The session's nodes changed (a configuration reload); it holds no connection now.
+    pub fn retarget(&self, targets: Vec<Target>) {
+        *self.targets.lock().unwrap_or_else(|e| e.into_inner()) = targets;
     }
 
     /// The session holds no server connection.
@@ -72,7 +77,7 @@ impl CancelRegistry {
     /// Issues a fresh key for a session whose server connections go to `targets` (by node).
     pub fn register(&self, targets: Vec<Target>) -> Registration<'_> {
         let slot = Arc::new(CancelSlot {
-            targets,
+            targets: Mutex::new(targets),
             backend: AtomicU64::new(0),
             node: AtomicUsize::new(0),
         });
@@ -101,7 +106,13 @@ impl CancelRegistry {
             return None;
         }
         let key = slot.backend()?;
-        let target = slot.targets.get(slot.node.load(Ordering::Acquire))?.clone();
+        let node = slot.node.load(Ordering::Acquire);
+        let target = slot
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)?
+            .clone();
         Some((target, key))
     }
 }

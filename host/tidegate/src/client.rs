@@ -3,5 +3,5 @@
 mod session;
 mod startup;
 
-pub use session::Session;
+pub use session::{login_target, pools_for, Session};
 pub use startup::{client_params, decode_startup, handle_connection, ClientParams, StartupError};

@@ -2,7 +2,6 @@
 //! take, without sockets where possible. Every function must return normally for any input.
 
 use crate::auth::ScramServer;
-use crate::backend::{PoolKey, Target};
 use crate::client::Session;
 use crate::server::Shared;
 use bytes::BytesMut;
@@ -60,27 +59,19 @@ impl SessionHarness {
     pub fn run(&self, data: &[u8]) {
         let sh = self.shared.clone();
         self.rt.block_on(async move {
-            let target = Target {
-                host: "127.0.0.1".into(),
-                port: 1,
-                user: "u".into(),
-                database: "d".into(),
-                password: None,
-            };
-            let pool = sh.pools.get(
-                PoolKey {
-                    database: "d".into(),
-                    role: "u".into(),
-                    node: 0,
-                },
-                || target.clone(),
-            );
-            let reg = sh.cancels.register(vec![target]);
+            let topo = sh.topology();
+            let login = crate::client::login_target(&topo.config, "u", "d").expect("user u");
+            let pools = crate::client::pools_for(&sh, &topo, &login);
+            let reg = sh
+                .cancels
+                .register(pools.iter().map(|p| p.target.clone()).collect());
             let (client, server) = tokio::io::duplex(1 << 16);
             let (r, w) = tokio::io::split(server);
             let session = Session::new(
                 sh.clone(),
-                vec![pool],
+                topo,
+                login,
+                pools,
                 "u".into(),
                 r,
                 w,

@@ -12,8 +12,10 @@ pub mod fuzzing;
 pub mod health;
 pub mod logging;
 pub mod proto;
+pub mod reload;
 pub mod server;
 pub mod session_state;
 pub mod statements;
+pub mod topology;
 
 pub use tidegate_config as config;

@@ -26,6 +26,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Validate a configuration file and have the running broker load it (SIGHUP to the
+    /// process in `runtime.pid_file`).
+    Reload {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Read a password on standard input and print its SCRAM-SHA-256 verifier for `[[users]]`.
     HashPassword,
 }
@@ -48,6 +55,38 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::Reload { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("not reloaded: the running configuration stays");
+                    std::process::exit(1);
+                }
+            };
+            let Some(pid_file) = cfg.runtime.pid_file else {
+                anyhow::bail!(
+                    "runtime.pid_file is not set in {}: send SIGHUP to the broker instead",
+                    config.display()
+                );
+            };
+            let pid = std::fs::read_to_string(&pid_file)
+                .with_context(|| format!("reading {pid_file}"))?;
+            let pid: u32 = pid
+                .trim()
+                .parse()
+                .with_context(|| format!("{pid_file} does not hold a process id"))?;
+            let status = std::process::Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .context("running kill")?;
+            anyhow::ensure!(status.success(), "no broker is running as process {pid}");
+            println!(
+                "{}: ok; reload signalled to process {pid}",
+                config.display()
+            );
+            Ok(())
+        }
         Command::HashPassword => {
             let mut pw = String::new();
             std::io::stdin()
@@ -85,29 +124,48 @@ fn main() -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(cfg.listen.sql)
                     .await
                     .with_context(|| format!("binding {}", cfg.listen.sql))?;
-                tidegate::server::run(listener, cfg, shutdown_signal()).await?;
+                let pid_file = cfg.runtime.pid_file.clone();
+                if let Some(f) = &pid_file {
+                    std::fs::write(f, format!("{}\n", std::process::id()))
+                        .with_context(|| format!("writing {f}"))?;
+                }
+                let watch = cfg.runtime.watch_config;
+                let sh = std::sync::Arc::new(tidegate::server::Shared::new(cfg)?);
+                let _hup = tidegate::reload::on_sighup(sh.clone(), config.clone())
+                    .context("installing the SIGHUP handler")?;
+                let _watch = if watch {
+                    match tidegate::reload::watch(sh.clone(), config.clone()) {
+                        Ok(w) => Some(w),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot watch the configuration file; SIGHUP still reloads");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                tidegate::server::serve(listener, sh, shutdown_signal()).await;
+                if let Some(f) = &pid_file {
+                    let _ = std::fs::remove_file(f);
+                }
                 Ok(())
             })
         }
     }
 }
 
-/// Resolves on SIGTERM or SIGINT. SIGHUP is caught (so it cannot kill the process) and logged.
+/// Resolves on SIGTERM or SIGINT (SIGHUP reloads: see `tidegate::reload::on_sighup`).
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop the broker with SIGKILL");
         return std::future::pending().await;
     };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
-            _ = int.recv() => { tracing::info!("SIGINT received"); return; }
-            _ = hup.recv() => tracing::info!("SIGHUP received: configuration reload is not implemented yet"),
-        }
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
     }
 }

@@ -1,8 +1,10 @@
 //! The accept loop, the state every session shares, and graceful shutdown.
 
-use crate::backend::{PoolTimeouts, Pools};
+use crate::backend::Pools;
 use crate::cancel::CancelRegistry;
 use crate::statements::StatementRegistry;
+use crate::topology::{NodeRegistry, RouteStats, Topology};
+use arc_swap::ArcSwap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,8 +24,14 @@ pub enum ServerError {
 
 /// State shared by every session.
 pub struct Shared {
-    /// The configuration in force.
-    pub config: Arc<Config>,
+    /// The configuration and servers in force; replaced whole by a reload.
+    pub current: ArcSwap<Topology>,
+    /// Every configured node, so reloads keep their health and counters.
+    pub nodes: NodeRegistry,
+    /// Routing and reload counters.
+    pub stats: RouteStats,
+    /// Serializes reloads.
+    pub reload_lock: tokio::sync::Mutex<()>,
     /// Backend pools.
     pub pools: Pools,
     /// Broker-issued cancel keys.
@@ -32,8 +40,6 @@ pub struct Shared {
     pub statements: StatementRegistry,
     /// Read/write classifications by statement fingerprint.
     pub classes: tidegate_sql::ClassCache,
-    /// Health of each node (0 = primary, then the replicas).
-    pub health: Vec<crate::health::NodeHealth>,
     /// Cancelled when shutdown starts: stop accepting, close idle clients.
     pub shutdown: CancellationToken,
     /// Set with `shutdown`; a plain flag for the per-transaction check.
@@ -42,24 +48,37 @@ pub struct Shared {
     pub force: CancellationToken,
     /// Admitted clients.
     pub clients: AtomicUsize,
-    /// TLS for clients, when configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Seeds fake SCRAM salts for unknown users.
     pub mock_secret: [u8; 32],
 }
 
 impl Shared {
-    /// The node writes go to: the configured primary, unless the health monitor found it not
-    /// writable and another node writable (a promoted replica).
-    pub fn writer(&self) -> usize {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.health.len() < 2 || self.health[0].writable.load(Relaxed) {
-            return 0;
-        }
-        self.health
-            .iter()
-            .position(|h| h.writable.load(Relaxed))
-            .unwrap_or(0)
+    /// The topology in force.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.current.load_full()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.current.load().config.clone()
+    }
+
+    /// Builds the topology for `config`, reusing known nodes.
+    pub(crate) fn build_topology(
+        &self,
+        config: Config,
+        generation: u64,
+    ) -> Result<Topology, ServerError> {
+        let tls = match config.tls.mode {
+            TlsMode::Disable => None,
+            _ => Some(load_tls(&config)?),
+        };
+        Ok(Topology {
+            generation,
+            nodes: self.nodes.resolve(&config),
+            config: Arc::new(config),
+            tls,
+        })
     }
 }
 
@@ -75,35 +94,29 @@ impl Drop for ClientGuard {
 impl Shared {
     /// Builds the shared state for `config`.
     pub fn new(config: Config) -> Result<Shared, ServerError> {
-        let tls = match config.tls.mode {
-            TlsMode::Disable => None,
-            _ => Some(load_tls(&config)?),
+        let placeholder = Topology {
+            generation: 0,
+            config: Arc::new(config.clone()),
+            nodes: Vec::new(),
+            tls: None,
         };
-        let nodes_replicas = config.upstream.replicas.len();
-        let p = &config.pool;
-        let pools = Pools::new(
-            p.size,
-            PoolTimeouts {
-                connect: p.connect_timeout.duration(),
-                checkout: p.checkout_timeout.duration(),
-                idle: p.idle_timeout.get(),
-                check_after: p.check_after.duration(),
-            },
-        );
-        Ok(Shared {
-            config: Arc::new(config),
-            pools,
+        let sh = Shared {
+            current: ArcSwap::from_pointee(placeholder),
+            nodes: NodeRegistry::default(),
+            stats: RouteStats::default(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            pools: Pools::default(),
             cancels: CancelRegistry::default(),
             statements: StatementRegistry::default(),
             classes: tidegate_sql::ClassCache::new(10_000),
-            health: (0..=nodes_replicas).map(|_| Default::default()).collect(),
             shutdown: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
             force: CancellationToken::new(),
             clients: AtomicUsize::new(0),
-            tls,
             mock_secret: rand::random(),
-        })
+        };
+        sh.current.store(Arc::new(sh.build_topology(config, 1)?));
+        Ok(sh)
     }
 }
 
@@ -142,10 +155,8 @@ pub async fn run(
 pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
     let reaper = tokio::spawn(reap(sh.clone()));
-    let monitor = (!sh.config.upstream.replicas.is_empty())
-        .then(|| tokio::spawn(crate::health::monitor(sh.clone())));
+    let monitor = tokio::spawn(crate::health::monitor(sh.clone()));
     tokio::pin!(shutdown);
-    let max = sh.config.limits.max_client_connections;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "accepting PostgreSQL connections");
     }
@@ -161,6 +172,7 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future
                         continue;
                     }
                 };
+                let max = sh.current.load().config.limits.max_client_connections;
                 let guard = if sh.clients.fetch_add(1, Ordering::AcqRel) < max {
                     Some(ClientGuard(sh.clone()))
                 } else {
@@ -180,16 +192,14 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future
     sh.shutting_down.store(true, Ordering::Relaxed);
     sh.shutdown.cancel();
     tracker.close();
-    let drain = sh.config.limits.shutdown_timeout.duration();
+    let drain = sh.config().limits.shutdown_timeout.duration();
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         tracing::warn!("shutdown timeout: disconnecting the remaining clients");
         sh.force.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
     reaper.abort();
-    if let Some(m) = monitor {
-        m.abort();
-    }
+    monitor.abort();
     for pool in sh.pools.all() {
         pool.close_idle();
     }

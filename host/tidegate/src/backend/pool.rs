@@ -1,11 +1,16 @@
-//! Pools of backend connections, one per (database, role).
+//! Pools of backend connections, one per (database, role, server).
 //!
 //! A semaphore with `size` permits bounds the connections a pool lends out; a connection
-//! carries its permit while a client holds it, so `idle + lent <= size` always holds and a
-//! waiting client is woken in FIFO order as soon as one is returned.
+//! carries its permit while a client holds it, and a new one is opened only when none is idle,
+//! so `idle + lent <= size` holds and a waiting client is woken in FIFO order as soon as one is
+//! returned. A configuration reload resizes a pool in place (its connections survive); a pool
+//! whose server left the configuration is retired: its idle connections close at once and lent
+//! ones close when they come back, so a transaction open across a reload finishes on its own
+//! connection.
 
 use super::conn::{Backend, BackendError, Target};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -23,8 +28,10 @@ pub struct PoolKey {
     pub database: String,
     /// PostgreSQL role the connections log in as.
     pub role: String,
-    /// Which server: 0 is the primary, 1.. the replicas in configuration order.
-    pub node: usize,
+    /// The server's host.
+    pub host: String,
+    /// The server's port.
+    pub port: u16,
 }
 
 /// Why no connection could be lent.
@@ -48,7 +55,7 @@ pub enum PoolError {
 }
 
 /// Timing settings of a pool.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolTimeouts {
     /// Connect and authenticate.
     pub connect: Duration,
@@ -66,8 +73,12 @@ pub struct Pool {
     pub key: PoolKey,
     /// How its connections log in.
     pub target: Target,
-    size: usize,
-    timeouts: PoolTimeouts,
+    /// A replica: bans apply, and idle connections are checked before every use.
+    replica: bool,
+    size: AtomicUsize,
+    timeouts: Mutex<PoolTimeouts>,
+    /// Left the configuration: connections coming back are closed.
+    retired: AtomicBool,
     slots: Arc<Semaphore>,
     idle: Mutex<Vec<Backend>>,
     server_params: Mutex<Option<ServerParams>>,
@@ -80,12 +91,15 @@ pub struct Pool {
 }
 
 impl Pool {
-    fn new(key: PoolKey, target: Target, size: usize, timeouts: PoolTimeouts) -> Self {
+    fn new(key: PoolKey, target: Target, settings: PoolSettings) -> Self {
+        let size = settings.size;
         Pool {
             key,
             target,
-            size,
-            timeouts,
+            replica: settings.replica,
+            size: AtomicUsize::new(size),
+            timeouts: Mutex::new(settings.timeouts),
+            retired: AtomicBool::new(false),
             slots: Arc::new(Semaphore::new(size)),
             idle: Mutex::new(Vec::with_capacity(size)),
             server_params: Mutex::new(None),
@@ -99,23 +113,25 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn timeouts(&self) -> PoolTimeouts {
+        *self.timeouts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Lends a connection: an idle one if any is alive, else a new one, waiting at most the
     /// checkout timeout for a slot.
     pub async fn checkout(&self) -> Result<Backend, PoolError> {
+        let timeouts = self.timeouts();
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 let start = Instant::now();
-                match tokio::time::timeout(
-                    self.timeouts.checkout,
-                    self.slots.clone().acquire_owned(),
-                )
-                .await
+                match tokio::time::timeout(timeouts.checkout, self.slots.clone().acquire_owned())
+                    .await
                 {
                     Ok(Ok(p)) => p,
                     _ => {
                         return Err(PoolError::CheckoutTimeout {
-                            size: self.size,
+                            size: self.size.load(Ordering::Relaxed),
                             database: self.key.database.clone(),
                             role: self.key.role.clone(),
                             waited: start.elapsed(),
@@ -130,8 +146,7 @@ impl Pool {
                 // Replicas come and go: their connections are always checked (one non-blocking
                 // read), the primary's only after sitting idle for a while.
                 Some(b)
-                    if (self.key.node != 0
-                        || b.idle_since.elapsed() >= self.timeouts.check_after)
+                    if (self.replica || b.idle_since.elapsed() >= timeouts.check_after)
                         && b.is_closed() =>
                 {
                     tracing::debug!(backend = b.id, "pooled connection was closed by the server");
@@ -144,7 +159,7 @@ impl Pool {
                 None => break,
             }
         }
-        let mut b = Backend::connect(&self.target, self.timeouts.connect).await?;
+        let mut b = Backend::connect(&self.target, timeouts.connect).await?;
         self.remember_params(&b);
         b.permit = Some(permit);
         Ok(b)
@@ -152,6 +167,10 @@ impl Pool {
 
     /// Returns a clean, idle connection to the pool.
     pub fn checkin(&self, mut b: Backend) {
+        if self.retired.load(Ordering::Relaxed) {
+            tracing::debug!(backend = b.id, "closing a connection of a retired pool");
+            return;
+        }
         if b.prepared.len() > MAX_PREPARED_PER_CONNECTION {
             // Bounds what clients can make a server connection hold; a fresh one replaces it.
             tracing::debug!(
@@ -196,7 +215,7 @@ impl Pool {
 
     /// Skips this pool for `time` (replicas only; the primary is never banned).
     pub fn ban(&self, time: Duration) {
-        if self.key.node != 0 {
+        if self.replica {
             *self.banned_until.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(Instant::now() + time);
         }
@@ -233,7 +252,7 @@ impl Pool {
 
     /// Closes idle connections past the idle timeout.
     pub fn reap(&self) {
-        if let Some(max) = self.timeouts.idle {
+        if let Some(max) = self.timeouts().idle {
             self.idle().retain(|b| b.idle_since.elapsed() < max);
         }
     }
@@ -249,39 +268,104 @@ impl Pool {
     }
 }
 
-/// All pools of one upstream server.
-pub struct Pools {
-    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
-    size: usize,
-    timeouts: PoolTimeouts,
+/// What a configuration decides about a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Connections per pool.
+    pub size: usize,
+    /// Timing.
+    pub timeouts: PoolTimeouts,
+    /// The server is a replica.
+    pub replica: bool,
 }
 
-impl Pools {
-    /// An empty set of pools with the given size and timeouts for each.
-    pub fn new(size: usize, timeouts: PoolTimeouts) -> Self {
-        Pools {
-            pools: Mutex::new(HashMap::new()),
-            size,
-            timeouts,
+impl Pool {
+    /// Applies new settings in place: a larger size frees slots at once, a smaller one takes
+    /// slots back as connections are returned (no connection is cut).
+    fn apply(&self, settings: PoolSettings) {
+        *self.timeouts.lock().unwrap_or_else(|e| e.into_inner()) = settings.timeouts;
+        let old = self.size.swap(settings.size, Ordering::Relaxed);
+        if settings.size > old {
+            self.slots.add_permits(settings.size - old);
+        } else if settings.size < old {
+            let shrink = (old - settings.size) as u32;
+            let slots = self.slots.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = slots.acquire_many_owned(shrink).await {
+                    p.forget();
+                }
+            });
+            self.idle().truncate(settings.size);
         }
     }
 
-    /// The pool for `key`, created on first use with `target`.
-    pub fn get(&self, key: PoolKey, target: impl FnOnce() -> Target) -> Arc<Pool> {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(Pool::new(key, target(), self.size, self.timeouts)))
-            .clone()
+    /// Takes the pool out of service: idle connections close now, lent ones on return.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.close_idle();
+    }
+
+    /// Connections lent out now (approximate under concurrency).
+    pub fn outstanding(&self) -> usize {
+        self.size().saturating_sub(self.slots.available_permits())
+    }
+
+    /// Current size.
+    pub fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+}
+
+/// Every pool, by (database, role, server).
+#[derive(Default)]
+pub struct Pools {
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+}
+
+impl Pools {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Arc<Pool>>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pool for `key`, created on first use with `target`; an existing one takes
+    /// `settings` in place, unless its login or role (primary/replica) changed, in which case
+    /// it is retired and replaced.
+    pub fn get(&self, key: PoolKey, target: Target, settings: PoolSettings) -> Arc<Pool> {
+        let mut pools = self.map();
+        if let Some(p) = pools.get(&key) {
+            if p.target == target && p.replica == settings.replica {
+                if p.size() != settings.size || p.timeouts() != settings.timeouts {
+                    p.apply(settings);
+                }
+                return p.clone();
+            }
+            p.retire();
+        }
+        let pool = Arc::new(Pool::new(key.clone(), target, settings));
+        pools.insert(key, pool.clone());
+        pool
+    }
+
+    /// Applies a reloaded configuration: `settings` gives each pool's new settings, or `None`
+    /// when its server left the configuration (the pool is retired). A pool whose server
+    /// changed role (primary/replica) is retired too; sessions make a fresh one.
+    pub fn reconfigure(&self, settings: impl Fn(&PoolKey) -> Option<PoolSettings>) {
+        self.map().retain(|k, p| match settings(k) {
+            Some(s) if s.replica == p.replica => {
+                if p.size() != s.size || p.timeouts() != s.timeouts {
+                    p.apply(s);
+                }
+                true
+            }
+            _ => {
+                p.retire();
+                false
+            }
+        });
     }
 
     /// Every pool.
     pub fn all(&self) -> Vec<Arc<Pool>> {
-        self.pools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.map().values().cloned().collect()
     }
 }

@@ -7,11 +7,12 @@
 //! connection it gets, hide the replies to its own injected messages, and answer for messages it
 //! did not need to send — all in the order the client expects.
 
-use crate::backend::{Backend, Pool, PoolError};
+use crate::backend::{Backend, Pool, Target};
 use crate::cancel::CancelSlot;
 use crate::proto::{self, FrameError, Reader, Severity};
 use crate::server::Shared;
 use crate::session_state;
+use crate::topology::Topology;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -25,7 +26,8 @@ mod params;
 mod replies;
 mod route;
 
-use params::replay_sql;
+use route::Ryw;
+pub use route::{login_target, pools_for};
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,10 @@ impl Pending {
 /// One client session.
 pub struct Session<R, W> {
     sh: Arc<Shared>,
+    /// The configuration and servers this session routes by (refreshed between transactions).
+    topo: Arc<Topology>,
+    /// How this client's connections log in (the primary's address).
+    login: Target,
     /// The primary's pool for this (database, role).
     pool: Arc<Pool>,
     /// Every node's pool: the primary first, then the replicas.
@@ -98,8 +104,10 @@ pub struct Session<R, W> {
     primary_only: bool,
     /// Round-robin position among replicas.
     next_replica: usize,
-    /// When this client last used the primary for something not provably read-only.
-    last_primary: Option<Instant>,
+    /// This user's read-your-writes mode.
+    ryw_mode: tidegate_config::ReadYourWrites,
+    /// What its reads must wait for.
+    ryw: Ryw,
     /// The attached connection is the primary, for something not provably read-only.
     wrote: bool,
     user: Arc<str>,
@@ -152,10 +160,12 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    /// A session for an authenticated client.
+    /// A session for an authenticated client logging in as `login` (its primary target).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         sh: Arc<Shared>,
+        topo: Arc<Topology>,
+        login: Target,
         pools: Vec<Arc<Pool>>,
         user: Arc<str>,
         rd: R,
@@ -164,12 +174,9 @@ where
         gucs: Vec<(String, String)>,
         cancel: Arc<CancelSlot>,
     ) -> Self {
-        let pinned = sh.config.pool.mode == tidegate_config::PoolMode::Session;
-        let p = &sh.config.pool;
-        let timed = p.query_timeout.get().is_some()
-            || p.idle_transaction_timeout.get().is_some()
-            || p.client_idle_timeout.get().is_some()
-            || tracing::enabled!(tracing::Level::DEBUG);
+        let pinned = topo.config.pool.mode == tidegate_config::PoolMode::Session;
+        let timed = timed(&topo.config);
+        let ryw_mode = route::ryw_mode(&topo.config, &user);
         // Long-lived waits: registering a fresh waiter per loop would take a lock each time.
         let shutdown_wait = Box::pin(sh.shutdown.clone().cancelled_owned());
         let force_wait = Box::pin(sh.force.clone().cancelled_owned());
@@ -177,13 +184,16 @@ where
         rbuf.extend_from_slice(&leftover);
         Session {
             sh,
+            topo,
+            login,
             pool: pools[0].clone(),
             next_replica: rand::random::<u32>() as usize,
             pools,
             attached: 0,
             on_replica: false,
             primary_only: false,
-            last_primary: None,
+            ryw_mode,
+            ryw: Ryw::Clear,
             wrote: false,
             user,
             rd,
@@ -307,7 +317,7 @@ where
                 .await;
         }
         let deadline = self
-            .sh
+            .topo
             .config
             .pool
             .client_idle_timeout
@@ -335,7 +345,7 @@ where
     }
 
     fn attached_deadline(&self) -> Option<Instant> {
-        let p = &self.sh.config.pool;
+        let p = &self.topo.config.pool;
         if !self.pending.is_empty() {
             let qt = p.query_timeout.get()?;
             let since = self.busy_since?;
@@ -414,7 +424,7 @@ where
     }
 
     async fn next_frame(&mut self) -> Result<Option<(u8, BytesMut)>> {
-        match proto::split_frame(&mut self.rbuf, self.sh.config.limits.max_message_bytes) {
+        match proto::split_frame(&mut self.rbuf, self.topo.config.limits.max_message_bytes) {
             Ok(f) => Ok(f),
             Err(e @ FrameError::TooLarge { .. }) => self
                 .protocol_violation("54000", e.to_string())
@@ -464,12 +474,15 @@ where
         {
             // A read on a replica failed before the client saw any of its reply: ban the
             // replica and run the same messages again on another node.
-            tracing::warn!(user = %self.user, node = self.attached, error = %e, "replica failed mid-read: retrying elsewhere");
+            let node = &self.topo.nodes[self.attached];
+            tracing::warn!(user = %self.user, node = %node.addr(), error = %e, "replica failed mid-read: retrying elsewhere");
+            node.stats
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.backend = None;
             self.cancel.detach();
-            let pool = &self.pools[self.attached];
-            pool.ban(self.sh.config.routing.ban_time.duration());
-            pool.close_idle();
+            self.ban(self.attached);
+            self.pools[self.attached].close_idle();
             self.pending.clear();
             self.unsynced = false;
             self.copy_in = false;
@@ -531,92 +544,11 @@ where
         self.pending.push_back(Pending::Synthetic(tag));
     }
 
-    /// Attaches a server connection if none is — from a healthy replica when `read_only`, else
-    /// from the primary; on failure the client gets the error (and ReadyForQuery for a simple
-    /// query) and `false`.
-    async fn attach(&mut self, simple_query: bool, read_only: bool) -> Result<bool> {
-        if self.backend.is_some() {
-            return Ok(true);
-        }
-        let mut checkout = None;
-        if read_only {
-            while let Some(node) = self.pick_replica() {
-                match self.pools[node].checkout().await {
-                    Ok(b) => {
-                        checkout = Some((node, Ok(b)));
-                        break;
-                    }
-                    Err(e) => {
-                        // Nothing was sent yet, so the primary can take the read instead.
-                        tracing::warn!(node, error = %e, "replica unavailable: banned");
-                        self.pools[node].ban(self.sh.config.routing.ban_time.duration());
-                    }
-                }
-            }
-        }
-        let checkout_from_replica = checkout.is_some();
-        let (node, result) = match checkout {
-            Some(c) => c,
-            None => {
-                // The writable node: the configured primary, or a promoted replica.
-                let writer = self.sh.writer();
-                (writer, self.pools[writer].checkout().await)
-            }
-        };
-        match result {
-            Ok(mut b) => {
-                self.attached = node;
-                self.on_replica = checkout_from_replica;
-                // Read-your-writes follows what needed the primary, not reads that fell back.
-                self.wrote = !self.on_replica && !read_only && self.pools.len() > 1;
-                if self.wrote {
-                    self.last_primary = Some(Instant::now());
-                }
-                self.client_touched = false;
-                self.replay.clear();
-                if b.gucs != self.gucs {
-                    let sql = replay_sql(&self.gucs);
-                    proto::query(&mut self.bout, &sql);
-                    self.pending.push_back(Pending::Query { visible: false });
-                    // A simple query drops the unnamed statement; the applied settings are
-                    // recorded only once the replay succeeded (replies.rs).
-                    b.unnamed = None;
-                    b.gucs.clear();
-                }
-                self.cancel.attach(b.key, node);
-                self.backend = Some(b);
-                Ok(true)
-            }
-            Err(e) => {
-                let code = match &e {
-                    PoolError::CheckoutTimeout { .. } => "53300",
-                    PoolError::Connect(_) => "08006",
-                };
-                tracing::warn!(user = %self.user, error = %e, "no server connection");
-                let msg = match &e {
-                    PoolError::Connect(crate::backend::BackendError::Refused(raw)) => {
-                        let m = proto::fields(raw)
-                            .find(|(k, _)| *k == b'M')
-                            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                            .unwrap_or_default();
-                        format!("upstream refused the connection: {m}")
-                    }
-                    _ => e.to_string(),
-                };
-                self.drain_synthetic();
-                proto::error(&mut self.out, Severity::Error, code, &msg);
-                if simple_query {
-                    proto::ready(&mut self.out, self.tx_status);
-                } else {
-                    self.skip_until_sync = true;
-                }
-                Ok(false)
-            }
-        }
-    }
-
     /// Handles one client message. Returns `false` when the client terminated.
     async fn on_client_message(&mut self, tag: u8, msg: BytesMut) -> Result<bool> {
+        if self.backend.is_none() {
+            self.refresh_topology();
+        }
         if self.skip_until_sync && tag != b'S' && tag != b'X' {
             return Ok(true);
         }
@@ -776,6 +708,15 @@ where
             }
         }
     }
+}
+
+/// Whether timeouts or debug logging need clock readings on the hot path.
+fn timed(config: &tidegate_config::Config) -> bool {
+    let p = &config.pool;
+    p.query_timeout.get().is_some()
+        || p.idle_transaction_timeout.get().is_some()
+        || p.client_idle_timeout.get().is_some()
+        || tracing::enabled!(tracing::Level::DEBUG)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -7,9 +7,10 @@
 
 use super::Session;
 use crate::auth::{ScramError, ScramServer, MECHANISM};
-use crate::backend::{BackendError, PoolError, PoolKey, Target};
+use crate::backend::{BackendError, PoolError, Target};
 use crate::proto::{self, Reader, Severity};
 use crate::server::{ClientGuard, Shared};
+use crate::topology::Topology;
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::startup::Startup;
 use pgwire::messages::{DecodeContext, Message};
@@ -100,8 +101,10 @@ struct Accepted {
     stream: ClientStream,
     leftover: BytesMut,
     user: Arc<str>,
-    key: PoolKey,
-    target: Target,
+    /// The primary's address and the role the user acts as.
+    login: Target,
+    /// The configuration the client was admitted under.
+    topo: Arc<Topology>,
     gucs: Vec<(String, String)>,
 }
 
@@ -109,7 +112,7 @@ struct Accepted {
 /// reached: the client is then refused with 53300 once its startup packet arrives.
 pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<ClientGuard>) {
     let _ = tcp.set_nodelay(true);
-    let timeout = sh.config.limits.startup_timeout.duration();
+    let timeout = sh.current.load().config.limits.startup_timeout.duration();
     let admitted = guard.is_some();
     let accepted = match tokio::time::timeout(timeout, handshake(&sh, tcp, admitted)).await {
         Err(_) => {
@@ -127,33 +130,13 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
         stream,
         leftover,
         user,
-        key,
-        target,
+        login,
+        topo,
         gucs,
     } = accepted;
-    // One pool per node for this (database, role): the primary first, then the replicas.
-    let mut targets = vec![target];
-    for r in &sh.config.upstream.replicas {
-        targets.push(Target {
-            host: r.host.clone(),
-            port: r.port,
-            ..targets[0].clone()
-        });
-    }
-    let pools: Vec<_> = targets
-        .iter()
-        .enumerate()
-        .map(|(node, t)| {
-            sh.pools.get(
-                PoolKey {
-                    node,
-                    ..key.clone()
-                },
-                || t.clone(),
-            )
-        })
-        .collect();
+    let pools = super::session::pools_for(&sh, &topo, &login);
     let pool = pools[0].clone();
+    let targets = pools.iter().map(|p| p.target.clone()).collect();
     let registration = sh.cancels.register(targets);
     let mut stream = stream;
     // Greeting: server parameters (client's own values win), our cancel key, ready.
@@ -185,15 +168,37 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
     let result = match stream {
         ClientStream::Plain(tcp) => {
             let (r, w) = tcp.into_split();
-            Session::new(sh.clone(), pools, user.clone(), r, w, leftover, gucs, slot)
-                .run()
-                .await
+            Session::new(
+                sh.clone(),
+                topo,
+                login,
+                pools,
+                user.clone(),
+                r,
+                w,
+                leftover,
+                gucs,
+                slot,
+            )
+            .run()
+            .await
         }
         ClientStream::Tls(tls) => {
             let (r, w) = tokio::io::split(*tls);
-            Session::new(sh.clone(), pools, user.clone(), r, w, leftover, gucs, slot)
-                .run()
-                .await
+            Session::new(
+                sh.clone(),
+                topo,
+                login,
+                pools,
+                user.clone(),
+                r,
+                w,
+                leftover,
+                gucs,
+                slot,
+            )
+            .run()
+            .await
         }
     };
     if let Err(e) = result {
@@ -252,6 +257,7 @@ async fn handshake(
     tcp: TcpStream,
     admitted: bool,
 ) -> Result<Option<Accepted>, StartupError> {
+    let topo = sh.topology();
     let mut stream = ClientStream::Plain(tcp);
     let mut tls_done = false;
     let packet = loop {
@@ -259,7 +265,7 @@ async fn handshake(
         let code = i32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
         match code {
             SSL_REQUEST if packet.len() == 8 => {
-                let acceptor = match (&sh.tls, tls_done) {
+                let acceptor = match (&topo.tls, tls_done) {
                     (Some(a), false) => a.clone(),
                     (_, true) => {
                         return Err(
@@ -319,7 +325,7 @@ async fn handshake(
         )
         .await);
     }
-    if sh.config.tls.mode == TlsMode::Require && !tls_done {
+    if topo.config.tls.mode == TlsMode::Require && !tls_done {
         return Err(send_fatal(
             &mut stream,
             "28000",
@@ -327,7 +333,7 @@ async fn handshake(
         )
         .await);
     }
-    let cfg = &sh.config;
+    let cfg = &topo.config;
     let ClientParams {
         user: user_name,
         database,
@@ -370,30 +376,15 @@ async fn handshake(
         )
         .await);
     };
-    let upstream = &cfg.upstream.primary;
-    let role = user_cfg.role(upstream).to_owned();
-    let password = if role == upstream.user {
-        upstream.password.clone()
-    } else {
-        user_cfg.role_password.clone()
-    };
-    let target = Target {
-        host: upstream.host.clone(),
-        port: upstream.port,
-        user: role.clone(),
-        database: database.clone(),
-        password,
+    let Some(login) = super::session::login_target(cfg, &user_cfg.name, &database) else {
+        return Err(send_fatal(&mut stream, "28000", "unknown user".into()).await);
     };
     Ok(Some(Accepted {
         stream,
         leftover: rbuf,
         user: user_name.into(),
-        key: PoolKey {
-            database,
-            role,
-            node: 0,
-        },
-        target,
+        login,
+        topo: topo.clone(),
         gucs,
     }))
 }

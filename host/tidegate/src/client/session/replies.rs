@@ -229,12 +229,10 @@ where
             }
         }
         if release {
-            if self.wrote {
-                // Read-your-writes counts from the end of the primary transaction.
-                self.last_primary = Some(Instant::now());
-            }
+            // Read-your-writes counts from the end of the primary transaction.
+            let reusable = !self.wrote || self.note_write(&mut b).await;
             self.cancel.detach();
-            if b.rbuf.is_empty() {
+            if reusable && b.rbuf.is_empty() {
                 self.pools[self.attached].checkin(b);
             } else {
                 tracing::warn!(

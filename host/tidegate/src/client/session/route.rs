@@ -2,8 +2,16 @@
 //! with is provably read-only (tidegate-sql), outside transactions and pinned sessions;
 //! everything else, and everything doubtful, to the primary.
 
-use super::{Session, Stmt};
-use crate::proto::{self, Reader};
+use super::params::replay_sql;
+use super::{timed, Pending, Result, Session, Stmt};
+use crate::backend::{Backend, Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, Target};
+use crate::proto::{self, Reader, Severity};
+use crate::server::Shared;
+use crate::topology::Topology;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tidegate_config::{Balance, Config, ReadYourWrites};
 use tidegate_sql::{NoLookup, TxControl};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -38,56 +46,299 @@ pub(super) fn route_setting(sql: &[u8]) -> Option<bool> {
     }
 }
 
+/// What a client must not miss of its own writes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Ryw {
+    /// Nothing to wait for.
+    Clear,
+    /// Only nodes that replayed this WAL position may serve its reads.
+    Lsn(u64),
+    /// Its reads stay on the primary until then.
+    Until(Instant),
+}
+
+/// The login for `user` on `database` under `config`: the primary's address and the role the
+/// user acts as (`None` when the user is not configured).
+pub fn login_target(config: &Config, user: &str, database: &str) -> Option<Target> {
+    let user_cfg = config.user(user)?;
+    let upstream = &config.upstream.primary;
+    let role = user_cfg.role(upstream).to_owned();
+    let password = if role == upstream.user {
+        upstream.password.clone()
+    } else {
+        user_cfg.role_password.clone()
+    };
+    Some(Target {
+        host: upstream.host.clone(),
+        port: upstream.port,
+        user: role,
+        database: database.to_owned(),
+        password,
+    })
+}
+
+/// One pool per node of `topo` for `login`'s (database, role): the primary first.
+pub fn pools_for(sh: &Shared, topo: &Topology, login: &Target) -> Vec<Arc<Pool>> {
+    let p = &topo.config.pool;
+    let timeouts = PoolTimeouts {
+        connect: p.connect_timeout.duration(),
+        checkout: p.checkout_timeout.duration(),
+        idle: p.idle_timeout.get(),
+        check_after: p.check_after.duration(),
+    };
+    topo.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let target = Target {
+                host: node.host.clone(),
+                port: node.port,
+                ..login.clone()
+            };
+            let key = PoolKey {
+                database: login.database.clone(),
+                role: login.user.clone(),
+                host: node.host.clone(),
+                port: node.port,
+            };
+            let settings = PoolSettings {
+                size: p.size,
+                timeouts,
+                replica: i != 0,
+            };
+            sh.pools.get(key, target, settings)
+        })
+        .collect()
+}
+
+/// The read-your-writes mode of `user`.
+pub(crate) fn ryw_mode(config: &Config, user: &str) -> ReadYourWrites {
+    config
+        .user(user)
+        .and_then(|u| u.read_your_writes)
+        .unwrap_or(config.routing.read_your_writes)
+}
+
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    /// Moves to the configuration in force if a reload replaced this session's. Only called
+    /// with no server connection attached, so no transaction ever changes servers.
+    pub(super) fn refresh_topology(&mut self) {
+        if self.sh.current.load().generation == self.topo.generation || self.backend.is_some() {
+            return;
+        }
+        let topo = self.sh.topology();
+        if let Some(login) = login_target(&topo.config, &self.user, &self.login.database) {
+            self.login = login;
+        }
+        self.pools = pools_for(&self.sh, &topo, &self.login);
+        self.pool = self.pools[0].clone();
+        self.cancel
+            .retarget(self.pools.iter().map(|p| p.target.clone()).collect());
+        self.ryw_mode = ryw_mode(&topo.config, &self.user);
+        self.timed = timed(&topo.config);
+        self.attached = 0;
+        self.topo = topo;
+    }
+
     /// Whether replicas may be considered at all for the next transaction.
     fn routing_possible(&self) -> bool {
-        !self.primary_only
-            && self.pools.len() > 1
-            && !self.pinned
-            && self.tx_status == b'I'
-            && !self.recently_on_primary()
+        !self.primary_only && self.pools.len() > 1 && !self.pinned && self.tx_status == b'I'
     }
 
-    /// Read-your-writes: the client used the primary within the configured window, so a
-    /// replica may not have replayed what it wrote.
-    fn recently_on_primary(&self) -> bool {
-        match (
-            self.last_primary,
-            self.sh.config.routing.read_your_writes_window.get(),
-        ) {
-            (Some(t), Some(window)) => t.elapsed() < window,
-            _ => false,
-        }
+    /// Records the end of a transaction that ran on the primary and may have written: the
+    /// client's reads must see it. In `lsn` mode this asks the primary, on the connection just
+    /// used, for its WAL position (the client already has its reply). Returns whether the
+    /// connection is still fit for reuse.
+    pub(super) async fn note_write(&mut self, b: &mut Backend) -> bool {
+        let window = self.topo.config.routing.read_your_writes_window.duration();
+        let mut reusable = true;
+        self.ryw = match self.ryw_mode {
+            ReadYourWrites::Off => Ryw::Clear,
+            ReadYourWrites::Window => Ryw::Until(Instant::now() + window),
+            ReadYourWrites::Lsn => {
+                let _ = self.flush_client().await;
+                let timeout = self.topo.config.pool.connect_timeout.duration();
+                b.unnamed = None;
+                let asked =
+                    tokio::time::timeout(timeout, b.query_row("SELECT pg_current_wal_lsn()::text"))
+                        .await;
+                let lsn = match asked {
+                    Ok(Ok(Some(row))) => row
+                        .first()
+                        .and_then(|v| v.as_deref())
+                        .and_then(crate::health::parse_lsn),
+                    Ok(Ok(None)) => None,
+                    _ => {
+                        reusable = false;
+                        None
+                    }
+                };
+                match lsn {
+                    Some(lsn) => Ryw::Lsn(lsn),
+                    // Position unknown: fall back to the time window.
+                    None => Ryw::Until(Instant::now() + window.max(Duration::from_secs(1))),
+                }
+            }
+        };
+        reusable
     }
 
-    /// The next replica in round-robin order that is not banned.
+    /// A healthy replica for a read, or `None` for the primary: round-robin or fewest
+    /// connections lent, never the writer, a banned or lagging node, or one that may not have
+    /// the client's last write.
     pub(super) fn pick_replica(&mut self) -> Option<usize> {
         let nodes = self.pools.len();
         if nodes < 2 {
             return None;
         }
+        let need_lsn = match self.ryw {
+            Ryw::Clear => None,
+            Ryw::Lsn(l) => Some(l),
+            Ryw::Until(t) if Instant::now() < t => {
+                self.sh.stats.ryw_redirects.fetch_add(1, Relaxed);
+                return None;
+            }
+            Ryw::Until(_) => {
+                self.ryw = Ryw::Clear;
+                None
+            }
+        };
         // Any node but the writer may serve reads: after a promotion the old primary's slot
         // may hold a replica.
-        let writer = self.sh.writer();
-        for _ in 0..nodes {
-            self.next_replica = self.next_replica.wrapping_add(1);
-            let node = self.next_replica % nodes;
-            if node == writer {
+        let writer = self.topo.writer();
+        let least = self.topo.config.routing.balance == Balance::LeastOutstanding;
+        self.next_replica = self.next_replica.wrapping_add(1);
+        let mut best: Option<(usize, usize)> = None;
+        let mut held_back = false;
+        // Rotate over the candidates (every node but the writer) so each gets an equal turn.
+        let candidates = nodes - 1;
+        for i in 0..candidates {
+            let k = (self.next_replica + i) % candidates;
+            let node = if k >= writer { k + 1 } else { k };
+            // Node 0 is only read from once the monitor has seen it as a healthy standby.
+            let h = &self.topo.nodes[node].health;
+            let lagging = h.lagging.load(Relaxed) || (node == 0 && !h.standby.load(Relaxed));
+            if lagging || self.pools[node].is_banned() {
                 continue;
             }
-            // Node 0 is only read from once the monitor has seen it as a healthy standby.
-            let h = &self.sh.health[node];
-            let lagging = h.lagging.load(std::sync::atomic::Ordering::Relaxed)
-                || (node == 0 && !h.standby.load(std::sync::atomic::Ordering::Relaxed));
-            if !lagging && !self.pools[node].is_banned() {
+            if need_lsn.is_some_and(|l| h.replay_lsn.load(Relaxed) < l) {
+                held_back = true;
+                continue;
+            }
+            if !least {
                 return Some(node);
             }
+            let lent = self.pools[node].outstanding();
+            if best.is_none_or(|(_, b)| lent < b) {
+                best = Some((node, lent));
+            }
         }
-        None
+        if best.is_none() {
+            let counter = if held_back {
+                &self.sh.stats.ryw_redirects
+            } else {
+                &self.sh.stats.no_replica
+            };
+            counter.fetch_add(1, Relaxed);
+        }
+        best.map(|(node, _)| node)
+    }
+
+    /// Attaches a server connection if none is — from a healthy replica when `read_only`, else
+    /// from the primary; on failure the client gets the error (and ReadyForQuery for a simple
+    /// query) and `false`.
+    pub(super) async fn attach(&mut self, simple_query: bool, read_only: bool) -> Result<bool> {
+        if self.backend.is_some() {
+            return Ok(true);
+        }
+        let mut checkout = None;
+        if read_only {
+            while let Some(node) = self.pick_replica() {
+                match self.pools[node].checkout().await {
+                    Ok(b) => {
+                        checkout = Some((node, Ok(b)));
+                        break;
+                    }
+                    Err(e) => {
+                        // Nothing was sent yet, so the primary can take the read instead.
+                        tracing::warn!(node = %self.topo.nodes[node].addr(), error = %e, "replica unavailable: banned");
+                        self.ban(node);
+                    }
+                }
+            }
+        }
+        let checkout_from_replica = checkout.is_some();
+        let (node, result) = match checkout {
+            Some(c) => c,
+            None => {
+                // The writable node: the configured primary, or a promoted replica.
+                let writer = self.topo.writer();
+                (writer, self.pools[writer].checkout().await)
+            }
+        };
+        match result {
+            Ok(mut b) => {
+                self.attached = node;
+                self.on_replica = checkout_from_replica;
+                // Read-your-writes follows what needed the primary, not reads that fell back.
+                self.wrote = !self.on_replica && !read_only && self.pools.len() > 1;
+                let stats = &self.topo.nodes[node].stats;
+                if read_only {
+                    stats.reads.fetch_add(1, Relaxed);
+                } else {
+                    stats.writes.fetch_add(1, Relaxed);
+                }
+                self.client_touched = false;
+                self.replay.clear();
+                if b.gucs != self.gucs {
+                    let sql = replay_sql(&self.gucs);
+                    proto::query(&mut self.bout, &sql);
+                    self.pending.push_back(Pending::Query { visible: false });
+                    // A simple query drops the unnamed statement; the applied settings are
+                    // recorded only once the replay succeeded (replies.rs).
+                    b.unnamed = None;
+                    b.gucs.clear();
+                }
+                self.cancel.attach(b.key, node);
+                self.backend = Some(b);
+                Ok(true)
+            }
+            Err(e) => {
+                let code = match &e {
+                    PoolError::CheckoutTimeout { .. } => "53300",
+                    PoolError::Connect(_) => "08006",
+                };
+                tracing::warn!(user = %self.user, error = %e, "no server connection");
+                let msg = match &e {
+                    PoolError::Connect(crate::backend::BackendError::Refused(raw)) => {
+                        let m = proto::fields(raw)
+                            .find(|(k, _)| *k == b'M')
+                            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default();
+                        format!("upstream refused the connection: {m}")
+                    }
+                    _ => e.to_string(),
+                };
+                self.drain_synthetic();
+                proto::error(&mut self.out, Severity::Error, code, &msg);
+                if simple_query {
+                    proto::ready(&mut self.out, self.tx_status);
+                } else {
+                    self.skip_until_sync = true;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Bans replica `node` for `routing.ban_time`.
+    pub(super) fn ban(&self, node: usize) {
+        self.pools[node].ban(self.topo.config.routing.ban_time.duration());
+        self.topo.nodes[node].stats.bans.fetch_add(1, Relaxed);
     }
 
     /// Whether `sql` (a statement text) is provably read-only, or starts a READ ONLY
@@ -131,7 +382,7 @@ where
             None => {}
         }
         loop {
-            let Ok(Some(h)) = proto::header(&buf[pos..], self.sh.config.limits.max_message_bytes)
+            let Ok(Some(h)) = proto::header(&buf[pos..], self.topo.config.limits.max_message_bytes)
             else {
                 return false; // The batch is not all here: the primary is always safe.
             };

@@ -1,0 +1,157 @@
+//! Configuration reload without a restart.
+//!
+//! SIGHUP, a change seen in the configuration file's directory, and `tidegate reload` all end in
+//! [`reload`]: read and validate the file, build the new topology (nodes, TLS), swap it in with
+//! one atomic store, then reconfigure the pools — resized in place, or retired when their server
+//! left the configuration. Sessions take the new topology when they next start a transaction,
+//! so a transaction open across a reload finishes on its own connection, and a reload that
+//! changes nothing closes no connection. A file that does not validate changes nothing: the
+//! running configuration stays, and the error is logged with its line and column.
+
+use crate::backend::{PoolSettings, PoolTimeouts};
+use crate::server::Shared;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tidegate_config::Config;
+
+/// Changes seen in the watched directory within this time make one reload.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file is unreadable or invalid (the message has file:line:col).
+    #[error("{0}")]
+    Config(#[from] tidegate_config::ConfigError),
+    /// The new configuration could not be put in service (e.g. its TLS key is unreadable).
+    #[error("{0}")]
+    Apply(#[from] crate::server::ServerError),
+}
+
+/// Settings read only at start; a reload that changes them keeps the running values.
+fn keep_start_only(old: &Config, new: &mut Config) {
+    if new.listen.sql != old.listen.sql {
+        tracing::warn!("listen.sql changed: the new address takes effect only after a restart");
+        new.listen = old.listen.clone();
+    }
+    if new.runtime.worker_threads != old.runtime.worker_threads {
+        tracing::warn!("runtime.worker_threads changed: takes effect only after a restart");
+        new.runtime.worker_threads = old.runtime.worker_threads;
+    }
+    if new.log.level != old.log.level || new.log.format != old.log.format {
+        tracing::warn!("log settings changed: they take effect only after a restart");
+        new.log = old.log.clone();
+    }
+}
+
+/// Reads `path` and puts it in service. On error nothing changes and
+/// `config_reload_failures` counts one more.
+pub async fn reload(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
+    let _one_at_a_time = sh.reload_lock.lock().await;
+    let result = apply(sh, path);
+    match &result {
+        Ok(generation) => {
+            sh.stats.reloads.fetch_add(1, Relaxed);
+            tracing::info!(
+                file = %path.display(),
+                generation,
+                "configuration reloaded"
+            );
+        }
+        Err(e) => {
+            sh.stats.reload_failures.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, "configuration reload failed: keeping the running configuration");
+        }
+    }
+    result
+}
+
+fn apply(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
+    let mut config = Config::load(path)?;
+    let old = sh.topology();
+    keep_start_only(&old.config, &mut config);
+    let topo = sh.build_topology(config, old.generation + 1)?;
+    let generation = topo.generation;
+    let p = &topo.config.pool;
+    let timeouts = PoolTimeouts {
+        connect: p.connect_timeout.duration(),
+        checkout: p.checkout_timeout.duration(),
+        idle: p.idle_timeout.get(),
+        check_after: p.check_after.duration(),
+    };
+    let size = p.size;
+    let servers: Vec<(String, u16)> = topo
+        .nodes
+        .iter()
+        .map(|n| (n.host.clone(), n.port))
+        .collect();
+    sh.current.store(Arc::new(topo));
+    sh.pools.reconfigure(|key| {
+        let i = servers
+            .iter()
+            .position(|(h, p)| *h == key.host && *p == key.port)?;
+        Some(PoolSettings {
+            size,
+            timeouts,
+            replica: i != 0,
+        })
+    });
+    Ok(generation)
+}
+
+/// Watches the directory of `path` and reloads when the file's contents change. Watching the
+/// directory, not the file, sees editors' rename-saves and Kubernetes' `..data` link swaps;
+/// a burst of events is debounced into one reload, and a rewrite with the same bytes is
+/// ignored. Runs until the returned task is aborted.
+pub fn watch(sh: Arc<Shared>, path: PathBuf) -> notify::Result<tokio::task::JoinHandle<()>> {
+    use notify::Watcher;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(tokio::spawn(async move {
+        let _watcher = watcher;
+        let mut last = std::fs::read(&path).ok();
+        while rx.recv().await.is_some() {
+            // Let the burst (write, rename, chmod…) settle, then drop what queued meanwhile.
+            loop {
+                tokio::time::sleep(DEBOUNCE).await;
+                let mut more = false;
+                while rx.try_recv().is_ok() {
+                    more = true;
+                }
+                if !more {
+                    break;
+                }
+            }
+            let now = std::fs::read(&path).ok();
+            if now.is_none() || now == last {
+                continue;
+            }
+            if reload(&sh, &path).await.is_ok() {
+                last = now;
+            }
+        }
+    }))
+}
+
+/// Reloads on every SIGHUP. Runs until the returned task is aborted.
+pub fn on_sighup(sh: Arc<Shared>, path: PathBuf) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            let _ = reload(&sh, &path).await;
+        }
+    }))
+}
