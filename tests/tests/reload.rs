@@ -408,3 +408,34 @@ async fn connect_retry(url: &str) -> tokio_postgres::Client {
     }
     panic!("cannot connect to {url}");
 }
+
+/// Kubernetes mounts a ConfigMap as `file -> ..data/file` with `..data -> ..<timestamp>/`, and
+/// updates it by pointing `..data` at a new directory (a rename of a new link over the old).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_link_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let pg = Postgres::start();
+    let mount = fresh_dir().expect("dir");
+    let v1 = mount.join("..2026_11_26_v1");
+    std::fs::create_dir(&v1).expect("v1");
+    std::fs::write(v1.join("tidegate.toml"), base_config(&pg, "")).expect("write v1");
+    symlink("..2026_11_26_v1", mount.join("..data")).expect("..data");
+    symlink("..data/tidegate.toml", mount.join("tidegate.toml")).expect("file link");
+    let path = mount.join("tidegate.toml");
+    let (broker, _watch) = Broker::start_file(&path).await;
+    let second = "[[users]]\nname = \"second\"\npassword = \"second\"\n";
+    let v2 = mount.join("..2026_11_26_v2");
+    std::fs::create_dir(&v2).expect("v2");
+    std::fs::write(v2.join("tidegate.toml"), base_config(&pg, second)).expect("write v2");
+    symlink("..2026_11_26_v2", mount.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).expect("swap");
+    let sh = broker.shared.clone();
+    assert!(
+        wait_for(Duration::from_secs(5), || sh.topology().generation == 2).await,
+        "the swap was reloaded"
+    );
+    let c = tidegate_tests::connect(&broker.url("second", "second", "postgres"))
+        .await
+        .expect("the new user logs in");
+    assert_eq!(one(&c, "SELECT 1").await, "1");
+}
