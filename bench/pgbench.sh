@@ -9,6 +9,7 @@ POOL=${POOL:-8}
 CLIENTS=${CLIENTS:-8}
 DURATION=${DURATION:-20}
 ROUNDS=${ROUNDS:-2}
+REPLICAS=${REPLICAS:-0}   # >0: also TideGate with this many streaming replicas ("tidegate+rep")
 TIDEGATE=${TIDEGATE:-$(cd "$(dirname "$0")/.." && pwd)/target/release/tidegate}   # "skip" = benchmark without TideGate
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
@@ -20,6 +21,8 @@ as_pg() { runuser -u postgres -- "$@"; }
 for n in SCALE POOL CLIENTS DURATION ROUNDS; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
 done
+[[ $REPLICAS =~ ^[0-9]$ ]] || die "REPLICAS must be 0..9 (got '$REPLICAS')"
+if [[ $REPLICAS -gt 0 && $TIDEGATE == skip ]]; then die "REPLICAS needs TideGate"; fi
 if [[ $TIDEGATE != skip && ! -x $TIDEGATE ]]; then
     die "TideGate binary not found at $TIDEGATE; build it with: cargo build --release -p tidegate"
 fi
@@ -28,34 +31,40 @@ for b in pgbench psql pg_isready python3 timeout; do command -v "$b" >/dev/null 
 
 TMP=$(mktemp -d /tmp/tidegate-bench.XXXXXX)
 chown postgres: "$TMP"
-TG_PID=""
+TG_PID="" TG2_PID=""
 cleanup() {
     set +e
-    if [[ -n $TG_PID ]] && kill -0 "$TG_PID" 2>/dev/null; then
-        kill -TERM "$TG_PID"
-        for _ in $(seq 50); do kill -0 "$TG_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$TG_PID" 2>/dev/null
-    fi
+    local p
+    for p in $TG_PID $TG2_PID; do
+        if kill -0 "$p" 2>/dev/null; then
+            kill -TERM "$p"
+            for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+            kill -KILL "$p" 2>/dev/null
+        fi
+    done
     if [[ -s $TMP/pgbouncer.pid ]]; then
         local p
         p=$(<"$TMP/pgbouncer.pid")
         kill -TERM "$p" 2>/dev/null
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
     fi
-    if [[ -s $TMP/data/postmaster.pid ]]; then
-        as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -m fast -t 30 stop >/dev/null 2>&1
-    fi
+    for d in "$TMP"/rep* "$TMP/data"; do
+        if [[ -s $d/postmaster.pid ]]; then
+            as_pg "$PGBIN/pg_ctl" -D "$d" -m fast -t 30 stop >/dev/null 2>&1
+        fi
+    done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Three distinct free loopback ports (sockets held open together so they differ).
-read -r PG_PORT PGB_PORT TG_PORT < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(3)]
+# Distinct free loopback ports (sockets held open together so they differ).
+read -r PG_PORT PGB_PORT TG_PORT TG2_PORT REP_PORTS < <(python3 -c '
+import socket, sys
+ss = [socket.socket() for _ in range(4 + int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in ss))')
+ps = [s.getsockname()[1] for s in ss]
+print(*ps[:4], ",".join(map(str, ps[4:])))' "$REPLICAS")
 
 wait_ready() {  # name port: up to 30 s for pg_isready
     for _ in $(seq 150); do
@@ -77,6 +86,22 @@ psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'CREATE DATABAS
 echo "== pgbench -i -s $SCALE"
 timeout --foreground 1800 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench \
     >"$TMP/init.log" 2>&1 || { cat "$TMP/init.log" >&2; die "pgbench -i failed"; }
+
+REPLICA_LIST=""
+if [[ $REPLICAS -gt 0 ]]; then
+    IFS=, read -r -a rports <<<"$REP_PORTS"
+    for i in $(seq 0 $((REPLICAS - 1))); do
+        port=${rports[$i]}
+        echo "== streaming replica $((i + 1)) on 127.0.0.1:$port (pg_basebackup -R)"
+        as_pg "$PGBIN/pg_basebackup" -D "$TMP/rep$i" -R -X stream -h 127.0.0.1 -p "$PG_PORT" -U postgres \
+            >"$TMP/basebackup$i.log" 2>&1 || { cat "$TMP/basebackup$i.log" >&2; die "pg_basebackup failed"; }
+        as_pg "$PGBIN/pg_ctl" -D "$TMP/rep$i" -l "$TMP/replica$i.log" -w -t 60 -o \
+            "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$TMP \
+             -c max_connections=200 -c shared_buffers=256MB" start >/dev/null ||
+            { tail -n 20 "$TMP/replica$i.log" >&2; die "replica $i did not start"; }
+        REPLICA_LIST+="${REPLICA_LIST:+, }\"127.0.0.1:$port\""
+    done
+fi
 
 # ---- 2. PgBouncer ----------------------------------------------------------------------
 echo "== PgBouncer on 127.0.0.1:$PGB_PORT"
@@ -128,6 +153,17 @@ EOF
     sleep 0.2
     kill -0 "$TG_PID" 2>/dev/null || { cat "$TMP/tidegate.log" >&2; die "TideGate exited at startup"; }
     wait_ready TideGate "$TG_PORT"
+    if [[ $REPLICAS -gt 0 ]]; then
+        echo "== TideGate with $REPLICAS replicas on 127.0.0.1:$TG2_PORT"
+        sed -e "s/127.0.0.1:$TG_PORT/127.0.0.1:$TG2_PORT/" "$TMP/tidegate.toml" >"$TMP/tidegate-rep.toml"
+        printf '[upstream]\nreplicas = [%s]\n' "$REPLICA_LIST" >>"$TMP/tidegate-rep.toml"
+        "$TIDEGATE" serve --config "$TMP/tidegate-rep.toml" >"$TMP/tidegate-rep.log" 2>&1 &
+        TG2_PID=$!
+        sleep 0.2
+        kill -0 "$TG2_PID" 2>/dev/null || { cat "$TMP/tidegate-rep.log" >&2; die "TideGate (replicas) exited"; }
+        wait_ready "TideGate (replicas)" "$TG2_PORT"
+        sleep 2   # let the health monitor see the replicas before the first read
+    fi
 else
     echo "== TideGate skipped (TIDEGATE=skip)"
 fi
@@ -147,14 +183,16 @@ us_per_tx() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN {if (n>0) printf "
 WORKLOADS=("select-only simple|-S -M simple" "select-only extended|-S -M extended"
            "select-only prepared|-S -M prepared" "tpc-b simple|-M simple")
 TARGETS=(direct pgbouncer tidegate)
-declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$PGB_PORT [tidegate]=$TG_PORT)
-declare -A PID=([pgbouncer]=$PGB_PID [tidegate]=$TG_PID)
+if [[ $REPLICAS -gt 0 ]]; then TARGETS+=(tidegate+rep); fi
+declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$PGB_PORT [tidegate]=$TG_PORT [tidegate+rep]=$TG2_PORT)
+declare -A PID=([pgbouncer]=$PGB_PID [tidegate]=$TG_PID [tidegate+rep]=$TG2_PID)
 declare -A TPS FAILED TXS TICKS   # keyed "workload|target"
 NA_PGB="n/a (pgbouncer 1.18 lacks prepared statements in transaction mode)"
 
 skipped() {  # target workload-args -> reason, or nothing if it runs
     if [[ $1 == tidegate && $TIDEGATE == skip ]]; then echo "skipped (TIDEGATE=skip)"
-    elif [[ $1 == pgbouncer && $2 == *prepared* ]]; then echo "$NA_PGB"; fi
+    elif [[ $1 == pgbouncer && $2 == *prepared* ]]; then echo "$NA_PGB"
+    elif [[ $1 == tidegate+rep && $2 != *-S* ]]; then echo "select-only only"; fi
 }
 
 run_one() {  # name args target round
@@ -177,7 +215,7 @@ run_one() {  # name args target round
     FAILED[$key]=$(( ${FAILED[$key]:-0} + ${fail:-0} ))
     TXS[$key]=$(( ${TXS[$key]:-0} + ${tx:-0} ))
     TICKS[$key]=$(( ${TICKS[$key]:-0} + t1 - t0 ))
-    printf '   round %d  %-9s  tps %10s  failed %s\n' "$r" "$t" "$tps" "${fail:-?}"
+    printf '   round %d  %-12s  tps %10s  failed %s\n' "$r" "$t" "$tps" "${fail:-?}"
 }
 
 for w in "${WORKLOADS[@]}"; do
@@ -221,6 +259,24 @@ for w in "${WORKLOADS[@]}"; do
         "${cpu[tidegate]}" "${cpu[pgbouncer]}" "${fl[direct]}/${fl[pgbouncer]}/${fl[tidegate]}"
     unset med cpu fl
 done
+if [[ $REPLICAS -gt 0 ]]; then
+    echo
+    echo "TideGate with $REPLICAS streaming replicas (reads spread over them) vs PgBouncer on the primary alone:"
+    fmt2='%-21s | %18s | %13s | %21s | %17s | %s\n'
+    # shellcheck disable=SC2059
+    printf "$fmt2" workload "tidegate+rep tps" "pgbouncer tps" "tidegate+rep/pgbouncer" "tidegate+rep µs/tx" failed
+    for w in "${WORKLOADS[@]}"; do
+        name=${w%%|*} args=${w#*|}
+        [[ -z $(skipped tidegate+rep "$args") ]] || continue
+        rep=$(tr ' ' '\n' <<<"${TPS[$name|tidegate+rep]}" | grep . | median)
+        pgb="n/a"
+        [[ -n $(skipped pgbouncer "$args") ]] || pgb=$(tr ' ' '\n' <<<"${TPS[$name|pgbouncer]}" | grep . | median)
+        # shellcheck disable=SC2059
+        printf "$fmt2" "$name" "$rep" "$pgb" "$(ratio "$rep" "$pgb")" \
+            "$(us_per_tx "${TICKS[$name|tidegate+rep]}" "${TXS[$name|tidegate+rep]}")" "${FAILED[$name|tidegate+rep]}"
+    done
+    echo "note: all servers share this machine's $(nproc) CPUs, so replicas add no CPU here; on separate hosts they would."
+fi
 echo
 for n in "${notes[@]}"; do echo "note: $n"; done
 if [[ $TIDEGATE == skip ]]; then echo "note: TideGate was skipped (TIDEGATE=skip, a debugging aid)"; fi
