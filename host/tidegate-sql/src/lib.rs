@@ -10,11 +10,13 @@ mod cache;
 mod classify;
 mod fingerprint;
 mod functions;
+mod lexer;
 
 pub use cache::ClassCache;
 pub use classify::{classify, Classification, Kind, TableName, TxControl, RECURSION_LIMIT};
-pub use fingerprint::{block_comment_end, fingerprint, Fingerprint};
+pub use fingerprint::{fingerprint, Fingerprint};
 pub use functions::{builtin_volatility, FunctionLookup, NoLookup, Volatility};
+pub use lexer::{block_comment_end, literals, Literal, LiteralKind};
 
 #[cfg(test)]
 mod tests;
