@@ -302,7 +302,12 @@ impl Walker<'_> {
             None | Some("pg_catalog" | "public") => builtin_volatility(name),
             _ => None,
         };
-        match builtin.or_else(|| self.lookup.volatility(schema, name)) {
+        let verdict = self
+            .lookup
+            .override_volatility(schema, name)
+            .or(builtin)
+            .or_else(|| self.lookup.volatility(schema, name));
+        match verdict {
             Some(Volatility::Immutable) => {}
             Some(Volatility::Stable | Volatility::VolatileReadOnly) => self.immutable = false,
             Some(Volatility::Writes) => self.write("function with side effects"),

@@ -3,7 +3,8 @@
 //! [`time_range`], which tells which time range a query reads.
 //!
 //! This crate never does I/O. Function volatility that only the database knows is supplied by
-//! the caller through [`FunctionLookup`]; anything unknown is treated as writing.
+//! the caller through [`FunctionLookup`] (e.g. a [`CatalogLookup`] built from `pg_proc` rows
+//! and configured allow/deny lists); anything unknown is treated as writing.
 //!
 //! # Time ranges and the classification cache
 //!
@@ -27,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod catalog;
 mod classify;
 mod fingerprint;
 mod functions;
@@ -36,6 +38,7 @@ mod timerange;
 mod timestamp;
 
 pub use cache::ClassCache;
+pub use catalog::{parse_function_name, BadFunctionName, CatalogLookup};
 pub use classify::{classify, Classification, Kind, TableName, TxControl, RECURSION_LIMIT};
 pub use fingerprint::{fingerprint, Fingerprint};
 pub use functions::{builtin_volatility, FunctionLookup, NoLookup, Volatility};
@@ -46,5 +49,7 @@ pub use timestamp::{parse_timestamp, NO_DEFAULT_OFFSET};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_catalog;
 #[cfg(test)]
 mod tests_time;
