@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use tidegate_sql::{classify, fingerprint, ClassCache, NoLookup};
+use tidegate_sql::{classify, fingerprint, time_range, ClassCache, NoLookup};
 
 const SHAPES: &[(&str, &str)] = &[
     ("pgbench_select", "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;"),
@@ -29,5 +29,23 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(classify_benches, benches);
+/// A TSBS `double-groupby`-style query as the TimescaleDB query generator writes it.
+const TSBS: &str = "SELECT time_bucket('3600 seconds', time) AS hour, hostname, avg(usage_user) AS mean_usage_user FROM cpu WHERE hostname IN ('host_1', 'host_7', 'host_9') AND time >= '2016-01-01 05:50:04.123456 +0000' AND time < '2016-01-01 17:50:04.123456 +0000' GROUP BY hour, hostname ORDER BY hour";
+
+fn time_ranges(c: &mut Criterion) {
+    let cache = ClassCache::new(1024);
+    let class = cache.classify(TSBS, &NoLookup);
+    assert_eq!(time_range(TSBS, &class, &[], 0).len(), 1);
+    c.bench_function("time_range/tsbs", |b| {
+        b.iter(|| time_range(black_box(TSBS), &class, &[], 0))
+    });
+    c.bench_function("cache_hit_and_time_range/tsbs", |b| {
+        b.iter(|| {
+            let class = cache.classify(black_box(TSBS), &NoLookup);
+            time_range(TSBS, &class, &[], 0)
+        })
+    });
+}
+
+criterion_group!(classify_benches, benches, time_ranges);
 criterion_main!(classify_benches);

@@ -45,6 +45,12 @@ impl ClassCache {
             .cloned()
     }
 
+    /// Forgets every cached verdict, e.g. after the function lookup changed (new catalog
+    /// snapshot, new allow/deny lists).
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Cached shapes.
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()

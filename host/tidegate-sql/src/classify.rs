@@ -2,6 +2,7 @@
 //! *provably* read-only (the only statements that may go to a replica).
 
 use crate::functions::{builtin_volatility, FunctionLookup, Volatility};
+use crate::timebound::{time_bounds, TimeBound};
 use sqlparser::ast::{
     Expr, Function, ObjectName, Query, Select, SetExpr, Statement, TableFactor,
     TransactionAccessMode, TransactionMode, Visit, Visitor,
@@ -75,6 +76,10 @@ pub struct Classification {
     pub statements: usize,
     /// Why it is not read-only (for logs and tests).
     pub reason: Option<&'static str>,
+    /// For a single plain SELECT: its time predicates' shape (which column is bounded by which
+    /// literal slot). Never values: those are read per statement text by
+    /// [`time_range`](crate::time_range).
+    pub time_bounds: Vec<TimeBound>,
 }
 
 impl Classification {
@@ -87,6 +92,7 @@ impl Classification {
             tx: None,
             statements: 0,
             reason: Some(reason),
+            time_bounds: Vec::new(),
         }
     }
 }
@@ -141,6 +147,10 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
             Some("pg_catalog" | "information_schema")
         ) || (t.schema.is_none() && t.name.starts_with("pg_"))
     });
+    let time_bounds = match statements.as_slice() {
+        [stmt] => time_bounds(stmt, sql),
+        _ => Vec::new(),
+    };
     Classification {
         kind,
         read_only,
@@ -149,6 +159,7 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
         tx,
         statements: statements.len(),
         reason,
+        time_bounds,
     }
 }
 
@@ -291,7 +302,12 @@ impl Walker<'_> {
             None | Some("pg_catalog" | "public") => builtin_volatility(name),
             _ => None,
         };
-        match builtin.or_else(|| self.lookup.volatility(schema, name)) {
+        let verdict = self
+            .lookup
+            .override_volatility(schema, name)
+            .or(builtin)
+            .or_else(|| self.lookup.volatility(schema, name));
+        match verdict {
             Some(Volatility::Immutable) => {}
             Some(Volatility::Stable | Volatility::VolatileReadOnly) => self.immutable = false,
             Some(Volatility::Writes) => self.write("function with side effects"),

@@ -1,7 +1,8 @@
 //! What the classifier knows about functions without asking the database.
 
-/// How a function behaves, for routing and caching.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a function behaves, for routing and caching. Ordered from best to worst: the `max` of
+/// two volatilities is the one to assume when either may apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Volatility {
     /// Same result for the same arguments, no side effects: replica-safe and cacheable.
     Immutable,
@@ -21,6 +22,13 @@ pub enum Volatility {
 pub trait FunctionLookup {
     /// `schema` is given when the call was qualified; `name` is lower-cased.
     fn volatility(&self, schema: Option<&str>, name: &str) -> Option<Volatility>;
+
+    /// A verdict that beats the built-in table as well (configured allow and deny lists).
+    /// Consulted first; `None` (the default) lets the built-in table, then
+    /// [`volatility`](Self::volatility), decide.
+    fn override_volatility(&self, _schema: Option<&str>, _name: &str) -> Option<Volatility> {
+        None
+    }
 }
 
 /// Knows nothing beyond the built-in table.

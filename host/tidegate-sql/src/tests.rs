@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use std::borrow::Cow;
 
 /// (statement, replica-safe, kind)
 const CASES: &[(&str, bool, Kind)] = &[
@@ -358,6 +359,48 @@ fn fingerprints_ignore_constants_whitespace_case_and_comments() {
             "{a} vs {b}"
         );
     }
+}
+
+#[test]
+fn literals_are_numbered_in_text_order() {
+    let sql = "SELECT 'a''b', E'c\\'d', N'n', B'101', X'ff', $t$ 'x' $t$, 1.5e-3, .5, $12 -- '1'\n/* '2' /* '3' */ */ FROM \"q'\"";
+    let lits: Vec<(LiteralKind, &str)> = literals(sql).iter().map(|l| (l.kind, l.text)).collect();
+    assert_eq!(
+        lits,
+        vec![
+            (LiteralKind::String, "'a''b'"),
+            (LiteralKind::EscapeString, "E'c\\'d'"),
+            (LiteralKind::NationalString, "N'n'"),
+            (LiteralKind::BitString, "B'101'"),
+            (LiteralKind::BitString, "X'ff'"),
+            (LiteralKind::DollarQuoted, "$t$ 'x' $t$"),
+            (LiteralKind::Number, "1.5e-3"),
+            (LiteralKind::Number, ".5"),
+            (LiteralKind::Param(12), "$12"),
+        ]
+    );
+    let values: Vec<Option<String>> = literals(sql)
+        .iter()
+        .map(|l| l.string_value().map(|v| v.into_owned()))
+        .collect();
+    assert_eq!(values[0].as_deref(), Some("a'b"));
+    assert_eq!(values[1].as_deref(), Some("c'd"));
+    assert_eq!(values[2].as_deref(), Some("n"));
+    assert_eq!(values[5].as_deref(), Some(" 'x' "));
+    assert!(matches!(
+        literals(sql)[5].string_value(),
+        Some(Cow::Borrowed(_))
+    ));
+    assert!(matches!(
+        literals(sql)[0].string_value(),
+        Some(Cow::Owned(_))
+    ));
+    assert_eq!(values[3], None);
+    assert_eq!(values[8], None);
+    // Unterminated and unusual escapes give no value rather than a wrong one.
+    assert_eq!(literals("SELECT 'abc")[0].string_value(), None);
+    assert_eq!(literals("SELECT E'a\\nb'")[0].string_value(), None);
+    assert_eq!(literals("SELECT $x$abc")[0].string_value(), None);
 }
 
 fn writes() -> impl Strategy<Value = String> {
