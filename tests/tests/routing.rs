@@ -657,3 +657,69 @@ async fn least_outstanding_avoids_the_busy_replica() {
         "never the busy one: {seen:?}"
     );
 }
+
+/// Function calls: volatility comes from the database's `pg_proc` (STABLE → replica, VOLATILE
+/// → primary); `read_only_functions` and `primary_functions` override it; a reload reads the
+/// lists and the catalog afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_volatility_comes_from_pg_proc_and_config_lists() {
+    let primary = Postgres::start();
+    primary.sql(
+        "postgres",
+        "CREATE FUNCTION ro_fn() RETURNS int STABLE LANGUAGE sql AS 'SELECT 1'; \
+         CREATE FUNCTION vol_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
+         CREATE FUNCTION denied_fn() RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT 1'; \
+         CREATE FUNCTION allowed_fn() RETURNS int VOLATILE LANGUAGE sql AS 'SELECT 1'",
+    );
+    let r = primary.start_replica();
+    r.wait_caught_up(&primary);
+    let lists = |extra: &str| {
+        tidegate_tests::base_config(
+            &primary,
+            &format!(
+                "[upstream]\nreplicas = [\"127.0.0.1:{}\"]\n[routing]\nread_your_writes = \"off\"\n\
+                 read_only_functions = [\"allowed_fn\"]\nprimary_functions = [\"denied_fn\"{extra}]\n",
+                r.port
+            ),
+        )
+    };
+    let path = tidegate_tests::fresh_dir()
+        .expect("dir")
+        .join("tidegate.toml");
+    std::fs::write(&path, lists("")).expect("write");
+    let broker = Broker::start_config(tidegate::config::Config::load(&path).expect("config")).await;
+    let c = broker.connect("postgres").await;
+    let on_replica = |f: &'static str| {
+        let c = &c;
+        async move { in_recovery(c, &format!("SELECT pg_is_in_recovery() WHERE {f}() = 1")).await }
+    };
+    assert!(on_replica("ro_fn").await, "STABLE in pg_proc: replica");
+    assert!(
+        on_replica("public.ro_fn").await,
+        "qualified STABLE: replica"
+    );
+    assert!(!on_replica("vol_fn").await, "VOLATILE in pg_proc: primary");
+    assert!(
+        !on_replica("denied_fn").await,
+        "primary_functions wins over IMMUTABLE"
+    );
+    assert!(
+        on_replica("allowed_fn").await,
+        "read_only_functions wins over VOLATILE"
+    );
+    // A reload that lists ro_fn for the primary takes effect for the same client.
+    std::fs::write(&path, lists(", \"ro_fn\"")).expect("write");
+    tidegate::reload::reload(&broker.shared, &path)
+        .await
+        .expect("reload");
+    assert!(!on_replica("ro_fn").await, "reloaded primary_functions");
+    // A malformed entry is refused with the key's name; the running lists stay.
+    std::fs::write(&path, lists(", \"a.b.c\"")).expect("write");
+    let err = tidegate::reload::reload(&broker.shared, &path)
+        .await
+        .expect_err("malformed function name")
+        .to_string();
+    assert!(err.contains("routing.primary_functions"), "{err}");
+    assert!(!on_replica("ro_fn").await);
+    assert!(on_replica("allowed_fn").await);
+}

@@ -479,6 +479,19 @@ impl Config {
         {
             return err("tls.mode", "TLS needs both tls.cert and tls.key");
         }
+        for (key, list) in [
+            (
+                "routing.read_only_functions",
+                &self.routing.read_only_functions,
+            ),
+            ("routing.primary_functions", &self.routing.primary_functions),
+        ] {
+            for entry in list {
+                if let Err(e) = tidegate_sql::parse_function_name(entry) {
+                    return err(key, &e.to_string());
+                }
+            }
+        }
         if self.users.is_empty() {
             return err("users", "at least one [[users]] entry is required");
         }

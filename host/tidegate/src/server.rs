@@ -20,6 +20,9 @@ pub enum ServerError {
     /// TLS material could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// A setting is unusable (e.g. a malformed function name).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// State shared by every session.
@@ -38,8 +41,6 @@ pub struct Shared {
     pub cancels: CancelRegistry,
     /// Shared server-side prepared statement names.
     pub statements: StatementRegistry,
-    /// Read/write classifications by statement fingerprint.
-    pub classes: tidegate_sql::ClassCache,
     /// Cancelled when shutdown starts: stop accepting, close idle clients.
     pub shutdown: CancellationToken,
     /// Set with `shutdown`; a plain flag for the per-transaction check.
@@ -73,8 +74,10 @@ impl Shared {
             TlsMode::Disable => None,
             _ => Some(load_tls(&config)?),
         };
+        let catalogs = crate::catalog::Catalogs::new(&config).map_err(ServerError::Config)?;
         Ok(Topology {
             generation,
+            catalogs,
             nodes: self.nodes.resolve(&config),
             config: Arc::new(config),
             tls,
@@ -96,6 +99,7 @@ impl Shared {
     pub fn new(config: Config) -> Result<Shared, ServerError> {
         let placeholder = Topology {
             generation: 0,
+            catalogs: crate::catalog::Catalogs::new(&config).map_err(ServerError::Config)?,
             config: Arc::new(config.clone()),
             nodes: Vec::new(),
             tls: None,
@@ -108,7 +112,6 @@ impl Shared {
             pools: Pools::default(),
             cancels: CancelRegistry::default(),
             statements: StatementRegistry::default(),
-            classes: tidegate_sql::ClassCache::new(10_000),
             shutdown: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
             force: CancellationToken::new(),

@@ -67,6 +67,8 @@ pub struct Topology {
     pub nodes: Vec<Arc<Node>>,
     /// TLS for clients, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Function catalogs and classification caches, per database.
+    pub catalogs: crate::catalog::Catalogs,
 }
 
 impl Topology {

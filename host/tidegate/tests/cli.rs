@@ -51,6 +51,11 @@ fn bad_configs_fail_with_a_location() {
         ),
         ("[listen]\nsql = \"not an address\"\n", ":2:", "address"),
         ("", "users", "at least one"),
+        (
+            "[routing]\nprimary_functions = [\"a.b.c\"]\n[[users]]\nname = \"a\"\npassword = \"a\"\n",
+            ":2:1: routing.primary_functions",
+            "a.b.c",
+        ),
     ];
     for (src, location, words) in cases {
         let (ok, text) = check(src);

@@ -259,17 +259,31 @@ impl Backend {
     /// Runs `sql` as a simple query and returns its first row's text values (`None` if no
     /// row or an error).
     pub async fn query_row(&mut self, sql: &str) -> std::io::Result<Option<Vec<Option<String>>>> {
+        Ok(self
+            .query_rows(sql, 1)
+            .await?
+            .and_then(|rows| rows.into_iter().next()))
+    }
+
+    /// Runs `sql` as a simple query and returns up to `max` rows' text values (`None` on an
+    /// error). The connection is left idle (the unnamed statement is gone).
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+        max: usize,
+    ) -> std::io::Result<Option<Vec<Vec<Option<String>>>>> {
         let mut out = BytesMut::new();
         proto::query(&mut out, sql);
         self.stream.write_all(&out).await?;
-        let mut row = None;
+        self.unnamed = None;
+        let mut rows = Vec::new();
         let mut failed = false;
         loop {
             match proto::header(&self.rbuf, 1 << 20) {
                 Ok(Some(h)) if self.rbuf.len() >= h.total => {
                     let msg = self.rbuf.split_to(h.total);
                     match h.tag {
-                        b'D' if row.is_none() => {
+                        b'D' if rows.len() < max => {
                             let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
                             let n = r.i16().unwrap_or(0).max(0) as usize;
                             let mut values = Vec::with_capacity(n);
@@ -282,10 +296,10 @@ impl Backend {
                                         .map(|v| String::from_utf8_lossy(v).into_owned()),
                                 );
                             }
-                            row = Some(values);
+                            rows.push(values);
                         }
                         b'E' => failed = true,
-                        b'Z' => return Ok(if failed { None } else { row }),
+                        b'Z' => return Ok((!failed).then_some(rows)),
                         _ => {}
                     }
                     continue;

@@ -92,6 +92,8 @@ pub struct Session<R, W> {
     topo: Arc<Topology>,
     /// How this client's connections log in (the primary's address).
     login: Target,
+    /// Function volatilities and classifications of this client's database.
+    catalog: Arc<crate::catalog::DbCatalog>,
     /// The primary's pool for this (database, role).
     pool: Arc<Pool>,
     /// Every node's pool: the primary first, then the replicas.
@@ -175,6 +177,7 @@ where
         cancel: Arc<CancelSlot>,
     ) -> Self {
         let pinned = topo.config.pool.mode == tidegate_config::PoolMode::Session;
+        let catalog = route::catalog_for(&topo, &login.database, &pools[0]);
         let timed = timed(&topo.config);
         let ryw_mode = route::ryw_mode(&topo.config, &user);
         // Long-lived waits: registering a fresh waiter per loop would take a lock each time.
@@ -186,6 +189,7 @@ where
             sh,
             topo,
             login,
+            catalog,
             pool: pools[0].clone(),
             next_replica: rand::random::<u32>() as usize,
             pools,

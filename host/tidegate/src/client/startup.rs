@@ -136,6 +136,10 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
     } = accepted;
     let pools = super::session::pools_for(&sh, &topo, &login);
     let pool = pools[0].clone();
+    if topo.has_replicas() {
+        // Routing needs the database's function volatilities: read once, by the first client.
+        topo.catalogs.load(&login.database, &pool).await;
+    }
     let targets = pools.iter().map(|p| p.target.clone()).collect();
     let registration = sh.cancels.register(targets);
     let mut stream = stream;

@@ -5,6 +5,7 @@
 use super::params::replay_sql;
 use super::{timed, Pending, Result, Session, Stmt};
 use crate::backend::{Backend, Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, Target};
+use crate::catalog::DbCatalog;
 use crate::proto::{self, Reader, Severity};
 use crate::server::Shared;
 use crate::topology::Topology;
@@ -12,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tidegate_config::{Balance, Config, ReadYourWrites};
-use tidegate_sql::{NoLookup, TxControl};
+use tidegate_sql::TxControl;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A leading comment that forces the primary.
@@ -111,6 +112,26 @@ pub fn pools_for(sh: &Shared, topo: &Topology, login: &Target) -> Vec<Arc<Pool>>
         .collect()
 }
 
+/// The function catalog of `database` under `topo`: the complete one if `pg_proc` was read,
+/// else the partial one while a background task reads it (only needed when replicas are
+/// configured: classification serves routing).
+pub(crate) fn catalog_for(
+    topo: &Arc<Topology>,
+    database: &str,
+    primary: &Arc<Pool>,
+) -> Arc<DbCatalog> {
+    if let Some(c) = topo.catalogs.get(database) {
+        return c;
+    }
+    if topo.has_replicas() {
+        let (topo, database, pool) = (topo.clone(), database.to_owned(), primary.clone());
+        tokio::spawn(async move {
+            topo.catalogs.load(&database, &pool).await;
+        });
+    }
+    topo.catalogs.partial()
+}
+
 /// The read-your-writes mode of `user`.
 pub(crate) fn ryw_mode(config: &Config, user: &str) -> ReadYourWrites {
     config
@@ -128,6 +149,11 @@ where
     /// with no server connection attached, so no transaction ever changes servers.
     pub(super) fn refresh_topology(&mut self) {
         if self.sh.current.load().generation == self.topo.generation || self.backend.is_some() {
+            if !self.catalog.complete && self.topo.has_replicas() {
+                if let Some(c) = self.topo.catalogs.get(&self.login.database) {
+                    self.catalog = c;
+                }
+            }
             return;
         }
         let topo = self.sh.topology();
@@ -141,6 +167,7 @@ where
         self.ryw_mode = ryw_mode(&topo.config, &self.user);
         self.timed = timed(&topo.config);
         self.attached = 0;
+        self.catalog = catalog_for(&topo, &self.login.database, &self.pools[0]);
         self.topo = topo;
     }
 
@@ -354,7 +381,8 @@ where
         let Ok(text) = std::str::from_utf8(sql) else {
             return false;
         };
-        let c = self.sh.classes.classify(text, &NoLookup);
+        let catalog = &self.catalog;
+        let c = catalog.classes.classify(text, &catalog.lookup);
         c.read_only || c.tx == Some(TxControl::Begin { read_only: true })
     }
 
