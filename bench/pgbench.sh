@@ -93,7 +93,7 @@ if [[ $REPLICAS -gt 0 ]]; then
     for i in $(seq 0 $((REPLICAS - 1))); do
         port=${rports[$i]}
         echo "== streaming replica $((i + 1)) on 127.0.0.1:$port (pg_basebackup -R)"
-        as_pg "$PGBIN/pg_basebackup" -D "$TMP/rep$i" -R -X stream -h 127.0.0.1 -p "$PG_PORT" -U postgres \
+        as_pg "$PGBIN/pg_basebackup" -D "$TMP/rep$i" -R -X stream -c fast -h 127.0.0.1 -p "$PG_PORT" -U postgres \
             >"$TMP/basebackup$i.log" 2>&1 || { cat "$TMP/basebackup$i.log" >&2; die "pg_basebackup failed"; }
         as_pg "$PGBIN/pg_ctl" -D "$TMP/rep$i" -l "$TMP/replica$i.log" -w -t 60 -o \
             "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$TMP \
