@@ -1,0 +1,348 @@
+//! Role-based access control as plain functions over plain values: what the plugin's
+//! `on-statement` decides, and what a user may do (for a CLI's "check privileges").
+
+use serde::Deserialize;
+use tidegate_plugin_sdk::prelude::*;
+use tidegate_plugin_sdk::{Decision, Denial, StatementKind, TableRef};
+
+/// The SQLSTATE of a denial: insufficient_privilege.
+pub const SQLSTATE: &str = "42501";
+
+/// The plugin's configuration (`[plugins.access-control.config]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A user with no role at all is denied everything (`true`, the default) or allowed
+    /// everything (`false`).
+    #[serde(default = "yes")]
+    pub deny_by_default: bool,
+    /// Each role's rules.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<RuleConfig>>,
+    /// Roles granted to broker users, on top of those the broker configuration grants.
+    #[serde(default)]
+    pub users: BTreeMap<String, Vec<String>>,
+    /// The schema unqualified table names are taken to be in (e.g. `"public"`), for matching
+    /// `schema.*` and `schema.table` patterns. Unset (the default), an unqualified name
+    /// matches only `*` and bare `table` patterns: the plugin cannot see the session's
+    /// `search_path`.
+    #[serde(default)]
+    pub unqualified_schema: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn all_tables() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// One rule of a role, as configured.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Statement kinds it permits: `read`, `write`, `ddl`, `utility`, `transaction`, or `*`.
+    pub kinds: Vec<String>,
+    /// Tables it permits them on: `*`, `schema.*`, `schema.table` or `table` (any schema).
+    /// Default `["*"]`.
+    #[serde(default = "all_tables")]
+    pub tables: Vec<String>,
+}
+
+/// A table pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    /// `*`: every table.
+    Any,
+    /// `schema.*`: every table of a schema.
+    Schema(String),
+    /// `schema.table`.
+    Qualified(String, String),
+    /// `table`: a table of that name in any schema.
+    Bare(String),
+}
+
+impl Pattern {
+    /// Reads a pattern.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid table pattern {text:?} (expected *, schema.*, schema.table or table)")
+        };
+        let ok = |s: &str| !s.is_empty() && !s.contains('*') && !s.contains('.');
+        if text == "*" {
+            return Ok(Pattern::Any);
+        }
+        match text.split_once('.') {
+            Some((schema, "*")) if ok(schema) => Ok(Pattern::Schema(schema.to_owned())),
+            Some((schema, table)) if ok(schema) && ok(table) => {
+                Ok(Pattern::Qualified(schema.to_owned(), table.to_owned()))
+            }
+            None if ok(text) => Ok(Pattern::Bare(text.to_owned())),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Whether it covers `table`, whose schema is `table.schema` or else `unqualified_schema`.
+    pub fn matches(&self, table: &TableRef, unqualified_schema: Option<&str>) -> bool {
+        let schema = table.schema.as_deref().or(unqualified_schema);
+        match self {
+            Pattern::Any => true,
+            Pattern::Schema(s) => schema == Some(s.as_str()),
+            Pattern::Qualified(s, t) => schema == Some(s.as_str()) && *t == table.name,
+            Pattern::Bare(t) => *t == table.name,
+        }
+    }
+}
+
+impl core::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Pattern::Any => f.write_str("*"),
+            Pattern::Schema(s) => write!(f, "{s}.*"),
+            Pattern::Qualified(s, t) => write!(f, "{s}.{t}"),
+            Pattern::Bare(t) => f.write_str(t),
+        }
+    }
+}
+
+/// A checked rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The kinds it permits.
+    pub kinds: Vec<StatementKind>,
+    /// The tables it permits them on.
+    pub tables: Vec<Pattern>,
+}
+
+impl Rule {
+    fn permits_kind(&self, kind: StatementKind) -> bool {
+        self.kinds.contains(&kind)
+    }
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    deny_by_default: bool,
+    roles: BTreeMap<String, Vec<Rule>>,
+    users: BTreeMap<String, Vec<String>>,
+    unqualified_schema: Option<String>,
+}
+
+/// What a user may do: the answer to "check privileges".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privileges {
+    /// The user's roles: the broker's, then the plugin configuration's, without duplicates.
+    pub roles: Vec<String>,
+    /// The user has no role and `deny_by_default` is off: everything is allowed.
+    pub unrestricted: bool,
+    /// Each rule that applies, with the role it comes from. Transaction statements are always
+    /// allowed and not listed.
+    pub rules: Vec<(String, Rule)>,
+    /// Roles the user has that the configuration does not define (they grant nothing).
+    pub undefined_roles: Vec<String>,
+}
+
+impl Privileges {
+    /// Lines a person can read, e.g. `writer: read, write on public.*, metrics`.
+    pub fn describe(&self) -> Vec<String> {
+        if self.unrestricted {
+            return vec!["no role: everything is allowed (deny_by_default is off)".to_owned()];
+        }
+        if self.roles.is_empty() {
+            return vec!["no role: everything but transaction control is denied".to_owned()];
+        }
+        let mut lines: Vec<String> = self
+            .rules
+            .iter()
+            .map(|(role, rule)| {
+                let kinds: Vec<&str> = rule.kinds.iter().map(|k| k.as_str()).collect();
+                let tables: Vec<String> = rule.tables.iter().map(ToString::to_string).collect();
+                format!("{role}: {} on {}", kinds.join(", "), tables.join(", "))
+            })
+            .collect();
+        for role in &self.undefined_roles {
+            lines.push(format!("{role}: not defined, grants nothing"));
+        }
+        if self.rules.is_empty() {
+            lines.push("nothing but transaction control is allowed".to_owned());
+        }
+        lines
+    }
+}
+
+fn kinds(names: &[String]) -> Result<Vec<StatementKind>, String> {
+    let mut out = Vec::new();
+    for name in names {
+        if name == "*" {
+            return Ok(StatementKind::ALL.to_vec());
+        }
+        let kind = StatementKind::parse(name).ok_or_else(|| {
+            format!("unknown statement kind {name:?} (read, write, ddl, utility, transaction, *)")
+        })?;
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    Ok(out)
+}
+
+impl Policy {
+    /// Checks a configuration: kinds and patterns must parse, rules must name a kind and a
+    /// table, and the `users` map may grant only defined roles.
+    pub fn new(config: Config) -> Result<Self, String> {
+        let mut roles = BTreeMap::new();
+        for (role, rules) in config.roles {
+            let mut checked = Vec::new();
+            for (i, rule) in rules.into_iter().enumerate() {
+                let at = |e: String| format!("roles.{role}[{i}]: {e}");
+                let kinds = kinds(&rule.kinds).map_err(at)?;
+                let tables = rule
+                    .tables
+                    .iter()
+                    .map(|t| Pattern::parse(t))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(at)?;
+                if kinds.is_empty() || tables.is_empty() {
+                    return Err(at(
+                        "a rule needs at least one kind and one table pattern".into()
+                    ));
+                }
+                checked.push(Rule { kinds, tables });
+            }
+            roles.insert(role, checked);
+        }
+        for (user, granted) in &config.users {
+            if let Some(role) = granted.iter().find(|r| !roles.contains_key(*r)) {
+                return Err(format!(
+                    "users.{user}: role {role:?} is not defined in roles"
+                ));
+            }
+        }
+        if config.unqualified_schema.as_deref() == Some("") {
+            return Err("unqualified_schema: empty schema name".to_owned());
+        }
+        Ok(Policy {
+            deny_by_default: config.deny_by_default,
+            roles,
+            users: config.users,
+            unqualified_schema: config.unqualified_schema,
+        })
+    }
+
+    /// The user's roles: `broker_roles` (the principal's), then those of the `users` map.
+    pub fn roles_of(&self, user: &str, broker_roles: &[String]) -> Vec<String> {
+        let mut roles: Vec<String> = Vec::new();
+        let extra = self.users.get(user).map(Vec::as_slice).unwrap_or_default();
+        for role in broker_roles.iter().chain(extra) {
+            if !roles.contains(role) {
+                roles.push(role.clone());
+            }
+        }
+        roles
+    }
+
+    /// What `user`, granted `broker_roles` by the broker, may do.
+    pub fn privileges(&self, user: &str, broker_roles: &[String]) -> Privileges {
+        let roles = self.roles_of(user, broker_roles);
+        let unrestricted = roles.is_empty() && !self.deny_by_default;
+        let mut rules = Vec::new();
+        let mut undefined_roles = Vec::new();
+        for role in &roles {
+            match self.roles.get(role) {
+                Some(rs) => rules.extend(rs.iter().map(|r| (role.clone(), r.clone()))),
+                None => undefined_roles.push(role.clone()),
+            }
+        }
+        Privileges {
+            roles,
+            unrestricted,
+            rules,
+            undefined_roles,
+        }
+    }
+
+    /// Decides about a statement of `kind` on `tables` by `user`, granted `broker_roles`.
+    pub fn decide(
+        &self,
+        user: &str,
+        broker_roles: &[String],
+        kind: StatementKind,
+        tables: &[TableRef],
+    ) -> Decision {
+        if kind == StatementKind::Transaction {
+            return Decision::Allow;
+        }
+        let privileges = self.privileges(user, broker_roles);
+        if privileges.unrestricted {
+            return Decision::Allow;
+        }
+        if privileges.roles.is_empty() {
+            return Decision::Deny(
+                Denial::new(
+                    SQLSTATE,
+                    format!("permission denied: user {user} has no role (tidegate access-control)"),
+                )
+                .with_hint("ask an administrator to grant this user a TideGate role"),
+            );
+        }
+        let rules: Vec<&Rule> = privileges
+            .rules
+            .iter()
+            .map(|(_, rule)| rule)
+            .filter(|rule| rule.permits_kind(kind))
+            .collect();
+        let who = privileges.roles.join(", ");
+        if tables.is_empty() {
+            if rules.is_empty() {
+                return Decision::Deny(
+                    Denial::new(
+                        SQLSTATE,
+                        format!(
+                            "permission denied: role(s) {who} may not run {kind} statements \
+                             (tidegate access-control)"
+                        ),
+                    )
+                    .with_hint(format!(
+                        "ask an administrator for a role with a rule allowing {kind}"
+                    )),
+                );
+            }
+            return Decision::Allow;
+        }
+        let schema = self.unqualified_schema.as_deref();
+        for table in tables {
+            let covered = rules
+                .iter()
+                .any(|rule| rule.tables.iter().any(|p| p.matches(table, schema)));
+            if !covered {
+                return Decision::Deny(
+                    Denial::new(
+                        SQLSTATE,
+                        format!(
+                            "permission denied: role(s) {who} may not {} table {table} \
+                             (tidegate access-control)",
+                            verb(kind)
+                        ),
+                    )
+                    .with_hint(format!(
+                        "ask an administrator for a role with a rule allowing {kind} on {table}"
+                    )),
+                );
+            }
+        }
+        Decision::Allow
+    }
+}
+
+/// How a denial names what a statement of `kind` does to a table.
+fn verb(kind: StatementKind) -> &'static str {
+    match kind {
+        StatementKind::Read => "read",
+        StatementKind::Write => "write",
+        StatementKind::Ddl => "run DDL on",
+        StatementKind::Utility => "run utility statements on",
+        StatementKind::Transaction => "run transaction statements on",
+    }
+}
