@@ -1,0 +1,873 @@
+//! The continuous-aggregate rewrite: a query that computes exactly what a continuous aggregate
+//! stores is rewritten to read the aggregate instead of the raw hypertable.
+//!
+//! Only one shape is recognised, and only exactly:
+//!
+//! ```sql
+//! SELECT time_bucket('<bucket>', <time>) [AS b], <g1>, …, <agg1> [AS a1], …
+//! FROM <hypertable> [[AS] alias]
+//! [WHERE <conditions on the time column and the group columns>]
+//! GROUP BY <b | ordinal | the time_bucket expression>, <g1 | ordinal>, …
+//! [ORDER BY <output columns, ordinals, group columns or aggregates> [ASC|DESC] [NULLS …], …]
+//! [LIMIT n] [OFFSET n]
+//! ```
+//!
+//! where the bucket equals the aggregate's, the group columns are exactly the aggregate's, and
+//! every aggregate expression is one the aggregate stores. Anything else is left alone.
+
+use crate::config::TableName;
+use crate::lexer::Kind;
+use crate::scan::{quote_ident, Scan};
+use serde::Deserialize;
+use tidegate_plugin_sdk::prelude::*;
+
+/// A continuous aggregate, as configured (TideGate fills these in from the catalog).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The aggregate's view: `"schema.view"` or `"view"`.
+    pub name: String,
+    /// The hypertable it aggregates.
+    pub hypertable: String,
+    /// Its `time_bucket` width, e.g. `"1 hour"`.
+    pub bucket: String,
+    /// The aggregate's bucket column. Default `"bucket"`.
+    #[serde(default = "default_bucket_column")]
+    pub time_column: String,
+    /// The hypertable's time column, if not the one the optimizer's `time_column` gives.
+    #[serde(default)]
+    pub hypertable_time_column: Option<String>,
+    /// The columns it groups by besides the bucket (named the same in the aggregate).
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Each aggregate expression over the hypertable (e.g. `"avg(cpu)"`) and the aggregate's
+    /// column holding it (e.g. `"avg_cpu"`).
+    #[serde(default)]
+    pub aggregates: BTreeMap<String, String>,
+}
+
+fn default_bucket_column() -> String {
+    "bucket".to_owned()
+}
+
+/// A bucket width, normalised so that equal widths compare equal within a unit family
+/// (`'60 minutes'` = `'1 hour'`, `'1 week'` = `'7 days'`, `'1 year'` = `'12 months'`), but never
+/// across them (`'1 day'` ≠ `'24 hours'`: time_bucket may treat them differently).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bucket {
+    /// Microseconds, from microsecond … hour units.
+    Micros(u128),
+    /// Days, from day and week units.
+    Days(u128),
+    /// Months, from month and year units.
+    Months(u128),
+    /// Anything else (an integer width, or a form not parsed), lower-cased and with blanks
+    /// collapsed.
+    Other(String),
+}
+
+impl Bucket {
+    /// Reads a width like `"1 hour"`, `"15min"`, `"1 hour 30 minutes"` or `"10"`.
+    pub fn parse(text: &str) -> Self {
+        let norm = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_ascii_lowercase();
+        Self::units(&norm).unwrap_or(Bucket::Other(norm))
+    }
+
+    fn units(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        let (mut micros, mut days, mut months) = (0u128, 0u128, 0u128);
+        let mut i = 0;
+        let mut any = false;
+        while i < b.len() {
+            while i < b.len() && b[i] == b' ' {
+                i += 1;
+            }
+            let n_start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let n: u128 = text.get(n_start..i)?.parse().ok()?;
+            while i < b.len() && b[i] == b' ' {
+                i += 1;
+            }
+            let u_start = i;
+            while i < b.len() && b[i].is_ascii_alphabetic() {
+                i += 1;
+            }
+            let unit = &text[u_start..i];
+            let (family, scale): (u8, u128) = match unit {
+                "microsecond" | "microseconds" | "us" | "usec" | "usecs" => (0, 1),
+                "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => (0, 1_000),
+                "second" | "seconds" | "s" | "sec" | "secs" => (0, 1_000_000),
+                "minute" | "minutes" | "m" | "min" | "mins" => (0, 60_000_000),
+                "hour" | "hours" | "h" | "hr" | "hrs" => (0, 3_600_000_000),
+                "day" | "days" | "d" => (1, 1),
+                "week" | "weeks" | "w" => (1, 7),
+                "month" | "months" | "mon" | "mons" => (2, 1),
+                "year" | "years" | "y" | "yr" | "yrs" => (2, 12),
+                _ => return None,
+            };
+            let slot = match family {
+                0 => &mut micros,
+                1 => &mut days,
+                _ => &mut months,
+            };
+            *slot = slot.checked_add(n.checked_mul(scale)?)?;
+            any = true;
+        }
+        match (any, micros, days, months) {
+            (true, m, 0, 0) if m > 0 => Some(Bucket::Micros(m)),
+            (true, 0, d, 0) if d > 0 => Some(Bucket::Days(d)),
+            (true, 0, 0, m) if m > 0 => Some(Bucket::Months(m)),
+            _ => None,
+        }
+    }
+}
+
+/// A checked continuous aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cagg {
+    /// Its view.
+    pub name: TableName,
+    /// The hypertable it aggregates.
+    pub hypertable: TableName,
+    /// The hypertable's time column.
+    pub time_column: String,
+    /// Its bucket width.
+    pub bucket: Bucket,
+    /// Its bucket column.
+    pub bucket_column: String,
+    /// Its group columns, sorted.
+    pub group_by: Vec<String>,
+    /// Normalised aggregate expressions and the columns holding them.
+    pub aggregates: Vec<(String, String)>,
+}
+
+impl Cagg {
+    /// Checks a configured aggregate of `hypertable`, whose time column is `time_column`
+    /// unless the configuration names another.
+    pub fn new(c: Config, hypertable: TableName, time_column: String) -> Result<Self, String> {
+        let name = TableName::parse(&c.name).map_err(|e| format!("name: {e}"))?;
+        if c.bucket.trim().is_empty() {
+            return Err("bucket: empty".to_owned());
+        }
+        if c.time_column.is_empty() || c.group_by.iter().any(String::is_empty) {
+            return Err("empty column name".to_owned());
+        }
+        let mut aggregates = Vec::new();
+        for (expr, column) in &c.aggregates {
+            let scan = Scan::new(expr).filter(|s| !s.is_empty());
+            let norm = scan
+                .and_then(|s| normalize(&s, 0, s.len(), &[]))
+                .ok_or_else(|| format!("aggregates: cannot read {expr:?}"))?;
+            if column.is_empty() {
+                return Err(format!("aggregates.{expr}: empty column name"));
+            }
+            aggregates.push((norm, column.clone()));
+        }
+        let mut group_by = c.group_by;
+        group_by.sort();
+        group_by.dedup();
+        Ok(Cagg {
+            name,
+            hypertable,
+            time_column: c.hypertable_time_column.unwrap_or(time_column),
+            bucket: Bucket::parse(&c.bucket),
+            bucket_column: c.time_column,
+            group_by,
+            aggregates,
+        })
+    }
+}
+
+/// An expression's tokens `[a, b)` as one canonical string: words lower-cased, qualifiers in
+/// `quals` dropped, a space only between adjacent words. `None` if it holds a qualified name
+/// whose qualifier is not in `quals`.
+pub fn normalize(scan: &Scan<'_>, a: usize, b: usize, quals: &[String]) -> Option<String> {
+    let mut out = String::new();
+    let mut prev_wordish = false;
+    let mut i = a;
+    while i < b {
+        if scan.is(i + 1, Kind::Dot) && i + 2 < b {
+            let q = scan.t[i].ident(scan.sql)?;
+            if !quals.contains(&q) {
+                return None;
+            }
+            i += 2;
+            continue;
+        }
+        let t = scan.t[i];
+        let wordish = matches!(
+            t.kind,
+            Kind::Word | Kind::Quoted | Kind::Number | Kind::Param | Kind::String
+        );
+        if wordish && prev_wordish {
+            out.push(' ');
+        }
+        match t.kind {
+            // A keyword stays a keyword; a quoted name is quoted only if it must be.
+            Kind::Word => out.push_str(&t.text(scan.sql).to_ascii_lowercase()),
+            Kind::Quoted => out.push_str(&quote_ident(&t.ident(scan.sql)?)),
+            _ => out.push_str(t.text(scan.sql)),
+        }
+        prev_wordish = wordish;
+        i += 1;
+    }
+    Some(out)
+}
+
+/// Token ranges split at commas of depth `depth`.
+fn split(scan: &Scan<'_>, a: usize, b: usize, depth: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = a;
+    for i in a..b {
+        if scan.is(i, Kind::Comma) && scan.depth[i] == depth {
+            out.push((start, i));
+            start = i + 1;
+        }
+    }
+    out.push((start, b));
+    out
+}
+
+/// Renders tokens `[a, b)` as in the text, one space where the text had any gap.
+fn render(scan: &Scan<'_>, a: usize, b: usize) -> String {
+    let mut out = Pieces::default();
+    for i in a..b {
+        out.push(scan, i, i + 1, scan.text(i));
+    }
+    out.text
+}
+
+/// Rendered text built from pieces standing for token ranges.
+#[derive(Default)]
+struct Pieces {
+    text: String,
+    last_end: Option<usize>,
+}
+
+impl Pieces {
+    /// Appends `text` standing for tokens `[a, b)`.
+    fn push(&mut self, scan: &Scan<'_>, a: usize, b: usize, text: &str) {
+        if let Some(end) = self.last_end {
+            if scan.t[a].start > end {
+                self.text.push(' ');
+            }
+        }
+        self.text.push_str(text);
+        self.last_end = Some(scan.t[b - 1].end);
+    }
+}
+
+/// A select-list item: its expression and its alias token.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    a: usize,
+    b: usize,
+    alias: Option<usize>,
+}
+
+/// An ORDER BY item: its expression and its ASC/DESC/NULLS suffix.
+#[derive(Debug, Clone, Copy)]
+struct OrderItem {
+    a: usize,
+    b: usize,
+    suffix_end: usize,
+}
+
+/// The parsed shape of a candidate query.
+#[derive(Debug, Clone)]
+struct Query {
+    items: Vec<Item>,
+    table: Vec<String>,
+    alias: Option<usize>,
+    where_: Option<(usize, usize)>,
+    group: Vec<(usize, usize)>,
+    order: Vec<OrderItem>,
+    tail: (usize, usize),
+}
+
+const FROM_ENDS: &[&str] = &[
+    "where",
+    "group",
+    "order",
+    "limit",
+    "offset",
+    "join",
+    "inner",
+    "left",
+    "right",
+    "full",
+    "cross",
+    "natural",
+    "tablesample",
+    "window",
+    "having",
+    "fetch",
+    "for",
+    "union",
+    "intersect",
+    "except",
+    "on",
+    "using",
+];
+
+fn is_name(scan: &Scan<'_>, i: usize) -> bool {
+    scan.is(i, Kind::Word) || scan.is(i, Kind::Quoted)
+}
+
+impl Query {
+    fn parse(scan: &Scan<'_>) -> Option<Self> {
+        let n = scan.single_statement()?;
+        let at0 = |i: usize, w: &str| i < n && scan.depth[i] == 0 && scan.is_word(i, w);
+        if !at0(0, "select") || at0(1, "distinct") || at0(1, "all") {
+            return None;
+        }
+        let from = (1..n).find(|&i| at0(i, "from"))?;
+        let mut items = Vec::new();
+        for (a, b) in split(scan, 1, from, 0) {
+            if a >= b {
+                return None;
+            }
+            let alias = if b - a >= 3 && scan.is_word(b - 2, "as") && is_name(scan, b - 1) {
+                Some((b - 1, b - 2))
+            } else if b - a >= 2
+                && is_name(scan, b - 1)
+                && (scan.is(b - 2, Kind::Close)
+                    || (is_name(scan, b - 2) && !scan.is(b - 3, Kind::Op)))
+                && !scan.is(b - 2, Kind::Dot)
+            {
+                Some((b - 1, b - 1))
+            } else {
+                None
+            };
+            items.push(match alias {
+                Some((alias, end)) => Item {
+                    a,
+                    b: end,
+                    alias: Some(alias),
+                },
+                None => Item { a, b, alias: None },
+            });
+        }
+        // FROM <table> [[AS] alias]
+        let (table, mut p) = scan.colref(from + 1)?;
+        if table.len() > 2 {
+            return None;
+        }
+        let mut alias = None;
+        if at0(p, "as") && is_name(scan, p + 1) {
+            alias = Some(p + 1);
+            p += 2;
+        } else if p < n && is_name(scan, p) && !FROM_ENDS.iter().any(|w| scan.is_word(p, w)) {
+            alias = Some(p);
+            p += 1;
+        }
+        let mut where_ = None;
+        if at0(p, "where") {
+            let g = (p + 1..n).find(|&i| at0(i, "group"))?;
+            where_ = Some((p + 1, g));
+            p = g;
+        }
+        if !(at0(p, "group") && at0(p + 1, "by")) {
+            return None;
+        }
+        let g_end = (p + 2..n)
+            .find(|&i| GROUP_ENDS.iter().any(|w| at0(i, w)))
+            .unwrap_or(n);
+        let group = split(scan, p + 2, g_end, 0);
+        if group.iter().any(|(a, b)| a >= b) {
+            return None;
+        }
+        p = g_end;
+        let mut order = Vec::new();
+        if at0(p, "order") && at0(p + 1, "by") {
+            let o_end = (p + 2..n)
+                .find(|&i| at0(i, "limit") || at0(i, "offset"))
+                .unwrap_or(n);
+            for (a, b) in split(scan, p + 2, o_end, 0) {
+                let mut e = b;
+                if e >= a + 2
+                    && scan.is_word(e - 2, "nulls")
+                    && (scan.is_word(e - 1, "first") || scan.is_word(e - 1, "last"))
+                {
+                    e -= 2;
+                }
+                if e > a && (scan.is_word(e - 1, "asc") || scan.is_word(e - 1, "desc")) {
+                    e -= 1;
+                }
+                if e <= a {
+                    return None;
+                }
+                order.push(OrderItem {
+                    a,
+                    b: e,
+                    suffix_end: b,
+                });
+            }
+            p = o_end;
+        }
+        // [LIMIT n|ALL] [OFFSET n [ROW|ROWS]], in either order
+        let tail = (p, n);
+        while p < n {
+            let value = |i: usize| scan.is(i, Kind::Number) || scan.is(i, Kind::Param);
+            if at0(p, "limit") && (value(p + 1) || scan.is_word(p + 1, "all")) {
+                p += 2;
+            } else if at0(p, "offset") && value(p + 1) {
+                p += 2;
+                if scan.is_word(p, "row") || scan.is_word(p, "rows") {
+                    p += 1;
+                }
+            } else {
+                return None;
+            }
+        }
+        Some(Query {
+            items,
+            table,
+            alias,
+            where_,
+            group,
+            order,
+            tail,
+        })
+    }
+}
+
+/// Words that end a GROUP BY list (the tail parser accepts only ORDER, LIMIT and OFFSET).
+const GROUP_ENDS: &[&str] = &[
+    "order",
+    "limit",
+    "offset",
+    "having",
+    "window",
+    "fetch",
+    "for",
+    "union",
+    "intersect",
+    "except",
+];
+
+/// What a select-list item is, for one aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Class {
+    Bucket,
+    Group(String),
+    Agg(usize),
+}
+
+/// The words a rewritten WHERE clause may hold besides columns, literals and function calls.
+const WHERE_WORDS: &[&str] = &[
+    "and",
+    "or",
+    "not",
+    "between",
+    "symmetric",
+    "is",
+    "null",
+    "true",
+    "false",
+    "unknown",
+    "in",
+    "like",
+    "ilike",
+    "similar",
+    "to",
+    "escape",
+    "distinct",
+    "from",
+    "at",
+    "zone",
+    "interval",
+    "current_timestamp",
+    "current_date",
+    "current_time",
+    "localtimestamp",
+    "localtime",
+    "any",
+    "all",
+    "some",
+    "case",
+    "when",
+    "then",
+    "else",
+    "end",
+    "isnull",
+    "notnull",
+];
+
+/// Words that may follow `::` as part of a type name.
+const TYPE_WORDS: &[&str] = &["with", "without", "time", "zone", "precision", "varying"];
+
+/// The comparisons a rewritten time condition may use.
+const RANGE_OPS: &[&str] = &["<", "<=", ">", ">="];
+
+struct Rewriter<'s, 'a> {
+    scan: &'s Scan<'a>,
+    q: &'s Query,
+    cagg: &'s Cagg,
+    quals: Vec<String>,
+}
+
+impl Rewriter<'_, '_> {
+    /// The column a reference names, if it is this query's table's.
+    fn column(&self, parts: &[String]) -> Option<String> {
+        match parts {
+            [name] => Some(name.clone()),
+            [q, name] if self.quals.contains(q) => Some(name.clone()),
+            _ => None,
+        }
+    }
+
+    /// `time_bucket('<bucket>', <time>)` over `[a, b)`, with this aggregate's bucket.
+    fn is_bucket(&self, a: usize, b: usize) -> bool {
+        let s = self.scan;
+        if !(s.is_word(a, "time_bucket")
+            && s.is(a + 1, Kind::Open)
+            && s.close_of(a + 1) == Some(b - 1))
+        {
+            return false;
+        }
+        let args = split(s, a + 2, b - 1, s.depth[a + 1] + 1);
+        let [(w0, w1), (c0, c1)] = args.as_slice() else {
+            return false;
+        };
+        let width = match (w1 - w0, s.t[*w0].kind) {
+            (1, Kind::String) | (1, Kind::Number) => *w0,
+            (2, Kind::Word) if s.is_word(*w0, "interval") && s.is(w0 + 1, Kind::String) => w0 + 1,
+            (3, Kind::String) if s.is_op_in(w0 + 1, &["::"]) && s.is_word(w0 + 2, "interval") => {
+                *w0
+            }
+            _ => return false,
+        };
+        let text = s.text(width);
+        let literal = if s.is(width, Kind::String) {
+            if !text.starts_with('\'') {
+                return false; // E'…', $$…$$: not worth reading
+            }
+            text[1..text.len() - 1].replace("''", "'")
+        } else {
+            text.to_owned()
+        };
+        if Bucket::parse(&literal) != self.cagg.bucket {
+            return false;
+        }
+        matches!(s.colref(*c0), Some((parts, end)) if end == *c1
+            && self.column(&parts).as_deref() == Some(self.cagg.time_column.as_str()))
+    }
+
+    fn aggregate(&self, a: usize, b: usize) -> Option<usize> {
+        let norm = normalize(self.scan, a, b, &self.quals)?;
+        self.cagg.aggregates.iter().position(|(e, _)| *e == norm)
+    }
+
+    fn classify(&self, item: &Item) -> Option<Class> {
+        let (a, b) = (item.a, item.b);
+        if self.is_bucket(a, b) {
+            return Some(Class::Bucket);
+        }
+        if let Some((parts, end)) = self.scan.colref(a) {
+            if end == b {
+                let name = self.column(&parts)?;
+                return self
+                    .cagg
+                    .group_by
+                    .contains(&name)
+                    .then_some(Class::Group(name));
+            }
+        }
+        self.aggregate(a, b).map(Class::Agg)
+    }
+
+    /// The output column name PostgreSQL gives an item, as an identifier.
+    fn output_name(&self, item: &Item, class: &Class) -> String {
+        if let Some(alias) = item.alias {
+            return self.scan.t[alias].ident(self.scan.sql).unwrap_or_default();
+        }
+        match class {
+            Class::Bucket => "time_bucket".to_owned(),
+            Class::Group(name) => name.clone(),
+            Class::Agg(_) => {
+                if self.scan.is(item.a, Kind::Word)
+                    && self.scan.is(item.a + 1, Kind::Open)
+                    && self.scan.close_of(item.a + 1) == Some(item.b - 1)
+                {
+                    self.scan.t[item.a].ident(self.scan.sql).unwrap_or_default()
+                } else {
+                    "?column?".to_owned()
+                }
+            }
+        }
+    }
+
+    fn rewrite(&self) -> Option<String> {
+        let s = self.scan;
+        let q = self.q;
+        let classes: Vec<Class> = q
+            .items
+            .iter()
+            .map(|i| self.classify(i))
+            .collect::<Option<_>>()?;
+        if classes.iter().filter(|c| **c == Class::Bucket).count() != 1 {
+            return None;
+        }
+        let mut selected: Vec<String> = classes
+            .iter()
+            .filter_map(|c| match c {
+                Class::Group(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        selected.sort();
+        selected.dedup();
+        if selected != self.cagg.group_by {
+            return None;
+        }
+        // Names PostgreSQL might read as table columns rather than output aliases.
+        let mut known_columns: Vec<&str> = vec![self.cagg.time_column.as_str()];
+        known_columns.extend(self.cagg.group_by.iter().map(String::as_str));
+
+        // GROUP BY must name exactly the non-aggregate items.
+        let mut covered = vec![false; q.items.len()];
+        for &(a, b) in &q.group {
+            let idx = self.group_item(a, b, &classes, &known_columns)?;
+            if matches!(classes[idx], Class::Agg(_)) {
+                return None;
+            }
+            covered[idx] = true;
+        }
+        if classes
+            .iter()
+            .zip(&covered)
+            .any(|(c, &cov)| !matches!(c, Class::Agg(_)) && !cov)
+        {
+            return None;
+        }
+
+        let mut sql = String::from("SELECT ");
+        let items: Vec<String> = q
+            .items
+            .iter()
+            .zip(&classes)
+            .map(|(item, class)| {
+                let name = quote_ident(&self.output_name(item, class));
+                match class {
+                    Class::Bucket => format!("{} AS {name}", quote_ident(&self.cagg.bucket_column)),
+                    Class::Group(col) => match item.alias {
+                        Some(_) => format!("{} AS {name}", quote_ident(col)),
+                        None => quote_ident(col),
+                    },
+                    Class::Agg(i) => {
+                        format!("{} AS {name}", quote_ident(&self.cagg.aggregates[*i].1))
+                    }
+                }
+            })
+            .collect();
+        sql.push_str(&items.join(", "));
+        sql.push_str(" FROM ");
+        sql.push_str(&self.cagg_name());
+        if let Some(alias) = q.alias {
+            sql.push(' ');
+            sql.push_str(s.text(alias));
+        }
+        if let Some((a, b)) = q.where_ {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.render_where(a, b)?);
+        }
+        if !q.order.is_empty() {
+            let names: Vec<String> = q
+                .items
+                .iter()
+                .zip(&classes)
+                .map(|(i, c)| self.output_name(i, c))
+                .collect();
+            let mut parts = Vec::new();
+            for o in &q.order {
+                let mut text = self.order_expr(o, &names, &classes)?;
+                if o.suffix_end > o.b {
+                    text.push(' ');
+                    text.push_str(&render(s, o.b, o.suffix_end));
+                }
+                parts.push(text);
+            }
+            sql.push_str(" ORDER BY ");
+            sql.push_str(&parts.join(", "));
+        }
+        if q.tail.1 > q.tail.0 {
+            sql.push(' ');
+            sql.push_str(&render(s, q.tail.0, q.tail.1));
+        }
+        Some(sql)
+    }
+
+    /// The select item a GROUP BY item names.
+    fn group_item(&self, a: usize, b: usize, classes: &[Class], known: &[&str]) -> Option<usize> {
+        let s = self.scan;
+        let q = self.q;
+        if b - a == 1 && s.is(a, Kind::Number) {
+            let k: usize = s.text(a).parse().ok()?;
+            return (1..=q.items.len()).contains(&k).then(|| k - 1);
+        }
+        if self.is_bucket(a, b) {
+            return classes.iter().position(|c| *c == Class::Bucket);
+        }
+        let (parts, end) = s.colref(a)?;
+        if end != b {
+            return None;
+        }
+        if let [name] = parts.as_slice() {
+            // An output alias, unless it could be read as a column of the table.
+            if let Some(i) = q.items.iter().position(|it| {
+                it.alias.and_then(|t| s.t[t].ident(s.sql)).as_deref() == Some(name.as_str())
+            }) {
+                if known.contains(&name.as_str())
+                    && !matches!(&classes[i], Class::Group(g) if g == name)
+                {
+                    return None;
+                }
+                return Some(i);
+            }
+        }
+        let name = self.column(&parts)?;
+        classes
+            .iter()
+            .position(|c| matches!(c, Class::Group(g) if *g == name))
+    }
+
+    fn order_expr(&self, o: &OrderItem, names: &[String], classes: &[Class]) -> Option<String> {
+        let s = self.scan;
+        let (a, b) = (o.a, o.b);
+        if b - a == 1 && s.is(a, Kind::Number) {
+            let k: usize = s.text(a).parse().ok()?;
+            return (1..=names.len()).contains(&k).then(|| s.text(a).to_owned());
+        }
+        if self.is_bucket(a, b) {
+            return Some(quote_ident(&self.cagg.bucket_column));
+        }
+        if let Some((parts, end)) = s.colref(a) {
+            if end == b {
+                if let [name] = parts.as_slice() {
+                    if names.contains(name) {
+                        return Some(quote_ident(name));
+                    }
+                }
+                let name = self.column(&parts)?;
+                return classes
+                    .iter()
+                    .any(|c| matches!(c, Class::Group(g) if *g == name))
+                    .then(|| quote_ident(&name));
+            }
+        }
+        self.aggregate(a, b)
+            .map(|i| quote_ident(&self.cagg.aggregates[i].1))
+    }
+
+    fn cagg_name(&self) -> String {
+        let c = self.cagg;
+        let qualified = self.q.table.len() == 2
+            || match (&c.name.schema, &c.hypertable.schema) {
+                (Some(a), Some(b)) => a != b,
+                _ => false,
+            };
+        match (&c.name.schema, qualified) {
+            (Some(schema), true) => {
+                format!("{}.{}", quote_ident(schema), quote_ident(&c.name.name))
+            }
+            _ => quote_ident(&c.name.name),
+        }
+    }
+
+    /// The WHERE clause `[a, b)` with the time column replaced by the bucket column; `None`
+    /// if it refers to anything the aggregate does not have, holds a subquery, or uses the time
+    /// column other than as an operand of `<`, `<=`, `>`, `>=` or `BETWEEN`.
+    fn render_where(&self, a: usize, b: usize) -> Option<String> {
+        let s = self.scan;
+        let mut out = Pieces::default();
+        let mut i = a;
+        // Just after `::`, or inside a multi-word type name (`timestamp with time zone`).
+        let mut in_type = false;
+        while i < b {
+            let t = s.t[i];
+            if !matches!(t.kind, Kind::Word | Kind::Quoted) {
+                if t.kind == Kind::Dot {
+                    return None; // a field of a composite value
+                }
+                in_type = s.is_op_in(i, &["::"]);
+                out.push(s, i, i + 1, t.text(s.sql));
+                i += 1;
+                continue;
+            }
+            if in_type && (s.is_op_in(i - 1, &["::"]) || TYPE_WORDS.iter().any(|w| s.is_word(i, w)))
+            {
+                out.push(s, i, i + 1, t.text(s.sql));
+                i += 1;
+                continue;
+            }
+            in_type = false;
+            if s.is_word(i, "select") || s.is_word(i, "exists") {
+                return None;
+            }
+            let (parts, end) = s.colref(i)?;
+            let simple_word = t.kind == Kind::Word && parts.len() == 1;
+            if (simple_word && (s.is(end, Kind::Open) || s.is(end, Kind::String)))
+                || (s.is_word(i, "time") && i > a && s.is_word(i - 1, "at"))
+            {
+                // a function call, a typed literal (`interval '1 day'`), or AT TIME ZONE
+                out.push(s, i, i + 1, t.text(s.sql));
+                i += 1;
+                continue;
+            }
+            match self.column(&parts) {
+                Some(name) if name == self.cagg.time_column => {
+                    let forward =
+                        end < b && (s.is_op_in(end, RANGE_OPS) || s.is_word(end, "between"));
+                    let reversed = i > a && s.is_op_in(i - 1, RANGE_OPS);
+                    if !(forward || reversed) {
+                        return None;
+                    }
+                    out.push(s, i, end, &quote_ident(&self.cagg.bucket_column));
+                }
+                Some(name) if self.cagg.group_by.contains(&name) => {
+                    out.push(s, i, end, &quote_ident(&name));
+                }
+                _ if simple_word && WHERE_WORDS.iter().any(|w| s.is_word(i, w)) => {
+                    out.push(s, i, end, t.text(s.sql));
+                }
+                _ => return None,
+            }
+            i = end;
+        }
+        Some(out.text)
+    }
+}
+
+/// `sql` rewritten to read one of `caggs`, if it has exactly the recognised shape for one.
+pub fn rewrite(sql: &str, caggs: &[Cagg]) -> Option<String> {
+    let scan = Scan::new(sql)?;
+    let q = Query::parse(&scan)?;
+    let (schema, name) = match q.table.as_slice() {
+        [name] => (None, name.as_str()),
+        [schema, name] => (Some(schema.as_str()), name.as_str()),
+        _ => return None,
+    };
+    caggs
+        .iter()
+        .filter(|c| c.hypertable.matches(schema, name))
+        .find_map(|cagg| {
+            let quals = match q.alias {
+                Some(alias) => vec![scan.t[alias].ident(scan.sql)?],
+                None => vec![name.to_owned()],
+            };
+            Rewriter {
+                scan: &scan,
+                q: &q,
+                cagg,
+                quals,
+            }
+            .rewrite()
+        })
+}
