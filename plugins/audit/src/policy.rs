@@ -120,7 +120,7 @@ impl Policy {
 pub fn pseudonym(crypto: &impl Crypto, key: &str, name: &str) -> Result<String, String> {
     let mac = crypto
         .hmac(key, name.as_bytes())
-        .map_err(|e| format!("pseudonymizing with key {key:?}: {e}"))?;
+        .map_err(|e| format!("pseudonymizing with key {key:?}: {}", e.message()))?;
     let hex: String = mac.iter().take(16).map(|b| format!("{b:02x}")).collect();
     Ok(format!("hmac:{hex}"))
 }

@@ -163,7 +163,11 @@ impl Policy {
                     .map_err(|e| {
                         Denial::new(
                             crypto_sqlstate(&e),
-                            format!("tidegate encryption: cannot encrypt {}: {e}", s.name),
+                            format!(
+                                "tidegate encryption: cannot encrypt {}: {}",
+                                s.name,
+                                e.message()
+                            ),
                         )
                     })?;
                 Ok(Some(encode(&ciphertext)))
@@ -261,8 +265,9 @@ fn decrypt(s: &Sensitive, stored: &[u8], crypto: &impl Crypto) -> Result<Vec<u8>
             Denial::new(
                 crypto_sqlstate(&e),
                 format!(
-                    "tidegate encryption: cannot decrypt a value of {}: {e}",
-                    s.name
+                    "tidegate encryption: cannot decrypt a value of {}: {}",
+                    s.name,
+                    e.message()
                 ),
             )
         }),

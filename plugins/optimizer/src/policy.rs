@@ -89,24 +89,27 @@ pub fn decide(policy: &Policy, stmt: &Statement) -> Outcome {
         }
     }
     let rewritten = cagg::rewrite(&stmt.sql, &caggs);
-    if let Some(sql) = &rewritten {
-        let line = format!(
-            "rewrote a query on {} to a continuous aggregate: {sql}",
-            stmt.tables[0]
-        );
-        log = Some(match log {
-            Some(l) => format!("{l}; {line}"),
-            None => line,
-        });
-    }
     let limited = match policy.max_rows {
         Some(n) if !guarded.is_empty() => {
             limit::add_limit(rewritten.as_deref().unwrap_or(&stmt.sql), n)
         }
         _ => None,
     };
+    let rewrote_cagg = rewritten.is_some();
     let decision = match limited.or(rewritten) {
-        Some(sql) => Decision::Rewrite(sql),
+        Some(sql) => {
+            if rewrote_cagg {
+                let line = format!(
+                    "rewrote a query on {} to a continuous aggregate: {sql}",
+                    stmt.tables[0]
+                );
+                log = Some(match log {
+                    Some(l) => format!("{l}; {line}"),
+                    None => line,
+                });
+            }
+            Decision::Rewrite(sql)
+        }
         None => Decision::Allow,
     };
     Outcome { decision, log }

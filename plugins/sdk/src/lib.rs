@@ -22,21 +22,34 @@
 //!
 //! [dependencies]
 //! tidegate-plugin-sdk = { path = "../sdk" }
-//! serde = { version = "1", features = ["derive"] }
+//! serde = { version = "1", default-features = false, features = ["derive", "alloc"] }
 //! ```
 //!
-//! It implements [`Plugin`] for one type and registers it with [`export_plugin!`]; build it with
-//! `cargo build --release --target wasm32-wasip2` and the `.wasm` in
-//! `target/wasm32-wasip2/release/` is the component TideGate loads.
+//! whose `lib.rs` starts with
 //!
-//! **`no_std`.** A plugin may import nothing but `tidegate:policy/host`, and Rust's `std` on
-//! wasm32-wasip2 makes a component import `wasi:cli` and `wasi:io`. So plugins are
-//! `#![no_std]` (with `extern crate alloc;`, and `#[cfg(test)] extern crate std;` for native
-//! tests), the SDK is too, and [`export_plugin!`] supplies the allocator and panic handler
-//! (SDK feature `runtime`, on by default). `use tidegate_plugin_sdk::prelude::*;` brings in
-//! `String`, `Vec`, `format!`, `vec!` and friends. Dependencies must build without `std`
-//! (serde: `default-features = false, features = ["derive", "alloc"]`; serde_json:
-//! `default-features = false, features = ["alloc"]`).
+//! ```text
+//! #![no_std]
+//! extern crate alloc;
+//! #[cfg(test)]
+//! extern crate std;
+//!
+//! use tidegate_plugin_sdk::prelude::*; // String, Vec, BTreeMap, format!, vec!, …
+//! ```
+//!
+//! implements [`Plugin`] for one type and registers it with [`export_plugin!`]. Build it with
+//! `cargo build --release --target wasm32-wasip2`: the `.wasm` in
+//! `target/wasm32-wasip2/release/` is the component TideGate loads (a `cdylib` built for
+//! wasm32-wasip2 is already a component).
+//!
+//! **Why `no_std`.** A plugin may import nothing but `tidegate:policy/host`, and Rust's `std` on
+//! wasm32-wasip2 makes a component import `wasi:cli/*` and `wasi:io/*` (stdio, environment,
+//! exit). So the SDK and plugins are `#![no_std]`, and the SDK's default `runtime` feature
+//! supplies what `std` would on wasm32: a global allocator (`dlmalloc`), the canonical ABI's
+//! `cabi_realloc` over it, wasi-libc's plain memory routines (`memcmp` & co., which call no WASI
+//! function), and — through [`export_plugin!`] — a panic handler that logs the panic through the
+//! host and traps. Dependencies must build without `std` (serde as above; serde_json with
+//! `default-features = false, features = ["alloc"]`). A plugin that needs `std` anyway turns
+//! `runtime` off and must be run by a host that links WASI for it.
 //!
 //! **Declare your hooks.** A Rust trait cannot tell which of its methods a type overrides, so
 //! [`Plugin::info`] must name the hooks the plugin implements in [`PluginInfo::hooks`]
@@ -316,9 +329,10 @@ pub trait Plugin: Sized + 'static {
 /// ```
 ///
 /// With the SDK's default `runtime` feature, on wasm32 (outside `cfg(test)`) it also installs
-/// the global allocator and the panic handler a `#![no_std]` plugin needs: a panic logs its
-/// message at error level through the host, then traps. A plugin that links `std` must turn
-/// the feature off (`default-features = false`), or the two panic handlers clash.
+/// the panic handler a `#![no_std]` plugin needs: a panic logs its message at error level
+/// through the host (`plugin panicked at src/lib.rs:10:5: …`), then traps. A plugin that links
+/// `std` must turn the feature off (`default-features = false`), or the two panic handlers
+/// clash.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {

@@ -1,7 +1,8 @@
 //! Conveniences on the generated types.
 
-use crate::{Column, Denial, Hooks, PluginInfo, StatementKind, TableRef};
+use crate::{Column, CryptoError, Denial, Hooks, PluginInfo, StatementKind, TableRef};
 use alloc::borrow::ToOwned;
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
@@ -89,6 +90,17 @@ impl Denial {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+}
+
+impl CryptoError {
+    /// A message for logs and denials: `unknown key "pii"` or `invalid input: …`. (The
+    /// generated `Display` prints the variant's debug form.)
+    pub fn message(&self) -> String {
+        match self {
+            CryptoError::UnknownKey(key) => format!("unknown key {key:?}"),
+            CryptoError::Invalid(why) => format!("invalid input: {why}"),
+        }
     }
 }
 
@@ -197,6 +209,18 @@ mod tests {
         for (column, pattern, want) in cases {
             assert_eq!(column.matches(pattern), want, "{column:?} ~ {pattern}");
         }
+    }
+
+    #[test]
+    fn crypto_errors_read_well() {
+        assert_eq!(
+            CryptoError::UnknownKey("pii".into()).message(),
+            "unknown key \"pii\""
+        );
+        assert_eq!(
+            CryptoError::Invalid("tag mismatch".into()).message(),
+            "invalid input: tag mismatch"
+        );
     }
 
     #[test]
