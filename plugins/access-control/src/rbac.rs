@@ -346,3 +346,15 @@ fn verb(kind: StatementKind) -> &'static str {
         StatementKind::Transaction => "run transaction statements on",
     }
 }
+
+/// What `user`, granted `broker_roles` by the broker configuration, may do under the plugin
+/// configuration `config_json` (the `[plugins.access-control.config]` table as JSON): for a
+/// CLI's "check privileges". Errors are configuration errors, as `init` would report them.
+pub fn check_user_privileges(
+    config_json: &str,
+    user: &str,
+    broker_roles: &[String],
+) -> Result<Privileges, String> {
+    let config: Config = tidegate_plugin_sdk::parse_config(config_json)?;
+    Ok(Policy::new(config)?.privileges(user, broker_roles))
+}

@@ -1,4 +1,4 @@
-use crate::rbac::{Config, Pattern, Policy, Privileges, SQLSTATE};
+use crate::rbac::{check_user_privileges, Config, Pattern, Policy, Privileges, SQLSTATE};
 use crate::AccessControl;
 use tidegate_plugin_sdk::prelude::*;
 use tidegate_plugin_sdk::testing::{principal, statement};
@@ -308,4 +308,15 @@ fn the_plugin_reads_the_principal() {
         &["public.t"],
     );
     assert_eq!(p.on_statement(&stmt), Decision::Allow);
+}
+
+#[test]
+fn check_user_privileges_reads_the_config_text() {
+    let p = check_user_privileges(BRIEF, "alice", &[]).unwrap();
+    assert_eq!(
+        p.describe(),
+        vec!["writer: read, write on public.*, metrics"]
+    );
+    let err = check_user_privileges(r#"{"users": {"a": ["nope"]}}"#, "a", &[]).unwrap_err();
+    assert!(err.contains("not defined"), "{err}");
 }

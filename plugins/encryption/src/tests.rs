@@ -363,3 +363,21 @@ fn info_declares_hooks_and_columns() {
         ]
     );
 }
+
+#[test]
+fn base64_decode_never_panics() {
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    for _ in 0..50_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 13) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| b"AZaz09+/=-_ \n\xff"[((x >> (i * 4)) % 14) as usize])
+            .collect();
+        if let Some(decoded) = base64::decode(&bytes) {
+            assert_eq!(base64::encode(&decoded).as_bytes(), &bytes[..]);
+        }
+        let _ = parse(&bytes);
+    }
+}
