@@ -59,9 +59,11 @@
 //!
 //! **State.** [`Plugin::init`] runs after loading and after every configuration reload; it
 //! usually reads [`config`] and returns the plugin value the other hooks borrow as `&self`.
-//! If it fails, the message is logged, the plugin is not used, and any previous instance is
-//! dropped. A hook called without a successful `init` traps, and TideGate applies the plugin's
-//! fail policy.
+//! If it fails, the message is logged, the plugin is not used, and any previous value is
+//! dropped. The value lives in the component instance: if the host runs a hook on an instance
+//! whose `init` it did not call (say, a second instance for concurrent calls), the SDK calls
+//! [`Plugin::init`] there first, and if that fails the hook traps and TideGate applies the
+//! plugin's fail policy. So `init` should be cheap and depend only on [`config`].
 //!
 //! **Testing.** Natively (`cargo test`) there is no host: see [`host`] for how the host
 //! functions behave there. Keep policy logic in plain functions over the types below, take the
@@ -420,12 +422,22 @@ pub mod __private {
         INSTANCE.with(f)
     }
 
+    /// Runs `f` on the instance's plugin, building it with `P::init` first if this instance
+    /// has none: a host may instantiate a component more than once and call `init` on only
+    /// one of the instances. If that `init` fails, the hook traps.
     fn with<P: Plugin, R>(hook: &str, f: impl FnOnce(&P) -> R) -> R {
+        let ready = instance(|cell| cell.borrow().as_ref().is_some_and(|b| b.is::<P>()));
+        if !ready {
+            match P::init() {
+                Ok(plugin) => instance(|cell| *cell.borrow_mut() = Some(Box::new(plugin))),
+                Err(e) => panic!("{hook}: init failed: {e}"),
+            }
+        }
         instance(|cell| {
             let guard = cell.borrow();
             match guard.as_ref().and_then(|b| b.downcast_ref::<P>()) {
                 Some(plugin) => f(plugin),
-                None => panic!("{hook} called without a successful init"),
+                None => panic!("{hook}: no plugin instance"),
             }
         })
     }
@@ -546,10 +558,25 @@ pub mod __private {
         }
 
         #[test]
-        fn a_failed_init_leaves_no_instance() {
+        fn a_failed_init_leaves_no_instance_and_hooks_trap() {
             assert_eq!(Adapter::<Failing>::init(), Err("bad config".to_owned()));
             let caught = std::panic::catch_unwind(|| Adapter::<Failing>::on_statement(stmt("x")));
-            assert!(caught.is_err());
+            let message = caught.unwrap_err();
+            let message = message.downcast_ref::<String>().unwrap();
+            assert_eq!(message, "on-statement: init failed: bad config");
+        }
+
+        #[test]
+        fn a_hook_on_an_instance_without_init_inits_it() {
+            // Each test runs on its own thread, so this "instance" has never been initialised.
+            assert!(matches!(
+                Adapter::<Counter>::on_statement(stmt("select nope")),
+                Decision::Deny(_)
+            ));
+            assert_eq!(
+                Adapter::<Counter>::on_statement(stmt("select 1")),
+                Decision::Allow
+            );
         }
     }
 }
