@@ -10,9 +10,10 @@ use tidegate_plugin_sdk::{BoundValue, Column, CryptoError, Denial, Principal, Va
 /// What an encrypted value starts with; base64 of the host's ciphertext follows.
 pub const PREFIX: &str = "tgenc:v1:";
 
-/// The column types an encrypted value (text) can be written to. An empty name is a type the
-/// host did not know.
-pub const TEXT_TYPES: [&str; 4] = ["text", "varchar", "character varying", ""];
+/// The column types an encrypted value (text) can be written to. `unknown` (PostgreSQL's type
+/// of an untyped literal) and an empty name are types the host could not tell: PostgreSQL
+/// itself rejects text bound for a column that cannot hold it.
+pub const TEXT_TYPES: [&str; 5] = ["text", "varchar", "character varying", "unknown", ""];
 
 /// The plugin's configuration (`[plugins.encryption.config]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -282,7 +282,7 @@ fn write_errors_deny_with_a_sqlstate() {
     let mut null = bound("public.legacy", "secret", None);
     null.column.type_name = "int4".to_owned();
     assert_eq!(p.write_values(vec![null], &crypto).unwrap(), vec![None]);
-    for ty in ["text", "varchar", "character varying", ""] {
+    for ty in ["text", "varchar", "character varying", "unknown", ""] {
         let mut ok = bound("public.patients", "ssn", Some("1"));
         ok.column.type_name = ty.to_owned();
         assert!(p.write_values(vec![ok], &crypto).is_ok(), "{ty}");
