@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
 cargo build --release -p tidegate
+# The policy plugins the example configuration enables (WebAssembly components).
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+(cd plugins && cargo build --release --target wasm32-wasip2)
 demo=$(pwd)/target/demo
 pg_port=${DEMO_PG_PORT:-54329}
 pg_bin=/usr/lib/postgresql/15/bin
@@ -30,6 +33,9 @@ echo "PostgreSQL on 127.0.0.1:$pg_port, TideGate on 127.0.0.1:6543 (user app, pa
 echo "A query through TideGate:"
 PGPASSWORD=app psql -X -h 127.0.0.1 -p 6543 -U app -d postgres \
   -c "SELECT 'hello through TideGate' AS greeting, current_user AS acting_as, version()"
+echo "The read-only user 'reader' is stopped by the access-control plugin:"
+PGPASSWORD=reader psql -X -h 127.0.0.1 -p 6543 -U reader -d postgres \
+  -c "CREATE TABLE demo_denied (id int)" || true
 echo "Try it yourself:  PGPASSWORD=app psql -h 127.0.0.1 -p 6543 -U app postgres"
 echo "TideGate is running; press Ctrl-C to stop."
 wait "$tg"

@@ -331,7 +331,7 @@ impl Broker {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let shared = Arc::new(Shared::new(cfg).expect("shared state"));
+        let shared = Arc::new(Shared::start(cfg).await.expect("shared state"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tidegate::server::serve(
             listener,

@@ -12,6 +12,7 @@ pub mod client;
 pub mod fuzzing;
 pub mod health;
 pub mod logging;
+pub mod plugins;
 pub mod proto;
 pub mod reload;
 pub mod server;

@@ -130,7 +130,9 @@ fn main() -> anyhow::Result<()> {
                         .with_context(|| format!("writing {f}"))?;
                 }
                 let watch = cfg.runtime.watch_config;
-                let sh = std::sync::Arc::new(tidegate::server::Shared::new(cfg)?);
+                let sh = std::sync::Arc::new(tidegate::server::Shared::start(cfg).await?);
+                let _plugin_watch = tidegate::plugins::watch(sh.clone())
+                    .context("watching the plugin directory")?;
                 let _hup = tidegate::reload::on_sighup(sh.clone(), config.clone())
                     .context("installing the SIGHUP handler")?;
                 let _watch = if watch {

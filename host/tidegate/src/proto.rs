@@ -151,6 +151,21 @@ fn encode<M: Message>(m: &M, out: &mut BytesMut) {
 }
 
 /// Appends an ErrorResponse.
+/// An ErrorResponse (severity ERROR) with a hint.
+pub fn error_with_hint(out: &mut BytesMut, code: &str, message: &str, hint: Option<&str>) {
+    let mut fields = vec![
+        (b'S', "ERROR".to_owned()),
+        (b'V', "ERROR".to_owned()),
+        (b'C', code.to_owned()),
+        (b'M', message.to_owned()),
+    ];
+    if let Some(h) = hint {
+        fields.push((b'H', h.to_owned()));
+    }
+    encode(&ErrorResponse::new(fields), out);
+}
+
+/// An ErrorResponse (or, with [`Severity::Fatal`], a FATAL one).
 pub fn error(out: &mut BytesMut, severity: Severity, code: &str, message: &str) {
     let sev = severity.as_str().to_owned();
     encode(

@@ -28,6 +28,9 @@ pub enum ReloadError {
     /// The new configuration could not be put in service (e.g. its TLS key is unreadable).
     #[error("{0}")]
     Apply(#[from] crate::server::ServerError),
+    /// A configured plugin does not load.
+    #[error("plugins: {0}")]
+    Plugins(String),
 }
 
 /// Settings read only at start; a reload that changes them keeps the running values.
@@ -50,7 +53,7 @@ fn keep_start_only(old: &Config, new: &mut Config) {
 /// `config_reload_failures` counts one more.
 pub async fn reload(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
     let _one_at_a_time = sh.reload_lock.lock().await;
-    let result = apply(sh, path);
+    let result = apply(sh, path).await;
     match &result {
         Ok(generation) => {
             sh.stats.reloads.fetch_add(1, Relaxed);
@@ -68,11 +71,14 @@ pub async fn reload(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
     result
 }
 
-fn apply(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
+async fn apply(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
     let mut config = Config::load(path)?;
     let old = sh.topology();
     keep_start_only(&old.config, &mut config);
-    let topo = sh.build_topology(config, old.generation + 1)?;
+    let plugins = crate::plugins::build_chain(sh, &config, old.plugins.as_deref())
+        .await
+        .map_err(ReloadError::Plugins)?;
+    let topo = sh.build_topology(config, old.generation + 1, plugins)?;
     let generation = topo.generation;
     let p = &topo.config.pool;
     let timeouts = PoolTimeouts {

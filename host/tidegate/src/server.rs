@@ -23,6 +23,9 @@ pub enum ServerError {
     /// A setting is unusable (e.g. a malformed function name).
     #[error("{0}")]
     Config(String),
+    /// A plugin could not be loaded.
+    #[error("plugins: {0}")]
+    Plugins(String),
 }
 
 /// State shared by every session.
@@ -35,6 +38,8 @@ pub struct Shared {
     pub stats: RouteStats,
     /// Serializes reloads.
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// The wasm engine, made when the first plugin is configured.
+    pub plugin_runtime: std::sync::Mutex<Option<Arc<tidegate_plugins::Runtime>>>,
     /// Backend pools.
     pub pools: Pools,
     /// Broker-issued cancel keys.
@@ -69,6 +74,7 @@ impl Shared {
         &self,
         config: Config,
         generation: u64,
+        plugins: Option<Arc<tidegate_plugins::Chain>>,
     ) -> Result<Topology, ServerError> {
         let tls = match config.tls.mode {
             TlsMode::Disable => None,
@@ -78,6 +84,7 @@ impl Shared {
         Ok(Topology {
             generation,
             catalogs,
+            plugins,
             nodes: self.nodes.resolve(&config),
             config: Arc::new(config),
             tls,
@@ -100,6 +107,7 @@ impl Shared {
         let placeholder = Topology {
             generation: 0,
             catalogs: crate::catalog::Catalogs::new(&config).map_err(ServerError::Config)?,
+            plugins: None,
             config: Arc::new(config.clone()),
             nodes: Vec::new(),
             tls: None,
@@ -109,6 +117,7 @@ impl Shared {
             nodes: NodeRegistry::default(),
             stats: RouteStats::default(),
             reload_lock: tokio::sync::Mutex::new(()),
+            plugin_runtime: std::sync::Mutex::new(None),
             pools: Pools::default(),
             cancels: CancelRegistry::default(),
             statements: StatementRegistry::default(),
@@ -118,7 +127,22 @@ impl Shared {
             clients: AtomicUsize::new(0),
             mock_secret: rand::random(),
         };
-        sh.current.store(Arc::new(sh.build_topology(config, 1)?));
+        sh.current
+            .store(Arc::new(sh.build_topology(config, 1, None)?));
+        Ok(sh)
+    }
+
+    /// Builds the shared state and loads the configured plugins.
+    pub async fn start(config: Config) -> Result<Shared, ServerError> {
+        let sh = Shared::new(config)?;
+        let config = sh.config();
+        if let Some(chain) = crate::plugins::build_chain(&sh, &config, None)
+            .await
+            .map_err(ServerError::Plugins)?
+        {
+            let topo = sh.build_topology((*config).clone(), 1, Some(chain))?;
+            sh.current.store(Arc::new(topo));
+        }
         Ok(sh)
     }
 }
@@ -149,7 +173,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let sh = Arc::new(Shared::new(config)?);
+    let sh = Arc::new(Shared::start(config).await?);
     serve(listener, sh, shutdown).await;
     Ok(())
 }

@@ -69,6 +69,8 @@ pub struct Topology {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Function catalogs and classification caches, per database.
     pub catalogs: crate::catalog::Catalogs,
+    /// The policy plugin chain, when plugins are configured.
+    pub plugins: Option<Arc<tidegate_plugins::Chain>>,
 }
 
 impl Topology {

@@ -23,6 +23,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod extended;
 mod params;
+mod policy;
 mod replies;
 mod route;
 
@@ -68,6 +69,8 @@ enum Pending {
     },
     /// A reply the broker produces itself when this reaches the front (`1` or `3`).
     Synthetic(u8),
+    /// An ErrorResponse the broker owes (a statement its policy denied).
+    Denied(Bytes),
     Bind,
     Describe,
     Execute,
@@ -94,6 +97,8 @@ pub struct Session<R, W> {
     login: Target,
     /// Function volatilities and classifications of this client's database.
     catalog: Arc<crate::catalog::DbCatalog>,
+    /// Who this client is, for plugins (made on first use).
+    principal: Option<Arc<tidegate_plugins::Principal>>,
     /// The primary's pool for this (database, role).
     pool: Arc<Pool>,
     /// Every node's pool: the primary first, then the replicas.
@@ -190,6 +195,7 @@ where
             topo,
             login,
             catalog,
+            principal: None,
             pool: pools[0].clone(),
             next_replica: rand::random::<u32>() as usize,
             pools,
@@ -533,8 +539,12 @@ where
     /// Emits replies the broker owes for messages it did not send, once all earlier replies
     /// have been delivered.
     fn drain_synthetic(&mut self) {
-        while let Some(Pending::Synthetic(tag)) = self.pending.front() {
-            proto::simple(&mut self.out, *tag, &[]);
+        loop {
+            match self.pending.front() {
+                Some(Pending::Synthetic(tag)) => proto::simple(&mut self.out, *tag, &[]),
+                Some(Pending::Denied(e)) => self.out.extend_from_slice(e),
+                _ => return,
+            }
             self.pending.pop_front();
         }
     }
@@ -549,12 +559,18 @@ where
     }
 
     /// Handles one client message. Returns `false` when the client terminated.
-    async fn on_client_message(&mut self, tag: u8, msg: BytesMut) -> Result<bool> {
+    async fn on_client_message(&mut self, tag: u8, mut msg: BytesMut) -> Result<bool> {
         if self.backend.is_none() {
             self.refresh_topology();
         }
         if self.skip_until_sync && tag != b'S' && tag != b'X' {
             return Ok(true);
+        }
+        if (tag == b'Q' || tag == b'P') && self.topo.plugins.is_some() {
+            match self.apply_policy(tag, msg).await? {
+                Some(m) => msg = m,
+                None => return Ok(true),
+            }
         }
         let body = &msg[proto::HEADER_LEN..];
         match tag {
@@ -645,7 +661,16 @@ where
                 }
             }
             b'S' => {
-                if self.skip_until_sync {
+                if self.skip_until_sync && self.backend.is_some() {
+                    // A denied Parse mid-batch: the server still owes the earlier replies
+                    // and closes the batch itself.
+                    self.skip_until_sync = false;
+                    if !self.copy_in {
+                        self.pending.push_back(Pending::Sync);
+                        self.unsynced = false;
+                    }
+                    self.bout.extend_from_slice(&msg);
+                } else if self.skip_until_sync {
                     self.skip_until_sync = false;
                     self.drain_synthetic();
                     proto::ready(&mut self.out, self.tx_status);

@@ -167,6 +167,7 @@ where
         self.ryw_mode = ryw_mode(&topo.config, &self.user);
         self.timed = timed(&topo.config);
         self.attached = 0;
+        self.principal = None;
         self.catalog = catalog_for(&topo, &self.login.database, &self.pools[0]);
         self.topo = topo;
     }

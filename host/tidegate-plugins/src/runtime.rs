@@ -1,0 +1,695 @@
+//! Loading plugins and calling them safely.
+
+use crate::bindings::{self, wit, Hooks, LogLevel, Plugin, PluginPre};
+use crate::crypto::Keys;
+use crate::types::{valid_sqlstate, Statement, StatementKind};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How often the epoch advances: the granularity of call deadlines and of yielding.
+const TICK: Duration = Duration::from_millis(1);
+/// Largest string or list a plugin may return.
+pub(crate) const MAX_RETURN_BYTES: usize = 1 << 20;
+/// Log lines one call may write; more are dropped.
+const MAX_LOG_LINES: u32 = 100;
+/// Longest log line kept.
+const MAX_LOG_LINE: usize = 1024;
+/// Instances of all plugins alive at once (warm or in a call).
+const MAX_INSTANCES: u32 = 256;
+/// Warm instances kept per plugin.
+const MAX_WARM: usize = 32;
+
+/// Interfaces a plugin may import: our own, and the WASI pieces Rust's std links, which an
+/// empty context leaves powerless (no preopened directories, environment or arguments).
+const ALLOWED_IMPORTS: &[&str] = &[
+    "tidegate:policy/host@0.1.0",
+    "tidegate:policy/types@0.1.0",
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
+
+/// Limits that apply to every plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Wall-clock budget of one call.
+    pub call_timeout: Duration,
+    /// Linear memory an instance may grow to.
+    pub memory_limit: usize,
+    /// Largest plugin file.
+    pub max_file_bytes: usize,
+    /// Consecutive failures before quarantine.
+    pub quarantine_after: u32,
+}
+
+impl Settings {
+    /// From the `[plugins]` configuration.
+    pub fn from_config(p: &tidegate_config::Plugins) -> Settings {
+        Settings {
+            call_timeout: p.call_timeout.duration(),
+            memory_limit: p.memory_limit,
+            max_file_bytes: p.max_file_bytes,
+            quarantine_after: p.quarantine_after.max(1),
+        }
+    }
+}
+
+/// Why a plugin could not be loaded; the previous version, if any, stays in service.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read or is too large.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// It is not a valid component, imports something it may not, or does not fit the world.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Its `init` failed or returned something invalid.
+    #[error("{path}: init: {message}")]
+    Init {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The engine could not be set up.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+}
+
+/// What a plugin call ended with, when not a value.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// It ran past its deadline.
+    #[error("plugin {0} timed out")]
+    Timeout(String),
+    /// It trapped (panic, unreachable, out of memory or stack).
+    #[error("plugin {0} failed: {1}")]
+    Trap(String, String),
+    /// It returned something invalid.
+    #[error("plugin {0} returned an invalid value: {1}")]
+    Invalid(String, String),
+    /// No instance could be made (too many at once).
+    #[error("plugin {0} is busy")]
+    Busy(String),
+}
+
+/// The per-store state: what the host functions see.
+pub(crate) struct HostState {
+    plugin: Arc<str>,
+    config: Arc<str>,
+    keys: Arc<Keys>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    ticks: u32,
+    max_ticks: u32,
+    log_lines: u32,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl bindings::tidegate::policy::host::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return;
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let plugin = &*self.plugin;
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn config(&mut self) -> String {
+        self.config.to_string()
+    }
+
+    fn now(&mut self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64)
+    }
+
+    fn encrypt(
+        &mut self,
+        key: String,
+        plaintext: Vec<u8>,
+        aad: Vec<u8>,
+    ) -> Result<Vec<u8>, bindings::CryptoError> {
+        self.keys.encrypt(&key, &plaintext, &aad).map_err(to_wit)
+    }
+
+    fn decrypt(
+        &mut self,
+        ciphertext: Vec<u8>,
+        aad: Vec<u8>,
+    ) -> Result<Vec<u8>, bindings::CryptoError> {
+        self.keys.decrypt(&ciphertext, &aad).map_err(to_wit)
+    }
+
+    fn hmac(&mut self, key: String, data: Vec<u8>) -> Result<Vec<u8>, bindings::CryptoError> {
+        self.keys.hmac(&key, &data).map_err(to_wit)
+    }
+}
+
+fn to_wit(e: crate::crypto::CryptoError) -> bindings::CryptoError {
+    match e {
+        crate::crypto::CryptoError::UnknownKey(k) => bindings::CryptoError::UnknownKey(k),
+        crate::crypto::CryptoError::Invalid(m) => bindings::CryptoError::Invalid(m),
+    }
+}
+
+/// The engine, the linker and the epoch ticker, shared by every plugin.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    versions: AtomicU64,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Sets up the engine (pooling allocator, epoch interruption) and starts the epoch ticker.
+    pub fn new(settings: &Settings) -> Result<Arc<Runtime>, LoadError> {
+        let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 4)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 2)
+            .total_stacks(MAX_INSTANCES)
+            .max_memory_size(settings.memory_limit.max(1 << 20))
+            .max_memories_per_component(4)
+            .max_tables_per_component(4)
+            .max_core_instances_per_component(16)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20)
+            .table_elements(20_000);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .concurrency_support(false)
+            .max_wasm_stack(512 << 10)
+            .async_stack_size(2 << 20)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_err)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        add_wasi(&mut linker).map_err(engine_err)?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(engine_err)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("tidegate-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| LoadError::Engine(e.to_string()))?;
+        }
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            versions: AtomicU64::new(0),
+            stop,
+        }))
+    }
+
+    /// Compiles and validates a plugin, instantiates it and calls its `init`. Blocking
+    /// (compilation takes tens of milliseconds): call it from a blocking context.
+    pub async fn load(self: &Arc<Self>, spec: PluginSpec) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let path = spec.path.display().to_string();
+        let bytes = read_capped(&spec.path, spec.settings.max_file_bytes)?;
+        let invalid = |message: String| LoadError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        // Compilation takes tens of milliseconds: off the event loop.
+        let engine = self.engine.clone();
+        let component =
+            tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
+                .await
+                .map_err(|e| invalid(e.to_string()))?
+                .map_err(|e| invalid(format!("{e:#}")))?;
+        for (name, _) in component.component_type().imports(&self.engine) {
+            if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+                return Err(invalid(format!(
+                    "imports `{name}`, which plugins may not use"
+                )));
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(PluginPre::new)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let mut plugin = LoadedPlugin {
+            name: spec.name.clone().into(),
+            version: self.versions.fetch_add(1, Relaxed) + 1,
+            path: spec.path.clone(),
+            digest,
+            hooks: Hooks::empty(),
+            deterministic: false,
+            columns: Vec::new(),
+            plugin_version: String::new(),
+            runtime: self.clone(),
+            pre,
+            spec,
+            warm: Mutex::new(Vec::new()),
+            failures: AtomicU32::new(0),
+            quarantined: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+        };
+        let init_err = |message: String| LoadError::Init {
+            path: path.clone(),
+            message,
+        };
+        let mut warm = plugin
+            .instantiate_bare()
+            .await
+            .map_err(|e| init_err(e.to_string()))?;
+        let info = warm
+            .plugin
+            .tidegate_policy_policy()
+            .call_init(&mut warm.store)
+            .await
+            .map_err(|e| init_err(describe_trap(&e)))?
+            .map_err(|m| init_err(truncate(m, 1000)))?;
+        if info.name.len() > 200 || info.version.len() > 200 || info.columns.len() > 10_000 {
+            return Err(init_err("plugin-info is too large".into()));
+        }
+        plugin.hooks = info.hooks;
+        plugin.deterministic = info.deterministic;
+        plugin.columns = info.columns;
+        plugin.plugin_version = info.version;
+        plugin.release(warm);
+        Ok(Arc::new(plugin))
+    }
+}
+
+fn add_wasi(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::HasData;
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+    use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+
+    struct HasIo;
+    impl HasData for HasIo {
+        type Data<'a> = &'a mut ResourceTable;
+    }
+    type T = HostState;
+    io::error::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
+    io::poll::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
+    io::streams::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
+    cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_input::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_output::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+    random::random::add_to_linker::<T, WasiRandom>(l, T::random)?;
+    random::insecure::add_to_linker::<T, WasiRandom>(l, T::random)?;
+    random::insecure_seed::add_to_linker::<T, WasiRandom>(l, T::random)?;
+    filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+    filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+    Ok(())
+}
+
+fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, LoadError> {
+    let file_err = |message: String| LoadError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| file_err(e.to_string()))?;
+    if meta.len() > max as u64 {
+        return Err(file_err(format!(
+            "{} bytes is over the {max}-byte limit",
+            meta.len()
+        )));
+    }
+    std::fs::read(path).map_err(|e| file_err(e.to_string()))
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// Its name in the chain.
+    pub name: String,
+    /// Its component file.
+    pub path: PathBuf,
+    /// Its configuration as JSON.
+    pub config_json: Arc<str>,
+    /// The keys it may use.
+    pub keys: Arc<Keys>,
+    /// Identifies `keys` without holding them (to tell whether a reload changed them).
+    pub keys_digest: String,
+    /// Limits.
+    pub settings: Settings,
+}
+
+/// A warm instance.
+struct Warm {
+    store: Store<HostState>,
+    plugin: Plugin,
+}
+
+/// One loaded version of a plugin.
+pub struct LoadedPlugin {
+    /// Its name in the chain.
+    pub name: Arc<str>,
+    /// A process-wide version number: a new load gets a new one (cache keys use it).
+    pub version: u64,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// SHA-256 of that file's bytes.
+    pub digest: [u8; 32],
+    hooks: Hooks,
+    /// Its `on-statement` decisions may be cached by fingerprint.
+    pub deterministic: bool,
+    /// Columns its row and write hooks care about.
+    pub columns: Vec<String>,
+    /// The version the plugin reports.
+    pub plugin_version: String,
+    runtime: Arc<Runtime>,
+    pre: PluginPre<HostState>,
+    spec: PluginSpec,
+    warm: Mutex<Vec<Warm>>,
+    failures: AtomicU32,
+    quarantined: AtomicBool,
+    /// Calls made.
+    pub calls: AtomicU64,
+}
+
+impl LoadedPlugin {
+    /// Whether loading `spec` would give this same plugin: same file contents, configuration
+    /// and keys.
+    pub fn same_source(&self, spec: &PluginSpec) -> bool {
+        self.path == spec.path
+            && self.spec.config_json == spec.config_json
+            && self.spec.keys_digest == spec.keys_digest
+            && std::fs::read(&spec.path)
+                .is_ok_and(|b| <[u8; 32]>::from(Sha256::digest(&b)) == self.digest)
+    }
+
+    /// It implements `on-statement`.
+    pub fn has_statement_hook(&self) -> bool {
+        self.hooks.contains(Hooks::STATEMENT)
+    }
+
+    /// It failed too often in a row and is not called until reloaded.
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined.load(Relaxed)
+    }
+
+    /// Consecutive failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Relaxed)
+    }
+
+    /// A fresh instance, initialized (every instance gets its own `init`).
+    async fn instantiate(&self) -> Result<Warm, CallError> {
+        let mut w = self.instantiate_bare().await?;
+        match w
+            .plugin
+            .tidegate_policy_policy()
+            .call_init(&mut w.store)
+            .await
+        {
+            Ok(Ok(_)) => Ok(w),
+            Ok(Err(m)) => Err(CallError::Trap(
+                self.name.to_string(),
+                truncate(format!("init: {m}"), 500),
+            )),
+            Err(e) => Err(self.trap(&e)),
+        }
+    }
+
+    async fn instantiate_bare(&self) -> Result<Warm, CallError> {
+        let settings = &self.spec.settings;
+        let state = HostState {
+            plugin: self.name.clone(),
+            config: self.spec.config_json.clone(),
+            keys: self.spec.keys.clone(),
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(settings.memory_limit)
+                .instances(16)
+                .tables(16)
+                .memories(4)
+                .table_elements(20_000)
+                .trap_on_grow_failure(true)
+                .build(),
+            ticks: 0,
+            max_ticks: deadline_ticks(settings.call_timeout),
+            log_lines: 0,
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            s.ticks += 1;
+            if s.ticks >= s.max_ticks {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Let the event loop run other sessions, then continue.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        match self.pre.instantiate_async(&mut store).await {
+            Ok(plugin) => Ok(Warm { store, plugin }),
+            Err(e) => {
+                let text = format!("{e:#}");
+                if text.contains("maximum concurrent") || text.contains("pooling") {
+                    Err(CallError::Busy(self.name.to_string()))
+                } else {
+                    Err(CallError::Trap(self.name.to_string(), truncate(text, 500)))
+                }
+            }
+        }
+    }
+
+    async fn take(&self) -> Result<Warm, CallError> {
+        let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut w = match warm {
+            Some(w) => w,
+            None => self.instantiate().await?,
+        };
+        let s = w.store.data_mut();
+        s.ticks = 0;
+        s.log_lines = 0;
+        w.store.set_epoch_deadline(1);
+        Ok(w)
+    }
+
+    fn release(&self, w: Warm) {
+        let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+        if warm.len() < MAX_WARM {
+            warm.push(w);
+        }
+    }
+
+    /// Records a call's outcome for the quarantine count; returns the error for the caller.
+    fn failed(&self, e: CallError) -> CallError {
+        let n = self.failures.fetch_add(1, Relaxed) + 1;
+        if n >= self.spec.settings.quarantine_after && !self.quarantined.swap(true, Relaxed) {
+            tracing::error!(plugin = %self.name, failures = n, error = %e, "plugin quarantined");
+        } else {
+            tracing::warn!(plugin = %self.name, error = %e, "plugin call failed");
+        }
+        e
+    }
+
+    fn trap(&self, e: &wasmtime::Error) -> CallError {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout(self.name.to_string()),
+            _ => CallError::Trap(self.name.to_string(), describe_trap(e)),
+        }
+    }
+
+    /// Calls `on-statement`. A trapped instance is discarded, never reused.
+    pub async fn on_statement(&self, stmt: &Statement) -> Result<PluginDecision, CallError> {
+        self.calls.fetch_add(1, Relaxed);
+        let mut w = self.take().await?;
+        let arg = to_wit_statement(stmt);
+        let result = w
+            .plugin
+            .tidegate_policy_policy()
+            .call_on_statement(&mut w.store, &arg)
+            .await;
+        match result {
+            Ok(d) => {
+                self.release(w);
+                match validate_decision(d) {
+                    Ok(d) => {
+                        self.failures.store(0, Relaxed);
+                        Ok(d)
+                    }
+                    Err(why) => Err(self.failed(CallError::Invalid(self.name.to_string(), why))),
+                }
+            }
+            Err(e) => Err(self.failed(self.trap(&e))),
+        }
+    }
+}
+
+/// A plugin's answer, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginDecision {
+    /// No objection.
+    Allow,
+    /// Refused: reason, SQLSTATE, hint.
+    Deny(String, String, Option<String>),
+    /// Run this instead.
+    Rewrite(String),
+}
+
+fn validate_decision(d: wit::Decision) -> Result<PluginDecision, String> {
+    match d {
+        wit::Decision::Allow => Ok(PluginDecision::Allow),
+        wit::Decision::Deny(denial) => {
+            if !valid_sqlstate(&denial.sqlstate) {
+                return Err(format!(
+                    "SQLSTATE {:?} is not five digits or capitals",
+                    truncate(denial.sqlstate, 20)
+                ));
+            }
+            if denial.reason.len() > MAX_RETURN_BYTES
+                || denial
+                    .hint
+                    .as_ref()
+                    .is_some_and(|h| h.len() > MAX_RETURN_BYTES)
+            {
+                return Err("denial over 1 MiB".into());
+            }
+            Ok(PluginDecision::Deny(
+                truncate(denial.reason, 4096),
+                denial.sqlstate,
+                denial.hint.map(|h| truncate(h, 4096)),
+            ))
+        }
+        wit::Decision::Rewrite(sql) => {
+            if sql.len() > MAX_RETURN_BYTES {
+                return Err(format!("rewrite of {} bytes is over 1 MiB", sql.len()));
+            }
+            if sql.trim().is_empty() || sql.contains('\0') {
+                return Err("rewrite is empty or contains NUL".into());
+            }
+            Ok(PluginDecision::Rewrite(sql))
+        }
+    }
+}
+
+fn to_wit_statement(s: &Statement) -> wit::Statement {
+    wit::Statement {
+        principal: wit::Principal {
+            user: s.principal.user.clone(),
+            role: s.principal.role.clone(),
+            roles: s.principal.roles.clone(),
+            database: s.principal.database.clone(),
+        },
+        sql: s.sql.clone(),
+        fingerprint: format!("{:032x}", s.fingerprint),
+        kind: match s.kind {
+            StatementKind::Read => wit::StatementKind::Read,
+            StatementKind::Write => wit::StatementKind::Write,
+            StatementKind::Ddl => wit::StatementKind::Ddl,
+            StatementKind::Transaction => wit::StatementKind::Transaction,
+            StatementKind::Utility => wit::StatementKind::Utility,
+        },
+        read_only: s.read_only,
+        tables: s
+            .tables
+            .iter()
+            .map(|t| wit::TableRef {
+                schema: t.schema.clone(),
+                name: t.name.clone(),
+            })
+            .collect(),
+        prepared: s.prepared,
+    }
+}
+
+fn deadline_ticks(timeout: Duration) -> u32 {
+    (timeout.as_millis() / TICK.as_millis().max(1)).clamp(1, u32::MAX as u128) as u32
+}
+
+fn describe_trap(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => "deadline exceeded".into(),
+        Some(t) => t.to_string(),
+        None => truncate(format!("{e:#}"), 500),
+    }
+}
+
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

@@ -1,0 +1,170 @@
+//! The configured plugin chain: built at start and on every reload (unchanged plugins are
+//! kept, not recompiled), and a watch of the plugin directory that swaps in a plugin whose
+//! file changed — atomically, calls in flight finishing on the old version. A file that does
+//! not load keeps the old version in service; the reason is logged and counted.
+
+use crate::server::Shared;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tidegate_config::Config;
+use tidegate_plugins::{Chain, ChainEntry, Keys, PluginSpec, Runtime, Settings};
+
+/// Changes in the plugin directory within this time make one check.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// The keys of `config`, decoded (validated at load).
+fn keys(config: &Config) -> Keys {
+    use base64::Engine;
+    let mut keys = Keys::default();
+    for k in &config.plugins.keys {
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(k.secret.trim()) {
+            if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                keys.insert(&k.name, k.id, key);
+            }
+        }
+    }
+    keys
+}
+
+fn keys_digest(config: &Config, allowed: &[String]) -> String {
+    let mut h = Sha256::new();
+    for k in config
+        .plugins
+        .keys
+        .iter()
+        .filter(|k| allowed.contains(&k.name))
+    {
+        h.update(k.name.as_bytes());
+        h.update(k.id.to_be_bytes());
+        h.update(k.secret.as_bytes());
+    }
+    format!("{:x}", h.finalize())
+}
+
+fn spec(config: &Config, entry: &tidegate_config::PluginEntry, all_keys: &Keys) -> PluginSpec {
+    PluginSpec {
+        name: entry.name.clone(),
+        path: PathBuf::from(&config.plugins.dir).join(&entry.file),
+        config_json: serde_json::to_string(&entry.config)
+            .unwrap_or_else(|_| "{}".into())
+            .into(),
+        keys: Arc::new(all_keys.subset(&entry.keys)),
+        keys_digest: keys_digest(config, &entry.keys),
+        settings: Settings::from_config(&config.plugins),
+    }
+}
+
+/// Builds the chain `config` asks for. A plugin whose file, configuration and keys are
+/// unchanged since `old` is reused as it is (unless quarantined). Any plugin that fails to
+/// load fails the whole build, so a reload keeps the previous chain.
+pub async fn build_chain(
+    sh: &Shared,
+    config: &Config,
+    old: Option<&Chain>,
+) -> Result<Option<Arc<Chain>>, String> {
+    if config.plugins.chain.is_empty() {
+        return Ok(None);
+    }
+    let runtime = runtime(sh, config)?;
+    let all_keys = keys(config);
+    let mut entries = Vec::new();
+    for e in &config.plugins.chain {
+        let spec = spec(config, e, &all_keys);
+        let reused = old
+            .and_then(|c| c.entry(&e.name))
+            .map(|entry| entry.current.load_full())
+            .filter(|p| !p.is_quarantined() && p.same_source(&spec));
+        let plugin = match reused {
+            Some(p) => p,
+            None => runtime.load(spec).await.map_err(|e| e.to_string())?,
+        };
+        entries.push(ChainEntry {
+            name: e.name.clone(),
+            fail: e.fail_policy(),
+            databases: e.databases.clone(),
+            users: e.users.clone(),
+            current: arc_swap::ArcSwap::new(plugin),
+            stats: Default::default(),
+        });
+    }
+    Ok(Some(Arc::new(Chain::new(entries))))
+}
+
+fn runtime(sh: &Shared, config: &Config) -> Result<Arc<Runtime>, String> {
+    let mut slot = sh.plugin_runtime.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = slot.as_ref() {
+        return Ok(r.clone());
+    }
+    let r = Runtime::new(&Settings::from_config(&config.plugins)).map_err(|e| e.to_string())?;
+    *slot = Some(r.clone());
+    Ok(r)
+}
+
+/// Reloads the plugins whose files changed in the plugin directory. Runs until aborted.
+pub fn watch(sh: Arc<Shared>) -> notify::Result<Option<tokio::task::JoinHandle<()>>> {
+    use notify::Watcher;
+    let config = sh.config();
+    if config.plugins.chain.is_empty() || !config.plugins.watch {
+        return Ok(None);
+    }
+    let dir = PathBuf::from(&config.plugins.dir);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(Some(tokio::spawn(async move {
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            loop {
+                tokio::time::sleep(DEBOUNCE).await;
+                let mut more = false;
+                while rx.try_recv().is_ok() {
+                    more = true;
+                }
+                if !more {
+                    break;
+                }
+            }
+            swap_changed(&sh).await;
+        }
+    })))
+}
+
+/// Loads every plugin of the current chain whose file differs from the version in service and
+/// swaps it in; a file that fails keeps the old version.
+pub async fn swap_changed(sh: &Shared) {
+    let topo = sh.topology();
+    let Some(chain) = topo.plugins.as_ref() else {
+        return;
+    };
+    let Ok(runtime) = runtime(sh, &topo.config) else {
+        return;
+    };
+    let all_keys = keys(&topo.config);
+    for e in &topo.config.plugins.chain {
+        let Some(entry) = chain.entry(&e.name) else {
+            continue;
+        };
+        let current = entry.current.load_full();
+        let spec = spec(&topo.config, e, &all_keys);
+        if current.same_source(&spec) {
+            continue;
+        }
+        match runtime.load(spec).await {
+            Ok(p) => {
+                tracing::info!(plugin = %e.name, version = %p.plugin_version, "plugin file changed: new version in service");
+                entry.swap(p);
+            }
+            Err(err) => {
+                entry.stats.load_failures.fetch_add(1, Relaxed);
+                tracing::error!(plugin = %e.name, error = %err, "plugin file changed but does not load: keeping the running version");
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Policy plugins through the PostgreSQL wire protocol: the access-control plugin (built for
+//! wasm32-wasip2 by the test command) denies a read-only user's writes with 42501 and the
+//! plugin's reason, in and out of transactions and over the extended protocol; replacing the
+//! plugin file under pgbench load fails no transaction, and a corrupt file keeps the old one.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tidegate_tests::{fresh_dir, run_tool, sqlstate, Broker, Postgres};
+
+/// Where the test command builds the first-party plugins.
+fn built_plugins() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .canonicalize()
+        .expect("plugins are built: cd plugins && cargo build --release --target wasm32-wasip2");
+    assert!(
+        dir.join("access_control.wasm").exists(),
+        "access_control.wasm is built"
+    );
+    dir
+}
+
+/// A private plugin directory holding a copy of the access-control plugin.
+fn plugin_dir() -> PathBuf {
+    let dir = fresh_dir().expect("dir");
+    std::fs::copy(
+        built_plugins().join("access_control.wasm"),
+        dir.join("access_control.wasm"),
+    )
+    .expect("copy plugin");
+    dir
+}
+
+fn access_control(dir: &Path) -> String {
+    format!(
+        r#"
+[plugins]
+dir = "{dir}"
+call_timeout = "100ms"
+[[plugins.chain]]
+name = "access-control"
+file = "access_control.wasm"
+kind = "access_control"
+[plugins.chain.config]
+deny_by_default = true
+[plugins.chain.config.roles]
+reader = [{{ kinds = ["read", "utility"], tables = ["*"] }}]
+admin = [{{ kinds = ["*"], tables = ["*"] }}]
+[plugins.chain.config.users]
+app = ["admin"]
+[[users]]
+name = "reader"
+password = "reader"
+roles = ["reader"]
+"#,
+        dir = dir.display()
+    )
+}
+
+async fn reader(broker: &Broker) -> tokio_postgres::Client {
+    tidegate_tests::connect(&broker.url("reader", "reader", "postgres"))
+        .await
+        .expect("reader connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_user_may_read_but_not_write() {
+    let pg = Postgres::start();
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    );
+    let dir = plugin_dir();
+    let broker = Broker::start(&pg, &access_control(&dir)).await;
+    let r = reader(&broker).await;
+
+    // Simple protocol, outside a transaction: answered by the broker.
+    let err = r
+        .simple_query("INSERT INTO t VALUES (2)")
+        .await
+        .expect_err("denied");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    let db = err.as_db_error().expect("server-style error");
+    assert!(
+        db.message().contains("reader") && db.message().contains("access-control"),
+        "{}",
+        db.message()
+    );
+    assert!(db.hint().is_some(), "the plugin's hint");
+    let rows = r
+        .query("SELECT id FROM t", &[])
+        .await
+        .expect("reads are allowed");
+    assert_eq!(rows.len(), 1);
+
+    // Extended protocol: the Parse is denied, the rest of the batch skipped.
+    let err = r
+        .execute("UPDATE t SET id = $1", &[&5i32])
+        .await
+        .expect_err("denied");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    assert_eq!(r.query("SELECT 1", &[]).await.expect("in step").len(), 1);
+
+    // Inside a transaction the denial aborts it, as PostgreSQL would.
+    r.batch_execute("BEGIN").await.expect("begin");
+    r.query("SELECT id FROM t", &[]).await.expect("read in tx");
+    let err = r
+        .simple_query("DELETE FROM t")
+        .await
+        .expect_err("denied in tx");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    let err = r
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("transaction aborted");
+    assert_eq!(sqlstate(&err).as_deref(), Some("25P02"));
+    r.batch_execute("ROLLBACK").await.expect("rollback");
+
+    // The admin may write; nothing the reader tried reached the table.
+    let app = broker.connect("postgres").await;
+    app.execute("INSERT INTO t VALUES (3)", &[])
+        .await
+        .expect("admin writes");
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"
+        ),
+        "1,3"
+    );
+
+    let chain = broker.shared.topology().plugins.clone().expect("chain");
+    let stats = &chain.entry("access-control").expect("entry").stats;
+    assert!(stats.denials.load(Relaxed) >= 3);
+    assert!(
+        stats.cache_hits.load(Relaxed) > 0,
+        "deterministic decisions are cached"
+    );
+}
+
+/// Appends a custom section: a different file (new digest) with the same behaviour.
+fn touched(bytes: &[u8], tag: u8) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    let name = b"tidegate-test";
+    let payload = [tag; 8];
+    v.push(0); // custom section
+    v.push((1 + name.len() + payload.len()) as u8);
+    v.push(name.len() as u8);
+    v.extend_from_slice(name);
+    v.extend_from_slice(&payload);
+    v
+}
+
+/// Scenario 18: the plugin file is replaced (twice) and then corrupted while pgbench -S runs
+/// with 8 clients through TideGate: no transaction fails, new versions take over, the corrupt
+/// file is refused and the last good version stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_plugin_under_load_fails_nothing() {
+    let pg = Postgres::start();
+    let init = run_tool(
+        "pgbench",
+        &[
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let dir = plugin_dir();
+    let broker = Broker::start(&pg, &access_control(&dir)).await;
+    let watch = tidegate::plugins::watch(broker.shared.clone()).expect("watch");
+    assert!(watch.is_some());
+    let port = broker.addr.port().to_string();
+    let bench = tokio::spawn(async move {
+        run_tool(
+            "pgbench",
+            &[
+                "-n",
+                "-S",
+                "-c",
+                "8",
+                "-j",
+                "2",
+                "-T",
+                "8",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "reader",
+                "postgres",
+            ],
+            &[("PGPASSWORD", "reader")],
+        )
+        .await
+    });
+    let original = std::fs::read(dir.join("access_control.wasm")).expect("read");
+    let chain = broker.shared.topology().plugins.clone().expect("chain");
+    let entry = chain.entry("access-control").expect("entry");
+    let first = entry.current.load().version;
+    for (i, tag) in [1u8, 2].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Editor-style: write a temp file, rename over the plugin.
+        let tmp = dir.join("access_control.wasm.tmp");
+        std::fs::write(&tmp, touched(&original, tag)).expect("write");
+        std::fs::rename(&tmp, dir.join("access_control.wasm")).expect("rename");
+        assert!(
+            tidegate_tests::wait_for(Duration::from_secs(5), || entry.stats.swaps.load(Relaxed)
+                > i as u64)
+            .await,
+            "swap {i} happened"
+        );
+    }
+    let before_corrupt = entry.current.load().version;
+    assert!(before_corrupt > first);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    std::fs::write(
+        dir.join("access_control.wasm"),
+        b"\0asm this is not a component",
+    )
+    .expect("corrupt");
+    assert!(
+        tidegate_tests::wait_for(Duration::from_secs(5), || entry
+            .stats
+            .load_failures
+            .load(Relaxed)
+            > 0)
+        .await,
+        "the corrupt file was tried and refused"
+    );
+    assert_eq!(
+        entry.current.load().version,
+        before_corrupt,
+        "the last good version stays"
+    );
+    let out = bench.await.expect("pgbench task");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let failed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("pgbench reports failures");
+    assert_eq!(failed, 0, "{stdout}");
+    // Still enforcing after all that.
+    let r = reader(&broker).await;
+    let err = r
+        .simple_query("DELETE FROM pgbench_accounts")
+        .await
+        .expect_err("denied");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+}
