@@ -8,12 +8,8 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 use tidegate_config::Config;
 use tidegate_plugins::{Chain, ChainEntry, Keys, PluginSpec, Runtime, Settings};
-
-/// Changes in the plugin directory within this time make one check.
-const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// The keys of `config`, decoded (validated at load).
 fn keys(config: &Config) -> Keys {
@@ -105,32 +101,13 @@ fn runtime(sh: &Shared, config: &Config) -> Result<Arc<Runtime>, String> {
 
 /// Reloads the plugins whose files changed in the plugin directory. Runs until aborted.
 pub fn watch(sh: Arc<Shared>) -> notify::Result<Option<tokio::task::JoinHandle<()>>> {
-    use notify::Watcher;
     let config = sh.config();
     if config.plugins.chain.is_empty() || !config.plugins.watch {
         return Ok(None);
     }
-    let dir = PathBuf::from(&config.plugins.dir);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
-    })?;
-    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    let mut changes = crate::reload::DirWatch::new(&PathBuf::from(&config.plugins.dir))?;
     Ok(Some(tokio::spawn(async move {
-        let _watcher = watcher;
-        while rx.recv().await.is_some() {
-            loop {
-                tokio::time::sleep(DEBOUNCE).await;
-                let mut more = false;
-                while rx.try_recv().is_ok() {
-                    more = true;
-                }
-                if !more {
-                    break;
-                }
-            }
+        while changes.settled().await.is_some() {
             swap_changed(&sh).await;
         }
     })))

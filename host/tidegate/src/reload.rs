@@ -80,14 +80,8 @@ async fn apply(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
         .map_err(ReloadError::Plugins)?;
     let topo = sh.build_topology(config, old.generation + 1, plugins)?;
     let generation = topo.generation;
-    let p = &topo.config.pool;
-    let timeouts = PoolTimeouts {
-        connect: p.connect_timeout.duration(),
-        checkout: p.checkout_timeout.duration(),
-        idle: p.idle_timeout.get(),
-        check_after: p.check_after.duration(),
-    };
-    let size = p.size;
+    let timeouts = PoolTimeouts::from_config(&topo.config.pool);
+    let size = topo.config.pool.size;
     let servers: Vec<(String, u16)> = topo
         .nodes
         .iter()
@@ -107,38 +101,60 @@ async fn apply(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
     Ok(generation)
 }
 
+/// Changes in one directory, delivered once each burst of events has settled.
+pub(crate) struct DirWatch {
+    _watcher: notify::RecommendedWatcher,
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl DirWatch {
+    /// Watches `dir` (not recursively).
+    pub(crate) fn new(dir: &Path) -> notify::Result<DirWatch> {
+        use notify::Watcher;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.send(());
+                }
+            })?;
+        watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        Ok(DirWatch {
+            _watcher: watcher,
+            rx,
+        })
+    }
+
+    /// Waits for a change, then until no further event came for [`DEBOUNCE`] (an editor's
+    /// write, rename and chmod make one burst). `None` when the watcher stopped.
+    pub(crate) async fn settled(&mut self) -> Option<()> {
+        self.rx.recv().await?;
+        loop {
+            tokio::time::sleep(DEBOUNCE).await;
+            let mut more = false;
+            while self.rx.try_recv().is_ok() {
+                more = true;
+            }
+            if !more {
+                return Some(());
+            }
+        }
+    }
+}
+
 /// Watches the directory of `path` and reloads when the file's contents change. Watching the
 /// directory, not the file, sees editors' rename-saves and Kubernetes' `..data` link swaps;
 /// a burst of events is debounced into one reload, and a rewrite with the same bytes is
 /// ignored. Runs until the returned task is aborted.
 pub fn watch(sh: Arc<Shared>, path: PathBuf) -> notify::Result<tokio::task::JoinHandle<()>> {
-    use notify::Watcher;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
-    })?;
-    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    let mut changes = DirWatch::new(&dir)?;
     Ok(tokio::spawn(async move {
-        let _watcher = watcher;
         let mut last = std::fs::read(&path).ok();
-        while rx.recv().await.is_some() {
-            // Let the burst (write, rename, chmod…) settle, then drop what queued meanwhile.
-            loop {
-                tokio::time::sleep(DEBOUNCE).await;
-                let mut more = false;
-                while rx.try_recv().is_ok() {
-                    more = true;
-                }
-                if !more {
-                    break;
-                }
-            }
+        while changes.settled().await.is_some() {
             let now = std::fs::read(&path).ok();
             if now.is_none() || now == last {
                 continue;

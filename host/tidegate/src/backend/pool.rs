@@ -268,6 +268,18 @@ impl Pool {
     }
 }
 
+impl PoolTimeouts {
+    /// The timeouts `[pool]` sets.
+    pub fn from_config(p: &tidegate_config::Pool) -> PoolTimeouts {
+        PoolTimeouts {
+            connect: p.connect_timeout.duration(),
+            checkout: p.checkout_timeout.duration(),
+            idle: p.idle_timeout.get(),
+            check_after: p.check_after.duration(),
+        }
+    }
+}
+
 /// What a configuration decides about a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {

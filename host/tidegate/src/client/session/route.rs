@@ -81,12 +81,7 @@ pub fn login_target(config: &Config, user: &str, database: &str) -> Option<Targe
 /// One pool per node of `topo` for `login`'s (database, role): the primary first.
 pub fn pools_for(sh: &Shared, topo: &Topology, login: &Target) -> Vec<Arc<Pool>> {
     let p = &topo.config.pool;
-    let timeouts = PoolTimeouts {
-        connect: p.connect_timeout.duration(),
-        checkout: p.checkout_timeout.duration(),
-        idle: p.idle_timeout.get(),
-        check_after: p.check_after.duration(),
-    };
+    let timeouts = PoolTimeouts::from_config(p);
     topo.nodes
         .iter()
         .enumerate()
