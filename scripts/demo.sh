@@ -8,7 +8,7 @@ source scripts/deps.sh
 cargo build --release -p tidegate
 # The policy plugins the example configuration enables (WebAssembly components).
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-(cd plugins && cargo build --release --target wasm32-wasip2)
+(cd plugins && cargo build --target-dir target --release --target wasm32-wasip2)
 demo=$(pwd)/target/demo
 pg_port=${DEMO_PG_PORT:-54329}
 pg_bin=/usr/lib/postgresql/15/bin

@@ -13,10 +13,11 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy -j2 --workspace --all-targets -- -D warnings
 echo "== plugins (wasm32-wasip2)"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-(cd plugins && cargo clippy -j2 --all-targets -- -D warnings \
-  && cargo clippy -j2 --target wasm32-wasip2 -- -D warnings \
-  && cargo test -j2 \
-  && cargo build -j2 --release --target wasm32-wasip2)
+# Always into plugins/target (whatever CARGO_TARGET_DIR says): the end-to-end tests load them there.
+(cd plugins && cargo clippy -j2 --target-dir target --all-targets -- -D warnings \
+  && cargo clippy -j2 --target-dir target --target wasm32-wasip2 -- -D warnings \
+  && cargo test -j2 --target-dir target \
+  && cargo build -j2 --target-dir target --release --target wasm32-wasip2)
 echo "== tests"
 # Two end-to-end tests at a time: each starts its own PostgreSQL on this 2-core machine.
 if command -v cargo-nextest >/dev/null; then
