@@ -12,8 +12,9 @@ use tidegate_config::FailPolicy;
 /// Cached deterministic decisions at most.
 const CACHE_ENTRIES: usize = 50_000;
 
-/// A cached decision's key: (plugin version, user, fingerprint).
-type CacheKey = (u64, Arc<str>, u128);
+/// Cached decisions by user, then (plugin version, fingerprint): looked up by `&str`, so a hit
+/// allocates nothing.
+type DecisionCache = HashMap<String, HashMap<(u64, u128), Option<Denial>>>;
 
 /// One place in the chain.
 pub struct ChainEntry {
@@ -64,7 +65,8 @@ impl ChainEntry {
 pub struct Chain {
     /// The entries.
     pub entries: Vec<ChainEntry>,
-    cache: Mutex<HashMap<CacheKey, Option<Denial>>>,
+    cache: Mutex<DecisionCache>,
+    cached: std::sync::atomic::AtomicUsize,
 }
 
 impl Chain {
@@ -73,6 +75,7 @@ impl Chain {
         Chain {
             entries,
             cache: Mutex::new(HashMap::new()),
+            cached: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -111,19 +114,15 @@ impl Chain {
             }
             // Deterministic answers depend on the shape only; after a rewrite the fingerprint
             // no longer describes the text, so nothing is cached or looked up.
-            let key = (plugin.deterministic && current.is_none()).then(|| {
-                (
-                    plugin.version,
-                    Arc::<str>::from(s.principal.user.as_str()),
-                    s.fingerprint,
-                )
-            });
-            if let Some(k) = &key {
+            let key = (plugin.deterministic && current.is_none())
+                .then_some((plugin.version, s.fingerprint));
+            if let Some(k) = key {
                 let hit = self
                     .cache
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .get(k)
+                    .get(s.principal.user.as_str())
+                    .and_then(|m| m.get(&k))
                     .cloned();
                 if let Some(cached) = hit {
                     entry.stats.cache_hits.fetch_add(1, Relaxed);
@@ -136,7 +135,7 @@ impl Chain {
             match plugin.on_statement(s).await {
                 Ok(PluginDecision::Allow) => {
                     if let Some(k) = key {
-                        self.remember(k, None);
+                        self.remember(&s.principal.user, k, None);
                     }
                 }
                 Ok(PluginDecision::Deny(reason, sqlstate, hint)) => {
@@ -148,7 +147,7 @@ impl Chain {
                         plugin: entry.name.clone(),
                     };
                     if let Some(k) = key {
-                        self.remember(k, Some(d.clone()));
+                        self.remember(&s.principal.user, k, Some(d.clone()));
                     }
                     return Verdict::Deny(d);
                 }
@@ -174,12 +173,13 @@ impl Chain {
         }
     }
 
-    fn remember(&self, key: CacheKey, value: Option<Denial>) {
+    fn remember(&self, user: &str, key: (u64, u128), value: Option<Denial>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_ENTRIES {
+        if self.cached.fetch_add(1, Relaxed) >= CACHE_ENTRIES {
             cache.clear();
+            self.cached.store(1, Relaxed);
         }
-        cache.insert(key, value);
+        cache.entry(user.to_owned()).or_default().insert(key, value);
     }
 }
 

@@ -23,7 +23,16 @@ impl ClassCache {
 
     /// The classification of `sql`, parsed only on a miss.
     pub fn classify(&self, sql: &str, lookup: &dyn FunctionLookup) -> Arc<Classification> {
-        let fp = fingerprint(sql.as_bytes());
+        self.classify_fingerprinted(sql, fingerprint(sql.as_bytes()), lookup)
+    }
+
+    /// Like [`ClassCache::classify`], for a caller that already has `sql`'s fingerprint.
+    pub fn classify_fingerprinted(
+        &self,
+        sql: &str,
+        fp: Fingerprint,
+        lookup: &dyn FunctionLookup,
+    ) -> Arc<Classification> {
         if let Some(c) = self.get(fp) {
             return c;
         }

@@ -115,7 +115,11 @@ where
 
     fn describe(&self, principal: Arc<Principal>, sql: &[u8], prepared: bool) -> Statement {
         let text = String::from_utf8_lossy(sql).into_owned();
-        let c = self.catalog.classes.classify(&text, &self.catalog.lookup);
+        let fp = tidegate_sql::fingerprint(sql);
+        let c = self
+            .catalog
+            .classes
+            .classify_fingerprinted(&text, fp, &self.catalog.lookup);
         let kind = if c.tx.is_some() {
             StatementKind::Transaction
         } else {
@@ -129,7 +133,7 @@ where
         };
         Statement {
             principal,
-            fingerprint: tidegate_sql::fingerprint(sql).0,
+            fingerprint: fp.0,
             kind,
             read_only: c.read_only,
             tables: c
