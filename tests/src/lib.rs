@@ -468,3 +468,37 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("fixtures")
         .join(name)
 }
+
+/// The first column of the first row `sql` returns (simple protocol), as text.
+pub async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+/// `pgbench -i -s 1 -q` on `url`, asserting success.
+pub async fn pgbench_init(url: &str) {
+    let out = run_tool("pgbench", &["-i", "-s", "1", "-q", "-d", url], &[]).await;
+    assert!(
+        out.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The "number of failed transactions" of a pgbench report.
+pub fn pgbench_failed(report: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no failed-transactions line in:\n{report}"))
+}

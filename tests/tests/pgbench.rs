@@ -21,15 +21,6 @@ async fn pgbench(url: &str, args: &[&str]) -> String {
     text
 }
 
-fn failed(report: &str) -> u64 {
-    report
-        .lines()
-        .find_map(|l| l.strip_prefix("number of failed transactions: "))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no failed-transactions line in:\n{report}"))
-}
-
 fn processed(report: &str) -> u64 {
     report
         .lines()
@@ -59,7 +50,11 @@ async fn pgbench_every_mode_over_a_pool_of_four() {
                 args.push("-S");
             }
             let report = pgbench(&url, &args).await;
-            assert_eq!(failed(&report), 0, "{mode} -S={select_only}:\n{report}");
+            assert_eq!(
+                tidegate_tests::pgbench_failed(&report),
+                0,
+                "{mode} -S={select_only}:\n{report}"
+            );
             assert!(processed(&report) > 0, "{report}");
         }
     }

@@ -158,29 +158,7 @@ fn touched(bytes: &[u8], tag: u8) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_the_plugin_under_load_fails_nothing() {
     let pg = Postgres::start();
-    let init = run_tool(
-        "pgbench",
-        &[
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-            "postgres",
-        ],
-        &[],
-    )
-    .await;
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    tidegate_tests::pgbench_init(&pg.url("postgres")).await;
     let dir = plugin_dir();
     let broker = Broker::start(&pg, &access_control(&dir)).await;
     let watch = tidegate::plugins::watch(broker.shared.clone()).expect("watch");
@@ -256,12 +234,7 @@ async fn replacing_the_plugin_under_load_fails_nothing() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let failed = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("number of failed transactions: "))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("pgbench reports failures");
+    let failed = tidegate_tests::pgbench_failed(&stdout);
     assert_eq!(failed, 0, "{stdout}");
     // Still enforcing after all that.
     let r = reader(&broker).await;

@@ -17,16 +17,7 @@ fn config_file(pg: &Postgres, extra: &str) -> PathBuf {
 }
 
 async fn one(c: &tokio_postgres::Client, sql: &str) -> String {
-    let rows = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .expect("a row")
+    tidegate_tests::first_value(c, sql).await
 }
 
 /// The broker's connections to `pg` (every client backend but the asking one).

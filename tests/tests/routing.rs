@@ -4,16 +4,7 @@ use std::collections::HashMap;
 use tidegate_tests::{sqlstate, Broker, Postgres};
 
 async fn in_recovery(c: &tokio_postgres::Client, sql: &str) -> bool {
-    let rows = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
-            _ => None,
-        })
-        .expect("a row")
+    tidegate_tests::first_value(c, sql).await == "t"
 }
 
 /// `n` caught-up streaming replicas of `primary` and TideGate in front of them all, with
@@ -565,17 +556,7 @@ async fn replicas_failing_under_load_cost_at_most_one_read_each() {
 async fn pgbench_survives_a_replica_crash() {
     let primary = Postgres::start();
     tidegate_tests::create_db(&primary, "bench");
-    let init = tidegate_tests::run_tool(
-        "pgbench",
-        &["-i", "-s", "1", "-q", "-d", &primary.url("bench")],
-        &[],
-    )
-    .await;
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    tidegate_tests::pgbench_init(&primary.url("bench")).await;
     let (replicas, broker) = replicas_and_broker(
         &primary,
         2,
