@@ -36,6 +36,10 @@ PGPASSWORD=app psql -X -h 127.0.0.1 -p 6543 -U app -d postgres \
 echo "The read-only user 'reader' is stopped by the access-control plugin:"
 PGPASSWORD=reader psql -X -h 127.0.0.1 -p 6543 -U reader -d postgres \
   -c "CREATE TABLE demo_denied (id int)" || true
+echo "Both statements left HMAC-chained audit records (tidegate audit verify checks the chain):"
+sleep 0.2
+TIDEGATE__UPSTREAM__PRIMARY__PORT=$pg_port ./target/release/tidegate audit logs --config config/tidegate.example.toml --limit 5 || true
+TIDEGATE__UPSTREAM__PRIMARY__PORT=$pg_port ./target/release/tidegate audit verify --config config/tidegate.example.toml || true
 echo "Try it yourself:  PGPASSWORD=app psql -h 127.0.0.1 -p 6543 -U app postgres"
 echo "TideGate is running; press Ctrl-C to stop."
 wait "$tg"

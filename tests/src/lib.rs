@@ -502,3 +502,54 @@ pub fn pgbench_failed(report: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no failed-transactions line in:\n{report}"))
 }
+
+/// Whether the TimescaleDB extension is installed for the test PostgreSQL.
+pub fn timescaledb_installed() -> bool {
+    let Ok(out) = Command::new(pg_bin().join("pg_config"))
+        .arg("--pkglibdir")
+        .output()
+    else {
+        return false;
+    };
+    let lib = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Path::new(&lib).join("timescaledb.so").exists()
+}
+
+impl Postgres {
+    /// A server with TimescaleDB preloaded and the extension created in `postgres`; `None`
+    /// (after printing `skipped: TimescaleDB not installed`) when it is not installed.
+    pub fn start_timescale() -> Option<Postgres> {
+        if !timescaledb_installed() {
+            println!("skipped: TimescaleDB not installed");
+            return None;
+        }
+        let pg = Self::start_with(&[
+            ("shared_preload_libraries", "timescaledb"),
+            ("timescaledb.telemetry_level", "off"),
+        ]);
+        pg.sql("postgres", "CREATE EXTENSION IF NOT EXISTS timescaledb");
+        Some(pg)
+    }
+}
+
+/// Where the test command builds the first-party plugins (`plugins/target/wasm32-wasip2/release`).
+pub fn built_plugins() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .canonicalize()
+        .expect("plugins are built: cd plugins && cargo build --release --target wasm32-wasip2");
+    assert!(
+        dir.join("access_control.wasm").exists(),
+        "access_control.wasm is built"
+    );
+    dir
+}
+
+/// A fresh directory holding copies of the named built plugins (`encryption.wasm`, …).
+pub fn plugin_dir_with(files: &[&str]) -> PathBuf {
+    let dir = fresh_dir().expect("dir");
+    for f in files {
+        std::fs::copy(built_plugins().join(f), dir.join(f)).expect("copy plugin");
+    }
+    dir
+}

@@ -6,30 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tidegate_tests::{fresh_dir, run_tool, sqlstate, Broker, Postgres};
-
-/// Where the test command builds the first-party plugins.
-fn built_plugins() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-wasip2/release")
-        .canonicalize()
-        .expect("plugins are built: cd plugins && cargo build --release --target wasm32-wasip2");
-    assert!(
-        dir.join("access_control.wasm").exists(),
-        "access_control.wasm is built"
-    );
-    dir
-}
+use tidegate_tests::{run_tool, sqlstate, Broker, Postgres};
 
 /// A private plugin directory holding a copy of the access-control plugin.
 fn plugin_dir() -> PathBuf {
-    let dir = fresh_dir().expect("dir");
-    std::fs::copy(
-        built_plugins().join("access_control.wasm"),
-        dir.join("access_control.wasm"),
-    )
-    .expect("copy plugin");
-    dir
+    tidegate_tests::plugin_dir_with(&["access_control.wasm"])
 }
 
 fn access_control(dir: &Path) -> String {

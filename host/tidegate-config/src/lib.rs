@@ -4,12 +4,14 @@
 //! This crate does no I/O beyond reading the file it is given, so `tidegate check` can validate a
 //! file without touching the network.
 
+mod audit;
 mod duration;
 mod env;
 mod error;
 mod scram;
 mod types;
 
+pub use audit::Audit;
 pub use duration::{parse_duration, Millis};
 pub use error::{ConfigError, Location};
 pub use scram::{hmac_sha256, ScramVerifier};

@@ -29,6 +29,8 @@ pub struct Config {
     pub runtime: Runtime,
     /// WebAssembly policy plugins.
     pub plugins: Plugins,
+    /// Persisted, hash-chained audit records.
+    pub audit: crate::Audit,
     /// Broker users.
     pub users: Vec<User>,
 }
@@ -629,6 +631,7 @@ impl Config {
             }
         }
         self.check_plugins()?;
+        self.check_audit()?;
         if self.users.is_empty() {
             return err("users", "at least one [[users]] entry is required");
         }

@@ -2,7 +2,9 @@
 //! and atomic swaps of a plugin's loaded version.
 
 use crate::runtime::{CallError, LoadedPlugin, PluginDecision};
-use crate::types::{Denial, Statement, Verdict};
+use crate::types::{
+    AuditEvent, AuditRecord, BoundValue, Column, Denial, Statement, Value, Verdict,
+};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -173,6 +175,140 @@ impl Chain {
         }
     }
 
+    /// The columns (`schema.table.column` or `table.column`) that the row and write hooks
+    /// applying to `user` on `database` declared; empty when no such hook applies.
+    pub fn data_columns(&self, user: &str, database: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.entries.iter().filter(|e| e.applies(user, database)) {
+            let p = e.current.load();
+            if p.has_rows_hook() || p.has_write_values_hook() {
+                for c in &p.columns {
+                    if !out.contains(c) {
+                        out.push(c.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether any `on-rows` or `on-write-values` hook applies to `user` on `database`.
+    pub fn has_data_hooks(&self, user: &str, database: &str) -> bool {
+        self.entries.iter().any(|e| {
+            e.applies(user, database) && {
+                let p = e.current.load();
+                p.has_rows_hook() || p.has_write_values_hook()
+            }
+        })
+    }
+
+    /// Whether any `on-audit` hook applies to `user` on `database`.
+    pub fn has_audit_hooks(&self, user: &str, database: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.applies(user, database) && e.current.load().has_audit_hook())
+    }
+
+    /// Runs every applicable `on-rows` hook in order over a batch of rows (the values of
+    /// `columns`). A denial, or a failure of a plugin that fails closed, refuses the result.
+    pub async fn on_rows(
+        &self,
+        stmt: &Statement,
+        columns: &[Column],
+        mut rows: Vec<Vec<Value>>,
+    ) -> Result<Vec<Vec<Value>>, Denial> {
+        for entry in self.data_entries(stmt, |p| p.has_rows_hook()) {
+            let plugin = entry.current.load_full();
+            if plugin.is_quarantined() {
+                fail_or_skip(entry, &format!("plugin {} is quarantined", entry.name))?;
+                continue;
+            }
+            match plugin.on_rows(stmt, columns, rows.clone()).await {
+                Ok(Ok(next)) => rows = next,
+                Ok(Err(d)) => {
+                    entry.stats.denials.fetch_add(1, Relaxed);
+                    return Err(d);
+                }
+                Err(e) => fail_or_skip(entry, &call_failure(&e))?,
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Runs every applicable `on-write-values` hook in order; returns the values to send.
+    pub async fn on_write_values(
+        &self,
+        stmt: &Statement,
+        mut values: Vec<BoundValue>,
+    ) -> Result<Vec<Value>, Denial> {
+        for entry in self.data_entries(stmt, |p| p.has_write_values_hook()) {
+            let plugin = entry.current.load_full();
+            if plugin.is_quarantined() {
+                fail_or_skip(entry, &format!("plugin {} is quarantined", entry.name))?;
+                continue;
+            }
+            match plugin.on_write_values(stmt, &values).await {
+                Ok(Ok(next)) => {
+                    for (v, n) in values.iter_mut().zip(next) {
+                        v.value = n;
+                    }
+                }
+                Ok(Err(d)) => {
+                    entry.stats.denials.fetch_add(1, Relaxed);
+                    return Err(d);
+                }
+                Err(e) => fail_or_skip(entry, &call_failure(&e))?,
+            }
+        }
+        Ok(values.into_iter().map(|v| v.value).collect())
+    }
+
+    /// Runs every applicable `on-audit` hook; returns the records to persist, by plugin. A
+    /// plugin that fails still leaves a record — the event as the host saw it, labelled with
+    /// the failure — so no statement goes unrecorded.
+    pub async fn on_audit(&self, event: &AuditEvent) -> Vec<(String, AuditRecord)> {
+        let mut out = Vec::new();
+        let (user, db) = (&event.principal.user, &event.principal.database);
+        for entry in self.entries.iter().filter(|e| e.applies(user, db)) {
+            let plugin = entry.current.load_full();
+            if !plugin.has_audit_hook() {
+                continue;
+            }
+            let failure = if plugin.is_quarantined() {
+                format!("plugin {} is quarantined", entry.name)
+            } else {
+                match plugin.on_audit(event).await {
+                    Ok(Some(r)) => {
+                        out.push((entry.name.clone(), r));
+                        continue;
+                    }
+                    Ok(None) => continue,
+                    Err(e) => call_failure(&e),
+                }
+            };
+            entry.stats.failures.fetch_add(1, Relaxed);
+            out.push((
+                entry.name.clone(),
+                AuditRecord {
+                    event: event.clone(),
+                    labels: vec![("audit_plugin_error".into(), failure)],
+                },
+            ));
+        }
+        out
+    }
+
+    fn data_entries<'a>(
+        &'a self,
+        stmt: &'a Statement,
+        hook: impl Fn(&crate::LoadedPlugin) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a ChainEntry> + 'a {
+        let (user, db) = (&stmt.principal.user, &stmt.principal.database);
+        self.entries
+            .iter()
+            .filter(move |e| e.applies(user, db) && hook(&e.current.load()))
+    }
+
     fn remember(&self, user: &str, key: (u64, u128), value: Option<Denial>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if self.cached.fetch_add(1, Relaxed) >= CACHE_ENTRIES {
@@ -185,6 +321,14 @@ impl Chain {
 
 fn call_failure(e: &CallError) -> String {
     e.to_string()
+}
+
+/// Applies `entry`'s fail policy to a data hook: `Err` when it fails closed.
+fn fail_or_skip(entry: &ChainEntry, why: &str) -> Result<(), Denial> {
+    match failed(entry, why) {
+        Some(d) => Err(d),
+        None => Ok(()),
+    }
 }
 
 /// Applies `entry`'s fail policy: a denial when it fails closed.

@@ -130,6 +130,26 @@ impl Keys {
             .map_err(|_| CryptoError::Invalid("ciphertext does not authenticate".into()))
     }
 
+    /// The newest version of `name`.
+    pub fn current_id(&self, name: &str) -> Option<u32> {
+        self.current(name).ok().map(|(id, _)| id)
+    }
+
+    /// An HMAC-SHA-256 state keyed with version `id` of `name`, for constant-time checks.
+    pub fn mac_state(&self, name: &str, id: u32) -> Option<Hmac<sha2::Sha256>> {
+        let key = self.version(name, id).ok()?;
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).ok()
+    }
+
+    /// HMAC-SHA-256 with version `id` of `name`.
+    pub fn hmac_version(&self, name: &str, id: u32, data: &[u8]) -> Result<[u8; 32], CryptoError> {
+        let key = self.version(name, id)?;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+            .map_err(|_| CryptoError::Invalid("bad key".into()))?;
+        mac.update(data);
+        Ok(mac.finalize().into_bytes().into())
+    }
+
     /// HMAC-SHA-256 with the newest version of `name`.
     pub fn hmac(&self, name: &str, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let (_, key) = self.current(name)?;

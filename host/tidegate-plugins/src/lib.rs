@@ -13,12 +13,17 @@
 mod bindings;
 mod chain;
 pub mod crypto;
+mod hooks;
 mod runtime;
 mod types;
 
 pub use chain::{Chain, ChainEntry, PluginStats};
 pub use crypto::{CryptoError, Keys};
+pub use hooks::HookResult;
 pub use runtime::{
     CallError, LoadError, LoadedPlugin, PluginDecision, PluginSpec, Runtime, Settings,
 };
-pub use types::{valid_sqlstate, Denial, Principal, Statement, StatementKind, TableRef, Verdict};
+pub use types::{
+    valid_sqlstate, AuditEvent, AuditRecord, BoundValue, Column, Denial, Principal, Statement,
+    StatementKind, TableRef, Value, Verdict,
+};

@@ -2,7 +2,7 @@
 
 use crate::bindings::{self, wit, Hooks, LogLevel, Plugin, PluginPre};
 use crate::crypto::Keys;
-use crate::types::{valid_sqlstate, Statement, StatementKind};
+use crate::types::{valid_sqlstate, Statement};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -408,9 +408,9 @@ pub struct PluginSpec {
 }
 
 /// A warm instance.
-struct Warm {
-    store: Store<HostState>,
-    plugin: Plugin,
+pub(crate) struct Warm {
+    pub(crate) store: Store<HostState>,
+    pub(crate) plugin: Plugin,
 }
 
 /// One loaded version of a plugin.
@@ -454,6 +454,26 @@ impl LoadedPlugin {
     /// It implements `on-statement`.
     pub fn has_statement_hook(&self) -> bool {
         self.hooks.contains(Hooks::STATEMENT)
+    }
+
+    /// It implements `on-rows`.
+    pub fn has_rows_hook(&self) -> bool {
+        self.hooks.contains(Hooks::ROWS)
+    }
+
+    /// It implements `on-write-values`.
+    pub fn has_write_values_hook(&self) -> bool {
+        self.hooks.contains(Hooks::WRITE_VALUES)
+    }
+
+    /// It implements `on-audit`.
+    pub fn has_audit_hook(&self) -> bool {
+        self.hooks.contains(Hooks::AUDIT)
+    }
+
+    /// A call succeeded: the consecutive-failure count starts over.
+    pub(crate) fn succeeded(&self) {
+        self.failures.store(0, Relaxed);
     }
 
     /// It failed too often in a row and is not called until reloaded.
@@ -530,7 +550,7 @@ impl LoadedPlugin {
         }
     }
 
-    async fn take(&self) -> Result<Warm, CallError> {
+    pub(crate) async fn take(&self) -> Result<Warm, CallError> {
         let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut w = match warm {
             Some(w) => w,
@@ -543,7 +563,7 @@ impl LoadedPlugin {
         Ok(w)
     }
 
-    fn release(&self, w: Warm) {
+    pub(crate) fn release(&self, w: Warm) {
         let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
         if warm.len() < MAX_WARM {
             warm.push(w);
@@ -551,7 +571,7 @@ impl LoadedPlugin {
     }
 
     /// Records a call's outcome for the quarantine count; returns the error for the caller.
-    fn failed(&self, e: CallError) -> CallError {
+    pub(crate) fn failed(&self, e: CallError) -> CallError {
         let n = self.failures.fetch_add(1, Relaxed) + 1;
         if n >= self.spec.settings.quarantine_after && !self.quarantined.swap(true, Relaxed) {
             tracing::error!(plugin = %self.name, failures = n, error = %e, "plugin quarantined");
@@ -561,7 +581,7 @@ impl LoadedPlugin {
         e
     }
 
-    fn trap(&self, e: &wasmtime::Error) -> CallError {
+    pub(crate) fn trap(&self, e: &wasmtime::Error) -> CallError {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout(self.name.to_string()),
             _ => CallError::Trap(self.name.to_string(), describe_trap(e)),
@@ -641,7 +661,7 @@ fn validate_decision(d: wit::Decision) -> Result<PluginDecision, String> {
     }
 }
 
-fn to_wit_statement(s: &Statement) -> wit::Statement {
+pub(crate) fn to_wit_statement(s: &Statement) -> wit::Statement {
     wit::Statement {
         principal: wit::Principal {
             user: s.principal.user.clone(),
@@ -651,22 +671,9 @@ fn to_wit_statement(s: &Statement) -> wit::Statement {
         },
         sql: s.sql.clone(),
         fingerprint: format!("{:032x}", s.fingerprint),
-        kind: match s.kind {
-            StatementKind::Read => wit::StatementKind::Read,
-            StatementKind::Write => wit::StatementKind::Write,
-            StatementKind::Ddl => wit::StatementKind::Ddl,
-            StatementKind::Transaction => wit::StatementKind::Transaction,
-            StatementKind::Utility => wit::StatementKind::Utility,
-        },
+        kind: crate::hooks::to_wit_kind(s.kind),
         read_only: s.read_only,
-        tables: s
-            .tables
-            .iter()
-            .map(|t| wit::TableRef {
-                schema: t.schema.clone(),
-                name: t.name.clone(),
-            })
-            .collect(),
+        tables: s.tables.iter().map(crate::hooks::to_wit_table).collect(),
         prepared: s.prepared,
     }
 }

@@ -104,3 +104,74 @@ pub fn valid_sqlstate(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
 }
+
+/// A result or target column, as plugins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Column {
+    /// The table it belongs to, when PostgreSQL (or the statement) says.
+    pub table: Option<TableRef>,
+    /// Its name.
+    pub name: String,
+    /// Its type as `format_type` prints it (`text`, `character varying`, …); `unknown` when
+    /// the host could not tell.
+    pub type_name: String,
+}
+
+/// A value in PostgreSQL's wire form (text or binary as the client asked); `None` is NULL.
+pub type Value = Option<Vec<u8>>;
+
+/// A literal or bound parameter headed for a column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundValue {
+    /// The column it is written to.
+    pub column: Column,
+    /// The value.
+    pub value: Value,
+}
+
+/// What happened to one statement (never its parameter values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Who ran it.
+    pub principal: Arc<Principal>,
+    /// Its fingerprint (32 hex digits).
+    pub fingerprint: String,
+    /// Its kind.
+    pub kind: StatementKind,
+    /// Tables it referenced.
+    pub tables: Vec<TableRef>,
+    /// `allow`, `deny` or `rewrite`.
+    pub decision: String,
+    /// The plugin that denied or rewrote it.
+    pub decided_by: Option<String>,
+    /// Rows returned or affected.
+    pub rows: u64,
+    /// Time from the request to its last reply.
+    pub duration_us: u64,
+    /// The first error's SQLSTATE; `None` when it succeeded.
+    pub sqlstate: Option<String>,
+    /// When it started, µs since the Unix epoch.
+    pub at_us: i64,
+}
+
+/// An audit plugin's record of an event: the event (possibly redacted) and its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// The event to persist.
+    pub event: AuditEvent,
+    /// Labels (sorted by the host is not promised: kept in the plugin's order).
+    pub labels: Vec<(String, String)>,
+}
+
+impl StatementKind {
+    /// Its name in the WIT and in audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementKind::Read => "read",
+            StatementKind::Write => "write",
+            StatementKind::Ddl => "ddl",
+            StatementKind::Transaction => "transaction",
+            StatementKind::Utility => "utility",
+        }
+    }
+}

@@ -36,6 +36,7 @@ mod lexer;
 mod timebound;
 mod timerange;
 mod timestamp;
+mod writes;
 
 pub use cache::ClassCache;
 pub use catalog::{parse_function_name, BadFunctionName, CatalogLookup};
@@ -46,6 +47,7 @@ pub use lexer::{block_comment_end, literals, Literal, LiteralKind};
 pub use timebound::{BoundOp, TimeBound, TimeCast};
 pub use timerange::{time_range, TimeRange};
 pub use timestamp::{parse_timestamp, NO_DEFAULT_OFFSET};
+pub use writes::{quote_literal, write_targets, Target, TargetColumn, WriteTargets, Written};
 
 #[cfg(test)]
 mod tests;

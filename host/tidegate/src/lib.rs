@@ -4,11 +4,13 @@
 //! client becomes a [`client::Session`] that relays its messages, unchanged, to a pooled server
 //! connection ([`backend`]) held for one transaction at a time.
 
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod catalog;
 pub mod client;
+pub mod columns;
 pub mod fuzzing;
 pub mod health;
 pub mod logging;

@@ -12,7 +12,7 @@ use tidegate_config::Config;
 use tidegate_plugins::{Chain, ChainEntry, Keys, PluginSpec, Runtime, Settings};
 
 /// The keys of `config`, decoded (validated at load).
-fn keys(config: &Config) -> Keys {
+pub(crate) fn keys(config: &Config) -> Keys {
     use base64::Engine;
     let mut keys = Keys::default();
     for k in &config.plugins.keys {
@@ -77,6 +77,12 @@ pub async fn build_chain(
             Some(p) => p,
             None => runtime.load(spec).await.map_err(|e| e.to_string())?,
         };
+        if plugin.has_audit_hook() && config.audit.key.is_empty() {
+            return Err(format!(
+                "plugin {} has an on-audit hook: set audit.key to the [[plugins.keys]] entry that keys the audit chain",
+                e.name
+            ));
+        }
         entries.push(ChainEntry {
             name: e.name.clone(),
             fail: e.fail_policy(),

@@ -88,6 +88,7 @@ async fn apply(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
         .map(|n| (n.host.clone(), n.port))
         .collect();
     sh.current.store(Arc::new(topo));
+    sh.columns.clear();
     sh.pools.reconfigure(|key| {
         let i = servers
             .iter()

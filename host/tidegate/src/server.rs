@@ -56,6 +56,10 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Seeds fake SCRAM salts for unknown users.
     pub mock_secret: [u8; 32],
+    /// The audit pipeline, when an audit plugin is configured (started by [`serve`]).
+    pub audit: std::sync::OnceLock<Arc<crate::audit::AuditSink>>,
+    /// Where the data hooks' declared columns are in each database.
+    pub columns: crate::columns::ColumnResolver,
 }
 
 impl Shared {
@@ -126,6 +130,8 @@ impl Shared {
             force: CancellationToken::new(),
             clients: AtomicUsize::new(0),
             mock_secret: rand::random(),
+            audit: std::sync::OnceLock::new(),
+            columns: Default::default(),
         };
         sh.current
             .store(Arc::new(sh.build_topology(config, 1, None)?));
@@ -180,6 +186,13 @@ pub async fn run(
 
 /// Like [`run`], with shared state built by the caller (tests inspect it).
 pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    if let Some(audit) = audit_sink(&sh) {
+        if !audit.wait_ready(Duration::from_secs(10)).await {
+            tracing::error!(
+                "the audit table is not writable yet: statements are refused until it is"
+            );
+        }
+    }
     let tracker = TaskTracker::new();
     let reaper = tokio::spawn(reap(sh.clone()));
     let monitor = tokio::spawn(crate::health::monitor(sh.clone()));
@@ -226,6 +239,11 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
     reaper.abort();
+    if let Some(audit) = sh.audit.get() {
+        if !audit.flush(Duration::from_secs(5)).await {
+            tracing::error!("shutdown: audit records still unwritten after 5 s");
+        }
+    }
     monitor.abort();
     for pool in sh.pools.all() {
         pool.close_idle();
@@ -241,4 +259,31 @@ async fn reap(sh: Arc<Shared>) {
             pool.reap();
         }
     }
+}
+
+/// The audit writer, started on first need: when the chain in service has an audit hook and
+/// the configuration names its key. `None` when there is nothing to audit.
+pub fn audit_sink(sh: &Arc<Shared>) -> Option<&Arc<crate::audit::AuditSink>> {
+    if let Some(sink) = sh.audit.get() {
+        return Some(sink);
+    }
+    let topo = sh.topology();
+    let chain = topo.plugins.as_ref()?;
+    if !chain
+        .entries
+        .iter()
+        .any(|e| e.current.load().has_audit_hook())
+    {
+        return None;
+    }
+    let key = crate::audit::chain::ChainKey::new(
+        crate::plugins::keys(&topo.config),
+        &topo.config.audit.key,
+    )?;
+    Some(sh.audit.get_or_init(|| {
+        let weak = Arc::downgrade(sh);
+        let source: crate::audit::ChainSource =
+            Arc::new(move || weak.upgrade().and_then(|sh| sh.topology().plugins.clone()));
+        crate::audit::AuditSink::start(&topo.config, key, source)
+    }))
 }

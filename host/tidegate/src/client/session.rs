@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+mod audit;
 mod extended;
+mod fields;
 mod params;
 mod policy;
 mod replies;
@@ -56,6 +58,8 @@ struct Stmt {
     body: Bytes,
     /// Provably read-only (computed only when replicas are configured).
     read_only: bool,
+    /// Parameters bound for columns the write hooks declared.
+    writes: Option<fields::ParamWrites>,
 }
 
 /// A reply the client is owed, in order.
@@ -71,8 +75,10 @@ enum Pending {
     Synthetic(u8),
     /// An ErrorResponse the broker owes (a statement its policy denied).
     Denied(Bytes),
-    Bind,
-    Describe,
+    /// A Bind; the plan for its statement's result rows, when it has declared columns.
+    Bind(Option<Arc<fields::RowPlan>>),
+    /// A Describe; the shared id when it describes a statement.
+    Describe(Option<u64>),
     Execute,
     Close,
     Sync,
@@ -151,6 +157,18 @@ pub struct Session<R, W> {
     cancel_sent: bool,
     last_activity: Instant,
     first_error: Option<[u8; 5]>,
+    /// The request being audited (when an audit hook applies).
+    audit: Option<audit::Track>,
+    /// The declared columns of this database, once a statement touched their tables.
+    data_cols: Option<Arc<crate::columns::DbColumns>>,
+    /// What the Parse being handled binds to declared columns.
+    parse_writes: Option<fields::ParamWrites>,
+    /// Result columns the row hooks see, for the rows now arriving.
+    row_plan: Option<Arc<fields::RowPlan>>,
+    /// Row plans of described statements, by shared id.
+    row_plans: HashMap<u64, Arc<fields::RowPlan>>,
+    /// A row hook refused this request's result: replies up to ReadyForQuery are dropped.
+    rows_refused: bool,
     name_buf: Vec<u8>,
     /// Whether any timeout or statement logging needs clock readings on the hot path.
     timed: bool,
@@ -231,6 +249,12 @@ where
             cancel_sent: false,
             last_activity: Instant::now(),
             first_error: None,
+            audit: None,
+            data_cols: None,
+            parse_writes: None,
+            row_plan: None,
+            row_plans: HashMap::new(),
+            rows_refused: false,
             name_buf: Vec::with_capacity(24),
             timed,
             shutdown_wait,
@@ -587,6 +611,7 @@ where
                         self.primary_only = route;
                         proto::simple(&mut self.out, b'C', b"SET\0");
                         proto::ready(&mut self.out, self.tx_status);
+                        self.audit_finish(None);
                         return Ok(true);
                     }
                 }
@@ -603,6 +628,22 @@ where
                 self.bout.extend_from_slice(&msg);
             }
             b'P' | b'B' | b'D' => {
+                if tag == b'B' && self.audit.is_none() && self.audited() {
+                    if let Some(d) = self.audit_refusal() {
+                        self.deny(tag, d)?;
+                        return Ok(true);
+                    }
+                    self.audit_bind(&msg);
+                }
+                if tag == b'B' && self.data_cols.is_some() {
+                    match self.bind_data_hooks(msg).await {
+                        Ok(m) => msg = m,
+                        Err(d) => {
+                            self.deny(tag, d)?;
+                            return Ok(true);
+                        }
+                    }
+                }
                 let go_on = if tag == b'P' {
                     self.on_parse(&msg).await?
                 } else {
@@ -614,6 +655,7 @@ where
                 return Ok(go_on);
             }
             b'E' => {
+                self.audit_execute();
                 if !self.attach(false, false).await? {
                     return Ok(true);
                 }
@@ -674,6 +716,7 @@ where
                     self.skip_until_sync = false;
                     self.drain_synthetic();
                     proto::ready(&mut self.out, self.tx_status);
+                    self.audit_finish(None);
                 } else if self.backend.is_some() {
                     // The server ignores Sync during copy-in, so no ReadyForQuery is owed.
                     if !self.copy_in {
@@ -684,6 +727,7 @@ where
                 } else {
                     self.drain_synthetic();
                     proto::ready(&mut self.out, self.tx_status);
+                    self.audit_finish(None);
                 }
             }
             b'H' => {

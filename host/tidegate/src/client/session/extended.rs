@@ -33,6 +33,7 @@ where
         };
         let effect = session_state::scan(query);
         let read_only = self.sql_read_only(query);
+        let writes = self.parse_writes.take();
         let stmt_body = &body[name.len() + 1..];
         if !name.is_empty() && self.backend.is_none() && !effect.pin {
             // A statement some server already accepted needs no connection to be "parsed":
@@ -44,6 +45,7 @@ where
                     id,
                     body: shared,
                     read_only,
+                    writes,
                 };
                 self.stmts.insert(Bytes::copy_from_slice(name), stmt);
                 self.push_synthetic(b'1');
@@ -67,6 +69,7 @@ where
                     id,
                     body: Bytes::copy_from_slice(stmt_body),
                     read_only,
+                    writes,
                 });
             }
             b.unnamed = Some(id);
@@ -99,6 +102,7 @@ where
                 id,
                 body: stmt_body,
                 read_only,
+                writes,
             },
         );
         Ok(true)
@@ -145,10 +149,15 @@ where
         if !self.attach(false, route).await? {
             return Ok(true);
         }
+        let described = match stmt_name {
+            Some([]) => self.unnamed.as_ref().map(|s| s.id),
+            Some(name) => self.stmts.get(name).map(|s| s.id),
+            None => None,
+        };
         let next = if tag == b'B' {
-            Pending::Bind
+            Pending::Bind(described.and_then(|id| self.row_plans.get(&id).cloned()))
         } else {
-            Pending::Describe
+            Pending::Describe(described)
         };
         self.unsynced = true;
         match stmt_name {

@@ -30,7 +30,10 @@ where
             return Ok(Some(msg));
         };
         let principal = self.principal();
-        if !chain.has_statement_hooks(&principal.user, &principal.database) {
+        let statement_hooks = chain.has_statement_hooks(&principal.user, &principal.database);
+        let audited = chain.has_audit_hooks(&principal.user, &principal.database);
+        let data_hooks = chain.has_data_hooks(&principal.user, &principal.database);
+        if !statement_hooks && !audited && !data_hooks {
             return Ok(Some(msg));
         }
         let body = &msg[proto::HEADER_LEN..];
@@ -48,7 +51,40 @@ where
             }
         };
         let stmt = self.describe(principal, sql, tag == b'P');
-        match chain.on_statement(&stmt).await {
+        if audited {
+            if let Some(d) = self.audit_refusal() {
+                tracing::warn!(user = %self.user, "statement refused: the audit log is unavailable");
+                return self.deny(tag, d);
+            }
+        }
+        let verdict = if statement_hooks {
+            chain.on_statement(&stmt).await
+        } else {
+            Verdict::Allow
+        };
+        let verdict = if data_hooks && !matches!(verdict, Verdict::Deny(_)) {
+            let text = match &verdict {
+                Verdict::Rewrite { sql, .. } => sql.clone(),
+                _ => stmt.sql.clone(),
+            };
+            match self.prepare_data_hooks(&stmt, &text).await {
+                Ok(None) => verdict,
+                Ok(Some(sql)) => Verdict::Rewrite {
+                    sql,
+                    by: match verdict {
+                        Verdict::Rewrite { by, .. } => by,
+                        _ => Vec::new(),
+                    },
+                },
+                Err(d) => Verdict::Deny(d),
+            }
+        } else {
+            verdict
+        };
+        if audited {
+            self.audit_statement(&stmt, &verdict, tag == b'Q');
+        }
+        match verdict {
             Verdict::Allow => Ok(Some(msg)),
             Verdict::Rewrite { sql: new, by } => {
                 tracing::debug!(user = %self.user, plugins = ?by, "statement rewritten by policy");
@@ -68,12 +104,13 @@ where
     }
 
     /// Answers a denied statement; returns the message to send instead, if any.
-    fn deny(&mut self, tag: u8, d: Denial) -> Result<Option<BytesMut>> {
+    pub(super) fn deny(&mut self, tag: u8, d: Denial) -> Result<Option<BytesMut>> {
         let quiet = self.backend.is_none() && self.pending.is_empty() && self.tx_status == b'I';
         if tag == b'Q' {
             if quiet {
                 error_response(&mut self.out, &d);
                 proto::ready(&mut self.out, self.tx_status);
+                self.audit_finish(None);
                 return Ok(None);
             }
             // Let the server raise it, in order, aborting the transaction as PostgreSQL would.
@@ -93,7 +130,7 @@ where
         Ok(None)
     }
 
-    fn principal(&mut self) -> Arc<Principal> {
+    pub(super) fn principal(&mut self) -> Arc<Principal> {
         if let Some(p) = &self.principal {
             return p.clone();
         }
@@ -113,7 +150,12 @@ where
         p
     }
 
-    fn describe(&self, principal: Arc<Principal>, sql: &[u8], prepared: bool) -> Statement {
+    pub(super) fn describe(
+        &self,
+        principal: Arc<Principal>,
+        sql: &[u8],
+        prepared: bool,
+    ) -> Statement {
         let text = String::from_utf8_lossy(sql).into_owned();
         let fp = tidegate_sql::fingerprint(sql);
         let c = self

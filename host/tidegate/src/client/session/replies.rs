@@ -54,6 +54,7 @@ where
                 if matches!(h.tag, b'D' | b'd')
                     && b.rbuf.len() >= STREAM_PARTIAL
                     && self.front_visible()
+                    && (h.tag == b'd' || self.row_plan.is_none())
                 {
                     // A huge row: pass it through as it arrives instead of buffering it whole.
                     let n = b.rbuf.len();
@@ -65,6 +66,19 @@ where
                 }
                 b.rbuf.reserve(h.total - b.rbuf.len());
                 break;
+            }
+            if h.tag == b'D' && self.front_visible() {
+                if self.rows_refused {
+                    b.rbuf.advance(h.total);
+                    continue;
+                }
+                if let Some(plan) = self.row_plan.clone() {
+                    let used = self.transform_rows(&b.rbuf, &plan).await?;
+                    if used > 0 {
+                        b.rbuf.advance(used);
+                        continue;
+                    }
+                }
             }
             let msg = &b.rbuf[..h.total];
             let mut forward = true;
@@ -84,17 +98,38 @@ where
                     }
                 }
                 b'2' | b'3' => {
-                    self.pending.pop_front();
-                }
-                b'T' | b'n' => match self.pending.front() {
-                    Some(Pending::Describe) => {
-                        self.pending.pop_front();
+                    if let Some(Pending::Bind(plan)) = self.pending.pop_front() {
+                        self.row_plan = plan;
                     }
-                    Some(Pending::Query { visible: false }) => forward = false,
-                    _ => {}
-                },
+                }
+                b'T' | b'n' => {
+                    let plan = if h.tag == b'T' && self.data_cols.is_some() {
+                        self.row_plan_of(msg)
+                    } else {
+                        None
+                    };
+                    match self.pending.front() {
+                        Some(Pending::Describe(described)) => {
+                            if let Some(id) = described {
+                                match &plan {
+                                    Some(p) => self.row_plans.insert(*id, p.clone()),
+                                    None => self.row_plans.remove(id),
+                                };
+                            }
+                            self.pending.pop_front();
+                        }
+                        Some(Pending::Query { visible: false }) => forward = false,
+                        _ => {}
+                    }
+                    if h.tag == b'T' {
+                        self.row_plan = plan;
+                    }
+                }
                 b'C' | b'I' | b's' => {
                     self.copy_in = false;
+                    if h.tag == b'C' && self.audit.is_some() {
+                        self.audit_complete(msg);
+                    }
                     match self.pending.front() {
                         Some(Pending::Execute) => {
                             self.pending.pop_front();
@@ -156,6 +191,8 @@ where
                     }
                 }
                 b'Z' => {
+                    self.row_plan = None;
+                    self.rows_refused = false;
                     let status = msg.get(proto::HEADER_LEN).copied().unwrap_or(b'I');
                     match self.pending.pop_front() {
                         Some(Pending::Query { visible: false }) => {
@@ -169,6 +206,7 @@ where
                         }
                         _ => {
                             self.tx_status = status;
+                            self.audit_finish(self.first_error);
                             self.log_statement();
                         }
                     }
@@ -188,6 +226,9 @@ where
                 }
                 b'S' | b'N' => forward = self.front_visible(),
                 _ => {}
+            }
+            if self.rows_refused && !matches!(h.tag, b'Z' | b'N' | b'S') {
+                forward = false;
             }
             if forward {
                 self.out.extend_from_slice(msg);

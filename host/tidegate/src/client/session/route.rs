@@ -350,6 +350,7 @@ where
                 proto::error(&mut self.out, Severity::Error, code, &msg);
                 if simple_query {
                     proto::ready(&mut self.out, self.tx_status);
+                    self.audit_finish(<[u8; 5]>::try_from(code.as_bytes()).ok());
                 } else {
                     self.skip_until_sync = true;
                 }

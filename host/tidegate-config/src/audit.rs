@@ -1,0 +1,117 @@
+//! `[audit]`: where the broker persists audit records, and the hash chain that makes them
+//! tamper-evident.
+
+use crate::{Config, Millis};
+use serde::Deserialize;
+
+/// `[audit]`: used when a plugin with an `on-audit` hook is in the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Database holding the audit table, on the primary (default: `upstream.primary.database`).
+    pub database: String,
+    /// The audit table, `schema.table` (created if missing; a hypertable when TimescaleDB is
+    /// installed in that database).
+    pub table: String,
+    /// Name of the `[[plugins.keys]]` entry whose highest id keys the HMAC chain.
+    pub key: String,
+    /// File that signed checkpoints are appended to (keep it off the database host); empty
+    /// for none. Without checkpoints, deleting the newest records cannot be detected.
+    pub checkpoint_file: String,
+    /// A checkpoint after this many records …
+    pub checkpoint_every: u64,
+    /// … or this long, whichever comes first.
+    pub checkpoint_interval: Millis,
+    /// Records written per INSERT at most.
+    pub batch_size: usize,
+    /// Longest a record waits before its batch is written.
+    pub flush_interval: Millis,
+    /// Records that may wait for the database; when full (the database is down or slow),
+    /// statements are refused (fail closed) until it drains.
+    pub queue: usize,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            database: String::new(),
+            table: "tidegate_audit.events".into(),
+            key: String::new(),
+            checkpoint_file: String::new(),
+            checkpoint_every: 1000,
+            checkpoint_interval: Millis(60_000),
+            batch_size: 500,
+            flush_interval: Millis(20),
+            queue: 100_000,
+        }
+    }
+}
+
+impl Audit {
+    /// The database holding the table.
+    pub fn database<'a>(&'a self, config: &'a Config) -> &'a str {
+        if self.database.is_empty() {
+            &config.upstream.primary.database
+        } else {
+            &self.database
+        }
+    }
+
+    /// The table as (schema, name).
+    pub fn table_parts(&self) -> (&str, &str) {
+        self.table
+            .split_once('.')
+            .unwrap_or(("public", &self.table))
+    }
+}
+
+fn identifier(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c == b'_')
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        && s.len() <= 63
+}
+
+impl Config {
+    pub(crate) fn check_audit(&self) -> Result<(), (String, String)> {
+        let a = &self.audit;
+        let err = |p: &str, m: &str| Err((format!("audit.{p}"), m.to_owned()));
+        let (schema, table) = a.table_parts();
+        if !identifier(schema) || !identifier(table) || a.table.matches('.').count() > 1 {
+            return err(
+                "table",
+                "must be `schema.table` in lower-case letters, digits and _",
+            );
+        }
+        if a.batch_size == 0 || a.queue == 0 || a.checkpoint_every == 0 {
+            return err(
+                "batch_size",
+                "batch_size, queue and checkpoint_every must be at least 1",
+            );
+        }
+        if a.flush_interval.0 == 0 || a.checkpoint_interval.0 == 0 {
+            return err(
+                "flush_interval",
+                "flush_interval and checkpoint_interval must be positive",
+            );
+        }
+        if !a.key.is_empty() && !self.plugins.keys.iter().any(|k| k.name == a.key) {
+            return err(
+                "key",
+                &format!("no [[plugins.keys]] entry named {:?}", a.key),
+            );
+        }
+        let audits = self
+            .plugins
+            .chain
+            .iter()
+            .any(|e| e.kind == crate::PluginKind::Audit);
+        if audits && a.key.is_empty() {
+            return err(
+                "key",
+                "an audit plugin is in the chain: name the [[plugins.keys]] entry that keys the audit hash chain",
+            );
+        }
+        Ok(())
+    }
+}

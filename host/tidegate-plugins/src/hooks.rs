@@ -1,0 +1,282 @@
+//! The data hooks — `on-rows`, `on-write-values`, `on-audit` — called on a warm instance like
+//! `on-statement`, with everything the plugin returns checked before the host uses it.
+
+use crate::bindings::wit;
+use crate::runtime::{to_wit_statement, truncate, CallError, LoadedPlugin, MAX_RETURN_BYTES};
+use crate::types::{
+    AuditEvent, AuditRecord, BoundValue, Column, Denial, Principal, Statement, StatementKind,
+    TableRef, Value,
+};
+use crate::valid_sqlstate;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// What a data hook answered: transformed values, or a refusal.
+pub type HookResult<T> = Result<Result<T, Denial>, CallError>;
+
+impl LoadedPlugin {
+    /// Calls `on-rows` with a batch of rows whose values are those of `columns`. The answer
+    /// must have as many rows, each with as many values, within the size caps.
+    pub async fn on_rows(
+        &self,
+        stmt: &Statement,
+        columns: &[Column],
+        rows: Vec<Vec<Value>>,
+    ) -> HookResult<Vec<Vec<Value>>> {
+        self.calls.fetch_add(1, Relaxed);
+        let mut w = self.take().await?;
+        let (n_rows, width) = (rows.len(), columns.len());
+        let cols: Vec<wit::Column> = columns.iter().map(to_wit_column).collect();
+        let result = w
+            .plugin
+            .tidegate_policy_policy()
+            .call_on_rows(&mut w.store, &to_wit_statement(stmt), &cols, &rows)
+            .await;
+        match result {
+            Ok(answer) => {
+                self.release(w);
+                let checked = match answer {
+                    Ok(rows) => check_rows(&rows, n_rows, width).map(|()| Ok(rows)),
+                    Err(d) => self.denial(d).map(Err),
+                };
+                self.settle(checked)
+            }
+            Err(e) => Err(self.failed(self.trap(&e))),
+        }
+    }
+
+    /// Calls `on-write-values`; the answer must hold one value per value given.
+    pub async fn on_write_values(
+        &self,
+        stmt: &Statement,
+        values: &[BoundValue],
+    ) -> HookResult<Vec<Value>> {
+        self.calls.fetch_add(1, Relaxed);
+        let mut w = self.take().await?;
+        let arg: Vec<wit::BoundValue> = values
+            .iter()
+            .map(|v| wit::BoundValue {
+                column: to_wit_column(&v.column),
+                value: v.value.clone(),
+            })
+            .collect();
+        let result = w
+            .plugin
+            .tidegate_policy_policy()
+            .call_on_write_values(&mut w.store, &to_wit_statement(stmt), &arg)
+            .await;
+        match result {
+            Ok(answer) => {
+                self.release(w);
+                let checked = match answer {
+                    Ok(out) => check_values(&out, values.len()).map(|()| Ok(out)),
+                    Err(d) => self.denial(d).map(Err),
+                };
+                self.settle(checked)
+            }
+            Err(e) => Err(self.failed(self.trap(&e))),
+        }
+    }
+
+    /// Calls `on-audit`: the record to persist, or `None` when the plugin keeps nothing.
+    pub async fn on_audit(&self, event: &AuditEvent) -> Result<Option<AuditRecord>, CallError> {
+        self.calls.fetch_add(1, Relaxed);
+        let mut w = self.take().await?;
+        let result = w
+            .plugin
+            .tidegate_policy_policy()
+            .call_on_audit(&mut w.store, &to_wit_event(event))
+            .await;
+        match result {
+            Ok(answer) => {
+                self.release(w);
+                let checked = match answer {
+                    None => Ok(None),
+                    Some(r) => from_wit_record(r, &event.principal).map(Some),
+                };
+                self.settle(checked)
+            }
+            Err(e) => Err(self.failed(self.trap(&e))),
+        }
+    }
+
+    fn settle<T>(&self, checked: Result<T, String>) -> Result<T, CallError> {
+        match checked {
+            Ok(v) => {
+                self.succeeded();
+                Ok(v)
+            }
+            Err(why) => Err(self.failed(CallError::Invalid(self.name.to_string(), why))),
+        }
+    }
+
+    fn denial(&self, d: wit::Denial) -> Result<Denial, String> {
+        if !valid_sqlstate(&d.sqlstate) {
+            return Err(format!(
+                "SQLSTATE {:?} is not five digits or capitals",
+                truncate(d.sqlstate, 20)
+            ));
+        }
+        Ok(Denial {
+            reason: truncate(d.reason, 4096),
+            sqlstate: d.sqlstate,
+            hint: d.hint.map(|h| truncate(h, 4096)),
+            plugin: self.name.to_string(),
+        })
+    }
+}
+
+fn check_values(values: &[Value], expected: usize) -> Result<(), String> {
+    if values.len() != expected {
+        return Err(format!("{} values returned for {expected}", values.len()));
+    }
+    let total: usize = values.iter().map(|v| v.as_ref().map_or(0, Vec::len)).sum();
+    if total > MAX_RETURN_BYTES {
+        return Err(format!("{total} bytes returned, over 1 MiB"));
+    }
+    Ok(())
+}
+
+fn check_rows(rows: &[Vec<Value>], n_rows: usize, width: usize) -> Result<(), String> {
+    if rows.len() != n_rows {
+        return Err(format!("{} rows returned for {n_rows}", rows.len()));
+    }
+    let mut total = 0usize;
+    for row in rows {
+        if row.len() != width {
+            return Err(format!("a row of {} values for {width} columns", row.len()));
+        }
+        total += row
+            .iter()
+            .map(|v| v.as_ref().map_or(0, Vec::len))
+            .sum::<usize>();
+    }
+    if total > MAX_RETURN_BYTES.max(n_rows * 4096) {
+        return Err(format!("{total} bytes of rows returned, over the cap"));
+    }
+    Ok(())
+}
+
+pub(crate) fn to_wit_table(t: &TableRef) -> wit::TableRef {
+    wit::TableRef {
+        schema: t.schema.clone(),
+        name: t.name.clone(),
+    }
+}
+
+fn to_wit_column(c: &Column) -> wit::Column {
+    wit::Column {
+        table: c.table.as_ref().map(to_wit_table),
+        name: c.name.clone(),
+        type_name: c.type_name.clone(),
+    }
+}
+
+pub(crate) fn to_wit_kind(k: StatementKind) -> wit::StatementKind {
+    match k {
+        StatementKind::Read => wit::StatementKind::Read,
+        StatementKind::Write => wit::StatementKind::Write,
+        StatementKind::Ddl => wit::StatementKind::Ddl,
+        StatementKind::Transaction => wit::StatementKind::Transaction,
+        StatementKind::Utility => wit::StatementKind::Utility,
+    }
+}
+
+fn to_wit_event(e: &AuditEvent) -> wit::AuditEvent {
+    wit::AuditEvent {
+        principal: wit::Principal {
+            user: e.principal.user.clone(),
+            role: e.principal.role.clone(),
+            roles: e.principal.roles.clone(),
+            database: e.principal.database.clone(),
+        },
+        fingerprint: e.fingerprint.clone(),
+        kind: to_wit_kind(e.kind),
+        tables: e.tables.iter().map(to_wit_table).collect(),
+        decision: e.decision.clone(),
+        decided_by: e.decided_by.clone(),
+        rows: e.rows,
+        duration_us: e.duration_us,
+        sqlstate: e.sqlstate.clone(),
+        at_us: e.at_us,
+    }
+}
+
+/// Longest text field an audit record may carry.
+const MAX_AUDIT_FIELD: usize = 4096;
+/// Labels one record may carry.
+const MAX_LABELS: usize = 64;
+
+fn from_wit_record(r: wit::AuditRecord, principal: &Arc<Principal>) -> Result<AuditRecord, String> {
+    let e = r.event;
+    let text = |what: &str, s: &str| {
+        if s.len() > MAX_AUDIT_FIELD {
+            Err(format!("audit {what} over {MAX_AUDIT_FIELD} bytes"))
+        } else {
+            Ok(())
+        }
+    };
+    text("user", &e.principal.user)?;
+    text("role", &e.principal.role)?;
+    text("database", &e.principal.database)?;
+    text("fingerprint", &e.fingerprint)?;
+    text("decision", &e.decision)?;
+    if e.tables.len() > 1000 || e.principal.roles.len() > 1000 || r.labels.len() > MAX_LABELS {
+        return Err("audit record with too many tables, roles or labels".into());
+    }
+    for (k, v) in &r.labels {
+        text("label", k)?;
+        text("label", v)?;
+    }
+    if let Some(s) = &e.sqlstate {
+        if !valid_sqlstate(s) {
+            return Err(format!(
+                "audit SQLSTATE {:?} is malformed",
+                truncate(s.clone(), 20)
+            ));
+        }
+    }
+    // The same principal as given is shared, not copied.
+    let same = e.principal.user == principal.user
+        && e.principal.role == principal.role
+        && e.principal.roles == principal.roles
+        && e.principal.database == principal.database;
+    let principal = if same {
+        principal.clone()
+    } else {
+        Arc::new(Principal {
+            user: e.principal.user,
+            role: e.principal.role,
+            roles: e.principal.roles,
+            database: e.principal.database,
+        })
+    };
+    Ok(AuditRecord {
+        event: AuditEvent {
+            principal,
+            fingerprint: e.fingerprint,
+            kind: match e.kind {
+                wit::StatementKind::Read => StatementKind::Read,
+                wit::StatementKind::Write => StatementKind::Write,
+                wit::StatementKind::Ddl => StatementKind::Ddl,
+                wit::StatementKind::Transaction => StatementKind::Transaction,
+                wit::StatementKind::Utility => StatementKind::Utility,
+            },
+            tables: e
+                .tables
+                .into_iter()
+                .map(|t| TableRef {
+                    schema: t.schema,
+                    name: t.name,
+                })
+                .collect(),
+            decision: e.decision,
+            decided_by: e.decided_by.map(|s| truncate(s, MAX_AUDIT_FIELD)),
+            rows: e.rows,
+            duration_us: e.duration_us,
+            sqlstate: e.sqlstate,
+            at_us: e.at_us,
+        },
+        labels: r.labels,
+    })
+}

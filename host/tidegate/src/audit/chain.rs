@@ -1,0 +1,308 @@
+//! The audit hash chain: each record's HMAC covers the previous record's HMAC, so altering,
+//! removing, reordering or forging a record breaks every link after it; signed checkpoints
+//! kept off the database catch the removal of the newest records.
+
+use hmac::Mac;
+use serde_json::json;
+use tidegate_plugins::Keys;
+
+/// The chain's starting point, before record 1.
+pub const GENESIS: [u8; 32] = [0; 32];
+const RECORD_DOMAIN: &[u8] = b"tidegate-audit-record-v1\0";
+const CHECKPOINT_DOMAIN: &[u8] = b"tidegate-audit-checkpoint-v1\0";
+
+/// One persisted audit record, exactly as stored (its HMAC covers every other field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// When the statement started, µs since the Unix epoch.
+    pub at_us: i64,
+    /// The audit plugin that produced it.
+    pub plugin: String,
+    /// Broker user.
+    pub username: String,
+    /// PostgreSQL role.
+    pub role: String,
+    /// Database.
+    pub database: String,
+    /// Statement kind.
+    pub kind: String,
+    /// Tables referenced, `schema.table` or `table`, comma-separated.
+    pub tables: String,
+    /// Statement fingerprint.
+    pub fingerprint: String,
+    /// `allow`, `deny`, `rewrite`.
+    pub decision: String,
+    /// The plugin that denied or rewrote it.
+    pub decided_by: Option<String>,
+    /// Rows returned or affected.
+    pub rows: i64,
+    /// Duration in µs.
+    pub duration_us: i64,
+    /// The error's SQLSTATE, if it failed.
+    pub sqlstate: Option<String>,
+    /// The plugin's labels as a JSON object.
+    pub labels: String,
+    /// The version of the chain key that made `hash`.
+    pub key_id: i32,
+    /// HMAC-SHA-256 over the previous record's hash and this record's fields.
+    pub hash: Vec<u8>,
+}
+
+fn field(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(s) => {
+            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+    }
+}
+
+/// The bytes a record's HMAC covers: the previous hash and every field but the hash itself,
+/// each length-prefixed so no two records encode alike.
+pub fn canonical(prev: &[u8], r: &Row) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(RECORD_DOMAIN);
+    out.extend_from_slice(prev);
+    out.extend_from_slice(&r.seq.to_be_bytes());
+    out.extend_from_slice(&r.at_us.to_be_bytes());
+    for f in [
+        Some(r.plugin.as_str()),
+        Some(&r.username),
+        Some(&r.role),
+        Some(&r.database),
+        Some(&r.kind),
+        Some(&r.tables),
+        Some(&r.fingerprint),
+        Some(&r.decision),
+        r.decided_by.as_deref(),
+    ] {
+        field(&mut out, f);
+    }
+    out.extend_from_slice(&r.rows.to_be_bytes());
+    out.extend_from_slice(&r.duration_us.to_be_bytes());
+    field(&mut out, r.sqlstate.as_deref());
+    field(&mut out, Some(&r.labels));
+    out.extend_from_slice(&r.key_id.to_be_bytes());
+    out
+}
+
+/// The chain key: one named key of `[[plugins.keys]]`, any version of which verifies.
+pub struct ChainKey {
+    keys: Keys,
+    name: String,
+}
+
+impl ChainKey {
+    /// The key named `name` in `keys`.
+    pub fn new(keys: Keys, name: &str) -> Option<ChainKey> {
+        keys.current_id(name)?;
+        Some(ChainKey {
+            keys,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The version new records are made with.
+    pub fn current_id(&self) -> i32 {
+        self.keys.current_id(&self.name).unwrap_or(0) as i32
+    }
+
+    fn mac(&self, id: i32, data: &[u8]) -> Option<[u8; 32]> {
+        self.keys.hmac_version(&self.name, id as u32, data).ok()
+    }
+
+    /// Sets `r.hash` to link it after `prev` (with the current key version).
+    pub fn seal(&self, prev: &[u8], r: &mut Row) {
+        r.key_id = self.current_id();
+        r.hash = self
+            .mac(r.key_id, &canonical(prev, r))
+            .map(Vec::from)
+            .unwrap_or_default();
+    }
+
+    /// Whether `r` is correctly linked after `prev` (compared in constant time).
+    pub fn check(&self, prev: &[u8], r: &Row) -> bool {
+        let Some(mut mac) = u32::try_from(r.key_id)
+            .ok()
+            .and_then(|id| self.keys.mac_state(&self.name, id))
+        else {
+            return false;
+        };
+        mac.update(&canonical(prev, r));
+        mac.verify_slice(&r.hash).is_ok()
+    }
+
+    /// A signed checkpoint line for the chain at `seq` with hash `hash`.
+    pub fn checkpoint(&self, seq: i64, hash: &[u8], at_us: i64) -> String {
+        let id = self.current_id();
+        let mac = self
+            .mac(id, &checkpoint_bytes(seq, hash, at_us, id))
+            .unwrap_or_default();
+        json!({
+            "seq": seq,
+            "hash": hex(hash),
+            "at_us": at_us,
+            "key_id": id,
+            "mac": hex(&mac),
+        })
+        .to_string()
+    }
+
+    /// Reads a checkpoint line; `None` if it is malformed or its signature is wrong.
+    pub fn read_checkpoint(&self, line: &str) -> Option<Checkpoint> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let seq = v.get("seq")?.as_i64()?;
+        let hash = unhex(v.get("hash")?.as_str()?)?;
+        let at_us = v.get("at_us")?.as_i64()?;
+        let id = i32::try_from(v.get("key_id")?.as_i64()?).ok()?;
+        let mac = unhex(v.get("mac")?.as_str()?)?;
+        let mut m = self.keys.mac_state(&self.name, u32::try_from(id).ok()?)?;
+        m.update(&checkpoint_bytes(seq, &hash, at_us, id));
+        m.verify_slice(&mac).ok()?;
+        Some(Checkpoint { seq, hash, at_us })
+    }
+}
+
+/// A verified checkpoint: the chain had reached `seq` with `hash` at `at_us`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Its record.
+    pub seq: i64,
+    /// That record's hash.
+    pub hash: Vec<u8>,
+    /// When it was written.
+    pub at_us: i64,
+}
+
+fn checkpoint_bytes(seq: i64, hash: &[u8], at_us: i64, id: i32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(96);
+    b.extend_from_slice(CHECKPOINT_DOMAIN);
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(hash);
+    b.extend_from_slice(&at_us.to_be_bytes());
+    b.extend_from_slice(&id.to_be_bytes());
+    b
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Where a chain first breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    /// The first record that is missing, altered, out of place or forged.
+    pub seq: i64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// Walks records in stored order (by `seq`), checking each link. Feed rows with
+/// [`Verifier::push`]; [`Verifier::finish`] checks the checkpoints.
+pub struct Verifier<'a> {
+    key: &'a ChainKey,
+    prev: Vec<u8>,
+    expected: i64,
+    /// Hashes at checkpointed positions, as found.
+    at_checkpoints: std::collections::HashMap<i64, Vec<u8>>,
+    checkpoints: Vec<Checkpoint>,
+    broken: Option<Break>,
+}
+
+impl<'a> Verifier<'a> {
+    /// A walk from the genesis, checking against `checkpoints`.
+    pub fn new(key: &'a ChainKey, checkpoints: Vec<Checkpoint>) -> Verifier<'a> {
+        Verifier {
+            key,
+            prev: GENESIS.to_vec(),
+            expected: 1,
+            at_checkpoints: Default::default(),
+            checkpoints,
+            broken: None,
+        }
+    }
+
+    /// Checks the next record; returns false once the chain is broken (stop feeding).
+    pub fn push(&mut self, r: &Row) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        let why = if r.seq > self.expected {
+            Some(format!("record {} is missing", self.expected))
+        } else if r.seq < self.expected {
+            Some(format!(
+                "record {} appears again after record {}",
+                r.seq,
+                self.expected - 1
+            ))
+        } else if !self.key.check(&self.prev, r) {
+            Some(format!(
+                "record {} does not match its hash: altered, moved or forged",
+                r.seq
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = why {
+            self.broken = Some(Break {
+                seq: self.expected.min(r.seq),
+                reason,
+            });
+            return false;
+        }
+        if self.checkpoints.iter().any(|c| c.seq == r.seq) {
+            self.at_checkpoints.insert(r.seq, r.hash.clone());
+        }
+        self.prev.clone_from(&r.hash);
+        self.expected += 1;
+        true
+    }
+
+    /// The verdict: `Ok(records checked)` or the first break.
+    pub fn finish(self) -> Result<i64, Break> {
+        if let Some(b) = self.broken {
+            return Err(b);
+        }
+        let last = self.expected - 1;
+        for c in &self.checkpoints {
+            if c.seq > last {
+                return Err(Break {
+                    seq: last + 1,
+                    reason: format!(
+                        "records {}..={} are missing: a checkpoint signed at {} saw the chain reach {}",
+                        last + 1,
+                        c.seq,
+                        c.at_us,
+                        c.seq
+                    ),
+                });
+            }
+            if self.at_checkpoints.get(&c.seq) != Some(&c.hash) {
+                return Err(Break {
+                    seq: c.seq,
+                    reason: format!("record {} differs from its signed checkpoint", c.seq),
+                });
+            }
+        }
+        Ok(last)
+    }
+}

@@ -1,0 +1,314 @@
+//! Audit: every statement's outcome goes through the chain's `on-audit` hooks, and the records
+//! they return are persisted — HMAC-chained, in batches — in an audit table on the primary.
+//!
+//! Sessions hand events to [`AuditSink::submit`] without waiting; one writer task runs the
+//! hooks, links each record to the one before (see [`chain`]) and inserts them. The policy is
+//! fail closed: while the table cannot be written, or too many records wait, new statements
+//! are refused with 58000 — and no record is dropped; they are written once it recovers.
+
+pub mod chain;
+pub mod store;
+pub mod verify;
+
+use chain::{ChainKey, Row};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use store::Store;
+use tidegate_config::Config;
+use tidegate_plugins::{AuditEvent, AuditRecord, Chain};
+use tokio::sync::mpsc;
+
+/// Gives the writer the chain in service (it changes with reloads and plugin swaps).
+pub type ChainSource = Arc<dyn Fn() -> Option<Arc<Chain>> + Send + Sync>;
+
+/// The audit pipeline's front door, shared by every session.
+pub struct AuditSink {
+    tx: mpsc::UnboundedSender<AuditEvent>,
+    /// Events submitted and not yet written.
+    depth: AtomicUsize,
+    cap: usize,
+    healthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    /// Records written.
+    pub written: AtomicU64,
+    /// Failed writes (each retried).
+    pub write_failures: AtomicU64,
+}
+
+impl AuditSink {
+    /// Starts the writer for `config`'s `[audit]`, chaining with `key`.
+    pub fn start(config: &Config, key: ChainKey, chain: ChainSource) -> Arc<AuditSink> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = Arc::new(AuditSink {
+            tx,
+            depth: AtomicUsize::new(0),
+            cap: config.audit.queue,
+            healthy: AtomicBool::new(false),
+            last_error: Mutex::new(Some("the audit table is not ready yet".into())),
+            written: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+        });
+        let writer = Writer {
+            sink: sink.clone(),
+            store: Store::new(config),
+            key,
+            chain,
+            settings: config.audit.clone(),
+        };
+        tokio::spawn(writer.run(rx));
+        sink
+    }
+
+    /// Queues an event. Never blocks and never drops: past the queue's size, statements are
+    /// refused (see [`AuditSink::available`]) until it drains.
+    pub fn submit(&self, event: AuditEvent) {
+        self.depth.fetch_add(1, Relaxed);
+        if self.tx.send(event).is_err() {
+            self.depth.fetch_sub(1, Relaxed);
+            tracing::error!("audit writer is gone: an audit event could not be queued");
+        }
+    }
+
+    /// `Err(why)` when statements must be refused: the table cannot be written, or the queue
+    /// is full.
+    pub fn available(&self) -> Result<(), String> {
+        if !self.healthy.load(Relaxed) {
+            let why = self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            return Err(why);
+        }
+        if self.depth.load(Relaxed) >= self.cap {
+            return Err(format!(
+                "{} audit records are waiting to be written",
+                self.cap
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits (up to `timeout`) until the table is open and writable.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while !self.healthy.load(Relaxed) {
+            if Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Waits (up to `timeout`) until every submitted event is written.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while self.depth.load(Relaxed) > 0 {
+            if Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    fn set_health(&self, error: Option<String>) {
+        let ok = error.is_none();
+        if !ok {
+            self.write_failures.fetch_add(1, Relaxed);
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        self.healthy.store(ok, Relaxed);
+    }
+}
+
+struct Writer {
+    sink: Arc<AuditSink>,
+    store: Store,
+    key: ChainKey,
+    chain: ChainSource,
+    settings: tidegate_config::Audit,
+}
+
+/// Pause between attempts while the database refuses.
+const RETRY: Duration = Duration::from_millis(250);
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<AuditEvent>) {
+        let (mut seq, mut prev) = self.open().await;
+        let mut since_checkpoint = 0u64;
+        let mut last_checkpoint = Instant::now();
+        let flush = self.settings.flush_interval.duration();
+        let checkpoint_interval = self.settings.checkpoint_interval.duration();
+        loop {
+            let first = tokio::select! {
+                e = rx.recv() => e,
+                _ = tokio::time::sleep(checkpoint_interval), if since_checkpoint > 0 => {
+                    self.checkpoint(seq, &prev);
+                    since_checkpoint = 0;
+                    last_checkpoint = Instant::now();
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
+            let mut events = vec![first];
+            let deadline = tokio::time::Instant::now() + flush;
+            while events.len() < self.settings.batch_size {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(e)) => events.push(e),
+                    _ => break,
+                }
+            }
+            let mut records = Vec::with_capacity(events.len());
+            if let Some(chain) = (self.chain)() {
+                for e in &events {
+                    records.extend(chain.on_audit(e).await);
+                }
+            }
+            let mut rows: Vec<Row> = records.into_iter().map(|(p, r)| row(p, r)).collect();
+            self.link(&mut rows, seq, &prev);
+            while let Err(e) = self.write(&rows).await {
+                let duplicate = e
+                    .as_database_error()
+                    .is_some_and(|d| d.code().as_deref() == Some("23505"));
+                self.sink
+                    .set_health(Some(format!("audit table unavailable: {e}")));
+                tracing::error!(error = %e, records = rows.len(), "audit records not written yet; statements are refused until they are");
+                tokio::time::sleep(RETRY).await;
+                if duplicate {
+                    // Someone else extended the chain: continue after their newest record.
+                    let (s, p) = self.open().await;
+                    self.link(&mut rows, s, &p);
+                }
+            }
+            if let Some(last) = rows.last() {
+                seq = last.seq;
+                prev.clone_from(&last.hash);
+            }
+            self.sink.set_health(None);
+            self.sink.written.fetch_add(rows.len() as u64, Relaxed);
+            self.sink.depth.fetch_sub(events.len(), Relaxed);
+            since_checkpoint += rows.len() as u64;
+            if since_checkpoint >= self.settings.checkpoint_every
+                || (since_checkpoint > 0 && last_checkpoint.elapsed() >= checkpoint_interval)
+            {
+                self.checkpoint(seq, &prev);
+                since_checkpoint = 0;
+                last_checkpoint = Instant::now();
+            }
+        }
+        if since_checkpoint > 0 {
+            self.checkpoint(seq, &prev);
+        }
+    }
+
+    /// Numbers and seals `rows` after (`seq`, `prev`).
+    fn link(&self, rows: &mut [Row], mut seq: i64, prev: &[u8]) {
+        let mut prev = prev.to_vec();
+        for r in rows.iter_mut() {
+            seq += 1;
+            r.seq = seq;
+            self.key.seal(&prev, r);
+            prev.clone_from(&r.hash);
+        }
+    }
+
+    async fn write(&self, rows: &[Row]) -> sqlx::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.store.insert(rows).await
+    }
+
+    /// Creates the table if needed and finds where the chain stands, retrying until the
+    /// database answers (statements are refused meanwhile).
+    async fn open(&self) -> (i64, Vec<u8>) {
+        loop {
+            let r = async {
+                self.store.ensure().await?;
+                self.store.last().await
+            }
+            .await;
+            match r {
+                Ok(last) => {
+                    self.sink.set_health(None);
+                    return last.unwrap_or((0, chain::GENESIS.to_vec()));
+                }
+                Err(e) => {
+                    self.sink
+                        .set_health(Some(format!("audit table unavailable: {e}")));
+                    tracing::error!(error = %e, "cannot open the audit table; statements are refused until it opens");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Appends a signed checkpoint to the checkpoint file and syncs it.
+    fn checkpoint(&self, seq: i64, hash: &[u8]) {
+        if self.settings.checkpoint_file.is_empty() || seq == 0 {
+            return;
+        }
+        let line = self.key.checkpoint(seq, hash, now_us());
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.settings.checkpoint_file)
+            .and_then(|mut f| {
+                f.write_all(line.as_bytes())?;
+                f.write_all(b"\n")?;
+                f.sync_data()
+            });
+        if let Err(e) = r {
+            tracing::error!(file = %self.settings.checkpoint_file, error = %e, "audit checkpoint not written");
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn row(plugin: String, r: AuditRecord) -> Row {
+    let e = r.event;
+    let labels = serde_json::Value::Object(
+        r.labels
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    );
+    Row {
+        seq: 0,
+        at_us: e.at_us,
+        plugin,
+        username: e.principal.user.clone(),
+        role: e.principal.role.clone(),
+        database: e.principal.database.clone(),
+        kind: e.kind.as_str().to_owned(),
+        tables: e
+            .tables
+            .iter()
+            .map(|t| match &t.schema {
+                Some(s) => format!("{s}.{}", t.name),
+                None => t.name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        fingerprint: e.fingerprint,
+        decision: e.decision,
+        decided_by: e.decided_by,
+        rows: i64::try_from(e.rows).unwrap_or(i64::MAX),
+        duration_us: i64::try_from(e.duration_us).unwrap_or(i64::MAX),
+        sqlstate: e.sqlstate,
+        labels: labels.to_string(),
+        key_id: 0,
+        hash: Vec::new(),
+    }
+}

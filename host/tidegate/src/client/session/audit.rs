@@ -1,0 +1,164 @@
+//! What the session tells the audit pipeline: one event per request (a simple Query, or an
+//! extended-protocol batch up to Sync that executed something), with the first statement's
+//! fingerprint, kind and tables, the policy decision, the rows, the duration and the first
+//! error's SQLSTATE — never parameter values.
+
+use super::Session;
+use std::time::Instant;
+use tidegate_plugins::{AuditEvent, Denial, Statement, StatementKind, TableRef, Verdict};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The request being audited.
+pub(super) struct Track {
+    fingerprint: u128,
+    kind: StatementKind,
+    tables: Vec<TableRef>,
+    decision: &'static str,
+    decided_by: Option<String>,
+    denied: Option<String>,
+    executed: bool,
+    rows: u64,
+    started: Instant,
+    at_us: i64,
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Whether this session's statements are audited.
+    pub(super) fn audited(&self) -> bool {
+        self.topo
+            .plugins
+            .as_ref()
+            .is_some_and(|c| c.has_audit_hooks(&self.user, &self.login.database))
+    }
+
+    /// `Some(denial)` when the audit log cannot take records: statements are refused.
+    pub(super) fn audit_refusal(&self) -> Option<Denial> {
+        let sink = crate::server::audit_sink(&self.sh);
+        let why = match sink {
+            Some(s) => s.available().err()?,
+            None => "the audit writer is not running (audit.key is not set)".into(),
+        };
+        Some(Denial {
+            reason: format!("statement refused: the audit log is unavailable ({why})"),
+            sqlstate: "58000".into(),
+            hint: Some(
+                "audit is fail-closed: statements run again once records can be written".into(),
+            ),
+            plugin: "audit".into(),
+        })
+    }
+
+    /// Records the statement of this request (the first one counts) and the chain's verdict.
+    pub(super) fn audit_statement(&mut self, stmt: &Statement, verdict: &Verdict, executes: bool) {
+        let track = self.audit.get_or_insert_with(|| Track {
+            fingerprint: stmt.fingerprint,
+            kind: stmt.kind,
+            tables: stmt.tables.clone(),
+            decision: "allow",
+            decided_by: None,
+            denied: None,
+            executed: false,
+            rows: 0,
+            started: Instant::now(),
+            at_us: crate::audit::now_us(),
+        });
+        track.executed |= executes;
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Rewrite { by, .. } if track.decision == "allow" => {
+                track.decision = "rewrite";
+                track.decided_by = by.first().cloned();
+            }
+            Verdict::Rewrite { .. } => {}
+            Verdict::Deny(d) => {
+                track.decision = "deny";
+                track.decided_by = Some(d.plugin.clone());
+                track.denied = Some(d.sqlstate.clone());
+                track.executed = true;
+            }
+        }
+    }
+
+    /// A Bind opening a request (prepared statements are bound without a Parse): its
+    /// statement is the one audited.
+    pub(super) fn audit_bind(&mut self, msg: &[u8]) {
+        let body = &msg[crate::proto::HEADER_LEN..];
+        let mut r = crate::proto::Reader::new(body);
+        let (Some(_portal), Some(name)) = (r.cstr(), r.cstr()) else {
+            return;
+        };
+        let stmt = if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.stmts.get(name)
+        };
+        let Some(sql) = stmt.and_then(|s| s.body.split(|b| *b == 0).next().map(<[u8]>::to_vec))
+        else {
+            return;
+        };
+        let principal = self.principal();
+        let stmt = self.describe(principal, &sql, true);
+        self.audit_statement(&stmt, &Verdict::Allow, false);
+    }
+
+    /// An Execute in this request.
+    pub(super) fn audit_execute(&mut self) {
+        if let Some(t) = self.audit.as_mut() {
+            t.executed = true;
+        }
+    }
+
+    /// Counts the rows of a CommandComplete (`SELECT 3`, `INSERT 0 5`, `UPDATE 2`).
+    pub(super) fn audit_complete(&mut self, msg: &[u8]) {
+        let Some(t) = self.audit.as_mut() else {
+            return;
+        };
+        let tag = msg
+            .get(crate::proto::HEADER_LEN..msg.len().saturating_sub(1))
+            .unwrap_or_default();
+        if let Some(n) = tag
+            .rsplit(|b| *b == b' ')
+            .next()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            t.rows = t.rows.saturating_add(n);
+        }
+    }
+
+    /// The request ended (ReadyForQuery reached the client): its event goes to the sink.
+    pub(super) fn audit_finish(&mut self, first_error: Option<[u8; 5]>) {
+        let Some(t) = self.audit.take() else {
+            return;
+        };
+        if !t.executed {
+            return; // Parse/Describe only: nothing ran.
+        }
+        let sh = self.sh.clone();
+        let Some(sink) = crate::server::audit_sink(&sh) else {
+            return;
+        };
+        let sqlstate = t.denied.or_else(|| {
+            first_error
+                .as_ref()
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .map(str::to_owned)
+        });
+        sink.submit(AuditEvent {
+            principal: self.principal(),
+            fingerprint: format!("{:032x}", t.fingerprint),
+            kind: t.kind,
+            tables: t.tables,
+            decision: t.decision.to_owned(),
+            decided_by: t.decided_by,
+            rows: t.rows,
+            duration_us: t.started.elapsed().as_micros() as u64,
+            sqlstate,
+            at_us: t.at_us,
+        });
+    }
+}

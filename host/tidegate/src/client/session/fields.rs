@@ -1,0 +1,397 @@
+//! The row and write hooks on the wire. Values written to declared columns — INSERT/UPDATE
+//! string literals in a Query or Parse, and parameters bound to them — go through the
+//! chain's `on-write-values` before PostgreSQL sees them; result columns that PostgreSQL
+//! reports as declared columns (by table OID and attribute number in RowDescription) go
+//! through `on-rows` before the client sees them. Both fail closed.
+
+use super::{Result, Session};
+use crate::columns::Declared;
+use crate::proto::{self, Reader};
+use bytes::{BufMut, BytesMut};
+use std::sync::Arc;
+use tidegate_plugins::{BoundValue, Column, Denial, Principal, Statement, StatementKind, Value};
+use tidegate_sql::{quote_literal, write_targets, TargetColumn, Written};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Rows decoded and sent to `on-rows` in one call at most.
+const ROW_BATCH: usize = 256;
+
+/// Which fields of a result are declared columns.
+#[derive(Debug)]
+pub(super) struct RowPlan {
+    indices: Vec<usize>,
+    columns: Vec<Column>,
+}
+
+/// Parameters of a prepared statement bound for declared columns: (index, column).
+pub(super) type ParamWrites = Arc<Vec<(usize, Column)>>;
+
+fn refusal(reason: String, sqlstate: &str, hint: &str) -> Denial {
+    Denial {
+        reason,
+        sqlstate: sqlstate.into(),
+        hint: Some(hint.into()),
+        plugin: "tidegate".into(),
+    }
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Before a Query or Parse of `stmt` (whose text to send is `sql`): finds the declared
+    /// columns of the tables it touches, runs the write hooks on literals bound for them and
+    /// notes which parameters are. `Ok(Some(text))` is the statement to send instead.
+    pub(super) async fn prepare_data_hooks(
+        &mut self,
+        stmt: &Statement,
+        sql: &str,
+    ) -> std::result::Result<Option<String>, Denial> {
+        self.parse_writes = None;
+        let Some(chain) = self.topo.plugins.clone() else {
+            return Ok(None);
+        };
+        let db = self.login.database.clone();
+        if stmt.kind == StatementKind::Ddl {
+            // The catalog is about to change: look the columns up again after it has.
+            self.sh.columns.invalidate(&db);
+            self.data_cols = None;
+            return Ok(None);
+        }
+        let declared = chain.data_columns(&self.user, &db);
+        let touches = stmt.tables.iter().any(|t| {
+            declared
+                .iter()
+                .filter_map(|d| Declared::parse(d))
+                .any(|d| d.table == t.name)
+        });
+        if !touches {
+            return Ok(None);
+        }
+        let config = self.topo.config.clone();
+        let Some(cols) = self.sh.columns.get(&config, &db, &declared).await else {
+            if stmt.kind == StatementKind::Write {
+                return Err(refusal(
+                    "statement refused: the columns the encryption policy covers could not be looked up".into(),
+                    "58000",
+                    "the broker could not read the catalog; try again",
+                ));
+            }
+            return Ok(None);
+        };
+        self.data_cols = Some(cols.clone());
+        if stmt.kind != StatementKind::Write {
+            return Ok(None);
+        }
+        let Some(w) = write_targets(sql) else {
+            return Ok(None);
+        };
+        let Some(table) = cols.table(w.schema.as_deref(), &w.table) else {
+            return Ok(None);
+        };
+        if w.opaque
+            && table
+                .columns
+                .iter()
+                .any(|(_, n, _)| cols.is_declared(&table.schema, &table.table, n))
+        {
+            return Err(refusal(
+                format!(
+                    "statement refused: {}.{} has protected columns and this statement's values cannot be attributed to them",
+                    table.schema, table.table
+                ),
+                "0A000",
+                "write protected columns with INSERT … VALUES or UPDATE … SET, as literals or parameters",
+            ));
+        }
+        let mut slots = Vec::new();
+        let mut values = Vec::new();
+        let mut params = Vec::new();
+        for t in &w.targets {
+            let (name, position) = match &t.column {
+                TargetColumn::Named(n) => (Some(n.as_str()), 0),
+                TargetColumn::Position(p) => (None, *p),
+            };
+            let Some(col) = cols.target(table, name, position) else {
+                continue;
+            };
+            match &t.value {
+                Written::Literal { start, end, value } => {
+                    slots.push((*start, *end));
+                    values.push(BoundValue {
+                        column: col,
+                        value: Some(value.clone().into_bytes()),
+                    });
+                }
+                Written::Param(n) => params.push((*n, col)),
+                Written::Nothing => {}
+                Written::Other => {
+                    return Err(refusal(
+                        format!(
+                            "statement refused: the value written to protected column {}.{} is an expression",
+                            table.table, col.name
+                        ),
+                        "0A000",
+                        "write protected columns as string literals or parameters",
+                    ))
+                }
+            }
+        }
+        if !params.is_empty() {
+            self.parse_writes = Some(Arc::new(params));
+        }
+        if values.is_empty() {
+            return Ok(None);
+        }
+        let out = chain.on_write_values(stmt, values).await?;
+        let mut text = sql.to_owned();
+        let replaced: Vec<((usize, usize), Value)> = slots.into_iter().zip(out).collect();
+        for ((start, end), v) in replaced.into_iter().rev() {
+            let lit = match v {
+                Some(b) => quote_literal(&String::from_utf8_lossy(&b)),
+                None => "NULL".to_owned(),
+            };
+            text.replace_range(start..end, &lit);
+        }
+        Ok(Some(text))
+    }
+
+    /// A Bind of a statement with parameters bound for declared columns: those values go
+    /// through the write hooks and the Bind is rebuilt with the results.
+    pub(super) async fn bind_data_hooks(
+        &mut self,
+        msg: BytesMut,
+    ) -> std::result::Result<BytesMut, Denial> {
+        let body = &msg[proto::HEADER_LEN..];
+        let mut r = Reader::new(body);
+        let (Some(portal), Some(name)) = (r.cstr(), r.cstr()) else {
+            return Ok(msg);
+        };
+        let stmt = if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.stmts.get(name)
+        };
+        let Some((writes, sql)) = stmt.and_then(|s| {
+            let sql = s.body.split(|b| *b == 0).next()?.to_vec();
+            Some((s.writes.clone()?, sql))
+        }) else {
+            return Ok(msg);
+        };
+        let head = portal.len() + name.len() + 2;
+        let Some(mut bind) = BindParams::decode(&body[head..]) else {
+            return Ok(msg); // Malformed: the server reports it.
+        };
+        let Some(chain) = self.topo.plugins.clone() else {
+            return Ok(msg);
+        };
+        let principal = self.principal();
+        let stmt = self.describe(principal, &sql, true);
+        let n = bind.values.len();
+        let values: Vec<BoundValue> = writes
+            .iter()
+            .filter(|(i, _)| *i < n)
+            .map(|(i, c)| BoundValue {
+                column: c.clone(),
+                value: bind.values[*i].clone(),
+            })
+            .collect();
+        let out = chain.on_write_values(&stmt, values).await?;
+        let targets = writes.iter().filter(|(i, _)| *i < n);
+        for ((i, _), v) in targets.zip(out) {
+            bind.values[*i] = v;
+        }
+        let mut m = BytesMut::with_capacity(msg.len() + 256);
+        m.put_u8(b'B');
+        m.put_i32(0);
+        m.put_slice(&body[..head]);
+        bind.encode(&mut m);
+        let len = (m.len() - 1) as i32;
+        m[1..5].copy_from_slice(&len.to_be_bytes());
+        Ok(m)
+    }
+
+    /// The plan for a RowDescription: which fields are declared columns.
+    pub(super) fn row_plan_of(&self, msg: &[u8]) -> Option<Arc<RowPlan>> {
+        let cols = self.data_cols.as_ref()?;
+        let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
+        let n = r.i16()?;
+        let mut plan = RowPlan {
+            indices: Vec::new(),
+            columns: Vec::new(),
+        };
+        for i in 0..n.max(0) as usize {
+            r.cstr()?;
+            let oid = r.i32()? as u32;
+            let attnum = r.i16()?;
+            r.bytes(4 + 2 + 4 + 2)?;
+            if oid != 0 {
+                if let Some(c) = cols.result_column(oid, attnum) {
+                    plan.indices.push(i);
+                    plan.columns.push(c);
+                }
+            }
+        }
+        (!plan.indices.is_empty()).then(|| Arc::new(plan))
+    }
+
+    /// Runs the row hooks over the complete DataRows at the head of `rbuf` (a batch of
+    /// them), appending the transformed rows to the client's buffer. Returns the bytes used.
+    pub(super) async fn transform_rows(&mut self, rbuf: &[u8], plan: &RowPlan) -> Result<usize> {
+        let mut used = 0;
+        let mut rows: Vec<(Vec<Value>, &[u8])> = Vec::new();
+        while rows.len() < ROW_BATCH {
+            let Ok(Some(h)) = proto::header(&rbuf[used..], usize::MAX) else {
+                break;
+            };
+            if h.tag != b'D' || rbuf.len() - used < h.total {
+                break;
+            }
+            let msg = &rbuf[used..used + h.total];
+            let Some(fields) = data_row_fields(msg) else {
+                break;
+            };
+            rows.push((
+                plan.indices
+                    .iter()
+                    .map(|i| fields.get(*i).cloned().flatten().map(<[u8]>::to_vec))
+                    .collect(),
+                msg,
+            ));
+            used += h.total;
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let Some(chain) = self.topo.plugins.clone() else {
+            return Ok(0);
+        };
+        let stmt = self.row_statement();
+        let values: Vec<Vec<Value>> = rows.iter().map(|(v, _)| v.clone()).collect();
+        match chain.on_rows(&stmt, &plan.columns, values).await {
+            Ok(out) => {
+                for ((_, msg), new) in rows.iter().zip(out) {
+                    rewrite_data_row(&mut self.out, msg, &plan.indices, &new);
+                }
+            }
+            Err(d) => {
+                tracing::warn!(user = %self.user, plugin = %d.plugin, sqlstate = %d.sqlstate, "result refused by a row hook");
+                proto::error_with_hint(&mut self.out, &d.sqlstate, &d.reason, d.hint.as_deref());
+                // The rest of this request's replies, up to ReadyForQuery, are not shown.
+                self.rows_refused = true;
+            }
+        }
+        self.client_touched = true;
+        Ok(used)
+    }
+
+    fn row_statement(&mut self) -> Statement {
+        let principal: Arc<Principal> = self.principal();
+        Statement {
+            principal,
+            sql: String::new(),
+            fingerprint: 0,
+            kind: StatementKind::Read,
+            read_only: true,
+            tables: Vec::new(),
+            prepared: false,
+        }
+    }
+}
+
+/// The fields of a DataRow (`None` = NULL).
+fn data_row_fields(msg: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
+    let n = r.i16()?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n.max(0) {
+        let len = r.i32()?;
+        out.push(if len < 0 {
+            None
+        } else {
+            Some(r.bytes(len as usize)?)
+        });
+    }
+    Some(out)
+}
+
+/// Appends `msg` (a DataRow) with the fields at `indices` replaced by `values`.
+fn rewrite_data_row(out: &mut BytesMut, msg: &[u8], indices: &[usize], values: &[Value]) {
+    let Some(fields) = data_row_fields(msg) else {
+        out.extend_from_slice(msg);
+        return;
+    };
+    let start = out.len();
+    out.put_u8(b'D');
+    out.put_i32(0);
+    out.put_i16(fields.len() as i16);
+    for (i, f) in fields.iter().enumerate() {
+        let v: Option<&[u8]> = match indices.iter().position(|x| *x == i) {
+            Some(k) => values.get(k).and_then(|v| v.as_deref()),
+            None => *f,
+        };
+        match v {
+            Some(b) => {
+                out.put_i32(b.len() as i32);
+                out.put_slice(b);
+            }
+            None => out.put_i32(-1),
+        }
+    }
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// A Bind's parameter section (after the portal and statement names).
+struct BindParams<'a> {
+    formats: &'a [u8],
+    values: Vec<Value>,
+    results: &'a [u8],
+}
+
+impl<'a> BindParams<'a> {
+    fn decode(mut b: &'a [u8]) -> Option<BindParams<'a>> {
+        let take = |b: &mut &'a [u8], n: usize| -> Option<&'a [u8]> {
+            if b.len() < n {
+                return None;
+            }
+            let (h, t) = b.split_at(n);
+            *b = t;
+            Some(h)
+        };
+        let nf = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?).max(0) as usize;
+        let formats = take(&mut b, nf * 2)?;
+        let np = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?).max(0) as usize;
+        let mut values = Vec::with_capacity(np);
+        for _ in 0..np {
+            let len = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+            values.push(if len < 0 {
+                None
+            } else {
+                Some(take(&mut b, len as usize)?.to_vec())
+            });
+        }
+        Some(BindParams {
+            formats,
+            values,
+            results: b,
+        })
+    }
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i16((self.formats.len() / 2) as i16);
+        out.put_slice(self.formats);
+        out.put_i16(self.values.len() as i16);
+        for v in &self.values {
+            match v {
+                Some(b) => {
+                    out.put_i32(b.len() as i32);
+                    out.put_slice(b);
+                }
+                None => out.put_i32(-1),
+            }
+        }
+        out.put_slice(self.results);
+    }
+}
