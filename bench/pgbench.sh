@@ -10,6 +10,8 @@ CLIENTS=${CLIENTS:-8}
 DURATION=${DURATION:-20}
 ROUNDS=${ROUNDS:-2}
 REPLICAS=${REPLICAS:-0}   # >0: also TideGate with this many streaming replicas ("tidegate+rep")
+PLUGINS=${PLUGINS:-0}     # 1: also TideGate with the four first-party plugins on ("tidegate+plugins")
+PLUGIN_DIR=${PLUGIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/plugins/target/wasm32-wasip2/release}
 TIDEGATE=${TIDEGATE:-$(cd "$(dirname "$0")/.." && pwd)/target/release/tidegate}   # "skip" = benchmark without TideGate
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
@@ -23,6 +25,10 @@ for n in SCALE POOL CLIENTS DURATION ROUNDS; do
 done
 [[ $REPLICAS =~ ^[0-9]$ ]] || die "REPLICAS must be 0..9 (got '$REPLICAS')"
 if [[ $REPLICAS -gt 0 && $TIDEGATE == skip ]]; then die "REPLICAS needs TideGate"; fi
+[[ $PLUGINS =~ ^[01]$ ]] || die "PLUGINS must be 0 or 1 (got '$PLUGINS')"
+if [[ $PLUGINS -eq 1 && ! -f $PLUGIN_DIR/audit.wasm ]]; then
+    die "plugins not built in $PLUGIN_DIR; build them with: cd plugins && cargo build --release --target wasm32-wasip2 --target-dir target"
+fi
 if [[ $TIDEGATE != skip && ! -x $TIDEGATE ]]; then
     die "TideGate binary not found at $TIDEGATE; build it with: cargo build --release -p tidegate"
 fi
@@ -31,11 +37,11 @@ for b in pgbench psql pg_isready python3 timeout; do command -v "$b" >/dev/null 
 
 TMP=$(mktemp -d /tmp/tidegate-bench.XXXXXX)
 chown postgres: "$TMP"
-TG_PID="" TG2_PID=""
+TG_PID="" TG2_PID="" TG3_PID=""
 cleanup() {
     set +e
     local p
-    for p in $TG_PID $TG2_PID; do
+    for p in $TG_PID $TG2_PID $TG3_PID; do
         if kill -0 "$p" 2>/dev/null; then
             kill -TERM "$p"
             for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
@@ -59,12 +65,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Distinct free loopback ports (sockets held open together so they differ).
-read -r PG_PORT PGB_PORT TG_PORT TG2_PORT REP_PORTS < <(python3 -c '
+read -r PG_PORT PGB_PORT TG_PORT TG2_PORT TG3_PORT REP_PORTS < <(python3 -c '
 import socket, sys
-ss = [socket.socket() for _ in range(4 + int(sys.argv[1]))]
+ss = [socket.socket() for _ in range(5 + int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1", 0))
 ps = [s.getsockname()[1] for s in ss]
-print(*ps[:4], ",".join(map(str, ps[4:])))' "$REPLICAS")
+print(*ps[:5], ",".join(map(str, ps[5:])))' "$REPLICAS")
 
 wait_ready() {  # name port: up to 30 s for pg_isready
     for _ in $(seq 150); do
@@ -164,6 +170,61 @@ EOF
         wait_ready "TideGate (replicas)" "$TG2_PORT"
         sleep 2   # let the health monitor see the replicas before the first read
     fi
+    if [[ $PLUGINS -eq 1 ]]; then
+        echo "== TideGate with the four plugins on 127.0.0.1:$TG3_PORT"
+        sed -e "s/127.0.0.1:$TG_PORT/127.0.0.1:$TG3_PORT/" "$TMP/tidegate.toml" >"$TMP/tidegate-plugins.toml"
+        cat >>"$TMP/tidegate-plugins.toml" <<EOF
+[plugins]
+dir = "$PLUGIN_DIR"
+watch = false
+[[plugins.keys]]
+name = "pii"
+id = 1
+secret = "YmVuY2gtb25seS1waWkta2V5LTMyLWJ5dGVzLWxvbmc="
+[[plugins.keys]]
+name = "audit"
+id = 1
+secret = "YmVuY2gtb25seS1hdWRpdC1rZXktMzItYnl0ZXMtbG8="
+[[plugins.chain]]
+name = "access-control"
+file = "access_control.wasm"
+kind = "access_control"
+[plugins.chain.config]
+deny_by_default = true
+[plugins.chain.config.roles]
+reader = [{ kinds = ["read", "utility"], tables = ["*"] }]
+admin = [{ kinds = ["*"], tables = ["*"] }]
+[plugins.chain.config.users]
+postgres = ["admin"]
+[[plugins.chain]]
+name = "optimizer"
+file = "optimizer.wasm"
+kind = "optimizer"
+[plugins.chain.config]
+hypertables = ["pgbench_history"]
+time_column = "mtime"
+[[plugins.chain]]
+name = "encryption"
+file = "encryption.wasm"
+kind = "encryption"
+keys = ["pii"]
+[plugins.chain.config.columns]
+"public.pgbench_branches.filler" = { key = "pii", readers = ["admin"] }
+[[plugins.chain]]
+name = "audit"
+file = "audit.wasm"
+kind = "audit"
+[plugins.chain.config]
+labels = { env = "bench" }
+[audit]
+key = "audit"
+EOF
+        "$TIDEGATE" serve --config "$TMP/tidegate-plugins.toml" >"$TMP/tidegate-plugins.log" 2>&1 &
+        TG3_PID=$!
+        sleep 0.5
+        kill -0 "$TG3_PID" 2>/dev/null || { cat "$TMP/tidegate-plugins.log" >&2; die "TideGate (plugins) exited"; }
+        wait_ready "TideGate (plugins)" "$TG3_PORT"
+    fi
 else
     echo "== TideGate skipped (TIDEGATE=skip)"
 fi
@@ -184,15 +245,18 @@ WORKLOADS=("select-only simple|-S -M simple" "select-only extended|-S -M extende
            "select-only prepared|-S -M prepared" "tpc-b simple|-M simple")
 TARGETS=(direct pgbouncer tidegate)
 if [[ $REPLICAS -gt 0 ]]; then TARGETS+=(tidegate+rep); fi
-declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$PGB_PORT [tidegate]=$TG_PORT [tidegate+rep]=$TG2_PORT)
-declare -A PID=([pgbouncer]=$PGB_PID [tidegate]=$TG_PID [tidegate+rep]=$TG2_PID)
+if [[ $PLUGINS -eq 1 ]]; then TARGETS+=(tidegate+plugins); fi
+declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$PGB_PORT [tidegate]=$TG_PORT [tidegate+rep]=$TG2_PORT
+                 [tidegate+plugins]=$TG3_PORT)
+declare -A PID=([pgbouncer]=$PGB_PID [tidegate]=$TG_PID [tidegate+rep]=$TG2_PID [tidegate+plugins]=$TG3_PID)
 declare -A TPS FAILED TXS TICKS   # keyed "workload|target"
 NA_PGB="n/a (pgbouncer 1.18 lacks prepared statements in transaction mode)"
 
 skipped() {  # target workload-args -> reason, or nothing if it runs
     if [[ $1 == tidegate && $TIDEGATE == skip ]]; then echo "skipped (TIDEGATE=skip)"
     elif [[ $1 == pgbouncer && $2 == *prepared* ]]; then echo "$NA_PGB"
-    elif [[ $1 == tidegate+rep && $2 != *-S* ]]; then echo "select-only only"; fi
+    elif [[ $1 == tidegate+rep && $2 != *-S* ]]; then echo "select-only only"
+    elif [[ $1 == tidegate+plugins && $2 != *-S* ]]; then echo "select-only only"; fi
 }
 
 run_one() {  # name args target round
@@ -276,6 +340,29 @@ if [[ $REPLICAS -gt 0 ]]; then
             "$(us_per_tx "${TICKS[$name|tidegate+rep]}" "${TXS[$name|tidegate+rep]}")" "${FAILED[$name|tidegate+rep]}"
     done
     echo "note: all servers share this machine's $(nproc) CPUs, so replicas add no CPU here; on separate hosts they would."
+fi
+if [[ $PLUGINS -eq 1 ]]; then
+    echo
+    echo "TideGate with access-control, optimizer, encryption and audit (every statement audited) vs plugins off:"
+    fmt3='%-21s | %20s | %12s | %15s | %13s | %22s | %21s | %s\n'
+    # shellcheck disable=SC2059
+    printf "$fmt3" workload "tidegate+plugins tps" "tidegate tps" "plugins on/off" "pgbouncer tps" \
+        "plugins on/pgbouncer" "tidegate+plugins µs/tx" failed
+    for w in "${WORKLOADS[@]}"; do
+        name=${w%%|*} args=${w#*|}
+        [[ -z $(skipped tidegate+plugins "$args") ]] || continue
+        on=$(tr ' ' '\n' <<<"${TPS[$name|tidegate+plugins]}" | grep . | median)
+        off=$(tr ' ' '\n' <<<"${TPS[$name|tidegate]}" | grep . | median)
+        pgb="n/a"
+        [[ -n $(skipped pgbouncer "$args") ]] || pgb=$(tr ' ' '\n' <<<"${TPS[$name|pgbouncer]}" | grep . | median)
+        # shellcheck disable=SC2059
+        printf "$fmt3" "$name" "$on" "$off" "$(ratio "$on" "$off")" "$pgb" "$(ratio "$on" "$pgb")" \
+            "$(us_per_tx "${TICKS[$name|tidegate+plugins]}" "${TXS[$name|tidegate+plugins]}")" \
+            "${FAILED[$name|tidegate+plugins]}"
+    done
+    audited=$(psql -X -A -t -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench \
+        -c 'SELECT count(*) FROM tidegate_audit.events' 2>/dev/null || echo "?")
+    echo "audit records written by tidegate+plugins: $audited"
 fi
 echo
 for n in "${notes[@]}"; do echo "note: $n"; done

@@ -176,6 +176,11 @@ async fn declared_columns_are_ciphertext_in_postgres_and_plaintext_only_for_read
         .await
         .expect_err("INSERT … SELECT refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("0A000"));
+    let err = doctor
+        .simple_query("COPY patients FROM STDIN")
+        .await
+        .expect_err("COPY FROM refused");
+    assert_eq!(sqlstate(&err).as_deref(), Some("0A000"));
     assert_eq!(
         pg.sql(
             "postgres",

@@ -85,6 +85,15 @@ where
             return Ok(None);
         }
         let Some(w) = write_targets(sql) else {
+            // COPY FROM and MERGE write values the broker cannot see to encrypt.
+            let first = sql.trim_start().split_whitespace().next().unwrap_or("");
+            if first.eq_ignore_ascii_case("copy") || first.eq_ignore_ascii_case("merge") {
+                return Err(refusal(
+                    "statement refused: it writes to a table with protected columns in a way the broker cannot encrypt".into(),
+                    "0A000",
+                    "write protected columns with INSERT … VALUES or UPDATE … SET, as literals or parameters",
+                ));
+            }
             return Ok(None);
         };
         let Some(table) = cols.table(w.schema.as_deref(), &w.table) else {
