@@ -12,7 +12,7 @@ use tidegate_config::Config;
 use tidegate_plugins::{Chain, ChainEntry, Keys, PluginSpec, Runtime, Settings};
 
 /// The keys of `config`, decoded (validated at load).
-fn keys(config: &Config) -> Keys {
+pub(crate) fn keys(config: &Config) -> Keys {
     use base64::Engine;
     let mut keys = Keys::default();
     for k in &config.plugins.keys {
