@@ -1,4 +1,5 @@
-//! Administration commands: access-control roles (`tidegate role create | assign | check`).
+//! Administration commands: access-control roles (`tidegate role create | assign | check`) and
+//! field encryption (`tidegate encrypt | decrypt`).
 //!
 //! Role commands edit the configuration file in place (comments and layout kept, the result
 //! validated before an atomic replace), mirror the rules as PostgreSQL roles and GRANTs on the
@@ -7,6 +8,7 @@
 //! loads it.
 
 pub mod check;
+pub mod crypt;
 pub mod edit;
 pub mod pg;
 pub mod plugin;
@@ -16,6 +18,7 @@ pub mod signal;
 use anyhow::Context;
 use edit::{AccessConfig, ConfigFile, EditError};
 use rules::{Kind, Rule, RuleError};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tidegate_config::Config;
@@ -98,6 +101,38 @@ pub struct CheckArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `tidegate encrypt`
+#[derive(Debug, clap::Args)]
+pub struct EncryptArgs {
+    /// Configuration file (its `[[plugins.keys]]`).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The key name; default: the key the encryption plugin configures for the column.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// The column the value is for, `table.column` or `schema.table.column` (the associated
+    /// data is `table.column`).
+    #[arg(long)]
+    pub column: String,
+    /// Take standard input byte for byte (otherwise one trailing newline is dropped).
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// `tidegate decrypt`
+#[derive(Debug, clap::Args)]
+pub struct DecryptArgs {
+    /// Configuration file (its `[[plugins.keys]]`).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The column the value was stored in, `table.column` or `schema.table.column`.
+    #[arg(long)]
+    pub column: String,
+    /// Print the plaintext byte for byte (otherwise a newline follows it).
+    #[arg(long)]
+    pub raw: bool,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -310,4 +345,60 @@ async fn check(a: CheckArgs) -> anyhow::Result<()> {
         print!("{}", report.human());
     }
     Ok(())
+}
+
+/// Reads standard input whole (values never come from arguments: those show in `ps`).
+fn stdin_bytes() -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .context("reading standard input")?;
+    Ok(buf)
+}
+
+fn without_newline(mut v: Vec<u8>) -> Vec<u8> {
+    if v.last() == Some(&b'\n') {
+        v.pop();
+        if v.last() == Some(&b'\r') {
+            v.pop();
+        }
+    }
+    v
+}
+
+/// Runs `tidegate encrypt`: the plaintext on standard input, the stored value on standard
+/// output.
+pub fn encrypt(a: EncryptArgs) -> anyhow::Result<()> {
+    let config = Config::load(&a.config)?;
+    let key = match a.key {
+        Some(k) => k,
+        None => crypt::configured_key(&config, &a.column)
+            .ok_or_else(|| crypt::CryptError::NoKey(a.column.clone()))?,
+    };
+    crypt::aad(&a.column)?;
+    let mut plain = stdin_bytes()?;
+    if !a.raw {
+        plain = without_newline(plain);
+    }
+    for w in crypt::warnings(&config, &key, &a.column) {
+        eprintln!("warning: {w}");
+    }
+    let stored = crypt::encrypt(&config, &key, &a.column, &plain)?;
+    println!("{stored}");
+    Ok(())
+}
+
+/// Runs `tidegate decrypt`: a stored value on standard input, its plaintext on standard output.
+pub fn decrypt(a: DecryptArgs) -> anyhow::Result<()> {
+    let config = Config::load(&a.config)?;
+    crypt::aad(&a.column)?;
+    let input = stdin_bytes()?;
+    let stored = String::from_utf8_lossy(&input);
+    let plain = crypt::decrypt(&config, &a.column, stored.trim())?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&plain).context("writing the plaintext")?;
+    if !a.raw {
+        out.write_all(b"\n").context("writing the plaintext")?;
+    }
+    out.flush().context("writing the plaintext")
 }

@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: tidegate::admin::RoleCommand,
     },
+    /// Read a value on standard input and print it encrypted as the encryption plugin stores
+    /// it (`tgenc:v1:…`).
+    Encrypt(tidegate::admin::EncryptArgs),
+    /// Read a stored `tgenc:v1:` value on standard input and print its plaintext.
+    Decrypt(tidegate::admin::DecryptArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,6 +91,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Role { command } => tidegate::admin::role(command),
+        Command::Encrypt(args) => tidegate::admin::encrypt(args),
+        Command::Decrypt(args) => tidegate::admin::decrypt(args),
         Command::HashPassword => {
             let mut pw = String::new();
             std::io::stdin()
