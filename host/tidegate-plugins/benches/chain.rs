@@ -5,6 +5,8 @@
 //!
 //! `cargo bench -p tidegate-plugins --bench chain` (after building the plugins).
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items.
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::path::PathBuf;
 use std::sync::Arc;

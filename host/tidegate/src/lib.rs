@@ -4,6 +4,7 @@
 //! client becomes a [`client::Session`] that relays its messages, unchanged, to a pooled server
 //! connection ([`backend`]) held for one transaction at a time.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod backend;

@@ -40,6 +40,16 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Access-control roles: define them, assign them to users, check what a user may do.
+    Role {
+        #[command(subcommand)]
+        command: tidegate::admin::RoleCommand,
+    },
+    /// Read a value on standard input and print it encrypted as the encryption plugin stores
+    /// it (`tgenc:v1:…`).
+    Encrypt(tidegate::admin::EncryptArgs),
+    /// Read a stored `tgenc:v1:` value on standard input and print its plaintext.
+    Decrypt(tidegate::admin::DecryptArgs),
 }
 
 #[derive(Subcommand)]
@@ -159,30 +169,26 @@ fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             };
-            let Some(pid_file) = cfg.runtime.pid_file else {
-                anyhow::bail!(
+            use tidegate::admin::signal::{signal_reload, Reload};
+            match signal_reload(&cfg) {
+                Reload::Signalled(pid) => {
+                    println!(
+                        "{}: ok; reload signalled to process {pid}",
+                        config.display()
+                    );
+                    Ok(())
+                }
+                Reload::NoPidFile => anyhow::bail!(
                     "runtime.pid_file is not set in {}: send SIGHUP to the broker instead",
                     config.display()
-                );
-            };
-            let pid = std::fs::read_to_string(&pid_file)
-                .with_context(|| format!("reading {pid_file}"))?;
-            let pid: u32 = pid
-                .trim()
-                .parse()
-                .with_context(|| format!("{pid_file} does not hold a process id"))?;
-            let status = std::process::Command::new("kill")
-                .args(["-HUP", &pid.to_string()])
-                .status()
-                .context("running kill")?;
-            anyhow::ensure!(status.success(), "no broker is running as process {pid}");
-            println!(
-                "{}: ok; reload signalled to process {pid}",
-                config.display()
-            );
-            Ok(())
+                ),
+                Reload::NotRunning(why) => anyhow::bail!("{why}"),
+            }
         }
         Command::Audit { command } => audit_command(command),
+        Command::Role { command } => tidegate::admin::role(command),
+        Command::Encrypt(args) => tidegate::admin::encrypt(args),
+        Command::Decrypt(args) => tidegate::admin::decrypt(args),
         Command::HashPassword => {
             let mut pw = String::new();
             std::io::stdin()

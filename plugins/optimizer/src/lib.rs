@@ -34,12 +34,14 @@ impl Plugin for Optimizer {
     }
 
     fn info(&self) -> PluginInfo {
-        // Not deterministic: LIMIT and rewrites carry the statement's literals.
+        // LIMIT caps and rewrites carry the statement's literals, so then decisions must not be
+        // cached by fingerprint; the unbounded-scan guard alone looks only at the shape.
         PluginInfo::new(
             env!("CARGO_PKG_NAME"),
             env!("CARGO_PKG_VERSION"),
             Hooks::STATEMENT,
         )
+        .deterministic(self.0.max_rows.is_none() && self.0.caggs.is_empty())
     }
 
     fn on_statement(&self, stmt: &Statement) -> Decision {

@@ -597,12 +597,15 @@ fn config_defaults_and_errors() {
 }
 
 #[test]
-fn info_is_not_deterministic() {
+fn info_is_deterministic_only_without_rewrites() {
     let info = Optimizer(policy(CONFIG)).info();
     assert_eq!(info.name, "optimizer");
     assert_eq!(info.hooks, Hooks::STATEMENT);
     assert!(!info.deterministic);
     assert!(info.columns.is_empty());
+    // The guard alone decides by shape: cacheable per fingerprint.
+    let guard = Optimizer(policy(r#"{"hypertables": ["metrics"]}"#)).info();
+    assert!(guard.deterministic);
 }
 
 /// A small deterministic generator (xorshift64*), to avoid a dependency.

@@ -60,11 +60,22 @@ where
             return Ok(None);
         }
         let declared = chain.data_columns(&self.user, &db);
-        let touches = stmt.tables.iter().any(|t| {
-            declared
-                .iter()
-                .filter_map(|d| Declared::parse(d))
-                .any(|d| d.table == t.name)
+        let mut words = sql.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let (copy, merge) = (
+            first.eq_ignore_ascii_case("copy"),
+            first.eq_ignore_ascii_case("merge"),
+        );
+        // COPY's table is not among the classifier's tables: `COPY [schema.]table[(cols)] …`.
+        let copy_table = words
+            .next()
+            .filter(|_| copy)
+            .and_then(|w| w.split('(').next())
+            .and_then(|w| w.rsplit('.').next())
+            .map(|w| w.trim_matches('"').to_lowercase());
+        let touches = declared.iter().filter_map(|d| Declared::parse(d)).any(|d| {
+            copy_table.as_deref() == Some(d.table.as_str())
+                || stmt.tables.iter().any(|t| d.table == t.name)
         });
         if !touches {
             return Ok(None);
@@ -86,8 +97,7 @@ where
         }
         let Some(w) = write_targets(sql) else {
             // COPY FROM and MERGE write values the broker cannot see to encrypt.
-            let first = sql.trim_start().split_whitespace().next().unwrap_or("");
-            if first.eq_ignore_ascii_case("copy") || first.eq_ignore_ascii_case("merge") {
+            if copy || merge {
                 return Err(refusal(
                     "statement refused: it writes to a table with protected columns in a way the broker cannot encrypt".into(),
                     "0A000",
