@@ -98,6 +98,28 @@ async fn a_read_only_user_may_read_but_not_write() {
     assert_eq!(sqlstate(&err).as_deref(), Some("25P02"));
     r.batch_execute("ROLLBACK").await.expect("rollback");
 
+    // The same over the extended protocol: the denied Parse aborts the server's transaction
+    // too, so later statements fail with 25P02 and COMMIT rolls back, as PostgreSQL would.
+    r.batch_execute("BEGIN").await.expect("begin");
+    r.query("SELECT id FROM t", &[]).await.expect("read in tx");
+    let err = r
+        .execute("DELETE FROM t WHERE id = $1", &[&1i32])
+        .await
+        .expect_err("denied in tx");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    let err = r
+        .query("SELECT 1", &[])
+        .await
+        .expect_err("transaction aborted");
+    assert_eq!(sqlstate(&err).as_deref(), Some("25P02"));
+    let rows = r.simple_query("COMMIT").await.expect("commit");
+    assert!(
+        rows.iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(_))),
+        "COMMIT of an aborted transaction completes (as ROLLBACK)"
+    );
+    assert_eq!(r.query("SELECT 1", &[]).await.expect("usable").len(), 1);
+
     // The admin may write; nothing the reader tried reached the table.
     let app = broker.connect("postgres").await;
     app.execute("INSERT INTO t VALUES (3)", &[])

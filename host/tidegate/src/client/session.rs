@@ -75,6 +75,8 @@ enum Pending {
     Synthetic(u8),
     /// An ErrorResponse the broker owes (a statement its policy denied).
     Denied(Bytes),
+    /// A Parse sent to abort the server's transaction after a denial (its error is hidden).
+    Abort,
     /// A Bind; the plan for its statement's result rows, when it has declared columns.
     Bind(Option<Arc<fields::RowPlan>>),
     /// A Describe; the shared id when it describes a statement.
@@ -157,17 +159,15 @@ pub struct Session<R, W> {
     cancel_sent: bool,
     last_activity: Instant,
     first_error: Option<[u8; 5]>,
-    /// The request being audited (when an audit hook applies).
-    audit: Option<audit::Track>,
-    /// The declared columns of this database, once a statement touched their tables.
+    audit: Option<audit::Track>, // The request being audited, when an audit hook applies.
+    /// Data hooks: this database's declared columns (once a statement touched their tables),
+    /// what the Parse being handled binds to them, the result fields the rows now arriving have.
     data_cols: Option<Arc<crate::columns::DbColumns>>,
-    /// What the Parse being handled binds to declared columns.
     parse_writes: Option<fields::ParamWrites>,
-    /// Result columns the row hooks see, for the rows now arriving.
     row_plan: Option<Arc<fields::RowPlan>>,
-    /// Row plans of described statements, by shared id.
+    /// Row plans of described statements, by shared id (`rows_refused`: a row hook refused
+    /// this request's result, so replies up to ReadyForQuery are dropped).
     row_plans: HashMap<u64, Arc<fields::RowPlan>>,
-    /// A row hook refused this request's result: replies up to ReadyForQuery are dropped.
     rows_refused: bool,
     name_buf: Vec<u8>,
     /// Whether any timeout or statement logging needs clock readings on the hot path.

@@ -237,7 +237,7 @@ fn put_renamed(out: &mut BytesMut, tag: u8, prefix: &[u8], name: &[u8], rest: &[
 }
 
 /// Appends a Parse message: `name` is NUL-terminated, `body` is query, NUL, parameter types.
-fn put_parse(out: &mut BytesMut, name: &[u8], body: &[u8]) {
+pub(super) fn put_parse(out: &mut BytesMut, name: &[u8], body: &[u8]) {
     out.put_u8(b'P');
     out.put_i32((4 + name.len() + body.len()) as i32);
     out.put_slice(name);

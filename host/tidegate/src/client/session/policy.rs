@@ -126,6 +126,15 @@ where
             self.client_touched = true;
         }
         self.pending.push_back(Pending::Denied(e.freeze()));
+        if let Some(b) = self.backend.as_mut() {
+            // PostgreSQL aborts the transaction — explicit, or the batch's implicit one — at an
+            // error: a Parse that cannot succeed makes the server do the same. Its own error is
+            // not shown; the client sees the denial.
+            b.unnamed = None;
+            super::extended::put_parse(&mut self.bout, b"\0", ABORT_PARSE);
+            self.pending.push_back(Pending::Abort);
+            self.unsynced = true;
+        }
         self.skip_until_sync = true;
         Ok(None)
     }
@@ -191,6 +200,9 @@ where
         }
     }
 }
+
+/// The body of a Parse that fails at once (a syntax error), to abort the server's transaction.
+const ABORT_PARSE: &[u8] = b"tidegate: statement refused by policy\0\0\0";
 
 fn error_response(out: &mut BytesMut, d: &Denial) {
     proto::error_with_hint(out, &d.sqlstate, &d.reason, d.hint.as_deref());

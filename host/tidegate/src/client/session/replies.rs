@@ -171,7 +171,10 @@ where
                                 self.replay_error = Some((field(b'C'), field(b'M')));
                             }
                         }
-                        _ => {
+                        other => {
+                            if matches!(other, Some(Pending::Abort)) {
+                                forward = false; // The client was shown the denial instead.
+                            }
                             // The server now skips everything up to the next Sync.
                             while let Some(p) = self.pending.front() {
                                 if matches!(p, Pending::Sync) {
