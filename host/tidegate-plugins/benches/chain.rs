@@ -168,7 +168,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("encryption on_rows, 100 rows decrypted", |b| {
         b.iter(|| {
             tokio
-                .block_on(enc.on_rows(&stmt, &columns, rows.clone()))
+                .block_on(enc.on_rows(&stmt, &columns, &rows))
                 .expect("call")
                 .expect("decrypted")
         })

@@ -18,6 +18,24 @@ const CACHE_ENTRIES: usize = 50_000;
 /// allocates nothing.
 type DecisionCache = HashMap<String, HashMap<(u64, u128), Option<Denial>>>;
 
+/// Which hooks apply to a (user, database).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookSet {
+    /// Some `on-statement`.
+    pub statement: bool,
+    /// Some `on-rows` or `on-write-values`.
+    pub data: bool,
+    /// Some `on-audit`.
+    pub audit: bool,
+}
+
+impl HookSet {
+    /// No hook at all.
+    pub fn is_empty(&self) -> bool {
+        !(self.statement || self.data || self.audit)
+    }
+}
+
 /// One place in the chain.
 pub struct ChainEntry {
     /// Its name.
@@ -81,11 +99,16 @@ impl Chain {
         }
     }
 
-    /// Whether any plugin runs for statements of `user` on `database`.
-    pub fn has_statement_hooks(&self, user: &str, database: &str) -> bool {
-        self.entries
-            .iter()
-            .any(|e| e.applies(user, database) && e.current.load().has_statement_hook())
+    /// Which hooks apply to `user` on `database`: one walk over the chain.
+    pub fn hooks(&self, user: &str, database: &str) -> HookSet {
+        let mut set = HookSet::default();
+        for e in self.entries.iter().filter(|e| e.applies(user, database)) {
+            let p = e.current.load();
+            set.statement |= p.has_statement_hook();
+            set.data |= p.has_rows_hook() || p.has_write_values_hook();
+            set.audit |= p.has_audit_hook();
+        }
+        set
     }
 
     /// The entry named `name`.
@@ -192,21 +215,19 @@ impl Chain {
         out
     }
 
-    /// Whether any `on-rows` or `on-write-values` hook applies to `user` on `database`.
-    pub fn has_data_hooks(&self, user: &str, database: &str) -> bool {
-        self.entries.iter().any(|e| {
-            e.applies(user, database) && {
-                let p = e.current.load();
-                p.has_rows_hook() || p.has_write_values_hook()
-            }
-        })
-    }
-
-    /// Whether any `on-audit` hook applies to `user` on `database`.
-    pub fn has_audit_hooks(&self, user: &str, database: &str) -> bool {
+    /// Whether a row or write hook applying to `user` on `database` declared a column of a
+    /// table named `table` (any schema). Allocates nothing: it runs for every statement.
+    pub fn declares_table(&self, user: &str, database: &str, table: &str) -> bool {
         self.entries
             .iter()
-            .any(|e| e.applies(user, database) && e.current.load().has_audit_hook())
+            .filter(|e| e.applies(user, database))
+            .any(|e| {
+                let p = e.current.load();
+                (p.has_rows_hook() || p.has_write_values_hook())
+                    && p.columns
+                        .iter()
+                        .any(|c| c.rsplit('.').nth(1) == Some(table))
+            })
     }
 
     /// Runs every applicable `on-rows` hook in order over a batch of rows (the values of
@@ -223,7 +244,7 @@ impl Chain {
                 fail_or_skip(entry, &format!("plugin {} is quarantined", entry.name))?;
                 continue;
             }
-            match plugin.on_rows(stmt, columns, rows.clone()).await {
+            match plugin.on_rows(stmt, columns, &rows).await {
                 Ok(Ok(next)) => rows = next,
                 Ok(Err(d)) => {
                     entry.stats.denials.fetch_add(1, Relaxed);

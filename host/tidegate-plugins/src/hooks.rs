@@ -21,7 +21,7 @@ impl LoadedPlugin {
         &self,
         stmt: &Statement,
         columns: &[Column],
-        rows: Vec<Vec<Value>>,
+        rows: &[Vec<Value>],
     ) -> HookResult<Vec<Vec<Value>>> {
         self.calls.fetch_add(1, Relaxed);
         let mut w = self.take().await?;
@@ -30,7 +30,7 @@ impl LoadedPlugin {
         let result = w
             .plugin
             .tidegate_policy_policy()
-            .call_on_rows(&mut w.store, &to_wit_statement(stmt), &cols, &rows)
+            .call_on_rows(&mut w.store, &to_wit_statement(stmt), &cols, rows)
             .await;
         match result {
             Ok(answer) => {

@@ -17,7 +17,7 @@ mod hooks;
 mod runtime;
 mod types;
 
-pub use chain::{Chain, ChainEntry, PluginStats};
+pub use chain::{Chain, ChainEntry, HookSet, PluginStats};
 pub use crypto::{CryptoError, Keys};
 pub use hooks::HookResult;
 pub use runtime::{

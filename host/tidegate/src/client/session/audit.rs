@@ -32,7 +32,7 @@ where
         self.topo
             .plugins
             .as_ref()
-            .is_some_and(|c| c.has_audit_hooks(&self.user, &self.login.database))
+            .is_some_and(|c| c.hooks(&self.user, &self.login.database).audit)
     }
 
     /// `Some(denial)` when the audit log cannot take records: statements are refused.

@@ -5,7 +5,6 @@
 //! through `on-rows` before the client sees them. Both fail closed.
 
 use super::{Result, Session};
-use crate::columns::Declared;
 use crate::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
@@ -59,7 +58,6 @@ where
             self.data_cols = None;
             return Ok(None);
         }
-        let declared = chain.data_columns(&self.user, &db);
         let mut words = sql.split_whitespace();
         let first = words.next().unwrap_or("");
         let (copy, merge) = (
@@ -73,13 +71,15 @@ where
             .and_then(|w| w.split('(').next())
             .and_then(|w| w.rsplit('.').next())
             .map(|w| w.trim_matches('"').to_lowercase());
-        let touches = declared.iter().filter_map(|d| Declared::parse(d)).any(|d| {
-            copy_table.as_deref() == Some(d.table.as_str())
-                || stmt.tables.iter().any(|t| d.table == t.name)
-        });
+        let touches = copy_table
+            .iter()
+            .map(String::as_str)
+            .chain(stmt.tables.iter().map(|t| t.name.as_str()))
+            .any(|t| chain.declares_table(&self.user, &db, t));
         if !touches {
             return Ok(None);
         }
+        let declared = chain.data_columns(&self.user, &db);
         let config = self.topo.config.clone();
         let Some(cols) = self.sh.columns.get(&config, &db, &declared).await else {
             if stmt.kind == StatementKind::Write {
@@ -259,8 +259,8 @@ where
     /// them), appending the transformed rows to the client's buffer. Returns the bytes used.
     pub(super) async fn transform_rows(&mut self, rbuf: &[u8], plan: &RowPlan) -> Result<usize> {
         let mut used = 0;
-        let mut rows: Vec<(Vec<Value>, &[u8])> = Vec::new();
-        while rows.len() < ROW_BATCH {
+        let (mut values, mut msgs): (Vec<Vec<Value>>, Vec<&[u8]>) = (Vec::new(), Vec::new());
+        while msgs.len() < ROW_BATCH {
             let Ok(Some(h)) = proto::header(&rbuf[used..], usize::MAX) else {
                 break;
             };
@@ -271,26 +271,25 @@ where
             let Some(fields) = data_row_fields(msg) else {
                 break;
             };
-            rows.push((
+            values.push(
                 plan.indices
                     .iter()
                     .map(|i| fields.get(*i).cloned().flatten().map(<[u8]>::to_vec))
                     .collect(),
-                msg,
-            ));
+            );
+            msgs.push(msg);
             used += h.total;
         }
-        if rows.is_empty() {
+        if msgs.is_empty() {
             return Ok(0);
         }
         let Some(chain) = self.topo.plugins.clone() else {
             return Ok(0);
         };
         let stmt = self.row_statement();
-        let values: Vec<Vec<Value>> = rows.iter().map(|(v, _)| v.clone()).collect();
         match chain.on_rows(&stmt, &plan.columns, values).await {
             Ok(out) => {
-                for ((_, msg), new) in rows.iter().zip(out) {
+                for (msg, new) in msgs.iter().zip(out) {
                     rewrite_data_row(&mut self.out, msg, &plan.indices, &new);
                 }
             }

@@ -30,10 +30,8 @@ where
             return Ok(Some(msg));
         };
         let principal = self.principal();
-        let statement_hooks = chain.has_statement_hooks(&principal.user, &principal.database);
-        let audited = chain.has_audit_hooks(&principal.user, &principal.database);
-        let data_hooks = chain.has_data_hooks(&principal.user, &principal.database);
-        if !statement_hooks && !audited && !data_hooks {
+        let hooks = chain.hooks(&principal.user, &principal.database);
+        if hooks.is_empty() {
             return Ok(Some(msg));
         }
         let body = &msg[proto::HEADER_LEN..];
@@ -51,37 +49,35 @@ where
             }
         };
         let stmt = self.describe(principal, sql, tag == b'P');
-        if audited {
+        if hooks.audit {
             if let Some(d) = self.audit_refusal() {
                 tracing::warn!(user = %self.user, "statement refused: the audit log is unavailable");
                 return self.deny(tag, d);
             }
         }
-        let verdict = if statement_hooks {
+        let verdict = if hooks.statement {
             chain.on_statement(&stmt).await
         } else {
             Verdict::Allow
         };
-        let verdict = if data_hooks && !matches!(verdict, Verdict::Deny(_)) {
-            let text = match &verdict {
-                Verdict::Rewrite { sql, .. } => sql.clone(),
-                _ => stmt.sql.clone(),
-            };
-            match self.prepare_data_hooks(&stmt, &text).await {
-                Ok(None) => verdict,
+        let verdict = match verdict {
+            Verdict::Deny(_) => verdict,
+            _ if !hooks.data => verdict,
+            Verdict::Allow => match self.prepare_data_hooks(&stmt, &stmt.sql).await {
+                Ok(None) => Verdict::Allow,
                 Ok(Some(sql)) => Verdict::Rewrite {
                     sql,
-                    by: match verdict {
-                        Verdict::Rewrite { by, .. } => by,
-                        _ => Vec::new(),
-                    },
+                    by: Vec::new(),
                 },
                 Err(d) => Verdict::Deny(d),
-            }
-        } else {
-            verdict
+            },
+            Verdict::Rewrite { sql, by } => match self.prepare_data_hooks(&stmt, &sql).await {
+                Ok(None) => Verdict::Rewrite { sql, by },
+                Ok(Some(sql)) => Verdict::Rewrite { sql, by },
+                Err(d) => Verdict::Deny(d),
+            },
         };
-        if audited {
+        if hooks.audit {
             self.audit_statement(&stmt, &verdict, tag == b'Q');
         }
         match verdict {
