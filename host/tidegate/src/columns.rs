@@ -5,7 +5,6 @@
 //! Resolved through `sqlx` on a small pool of the broker's own, when a statement first touches
 //! such a table; cached per database; forgotten after DDL through the broker and on reload.
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -236,23 +235,7 @@ impl ColumnResolver {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools
             .entry(database.to_owned())
-            .or_insert_with(|| {
-                let p = &config.upstream.primary;
-                let mut opts = PgConnectOptions::new()
-                    .host(&p.host)
-                    .port(p.port)
-                    .username(&p.user)
-                    .database(database)
-                    .application_name("tidegate-catalog");
-                if let Some(pw) = &p.password {
-                    opts = opts.password(pw);
-                }
-                PgPoolOptions::new()
-                    .max_connections(1)
-                    .idle_timeout(Duration::from_secs(60))
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect_lazy_with(opts)
-            })
+            .or_insert_with(|| crate::own_db::lazy_pool(config, database, "tidegate-catalog", 1))
             .clone()
     }
 }

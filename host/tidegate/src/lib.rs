@@ -15,6 +15,7 @@ pub mod columns;
 pub mod fuzzing;
 pub mod health;
 pub mod logging;
+pub mod own_db;
 pub mod plugins;
 pub mod proto;
 pub mod reload;

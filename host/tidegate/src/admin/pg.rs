@@ -5,7 +5,7 @@
 use super::rules::{quote_ident, statements, Grant, Object, Rule};
 use super::rules::{Kind, Privilege};
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
+use sqlx::postgres::PgConnection;
 use sqlx::Connection;
 use std::collections::BTreeSet;
 use tidegate_config::Config;
@@ -13,17 +13,7 @@ use tidegate_config::Config;
 /// Connects to `upstream.primary` as the broker's upstream user.
 pub async fn connect(config: &Config) -> anyhow::Result<PgConnection> {
     let p = &config.upstream.primary;
-    let mut opts = PgConnectOptions::new_without_pgpass()
-        .host(&p.host)
-        .port(p.port)
-        .username(&p.user)
-        .database(&p.database)
-        // The broker speaks to its upstream without TLS, and so does this.
-        .ssl_mode(PgSslMode::Disable)
-        .application_name("tidegate admin");
-    if let Some(pw) = &p.password {
-        opts = opts.password(pw);
-    }
+    let opts = crate::own_db::options(config, &p.database, "tidegate admin");
     PgConnection::connect_with(&opts).await.with_context(|| {
         format!(
             "connecting to the primary {}:{} as {} (database {}); pass --no-db to edit only the file",

@@ -2,9 +2,7 @@
 //! TimescaleDB is installed there), written in batches, read back in chain order.
 
 use super::chain::Row;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
-use std::time::Duration;
 use tidegate_config::Config;
 
 /// The audit table of one configuration.
@@ -23,20 +21,8 @@ const COLUMNS: &str = "seq, at, plugin, username, role, database, kind, tables, 
 impl Store {
     /// Connects lazily to the audit database on the primary.
     pub fn new(config: &Config) -> Store {
-        let p = &config.upstream.primary;
-        let mut opts = PgConnectOptions::new()
-            .host(&p.host)
-            .port(p.port)
-            .username(&p.user)
-            .database(config.audit.database(config))
-            .application_name("tidegate-audit");
-        if let Some(pw) = &p.password {
-            opts = opts.password(pw);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(opts);
+        let pool =
+            crate::own_db::lazy_pool(config, config.audit.database(config), "tidegate-audit", 2);
         let (schema, table) = config.audit.table_parts();
         Store {
             pool,
