@@ -141,15 +141,6 @@ impl Keys {
         <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).ok()
     }
 
-    /// HMAC-SHA-256 with version `id` of `name`.
-    pub fn hmac_version(&self, name: &str, id: u32, data: &[u8]) -> Result<[u8; 32], CryptoError> {
-        let key = self.version(name, id)?;
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
-            .map_err(|_| CryptoError::Invalid("bad key".into()))?;
-        mac.update(data);
-        Ok(mac.finalize().into_bytes().into())
-    }
-
     /// HMAC-SHA-256 with the newest version of `name`.
     pub fn hmac(&self, name: &str, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let (_, key) = self.current(name)?;

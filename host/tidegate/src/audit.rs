@@ -94,26 +94,12 @@ impl AuditSink {
 
     /// Waits (up to `timeout`) until the table is open and writable.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while !self.healthy.load(Relaxed) {
-            if Instant::now() >= end {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        true
+        until(timeout, || self.healthy.load(Relaxed)).await
     }
 
     /// Waits (up to `timeout`) until every submitted event is written.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while self.depth.load(Relaxed) > 0 {
-            if Instant::now() >= end {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        true
+        until(timeout, || self.depth.load(Relaxed) == 0).await
     }
 
     fn set_health(&self, error: Option<String>) {
@@ -267,6 +253,18 @@ impl Writer {
             tracing::error!(file = %self.settings.checkpoint_file, error = %e, "audit checkpoint not written");
         }
     }
+}
+
+/// Polls `done` every 5 ms until it holds or `timeout` passes (start and shutdown only).
+async fn until(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
 }
 
 /// Microseconds since the Unix epoch.

@@ -2,7 +2,7 @@
 //! removing, reordering or forging a record breaks every link after it; signed checkpoints
 //! kept off the database catch the removal of the newest records.
 
-use hmac::Mac;
+use hmac::Mac as _;
 use serde_json::json;
 use tidegate_plugins::Keys;
 
@@ -50,24 +50,25 @@ pub struct Row {
     pub hash: Vec<u8>,
 }
 
-fn field(out: &mut Vec<u8>, v: Option<&str>) {
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn field(mac: &mut HmacSha256, v: Option<&str>) {
     match v {
         Some(s) => {
-            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-            out.extend_from_slice(s.as_bytes());
+            mac.update(&(s.len() as u32).to_be_bytes());
+            mac.update(s.as_bytes());
         }
-        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+        None => mac.update(&u32::MAX.to_be_bytes()),
     }
 }
 
-/// The bytes a record's HMAC covers: the previous hash and every field but the hash itself,
-/// each length-prefixed so no two records encode alike.
-pub fn canonical(prev: &[u8], r: &Row) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(RECORD_DOMAIN);
-    out.extend_from_slice(prev);
-    out.extend_from_slice(&r.seq.to_be_bytes());
-    out.extend_from_slice(&r.at_us.to_be_bytes());
+/// Feeds `mac` what a record's HMAC covers: the previous hash and every field but the hash
+/// itself, each length-prefixed so no two records encode alike (no buffer is built).
+fn feed(mac: &mut HmacSha256, prev: &[u8], r: &Row) {
+    mac.update(RECORD_DOMAIN);
+    mac.update(prev);
+    mac.update(&r.seq.to_be_bytes());
+    mac.update(&r.at_us.to_be_bytes());
     for f in [
         Some(r.plugin.as_str()),
         Some(&r.username),
@@ -79,27 +80,30 @@ pub fn canonical(prev: &[u8], r: &Row) -> Vec<u8> {
         Some(&r.decision),
         r.decided_by.as_deref(),
     ] {
-        field(&mut out, f);
+        field(mac, f);
     }
-    out.extend_from_slice(&r.rows.to_be_bytes());
-    out.extend_from_slice(&r.duration_us.to_be_bytes());
-    field(&mut out, r.sqlstate.as_deref());
-    field(&mut out, Some(&r.labels));
-    out.extend_from_slice(&r.key_id.to_be_bytes());
-    out
+    mac.update(&r.rows.to_be_bytes());
+    mac.update(&r.duration_us.to_be_bytes());
+    field(mac, r.sqlstate.as_deref());
+    field(mac, Some(&r.labels));
+    mac.update(&r.key_id.to_be_bytes());
 }
 
 /// The chain key: one named key of `[[plugins.keys]]`, any version of which verifies.
 pub struct ChainKey {
     keys: Keys,
     name: String,
+    /// The current version and its keyed MAC state.
+    current: (i32, HmacSha256),
 }
 
 impl ChainKey {
     /// The key named `name` in `keys`.
     pub fn new(keys: Keys, name: &str) -> Option<ChainKey> {
-        keys.current_id(name)?;
+        let id = keys.current_id(name)?;
+        let current = keys.mac_state(name, id)?;
         Some(ChainKey {
+            current: (id as i32, current),
             keys,
             name: name.to_owned(),
         })
@@ -107,40 +111,40 @@ impl ChainKey {
 
     /// The version new records are made with.
     pub fn current_id(&self) -> i32 {
-        self.keys.current_id(&self.name).unwrap_or(0) as i32
+        self.current.0
     }
 
-    fn mac(&self, id: i32, data: &[u8]) -> Option<[u8; 32]> {
-        self.keys.hmac_version(&self.name, id as u32, data).ok()
+    /// A MAC keyed with version `id` (the current one is keyed once, then cloned).
+    fn state(&self, id: i32) -> Option<HmacSha256> {
+        if id == self.current.0 {
+            return Some(self.current.1.clone());
+        }
+        self.keys.mac_state(&self.name, u32::try_from(id).ok()?)
     }
 
     /// Sets `r.hash` to link it after `prev` (with the current key version).
     pub fn seal(&self, prev: &[u8], r: &mut Row) {
-        r.key_id = self.current_id();
-        r.hash = self
-            .mac(r.key_id, &canonical(prev, r))
-            .map(Vec::from)
-            .unwrap_or_default();
+        r.key_id = self.current.0;
+        let mut mac = self.current.1.clone();
+        feed(&mut mac, prev, r);
+        r.hash = mac.finalize().into_bytes().to_vec();
     }
 
     /// Whether `r` is correctly linked after `prev` (compared in constant time).
     pub fn check(&self, prev: &[u8], r: &Row) -> bool {
-        let Some(mut mac) = u32::try_from(r.key_id)
-            .ok()
-            .and_then(|id| self.keys.mac_state(&self.name, id))
-        else {
+        let Some(mut mac) = self.state(r.key_id) else {
             return false;
         };
-        mac.update(&canonical(prev, r));
+        feed(&mut mac, prev, r);
         mac.verify_slice(&r.hash).is_ok()
     }
 
     /// A signed checkpoint line for the chain at `seq` with hash `hash`.
     pub fn checkpoint(&self, seq: i64, hash: &[u8], at_us: i64) -> String {
-        let id = self.current_id();
-        let mac = self
-            .mac(id, &checkpoint_bytes(seq, hash, at_us, id))
-            .unwrap_or_default();
+        let id = self.current.0;
+        let mut mac = self.current.1.clone();
+        mac.update(&checkpoint_bytes(seq, hash, at_us, id));
+        let mac = mac.finalize().into_bytes();
         json!({
             "seq": seq,
             "hash": hex(hash),
@@ -159,7 +163,7 @@ impl ChainKey {
         let at_us = v.get("at_us")?.as_i64()?;
         let id = i32::try_from(v.get("key_id")?.as_i64()?).ok()?;
         let mac = unhex(v.get("mac")?.as_str()?)?;
-        let mut m = self.keys.mac_state(&self.name, u32::try_from(id).ok()?)?;
+        let mut m = self.state(id)?;
         m.update(&checkpoint_bytes(seq, &hash, at_us, id));
         m.verify_slice(&mac).ok()?;
         Some(Checkpoint { seq, hash, at_us })
