@@ -18,6 +18,7 @@ use tidegate_config::Config;
 use tokio::sync::oneshot;
 
 pub mod raw;
+pub mod redis;
 
 /// Where PostgreSQL 15's server binaries live (override with `PG_BIN`).
 pub fn pg_bin() -> PathBuf {

@@ -5,6 +5,7 @@
 //! file without touching the network.
 
 mod audit;
+mod cache;
 mod duration;
 mod env;
 mod error;
@@ -12,6 +13,7 @@ mod scram;
 mod types;
 
 pub use audit::Audit;
+pub use cache::{Cache, CacheRule};
 pub use duration::{parse_duration, Millis};
 pub use error::{ConfigError, Location};
 pub use scram::{hmac_sha256, ScramVerifier};

@@ -31,6 +31,8 @@ pub struct Config {
     pub plugins: Plugins,
     /// Persisted, hash-chained audit records.
     pub audit: crate::Audit,
+    /// The result cache.
+    pub cache: crate::Cache,
     /// Broker users.
     pub users: Vec<User>,
 }
@@ -632,6 +634,7 @@ impl Config {
         }
         self.check_plugins()?;
         self.check_audit()?;
+        self.check_cache()?;
         if self.users.is_empty() {
             return err("users", "at least one [[users]] entry is required");
         }

@@ -65,7 +65,8 @@ pub struct Classification {
     /// Provably read-only: no writes, locks, session effects or functions not known to be
     /// read-only. Only these may run on a replica.
     pub read_only: bool,
-    /// Read-only and deterministic (immutable functions only, no system catalogs, no
+    /// Queries only (no SHOW or EXPLAIN), read-only and deterministic (immutable functions
+    /// only, no system catalogs, no
     /// TABLESAMPLE): a candidate for the result cache.
     pub cacheable: bool,
     /// Tables referenced, sorted and deduplicated.
@@ -151,10 +152,12 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
         [stmt] => time_bounds(stmt, sql),
         _ => Vec::new(),
     };
+    // SHOW and EXPLAIN are read-only, but what they print is not data the cache can track.
+    let queries = statements.iter().all(|s| matches!(s, Statement::Query(_)));
     Classification {
         kind,
         read_only,
-        cacheable: read_only && kind == Kind::Read && walker.immutable && !catalogs,
+        cacheable: read_only && kind == Kind::Read && walker.immutable && !catalogs && queries,
         tables: walker.tables,
         tx,
         statements: statements.len(),

@@ -52,6 +52,8 @@ pub use writes::{quote_literal, write_targets, Target, TargetColumn, WriteTarget
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cacheable;
+#[cfg(test)]
 mod tests_catalog;
 #[cfg(test)]
 mod tests_time;

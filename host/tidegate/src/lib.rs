@@ -8,6 +8,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod backend;
+pub mod cache;
 pub mod cancel;
 pub mod catalog;
 pub mod client;

@@ -60,6 +60,9 @@ pub struct Shared {
     pub audit: std::sync::OnceLock<Arc<crate::audit::AuditSink>>,
     /// Where the data hooks' declared columns are in each database.
     pub columns: crate::columns::ColumnResolver,
+    /// The result cache, made when `cache.enabled` is first seen (its backend is fixed then:
+    /// a changed `cache.redis_url` needs a restart).
+    pub cache: std::sync::OnceLock<Option<Arc<crate::cache::Cache>>>,
 }
 
 impl Shared {
@@ -132,6 +135,7 @@ impl Shared {
             mock_secret: rand::random(),
             audit: std::sync::OnceLock::new(),
             columns: Default::default(),
+            cache: std::sync::OnceLock::new(),
         };
         sh.current
             .store(Arc::new(sh.build_topology(config, 1, None)?));
@@ -286,4 +290,21 @@ pub fn audit_sink(sh: &Arc<Shared>) -> Option<&Arc<crate::audit::AuditSink>> {
             Arc::new(move || weak.upgrade().and_then(|sh| sh.topology().plugins.clone()));
         crate::audit::AuditSink::start(&topo.config, key, source)
     }))
+}
+
+/// The result cache, made on first use while `cache.enabled`; `None` if its backend could not
+/// be set up (a malformed URL, already reported).
+pub fn result_cache(sh: &Arc<Shared>) -> Option<Arc<crate::cache::Cache>> {
+    sh.cache
+        .get_or_init(|| {
+            let config = sh.config();
+            match crate::cache::Cache::new(&config) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    tracing::error!(error = %e, "result cache off: its backend could not be set up");
+                    None
+                }
+            }
+        })
+        .clone()
 }

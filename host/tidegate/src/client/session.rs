@@ -22,13 +22,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod audit;
+mod cache;
 mod extended;
 mod fields;
 mod params;
+mod pending;
 mod policy;
 mod replies;
 mod route;
 
+use pending::Pending;
 use route::Ryw;
 pub use route::{login_target, pools_for};
 
@@ -60,40 +63,8 @@ struct Stmt {
     read_only: bool,
     /// Parameters bound for columns the write hooks declared.
     writes: Option<fields::ParamWrites>,
-}
-
-/// A reply the client is owed, in order.
-#[derive(Debug)]
-enum Pending {
-    /// A Parse sent to the server; `visible` = the client asked for it (else injected).
-    Parse {
-        visible: bool,
-        /// The shared id of a named statement; `None` for the unnamed statement.
-        id: Option<u64>,
-    },
-    /// A reply the broker produces itself when this reaches the front (`1` or `3`).
-    Synthetic(u8),
-    /// An ErrorResponse the broker owes (a statement its policy denied).
-    Denied(Bytes),
-    /// A Parse sent to abort the server's transaction after a denial (its error is hidden).
-    Abort,
-    /// A Bind; the plan for its statement's result rows, when it has declared columns.
-    Bind(Option<Arc<fields::RowPlan>>),
-    /// A Describe; the shared id when it describes a statement.
-    Describe(Option<u64>),
-    Execute,
-    Close,
-    Sync,
-    /// A simple query; `visible` = false for the broker's own (SET replay).
-    Query {
-        visible: bool,
-    },
-}
-
-impl Pending {
-    fn ends_with_ready(&self) -> bool {
-        matches!(self, Pending::Sync | Pending::Query { .. })
-    }
+    /// Result-cache counters each execution bumps (it may write).
+    cache_writes: Option<Arc<[String]>>,
 }
 
 /// One client session.
@@ -169,6 +140,7 @@ pub struct Session<R, W> {
     /// this request's result, so replies up to ReadyForQuery are dropped).
     row_plans: HashMap<u64, Arc<fields::RowPlan>>,
     rows_refused: bool,
+    cache: cache::SessionCache,
     name_buf: Vec<u8>,
     /// Whether any timeout or statement logging needs clock readings on the hot path.
     timed: bool,
@@ -206,6 +178,7 @@ where
         // Long-lived waits: registering a fresh waiter per loop would take a lock each time.
         let shutdown_wait = Box::pin(sh.shutdown.clone().cancelled_owned());
         let force_wait = Box::pin(sh.force.clone().cancelled_owned());
+        let session_cache = cache::SessionCache::new(&gucs);
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         rbuf.extend_from_slice(&leftover);
         Session {
@@ -255,6 +228,7 @@ where
             row_plan: None,
             row_plans: HashMap::new(),
             rows_refused: false,
+            cache: session_cache,
             name_buf: Vec::with_capacity(24),
             timed,
             shutdown_wait,
@@ -537,6 +511,7 @@ where
             self.pools[self.attached].close_idle();
         }
         self.pending.clear();
+        self.cache_connection_lost();
         tracing::warn!(user = %self.user, error = %e, "server connection lost");
         proto::error(
             &mut self.out,
@@ -615,8 +590,11 @@ where
                         return Ok(true);
                     }
                 }
+                if self.topo.config.cache.enabled && self.cache_query(sql).await? {
+                    return Ok(true);
+                }
                 let effect = session_state::scan(sql);
-                let read_only = self.route_read_only(sql);
+                let read_only = self.route_read_only(sql) && !self.cache.filling();
                 if !self.attach(true, read_only).await? {
                     return Ok(true);
                 }

@@ -34,6 +34,7 @@ where
         let effect = session_state::scan(query);
         let read_only = self.sql_read_only(query);
         let writes = self.parse_writes.take();
+        let cache_writes = self.cache_write_gens(query);
         let stmt_body = &body[name.len() + 1..];
         if !name.is_empty() && self.backend.is_none() && !effect.pin {
             // A statement some server already accepted needs no connection to be "parsed":
@@ -46,6 +47,7 @@ where
                     body: shared,
                     read_only,
                     writes,
+                    cache_writes,
                 };
                 self.stmts.insert(Bytes::copy_from_slice(name), stmt);
                 self.push_synthetic(b'1');
@@ -70,6 +72,7 @@ where
                     body: Bytes::copy_from_slice(stmt_body),
                     read_only,
                     writes,
+                    cache_writes,
                 });
             }
             b.unnamed = Some(id);
@@ -103,6 +106,7 @@ where
                 body: stmt_body,
                 read_only,
                 writes,
+                cache_writes,
             },
         );
         Ok(true)
@@ -145,6 +149,16 @@ where
             Some(name) => self.stmts.get(name).is_some_and(|s| s.read_only),
             None => false,
         };
+        if tag == b'B' {
+            let gens = match stmt_name {
+                Some([]) => self.unnamed.as_ref().and_then(|s| s.cache_writes.clone()),
+                Some(name) => self.stmts.get(name).and_then(|s| s.cache_writes.clone()),
+                None => None,
+            };
+            if let Some(g) = gens {
+                self.cache_note_bind(&g);
+            }
+        }
         let route = self.batch_read_only(first, None);
         if !self.attach(false, route).await? {
             return Ok(true);

@@ -57,6 +57,7 @@ where
                     && (h.tag == b'd' || self.row_plan.is_none())
                 {
                     // A huge row: pass it through as it arrives instead of buffering it whole.
+                    self.cache.spoil();
                     let n = b.rbuf.len();
                     self.out.extend_from_slice(&b.rbuf[..n]);
                     b.rbuf.advance(n);
@@ -209,6 +210,7 @@ where
                         }
                         _ => {
                             self.tx_status = status;
+                            self.cache_ready(status);
                             self.audit_finish(self.first_error);
                             self.log_statement();
                         }
@@ -232,6 +234,9 @@ where
             }
             if self.rows_refused && !matches!(h.tag, b'Z' | b'N' | b'S') {
                 forward = false;
+            }
+            if forward && self.front_visible() {
+                self.cache_capture(h.tag, msg);
             }
             if forward {
                 self.out.extend_from_slice(msg);
@@ -265,6 +270,7 @@ where
             }
             if self.out.len() >= OUT_HIGH_WATER {
                 self.backend = Some(b);
+                self.cache_bump_due().await;
                 self.flush_client().await?;
                 b = match self.backend.take() {
                     Some(b) => b,
@@ -272,6 +278,7 @@ where
                 };
             }
         }
+        self.cache_bump_due().await;
         if release {
             // Read-your-writes counts from the end of the primary transaction.
             let reusable = !self.wrote || self.note_write(&mut b).await;

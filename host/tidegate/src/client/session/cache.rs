@@ -1,0 +1,359 @@
+//! The result cache on the wire: a cacheable simple query is looked up before it is sent and
+//! answered from the cache on a hit; on a miss its reply (RowDescription, DataRows,
+//! CommandComplete) is recorded as it is relayed and stored at ReadyForQuery. Statements that
+//! may write note which counters to bump; they are bumped when the transaction commits, before
+//! the client's ReadyForQuery is sent.
+
+use super::{Result, Session};
+use crate::cache::deps;
+use crate::cache::flight::Leader;
+use crate::cache::key::{initial_scope, next_scope, Key, KeyInput};
+use crate::cache::{entry::Entry, Cache, Lookup};
+use crate::proto;
+use bytes::{BufMut, BytesMut};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tidegate_sql::Kind;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A session's cache state.
+pub(super) struct SessionCache {
+    /// Digest of the session's settings (part of every key).
+    scope: [u8; 32],
+    /// The session made state no key can describe (a temporary table, procedural code):
+    /// it never uses the cache again.
+    off: bool,
+    /// The reply being recorded.
+    fill: Option<Fill>,
+    /// Counters to bump when the current transaction commits.
+    dirty: Vec<String>,
+    /// The last CommandComplete said ROLLBACK (a transaction that ends so wrote nothing).
+    rolled_back: bool,
+    /// Counters to bump before the pending ReadyForQuery reaches the client.
+    bump_now: Vec<String>,
+}
+
+struct Fill {
+    key: Key,
+    gens: Vec<u64>,
+    ttl: Duration,
+    leader: Option<Leader>,
+    description: BytesMut,
+    body: BytesMut,
+    spoiled: bool,
+}
+
+impl SessionCache {
+    pub(super) fn new(startup: &[(String, String)]) -> Self {
+        SessionCache {
+            scope: initial_scope(startup),
+            off: false,
+            fill: None,
+            dirty: Vec::new(),
+            rolled_back: false,
+            bump_now: Vec::new(),
+        }
+    }
+
+    /// A reply is being recorded for the cache (its query must run on the primary: a lagging
+    /// replica's rows must never be stored as current).
+    pub(super) fn filling(&self) -> bool {
+        self.fill.is_some()
+    }
+
+    /// The reply being recorded cannot be stored (a huge row streamed through, a row hook).
+    pub(super) fn spoil(&mut self) {
+        if let Some(f) = self.fill.as_mut() {
+            f.spoiled = true;
+        }
+    }
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    fn result_cache(&self) -> Option<Arc<Cache>> {
+        if !self.topo.config.cache.enabled {
+            return None;
+        }
+        crate::server::result_cache(&self.sh)
+    }
+
+    /// Before a simple query is sent: notes its writes and session effects, and answers it
+    /// from the cache when it can. Returns whether it was answered.
+    pub(super) async fn cache_query(&mut self, sql: &[u8]) -> Result<bool> {
+        let Some(cache) = self.result_cache() else {
+            return Ok(false);
+        };
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return Ok(false);
+        };
+        if self.pending.is_empty() && is_show_cache(text) {
+            show_cache(&mut self.out, &cache, self.tx_status);
+            self.audit_finish(None);
+            return Ok(true);
+        }
+        let config = self.topo.config.clone();
+        let db = self.login.database.clone();
+        let class = self.catalog.classes.classify(text, &self.catalog.lookup);
+        if class.kind == Kind::Session || crate::session_state::scan(sql).pin {
+            if creates_invisible_state(text) {
+                self.cache.off = true;
+            }
+            self.cache.scope = next_scope(&self.cache.scope, sql);
+        }
+        if !(class.kind == Kind::Read && class.read_only) {
+            self.note_writes(&cache, text, &class);
+            return Ok(false);
+        }
+        if self.cache.off
+            || !self.pending.is_empty()
+            || self.copy_in
+            || (self.tx_status != b'I' && !config.cache.in_transactions)
+            || self.touches_declared_columns(&class)
+        {
+            return Ok(false);
+        }
+        let rels = match cache.relations.get(&config, &db, false) {
+            Some(r) => r,
+            None => match cache.relations.load(&config, &db).await {
+                Some(r) => r,
+                None => return Ok(false),
+            },
+        };
+        let fp = tidegate_sql::fingerprint(sql).0;
+        let deps = match deps::read_deps(&config.cache, &db, text, &class, &rels, fp) {
+            Ok(d) => d,
+            Err(why) => {
+                if why == "unknown relation" {
+                    cache.relations.get(&config, &db, true);
+                }
+                cache.stats.bypasses.fetch_add(1, Relaxed);
+                return Ok(false);
+            }
+        };
+        let role = format!("{}\0{}", self.user, self.login.user);
+        let key = KeyInput {
+            protocol: b'Q',
+            database: &db,
+            role: &role,
+            scope: &self.cache.scope,
+            sql,
+            params: &[],
+            param_formats: &[],
+            result_formats: &[],
+        }
+        .key();
+        match cache.lookup(&config.cache, key, &deps.gens).await {
+            Lookup::Hit(e) => {
+                self.out.extend_from_slice(&e.description);
+                self.out.extend_from_slice(&e.body);
+                if self.audit.is_some() {
+                    for m in messages(&e.body).filter(|m| m[0] == b'C') {
+                        self.audit_complete(m);
+                    }
+                }
+                proto::ready(&mut self.out, self.tx_status);
+                self.audit_finish(None);
+                cache.stats.bytes_served.fetch_add(e.len() as u64, Relaxed);
+                Ok(true)
+            }
+            Lookup::Miss { gens, leader } => {
+                self.cache.fill = Some(Fill {
+                    key,
+                    gens,
+                    ttl: deps.ttl,
+                    leader,
+                    description: BytesMut::new(),
+                    body: BytesMut::new(),
+                    spoiled: false,
+                });
+                Ok(false)
+            }
+            Lookup::Bypass => Ok(false),
+        }
+    }
+
+    /// The counters a Parse's statement bumps each time it is executed (`None` for none).
+    pub(super) fn cache_write_gens(&self, sql: &[u8]) -> Option<Arc<[String]>> {
+        let cache = self.result_cache()?;
+        let text = std::str::from_utf8(sql).ok()?;
+        let class = self.catalog.classes.classify(text, &self.catalog.lookup);
+        if class.kind == Kind::Read && class.read_only {
+            return None;
+        }
+        let db = &self.login.database;
+        let rels = cache.relations.get(&self.topo.config, db, false);
+        let gens = deps::write_gens(&self.topo.config.cache, db, text, &class, rels.as_deref());
+        if class.kind == Kind::Ddl {
+            cache.relations.invalidate(&self.topo.config, db);
+        }
+        (!gens.is_empty()).then(|| gens.into())
+    }
+
+    /// A Bind of a statement whose execution writes.
+    pub(super) fn cache_note_bind(&mut self, gens: &[String]) {
+        self.cache.dirty.extend_from_slice(gens);
+    }
+
+    fn note_writes(&mut self, cache: &Cache, text: &str, class: &tidegate_sql::Classification) {
+        let db = &self.login.database;
+        let rels = cache.relations.get(&self.topo.config, db, false);
+        let gens = deps::write_gens(&self.topo.config.cache, db, text, class, rels.as_deref());
+        if class.kind == Kind::Ddl || gens.iter().any(|g| g == deps::EPOCH) {
+            cache.relations.invalidate(&self.topo.config, db);
+        }
+        self.cache.dirty.extend(gens);
+    }
+
+    fn touches_declared_columns(&self, class: &tidegate_sql::Classification) -> bool {
+        let Some(chain) = self.topo.plugins.as_ref() else {
+            return false;
+        };
+        class
+            .tables
+            .iter()
+            .any(|t| chain.declares_table(&self.user, &self.login.database, &t.name))
+    }
+
+    /// A message of the reply to the front request, as it is relayed.
+    pub(super) fn cache_capture(&mut self, tag: u8, msg: &[u8]) {
+        if tag == b'C' {
+            self.cache.rolled_back = msg.get(proto::HEADER_LEN..) == Some(b"ROLLBACK\0");
+        }
+        let Some(f) = self.cache.fill.as_mut() else {
+            return;
+        };
+        if f.spoiled {
+            return;
+        }
+        match tag {
+            b'T' if self.row_plan.is_none() => f.description.extend_from_slice(msg),
+            b'D' | b'C' => f.body.extend_from_slice(msg),
+            b'N' | b'S' => {}
+            _ => f.spoiled = true,
+        }
+        if f.description.len() + f.body.len() > self.topo.config.cache.max_result_bytes
+            || (tag == b'T' && self.row_plan.is_some())
+        {
+            f.spoiled = true;
+            f.description = BytesMut::new();
+            f.body = BytesMut::new();
+        }
+    }
+
+    /// ReadyForQuery for a client request arrived with transaction `status`: the recorded
+    /// reply is stored, and a committed transaction's counters are due.
+    pub(super) fn cache_ready(&mut self, status: u8) {
+        if let Some(f) = self.cache.fill.take() {
+            if let (false, Some(cache)) = (f.spoiled, self.result_cache()) {
+                let entry = Entry {
+                    gens: f.gens,
+                    description: f.description.freeze(),
+                    body: f.body.freeze(),
+                };
+                cache.store(&self.topo.config.cache, f.key, entry, f.ttl, f.leader);
+            }
+        }
+        if status == b'I' && !self.cache.dirty.is_empty() {
+            let mut gens = std::mem::take(&mut self.cache.dirty);
+            if !self.cache.rolled_back {
+                gens.sort_unstable();
+                gens.dedup();
+                self.cache.bump_now.extend(gens);
+            }
+        }
+        self.cache.rolled_back = false;
+    }
+
+    /// Bumps the counters of transactions that just committed (before their ReadyForQuery is
+    /// written to the client).
+    pub(super) async fn cache_bump_due(&mut self) {
+        if self.cache.bump_now.is_empty() {
+            return;
+        }
+        let gens = std::mem::take(&mut self.cache.bump_now);
+        if let Some(cache) = self.result_cache() {
+            cache.invalidate(&self.topo.config.cache, &gens).await;
+        }
+    }
+
+    /// The server connection was lost: whatever was written may have committed.
+    pub(super) fn cache_connection_lost(&mut self) {
+        self.cache.fill = None;
+        let gens = std::mem::take(&mut self.cache.dirty);
+        if let (false, Some(cache)) = (gens.is_empty(), self.result_cache()) {
+            let cfg = self.topo.config.cache.clone();
+            tokio::spawn(async move { cache.invalidate(&cfg, &gens).await });
+        }
+    }
+}
+
+/// `DO`, `CALL`, temporary tables: state that changes what later statements read in ways no
+/// statement text in the key can describe.
+fn creates_invisible_state(text: &str) -> bool {
+    let t = text.trim_start();
+    let word: String = t
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    matches!(word.as_str(), "do" | "call")
+        || t.as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"temp"))
+}
+
+fn is_show_cache(text: &str) -> bool {
+    let t = text.trim().trim_end_matches(';').trim();
+    t.eq_ignore_ascii_case("show tidegate.cache")
+}
+
+/// `SHOW tidegate.cache`: the backend and the counters, one row each.
+fn show_cache(out: &mut BytesMut, cache: &Cache, status: u8) {
+    let mut rd = BytesMut::new();
+    rd.put_i16(2);
+    for name in ["name", "value"] {
+        rd.put_slice(name.as_bytes());
+        rd.put_u8(0);
+        rd.put_i32(0);
+        rd.put_i16(0);
+        rd.put_i32(25); // text
+        rd.put_i16(-1);
+        rd.put_i32(-1);
+        rd.put_i16(0);
+    }
+    proto::simple(out, b'T', &rd);
+    let mut rows = vec![("backend", cache.backend_name().to_owned())];
+    rows.extend(
+        cache
+            .stats
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string())),
+    );
+    for (k, v) in &rows {
+        let mut d = BytesMut::new();
+        d.put_i16(2);
+        for f in [k.as_bytes(), v.as_bytes()] {
+            d.put_i32(f.len() as i32);
+            d.put_slice(f);
+        }
+        proto::simple(out, b'D', &d);
+    }
+    proto::simple(out, b'C', format!("SHOW {}\0", rows.len()).as_bytes());
+    proto::ready(out, status);
+}
+
+/// The messages in a run of complete messages.
+fn messages(mut buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let len = u32::from_be_bytes(buf.get(1..5)?.try_into().ok()?) as usize;
+        let (m, rest) = buf.split_at_checked(1 + len)?;
+        buf = rest;
+        Some(m)
+    })
+}

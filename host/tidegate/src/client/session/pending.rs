@@ -1,0 +1,39 @@
+//! The replies a client is owed, in order.
+
+use super::fields;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// A reply the client is owed, in order.
+#[derive(Debug)]
+pub(super) enum Pending {
+    /// A Parse sent to the server; `visible` = the client asked for it (else injected).
+    Parse {
+        visible: bool,
+        /// The shared id of a named statement; `None` for the unnamed statement.
+        id: Option<u64>,
+    },
+    /// A reply the broker produces itself when this reaches the front (`1` or `3`).
+    Synthetic(u8),
+    /// An ErrorResponse the broker owes (a statement its policy denied).
+    Denied(Bytes),
+    /// A Parse sent to abort the server's transaction after a denial (its error is hidden).
+    Abort,
+    /// A Bind; the plan for its statement's result rows, when it has declared columns.
+    Bind(Option<Arc<fields::RowPlan>>),
+    /// A Describe; the shared id when it describes a statement.
+    Describe(Option<u64>),
+    Execute,
+    Close,
+    Sync,
+    /// A simple query; `visible` = false for the broker's own (SET replay).
+    Query {
+        visible: bool,
+    },
+}
+
+impl Pending {
+    pub(super) fn ends_with_ready(&self) -> bool {
+        matches!(self, Pending::Sync | Pending::Query { .. })
+    }
+}
