@@ -277,6 +277,8 @@ async fn a_write_through_one_instance_refreshes_the_other() {
     let ca = a.connect("postgres").await;
     let cb = b.connect("postgres").await;
     let q = "SELECT sum(v) FROM t";
+    // Each instance's first read in a database starts its LISTEN for outside writes.
+    rows(&ca, "SELECT 1").await;
     rows(&cb, q).await;
     let (hit, r) = was_hit(&cb, q).await;
     assert!(hit && r[0][0].as_deref() == Some("1"));
@@ -466,4 +468,131 @@ async fn time_aware_invalidation_on_a_hypertable() {
         "SELECT create_hypertable('readings', 'time', migrate_data => true)",
     );
     time_aware(&pg, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_are_cached_per_parameter_value() {
+    let pg = Postgres::start();
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t (k int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+    );
+    let broker = Broker::start(&pg, &cache_config("", "")).await;
+    let c = broker.connect("postgres").await;
+    let st = c
+        .prepare("SELECT k, v FROM t WHERE k = $1")
+        .await
+        .expect("prepare");
+    let read = |k: i32| {
+        let (c, st) = (&c, &st);
+        async move {
+            let before = count(c, "hits").await;
+            let rows = c.query(st, &[&k]).await.expect("query");
+            let v: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            (count(c, "hits").await > before, v)
+        }
+    };
+    assert_eq!(read(1).await, (false, vec![(1, "a".to_owned())]));
+    assert_eq!(read(1).await, (true, vec![(1, "a".to_owned())]));
+    assert_eq!(
+        read(2).await,
+        (false, vec![(2, "b".to_owned())]),
+        "another value, another key"
+    );
+    assert_eq!(read(2).await, (true, vec![(2, "b".to_owned())]));
+    // A prepared write invalidates at each execution.
+    let up = c
+        .prepare("UPDATE t SET v = $1 WHERE k = $2")
+        .await
+        .expect("prepare");
+    c.execute(&up, &[&"z", &1i32]).await.expect("update");
+    assert_eq!(read(1).await, (false, vec![(1, "z".to_owned())]));
+    c.execute(&up, &[&"y", &1i32]).await.expect("update");
+    assert_eq!(read(1).await, (false, vec![(1, "y".to_owned())]));
+
+    // pgbench's prepared and extended modes run unchanged with the cache on.
+    tidegate_tests::pgbench_init(&broker.app_url("postgres")).await;
+    for mode in ["prepared", "extended", "simple"] {
+        let out = tidegate_tests::run_tool(
+            "pgbench",
+            &[
+                "-n",
+                "-S",
+                "-M",
+                mode,
+                "-c",
+                "4",
+                "-t",
+                "200",
+                "-d",
+                &broker.app_url("postgres"),
+            ],
+            &[],
+        )
+        .await;
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(tidegate_tests::pgbench_failed(&report), 0, "{mode}");
+    }
+    let stats = counters(&c).await;
+    println!("after pgbench: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_outside_tidegate_reach_the_cache_through_the_trigger_or_ttl() {
+    let pg = Postgres::start();
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t (v int); INSERT INTO t VALUES (1);
+         CREATE TABLE u (v int); INSERT INTO u VALUES (1)",
+    );
+    let extra = "[[cache.rules]]\ntable = \"u\"\nttl = \"1s\"\n";
+    let text = tidegate_tests::base_config(&pg, &cache_config("", extra));
+    let dir = tidegate_tests::fresh_dir().expect("temp dir");
+    let path = dir.join("tidegate.toml");
+    std::fs::write(&path, &text).expect("write config");
+    let out = tidegate_tests::run_tool(
+        tidegate_tests::tidegate_bin().to_str().expect("path"),
+        &[
+            "cache",
+            "trigger",
+            "--config",
+            path.to_str().expect("path"),
+            "t",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broker = Broker::start(&pg, &cache_config("", extra)).await;
+    let c = broker.connect("postgres").await;
+    rows(&c, "SELECT v FROM t").await;
+    assert!(was_hit(&c, "SELECT v FROM t").await.0);
+    rows(&c, "SELECT v FROM u").await;
+    pg.sql("postgres", "UPDATE t SET v = 2; UPDATE u SET v = 2");
+    // t has the trigger: its NOTIFY invalidates within moments.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rows(&c, "SELECT v FROM t").await[0][0].as_deref() != Some("2") {
+        assert!(
+            Instant::now() < deadline,
+            "the trigger's notice never invalidated t"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // u has none: its reads may be stale for up to their TTL, never longer.
+    let stale = rows(&c, "SELECT v FROM u").await;
+    println!("u right after the outside write: {stale:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        rows(&c, "SELECT v FROM u").await[0][0].as_deref(),
+        Some("2")
+    );
 }

@@ -45,6 +45,9 @@ pub struct Cache {
     pub breaker_retry: Millis,
     /// Longest a read waits for an identical read already running (single-flight).
     pub flight_wait: Millis,
+    /// LISTEN for the notices of `tidegate cache trigger`'s triggers (writes made outside
+    /// TideGate) in every database whose reads are cached.
+    pub listen: bool,
     /// Per-table or per-fingerprint TTLs, first match wins.
     pub rules: Vec<CacheRule>,
 }
@@ -80,6 +83,7 @@ impl Default for Cache {
             breaker_failures: 5,
             breaker_retry: Millis(1_000),
             flight_wait: Millis(5_000),
+            listen: true,
             rules: Vec::new(),
         }
     }

@@ -1,5 +1,6 @@
-//! Administration commands: access-control roles (`tidegate role create | assign | check`) and
-//! field encryption (`tidegate encrypt | decrypt`).
+//! Administration commands: access-control roles (`tidegate role create | assign | check`),
+//! field encryption (`tidegate encrypt | decrypt`) and the result cache's invalidation trigger
+//! (`tidegate cache trigger`).
 //!
 //! Role commands edit the configuration file in place (comments and layout kept, the result
 //! validated before an atomic replace), mirror the rules as PostgreSQL roles and GRANTs on the
@@ -7,6 +8,7 @@
 //! validation come from the configured access-control plugin itself, loaded as the broker
 //! loads it.
 
+pub mod cache_trigger;
 pub mod check;
 pub mod crypt;
 pub mod edit;

@@ -18,6 +18,7 @@ pub mod deps;
 pub mod entry;
 pub mod flight;
 pub mod key;
+pub mod listen;
 pub mod relations;
 
 use backend::CacheBackend;
@@ -94,6 +95,8 @@ pub struct Cache {
     /// Counters.
     pub stats: Arc<Stats>,
     breaker: Breaker,
+    /// Databases whose invalidation notices are listened to.
+    listening: Mutex<std::collections::HashMap<String, Arc<listen::Listening>>>,
 }
 
 #[derive(Default)]
@@ -123,6 +126,7 @@ impl Cache {
             relations: Arc::default(),
             stats: Arc::default(),
             breaker: Breaker::default(),
+            listening: Mutex::default(),
         })
     }
 
@@ -173,10 +177,9 @@ impl Cache {
         }
     }
 
-    /// Stores a recorded reply (in the background: the client is not kept waiting) and hands
-    /// it to the reads waiting on the same key.
-    pub fn store(
-        self: &Arc<Self>,
+    /// Stores a recorded reply, after handing it to the reads waiting on the same key.
+    pub async fn store(
+        &self,
         cfg: &tidegate_config::Cache,
         key: Key,
         entry: Entry,
@@ -188,21 +191,18 @@ impl Cache {
         if let Some(l) = leader {
             l.complete(entry);
         }
-        let (me, cfg) = (self.clone(), cfg.clone());
-        tokio::spawn(async move {
-            if !me.usable(&cfg).await {
-                return;
-            }
-            let n = value.len() as u64;
-            if me
-                .timed(&cfg, me.backend.store(&key, value, ttl))
-                .await
-                .is_some()
-            {
-                me.stats.stores.fetch_add(1, Ordering::Relaxed);
-                me.stats.bytes_stored.fetch_add(n, Ordering::Relaxed);
-            }
-        });
+        if !self.usable(cfg).await {
+            return;
+        }
+        let n = value.len() as u64;
+        if self
+            .timed(cfg, self.backend.store(&key, value, ttl))
+            .await
+            .is_some()
+        {
+            self.stats.stores.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes_stored.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Bumps `gens` after a write committed. If the backend cannot be reached, the bump is

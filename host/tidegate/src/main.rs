@@ -50,6 +50,18 @@ enum Command {
     Encrypt(tidegate::admin::EncryptArgs),
     /// Read a stored `tgenc:v1:` value on standard input and print its plaintext.
     Decrypt(tidegate::admin::DecryptArgs),
+    /// The result cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Install a trigger that makes writes to these tables made outside TideGate invalidate
+    /// cached reads (NOTIFY tidegate_invalidate); `--drop` removes it.
+    Trigger(tidegate::admin::cache_trigger::TriggerArgs),
 }
 
 #[derive(Subcommand)]
@@ -189,6 +201,9 @@ fn main() -> anyhow::Result<()> {
         Command::Role { command } => tidegate::admin::role(command),
         Command::Encrypt(args) => tidegate::admin::encrypt(args),
         Command::Decrypt(args) => tidegate::admin::decrypt(args),
+        Command::Cache {
+            command: CacheCommand::Trigger(args),
+        } => tidegate::admin::cache_trigger::run(args),
         Command::HashPassword => {
             let mut pw = String::new();
             std::io::stdin()

@@ -46,6 +46,7 @@ pub fn read_deps(
     sql: &str,
     class: &Classification,
     rels: &DbRelations,
+    params: &[Option<&str>],
     fingerprint: u128,
 ) -> Result<ReadDeps, Bypass> {
     let hint = hint(sql);
@@ -69,7 +70,7 @@ pub fn read_deps(
     }
     names.sort_unstable();
     names.dedup();
-    let ranges = tidegate_sql::time_range(sql, class, &[], 0);
+    let ranges = tidegate_sql::time_range(sql, class, params, 0);
     let mut settled = None::<bool>;
     for name in names {
         gens.push(format!("tg:t:{database}:{name}"));

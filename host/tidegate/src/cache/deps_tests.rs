@@ -51,6 +51,7 @@ fn read(sql: &str) -> Result<ReadDeps, Bypass> {
         sql,
         &classify(sql, &NoLookup),
         &rels(),
+        &[],
         0,
     )
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod audit;
 mod cache;
+mod cache_bind;
 mod extended;
 mod fields;
 mod params;
@@ -621,6 +622,9 @@ where
                             return Ok(true);
                         }
                     }
+                }
+                if tag == b'B' && self.topo.config.cache.enabled && self.cache_bind(&msg).await? {
+                    return Ok(true);
                 }
                 let go_on = if tag == b'P' {
                     self.on_parse(&msg).await?

@@ -32,16 +32,41 @@ pub(super) struct SessionCache {
     rolled_back: bool,
     /// Counters to bump before the pending ReadyForQuery reaches the client.
     bump_now: Vec<String>,
+    /// A reply to store before then (so the client's next identical read finds it).
+    store_now: Option<(Fill, Entry)>,
 }
 
-struct Fill {
+pub(super) struct Fill {
     key: Key,
+    /// The client asked for the RowDescription (a simple query, or a Describe of the portal).
+    described: bool,
     gens: Vec<u64>,
     ttl: Duration,
     leader: Option<Leader>,
     description: BytesMut,
     body: BytesMut,
     spoiled: bool,
+}
+
+impl Fill {
+    pub(super) fn new(
+        key: Key,
+        gens: Vec<u64>,
+        ttl: Duration,
+        leader: Option<Leader>,
+        described: bool,
+    ) -> Fill {
+        Fill {
+            key,
+            described,
+            gens,
+            ttl,
+            leader,
+            description: BytesMut::new(),
+            body: BytesMut::new(),
+            spoiled: false,
+        }
+    }
 }
 
 impl SessionCache {
@@ -53,6 +78,7 @@ impl SessionCache {
             dirty: Vec::new(),
             rolled_back: false,
             bump_now: Vec::new(),
+            store_now: None,
         }
     }
 
@@ -60,6 +86,16 @@ impl SessionCache {
     /// replica's rows must never be stored as current).
     pub(super) fn filling(&self) -> bool {
         self.fill.is_some()
+    }
+
+    /// Records the reply to the request being sent.
+    pub(super) fn start_fill(&mut self, fill: Fill) {
+        self.fill = Some(fill);
+    }
+
+    /// The request will get no reply from a server (no connection): nothing to record.
+    pub(super) fn drop_fill(&mut self) {
+        self.fill = None;
     }
 
     /// The reply being recorded cannot be stored (a huge row streamed through, a row hook).
@@ -75,7 +111,7 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    fn result_cache(&self) -> Option<Arc<Cache>> {
+    pub(super) fn result_cache(&self) -> Option<Arc<Cache>> {
         if !self.topo.config.cache.enabled {
             return None;
         }
@@ -96,8 +132,6 @@ where
             self.audit_finish(None);
             return Ok(true);
         }
-        let config = self.topo.config.clone();
-        let db = self.login.database.clone();
         let class = self.catalog.classes.classify(text, &self.catalog.lookup);
         if class.kind == Kind::Session || crate::session_state::scan(sql).pin {
             if creates_invisible_state(text) {
@@ -109,72 +143,105 @@ where
             self.note_writes(&cache, text, &class);
             return Ok(false);
         }
-        if self.cache.off
-            || !self.pending.is_empty()
-            || self.copy_in
-            || (self.tx_status != b'I' && !config.cache.in_transactions)
-            || self.touches_declared_columns(&class)
-        {
+        if !self.pending.is_empty() {
             return Ok(false);
         }
-        let rels = match cache.relations.get(&config, &db, false) {
-            Some(r) => r,
-            None => match cache.relations.load(&config, &db).await {
-                Some(r) => r,
-                None => return Ok(false),
-            },
+        let Some(deps) = self.cache_plan(&cache, text, &class, &[]).await else {
+            return Ok(false);
         };
-        let fp = tidegate_sql::fingerprint(sql).0;
-        let deps = match deps::read_deps(&config.cache, &db, text, &class, &rels, fp) {
-            Ok(d) => d,
-            Err(why) => {
-                if why == "unknown relation" {
-                    cache.relations.get(&config, &db, true);
-                }
-                cache.stats.bypasses.fetch_add(1, Relaxed);
-                return Ok(false);
-            }
-        };
-        let role = format!("{}\0{}", self.user, self.login.user);
-        let key = KeyInput {
-            protocol: b'Q',
-            database: &db,
-            role: &role,
-            scope: &self.cache.scope,
-            sql,
-            params: &[],
-            param_formats: &[],
-            result_formats: &[],
-        }
-        .key();
-        match cache.lookup(&config.cache, key, &deps.gens).await {
+        let key = self.cache_key(b'Q', sql, &[], &[], &[]);
+        match cache.lookup(&self.topo.config.cache, key, &deps.gens).await {
             Lookup::Hit(e) => {
-                self.out.extend_from_slice(&e.description);
-                self.out.extend_from_slice(&e.body);
-                if self.audit.is_some() {
-                    for m in messages(&e.body).filter(|m| m[0] == b'C') {
-                        self.audit_complete(m);
-                    }
-                }
-                proto::ready(&mut self.out, self.tx_status);
-                self.audit_finish(None);
-                cache.stats.bytes_served.fetch_add(e.len() as u64, Relaxed);
+                self.serve_hit(&cache, &e, false);
                 Ok(true)
             }
             Lookup::Miss { gens, leader } => {
-                self.cache.fill = Some(Fill {
-                    key,
-                    gens,
-                    ttl: deps.ttl,
-                    leader,
-                    description: BytesMut::new(),
-                    body: BytesMut::new(),
-                    spoiled: false,
-                });
+                self.cache.fill = Some(Fill::new(key, gens, deps.ttl, leader, true));
                 Ok(false)
             }
             Lookup::Bypass => Ok(false),
         }
+    }
+
+    /// The dependencies of a read the cache may answer, or `None` (counted as a bypass when
+    /// it is a read the cache cannot take).
+    pub(super) async fn cache_plan(
+        &self,
+        cache: &Arc<Cache>,
+        text: &str,
+        class: &tidegate_sql::Classification,
+        params: &[Option<&str>],
+    ) -> Option<deps::ReadDeps> {
+        let config = &self.topo.config;
+        if self.cache.off
+            || self.copy_in
+            || (self.tx_status != b'I' && !config.cache.in_transactions)
+            || self.touches_declared_columns(class)
+        {
+            return None;
+        }
+        let db = &self.login.database;
+        let rels = match cache.relations.get(config, db, false) {
+            Some(r) => r,
+            None => {
+                cache.listen(config, db).await;
+                cache.relations.load(config, db).await?
+            }
+        };
+        let fp = tidegate_sql::fingerprint(text.as_bytes()).0;
+        match deps::read_deps(&config.cache, db, text, class, &rels, params, fp) {
+            Ok(d) => Some(d),
+            Err(why) => {
+                if why == "unknown relation" {
+                    cache.relations.get(config, db, true);
+                }
+                cache.stats.bypasses.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+
+    /// The key of `sql` run by this session with these parameters and formats.
+    pub(super) fn cache_key(
+        &self,
+        protocol: u8,
+        sql: &[u8],
+        params: &[Option<&[u8]>],
+        param_formats: &[i16],
+        result_formats: &[i16],
+    ) -> Key {
+        let role = format!("{}\0{}", self.user, self.login.user);
+        KeyInput {
+            protocol,
+            database: &self.login.database,
+            role: &role,
+            scope: &self.cache.scope,
+            sql,
+            params,
+            param_formats,
+            result_formats,
+        }
+        .key()
+    }
+
+    /// Answers the request from `e`: BindComplete first for a Bind, then the recorded reply
+    /// and ReadyForQuery.
+    pub(super) fn serve_hit(&mut self, cache: &Cache, e: &Entry, bind: bool) {
+        self.drain_synthetic();
+        if bind {
+            proto::simple(&mut self.out, b'2', &[]);
+            self.audit_execute();
+        }
+        self.out.extend_from_slice(&e.description);
+        self.out.extend_from_slice(&e.body);
+        if self.audit.is_some() {
+            for m in messages(&e.body).filter(|m| m[0] == b'C') {
+                self.audit_complete(m);
+            }
+        }
+        proto::ready(&mut self.out, self.tx_status);
+        self.audit_finish(None);
+        cache.stats.bytes_served.fetch_add(e.len() as u64, Relaxed);
     }
 
     /// The counters a Parse's statement bumps each time it is executed (`None` for none).
@@ -231,9 +298,10 @@ where
             return;
         }
         match tag {
-            b'T' if self.row_plan.is_none() => f.description.extend_from_slice(msg),
+            b'T' if f.described && self.row_plan.is_none() => f.description.extend_from_slice(msg),
             b'D' | b'C' => f.body.extend_from_slice(msg),
-            b'N' | b'S' => {}
+            // ParseComplete, BindComplete, notices and parameter changes are not the result.
+            b'1' | b'2' | b'N' | b'S' => {}
             _ => f.spoiled = true,
         }
         if f.description.len() + f.body.len() > self.topo.config.cache.max_result_bytes
@@ -248,14 +316,14 @@ where
     /// ReadyForQuery for a client request arrived with transaction `status`: the recorded
     /// reply is stored, and a committed transaction's counters are due.
     pub(super) fn cache_ready(&mut self, status: u8) {
-        if let Some(f) = self.cache.fill.take() {
-            if let (false, Some(cache)) = (f.spoiled, self.result_cache()) {
+        if let Some(mut f) = self.cache.fill.take() {
+            if !f.spoiled {
                 let entry = Entry {
-                    gens: f.gens,
-                    description: f.description.freeze(),
-                    body: f.body.freeze(),
+                    gens: std::mem::take(&mut f.gens),
+                    description: std::mem::take(&mut f.description).freeze(),
+                    body: std::mem::take(&mut f.body).freeze(),
                 };
-                cache.store(&self.topo.config.cache, f.key, entry, f.ttl, f.leader);
+                self.cache.store_now = Some((f, entry));
             }
         }
         if status == b'I' && !self.cache.dirty.is_empty() {
@@ -269,15 +337,22 @@ where
         self.cache.rolled_back = false;
     }
 
-    /// Bumps the counters of transactions that just committed (before their ReadyForQuery is
-    /// written to the client).
+    /// Stores the reply just recorded and bumps the counters of transactions that just
+    /// committed, before their ReadyForQuery is written to the client.
     pub(super) async fn cache_bump_due(&mut self) {
-        if self.cache.bump_now.is_empty() {
+        if self.cache.bump_now.is_empty() && self.cache.store_now.is_none() {
             return;
         }
-        let gens = std::mem::take(&mut self.cache.bump_now);
-        if let Some(cache) = self.result_cache() {
-            cache.invalidate(&self.topo.config.cache, &gens).await;
+        let Some(cache) = self.result_cache() else {
+            return;
+        };
+        let cfg = &self.topo.config.cache;
+        if let Some((f, entry)) = self.cache.store_now.take() {
+            cache.store(cfg, f.key, entry, f.ttl, f.leader).await;
+        }
+        if !self.cache.bump_now.is_empty() {
+            let gens = std::mem::take(&mut self.cache.bump_now);
+            cache.invalidate(cfg, &gens).await;
         }
     }
 

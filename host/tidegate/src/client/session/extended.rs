@@ -159,7 +159,8 @@ where
                 self.cache_note_bind(&g);
             }
         }
-        let route = self.batch_read_only(first, None);
+        // A reply recorded for the cache must come from the primary.
+        let route = self.batch_read_only(first && !self.cache.filling(), None);
         if !self.attach(false, route).await? {
             return Ok(true);
         }

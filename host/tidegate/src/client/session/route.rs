@@ -347,6 +347,7 @@ where
                     _ => e.to_string(),
                 };
                 self.drain_synthetic();
+                self.cache.drop_fill();
                 proto::error(&mut self.out, Severity::Error, code, &msg);
                 if simple_query {
                     proto::ready(&mut self.out, self.tx_status);

@@ -1,0 +1,130 @@
+//! Writes made outside TideGate: tables given the trigger `tidegate cache trigger` installs
+//! send `NOTIFY tidegate_invalidate, '<table>'` when a transaction that changed them commits.
+//! The broker LISTENs in every database it caches reads of and bumps the table's counter.
+//! While the listening connection is down nothing is heard, so every (re)connection bumps the
+//! whole database's counter first. Tables without the trigger rely on TTLs.
+
+use super::Cache;
+use sqlx::postgres::PgListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tidegate_config::Config;
+
+/// The channel the trigger notifies.
+pub const CHANNEL: &str = "tidegate_invalidate";
+
+/// SQL that installs the trigger function (idempotent).
+pub const FUNCTION: &str = "\
+CREATE OR REPLACE FUNCTION public.tidegate_notify_change() RETURNS trigger \
+LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('tidegate_invalidate', TG_TABLE_NAME); RETURN NULL; END $$";
+
+/// SQL that adds the statement-level trigger to `table` (a quoted, possibly qualified name).
+pub fn trigger_sql(table: &str) -> String {
+    format!(
+        "DROP TRIGGER IF EXISTS tidegate_invalidate ON {table}; \
+         CREATE TRIGGER tidegate_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE \
+         ON {table} FOR EACH STATEMENT EXECUTE FUNCTION public.tidegate_notify_change()"
+    )
+}
+
+/// SQL that removes it.
+pub fn drop_trigger_sql(table: &str) -> String {
+    format!("DROP TRIGGER IF EXISTS tidegate_invalidate ON {table}")
+}
+
+/// One database's listener: whether it has listened yet, and whether anyone gave up waiting.
+pub struct Listening {
+    ready: tokio::sync::watch::Sender<bool>,
+    late: AtomicBool,
+}
+
+impl Cache {
+    /// Starts listening in `database` unless already, and waits (up to 2 s) until it does, so
+    /// that the entries this instance stores are covered by the notices.
+    pub async fn listen(self: &Arc<Self>, config: &Arc<Config>, database: &str) {
+        if !config.cache.listen {
+            return;
+        }
+        let state = {
+            let mut dbs = self.listening.lock().unwrap_or_else(|e| e.into_inner());
+            match dbs.get(database) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Listening {
+                        ready: tokio::sync::watch::channel(false).0,
+                        late: AtomicBool::new(false),
+                    });
+                    dbs.insert(database.to_owned(), s.clone());
+                    let (me, config, db) = (self.clone(), config.clone(), database.to_owned());
+                    let st = s.clone();
+                    tokio::spawn(async move { me.listen_loop(config, db, st).await });
+                    s
+                }
+            }
+        };
+        let mut rx = state.ready.subscribe();
+        let waited = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|r| *r)).await;
+        if waited.is_err() {
+            // Entries may be stored before the LISTEN: its first connection bumps everything.
+            state.late.store(true, Ordering::SeqCst);
+        }
+    }
+
+    async fn listen_loop(self: Arc<Self>, config: Arc<Config>, db: String, state: Arc<Listening>) {
+        let whole_db = [format!("tg:d:{db}")];
+        loop {
+            let opts = crate::own_db::options(&config, &db, "tidegate-cache-listen");
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(opts);
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(database = %db, error = %e, "cache: cannot listen yet");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(CHANNEL).await {
+                tracing::debug!(database = %db, error = %e, "cache: LISTEN failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            // Anything may have changed while nobody listened — unless this is the first
+            // LISTEN and every session is still waiting for it (nothing stored yet).
+            let first = !state.ready.send_replace(true);
+            if !first || state.late.load(Ordering::SeqCst) {
+                self.invalidate(&config.cache, &whole_db).await;
+            }
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        let table = n.payload();
+                        let rels = self.relations.get(&config, &db, false);
+                        let family = rels
+                            .as_ref()
+                            .and_then(|r| r.by_name.get(table))
+                            .map(|r| r.family.clone())
+                            .unwrap_or_default();
+                        let gens: Vec<String> = std::iter::once(table.to_owned())
+                            .chain(family)
+                            .map(|t| format!("tg:t:{db}:{t}"))
+                            .collect();
+                        self.invalidate(&config.cache, &gens).await;
+                    }
+                    Ok(None) => {
+                        // The connection was lost and is re-established by the next call.
+                        self.invalidate(&config.cache, &whole_db).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(database = %db, error = %e, "cache: listening connection failed");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}

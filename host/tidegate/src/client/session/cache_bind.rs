@@ -1,0 +1,205 @@
+//! The result cache for the extended protocol: a Bind of a cacheable prepared statement,
+//! followed in the same buffered batch by an optional Describe of its portal, an Execute of
+//! all rows and a Sync, is answered from the cache (BindComplete, the recorded reply,
+//! ReadyForQuery) or recorded as it is relayed. Anything else in the batch passes through.
+
+use super::cache::Fill;
+use super::{Pending, Result, Session};
+use crate::cache::Lookup;
+use crate::proto::{self, Reader};
+use bytes::Buf;
+use tidegate_sql::Kind;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A Bind as the cache needs it.
+struct Bound<'a> {
+    portal: &'a [u8],
+    statement: &'a [u8],
+    param_formats: Vec<i16>,
+    params: Vec<Option<&'a [u8]>>,
+    result_formats: Vec<i16>,
+}
+
+fn read_bind(body: &[u8]) -> Option<Bound<'_>> {
+    let mut r = Reader::new(body);
+    let portal = r.cstr()?;
+    let statement = r.cstr()?;
+    let n = usize::try_from(r.i16()?).ok()?;
+    let param_formats = (0..n).map(|_| r.i16()).collect::<Option<Vec<_>>>()?;
+    let n = usize::try_from(r.i16()?).ok()?;
+    let mut params = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.i32()?;
+        params.push(if len < 0 {
+            None
+        } else {
+            Some(r.bytes(usize::try_from(len).ok()?)?)
+        });
+    }
+    let n = usize::try_from(r.i16()?).ok()?;
+    let result_formats = (0..n).map(|_| r.i16()).collect::<Option<Vec<_>>>()?;
+    r.rest().is_empty().then_some(Bound {
+        portal,
+        statement,
+        param_formats,
+        params,
+        result_formats,
+    })
+}
+
+/// The rest of the batch after a Bind of `portal`: `Some((described, bytes))` when it is
+/// exactly [Describe portal] Execute(portal, all rows) Sync, all buffered.
+fn rest_of_batch(buf: &[u8], portal: &[u8]) -> Option<(bool, usize)> {
+    let mut pos = 0;
+    let mut next = || {
+        let h = proto::header(&buf[pos..], usize::MAX).ok()??;
+        let msg = buf.get(pos..pos + h.total)?;
+        pos += h.total;
+        Some((h.tag, &msg[proto::HEADER_LEN..]))
+    };
+    let (mut tag, mut body) = next()?;
+    let described = tag == b'D';
+    if described {
+        let mut r = Reader::new(body);
+        if r.u8()? != b'P' || r.cstr()? != portal || !r.rest().is_empty() {
+            return None;
+        }
+        (tag, body) = next()?;
+    }
+    let mut r = Reader::new(body);
+    if tag != b'E' || r.cstr()? != portal || r.i32()? != 0 || !r.rest().is_empty() {
+        return None;
+    }
+    let (tag, _) = next()?;
+    (tag == b'S').then_some((described, pos))
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Before a Bind is sent: answers it and the rest of its batch from the cache, or arranges
+    /// for the reply to be recorded. Returns whether it was answered.
+    pub(super) async fn cache_bind(&mut self, msg: &[u8]) -> Result<bool> {
+        let Some(cache) = self.result_cache() else {
+            return Ok(false);
+        };
+        // Only a batch whose earlier replies the broker itself gives (or none).
+        if !self
+            .pending
+            .iter()
+            .all(|p| matches!(p, Pending::Synthetic(_)))
+        {
+            return Ok(false);
+        }
+        let Some(b) = read_bind(&msg[proto::HEADER_LEN..]) else {
+            return Ok(false);
+        };
+        let Some((described, len)) = rest_of_batch(&self.rbuf, b.portal) else {
+            return Ok(false);
+        };
+        let stmt = match b.statement {
+            [] => self.unnamed.as_ref(),
+            name => self.stmts.get(name),
+        };
+        let Some(stmt) = stmt else {
+            return Ok(false);
+        };
+        let body = stmt.body.clone();
+        let sql = body.split(|&c| c == 0).next().unwrap_or_default();
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return Ok(false);
+        };
+        let class = self.catalog.classes.classify(text, &self.catalog.lookup);
+        if !(class.kind == Kind::Read && class.read_only) {
+            return Ok(false);
+        }
+        // Text parameters let the time range be read; binary ones stay unknown.
+        let texts: Vec<Option<&str>> = b
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let format = match b.param_formats.as_slice() {
+                    [] => 0,
+                    [one] => *one,
+                    many => many.get(i).copied().unwrap_or(1),
+                };
+                p.filter(|_| format == 0)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+            })
+            .collect();
+        let Some(deps) = self.cache_plan(&cache, text, &class, &texts).await else {
+            return Ok(false);
+        };
+        // The statement's parameter types are part of its text's meaning.
+        let protocol = if described { b'D' } else { b'E' };
+        let key = self.cache_key(
+            protocol,
+            &body,
+            &b.params,
+            &b.param_formats,
+            &b.result_formats,
+        );
+        match cache.lookup(&self.topo.config.cache, key, &deps.gens).await {
+            Lookup::Hit(e) if !described || !e.description.is_empty() => {
+                self.rbuf.advance(len);
+                self.serve_hit(&cache, &e, true);
+                Ok(true)
+            }
+            Lookup::Miss { gens, leader } => {
+                self.cache
+                    .start_fill(Fill::new(key, gens, deps.ttl, leader, described));
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{BufMut, BytesMut};
+
+    fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
+        out.put_u8(tag);
+        out.put_i32(4 + body.len() as i32);
+        out.put_slice(body);
+    }
+
+    #[test]
+    fn only_describe_execute_sync_batches_qualify() {
+        let mut b = BytesMut::new();
+        msg(&mut b, b'D', b"P\0");
+        msg(&mut b, b'E', b"\0\0\0\0\0");
+        msg(&mut b, b'S', b"");
+        assert_eq!(rest_of_batch(&b, b""), Some((true, b.len())));
+        assert_eq!(rest_of_batch(&b, b"other"), None);
+        assert_eq!(
+            rest_of_batch(&b[..b.len() - 1], b""),
+            None,
+            "Sync not buffered yet"
+        );
+        let mut e = BytesMut::new();
+        msg(&mut e, b'E', b"\0\0\0\0\x0a"); // a row limit: portal may be suspended
+        msg(&mut e, b'S', b"");
+        assert_eq!(rest_of_batch(&e, b""), None);
+        let mut f = BytesMut::new();
+        msg(&mut f, b'E', b"\0\0\0\0\0");
+        msg(&mut f, b'H', b"");
+        assert_eq!(rest_of_batch(&f, b""), None);
+    }
+
+    #[test]
+    fn binds_are_read_with_nulls_and_formats() {
+        let body = b"p\0s\0\0\x01\0\x01\0\x02\0\0\0\x012\xff\xff\xff\xff\0\x01\0\x01";
+        let b = read_bind(body).expect("valid");
+        assert_eq!((b.portal, b.statement), (&b"p"[..], &b"s"[..]));
+        assert_eq!(b.param_formats, vec![1]);
+        assert_eq!(b.params, vec![Some(&b"2"[..]), None]);
+        assert_eq!(b.result_formats, vec![1]);
+        assert!(read_bind(&body[..body.len() - 1]).is_none());
+    }
+}
