@@ -126,7 +126,8 @@ impl CacheBackend for Local {
     }
 }
 
-/// The Redis backend: one multiplexed `fred` client; every operation is one pipeline.
+/// The Redis backend: one multiplexed `fred` client; a lookup is one MGET (a pipeline of GETs
+/// on a cluster), a store one SET, a bump one pipeline.
 pub struct Redis {
     client: fred::clients::Client,
 }
@@ -178,12 +179,21 @@ impl CacheBackend for Redis {
     ) -> BoxFuture<'a, Result<Found, BackendError>> {
         use fred::prelude::*;
         Box::pin(async move {
-            let p = self.client.pipeline();
-            let () = p.get(key.redis_name()).await.map_err(redis_err)?;
-            for g in gens {
-                let () = p.get(g.as_str()).await.map_err(redis_err)?;
-            }
-            let mut values: Vec<Value> = p.all().await.map_err(redis_err)?;
+            let mut values: Vec<Value> = if self.client.is_clustered() {
+                // Keys hash to different slots: one GET each, in one pipeline.
+                let p = self.client.pipeline();
+                let () = p.get(key.redis_name()).await.map_err(redis_err)?;
+                for g in gens {
+                    let () = p.get(g.as_str()).await.map_err(redis_err)?;
+                }
+                p.all().await.map_err(redis_err)?
+            } else {
+                // One command: the entry and every counter.
+                let mut keys: Vec<String> = Vec::with_capacity(gens.len() + 1);
+                keys.push(key.redis_name());
+                keys.extend(gens.iter().cloned());
+                self.client.mget(keys).await.map_err(redis_err)?
+            };
             if values.len() != gens.len() + 1 {
                 return Err(BackendError("short pipeline reply".into()));
             }
