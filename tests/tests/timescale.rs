@@ -103,3 +103,130 @@ key = "audit"
     );
     broker.shutdown().await;
 }
+
+/// The broker reads the continuous aggregates from TimescaleDB's catalog and hands them to the
+/// optimizer, which rewrites a matching `time_bucket` aggregate over the raw hypertable to read
+/// the aggregate — at start, and for an aggregate created later (`plugins.cagg_refresh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_aggregates_are_rewritten_to_discovered_continuous_aggregates() {
+    let Some(pg) = Postgres::start_timescale() else {
+        return;
+    };
+    pg.sql(
+        "postgres",
+        "CREATE TABLE metrics (time timestamptz NOT NULL, host text, cpu float8); \
+         SELECT create_hypertable('metrics', 'time'); \
+         INSERT INTO metrics SELECT t, 'h1', 1 FROM generate_series('2024-01-01 00:00+00'::timestamptz, '2024-01-01 05:59+00', interval '1 minute') t",
+    );
+    let cagg = |name: &str, func: &str| {
+        pg.sql(
+            "postgres",
+            &format!(
+                "CREATE MATERIALIZED VIEW {name} WITH (timescaledb.continuous, timescaledb.materialized_only = true) AS \
+                 SELECT time_bucket('1 hour', time) AS bucket, host, {func}(cpu) AS v \
+                 FROM metrics GROUP BY bucket, host WITH DATA"
+            ),
+        );
+    };
+    cagg("metrics_hourly_avg", "avg");
+    // Rows the aggregates have not materialised: the raw table and the aggregate now differ.
+    pg.sql(
+        "postgres",
+        "INSERT INTO metrics SELECT t, 'h1', 100 FROM generate_series('2024-01-01 00:00:30+00'::timestamptz, '2024-01-01 05:59:30+00', interval '1 minute') t",
+    );
+    let dir = plugin_dir_with(&["optimizer.wasm"]);
+    let broker = Broker::start(
+        &pg,
+        &format!(
+            r#"
+[plugins]
+dir = "{dir}"
+call_timeout = "200ms"
+cagg_refresh = "300ms"
+[[plugins.chain]]
+name = "optimizer"
+file = "optimizer.wasm"
+kind = "optimizer"
+[plugins.chain.config]
+hypertables = ["metrics"]
+"#,
+            dir = dir.display()
+        ),
+    )
+    .await;
+    let c = broker.connect("postgres").await;
+    let query = |func: &str| {
+        format!(
+            "SELECT time_bucket('1 hour', time) AS b, host, {func}(cpu) FROM metrics \
+             WHERE time >= '2024-01-01 00:00+00' AND time < '2024-01-01 06:00+00' \
+             GROUP BY b, host ORDER BY b"
+        )
+    };
+    let first = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
+        rows.into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(2).map(str::to_owned),
+                _ => None,
+            })
+            .expect("a row")
+    };
+    // Raw: (60 × 1 + 60 × 100) / 120 = 50.5; the aggregate holds only the first 60 rows: 1.
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            &format!(
+                "SELECT v FROM ({}) q LIMIT 1",
+                query("avg").replace("(cpu)", "(cpu) AS v")
+            )
+        ),
+        "50.5"
+    );
+    let through = first(c.simple_query(&query("avg")).await.expect("avg"));
+    assert_eq!(through, "1", "rewritten to metrics_hourly_avg");
+
+    // An aggregate created while the broker runs is picked up by the refresh.
+    assert_eq!(
+        first(c.simple_query(&query("max")).await.expect("max")),
+        "100"
+    );
+    cagg("metrics_hourly_max", "max");
+    // It materialised max = 100; rows of 1000 arrive after it did.
+    pg.sql(
+        "postgres",
+        "INSERT INTO metrics SELECT t, 'h1', 1000 FROM generate_series('2024-01-01 00:00:45+00'::timestamptz, '2024-01-01 05:59:45+00', interval '1 minute') t",
+    );
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            &format!(
+                "SELECT v FROM ({}) q LIMIT 1",
+                query("max").replace("(cpu)", "(cpu) AS v")
+            )
+        ),
+        "1000"
+    );
+    let rewritten = wait_for_async(Duration::from_secs(10), || async {
+        first(c.simple_query(&query("max")).await.expect("max")) == "100"
+    })
+    .await;
+    assert!(
+        rewritten,
+        "max(cpu) rewritten to metrics_hourly_max after the refresh"
+    );
+    broker.shutdown().await;
+}
+
+async fn wait_for_async<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

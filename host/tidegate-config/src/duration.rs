@@ -1,4 +1,5 @@
-//! Human durations in config files: `"250ms"`, `"5s"`, `"2m"`, `"1h"`; `"0"` disables a timeout.
+//! Human durations in config files: `"250ms"`, `"5s"`, `"2m"`, `"1h"`, `"1d"`; `"0"` disables a
+//! timeout.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub fn parse_duration(s: &str) -> Result<Millis, String> {
         "s" => 1_000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         other => return Err(format!("invalid duration unit {other:?} in {s:?}")),
     };
     n.checked_mul(factor)

@@ -54,6 +54,9 @@ pub struct Plugins {
     pub quarantine_after: u32,
     /// Watch plugin files and swap a changed one in atomically.
     pub watch: bool,
+    /// How often continuous aggregates are re-read for optimizer plugins (`"0"`: only at
+    /// start and reload).
+    pub cagg_refresh: Millis,
     /// Keys the host uses for plugins' crypto calls, by name. Never given to plugins.
     pub keys: Vec<PluginKey>,
     /// The plugins, in the order they run.
@@ -69,6 +72,7 @@ impl Default for Plugins {
             max_file_bytes: 10 << 20,
             quarantine_after: 5,
             watch: true,
+            cagg_refresh: Millis(30_000),
             keys: Vec::new(),
             chain: Vec::new(),
         }

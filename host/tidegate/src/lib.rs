@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod cache;
+pub mod caggs;
 pub mod cancel;
 pub mod catalog;
 pub mod client;

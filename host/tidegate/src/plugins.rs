@@ -40,12 +40,17 @@ fn keys_digest(config: &Config, allowed: &[String]) -> String {
     format!("{:x}", h.finalize())
 }
 
-fn spec(config: &Config, entry: &tidegate_config::PluginEntry, all_keys: &Keys) -> PluginSpec {
+fn spec(
+    sh: &Shared,
+    config: &Config,
+    entry: &tidegate_config::PluginEntry,
+    all_keys: &Keys,
+) -> PluginSpec {
     PluginSpec {
         name: entry.name.clone(),
         path: PathBuf::from(&config.plugins.dir).join(&entry.file),
-        config_json: serde_json::to_string(&entry.config)
-            .unwrap_or_else(|_| "{}".into())
+        config_json: crate::caggs::plugin_config(Some(sh), entry)
+            .to_string()
             .into(),
         keys: Arc::new(all_keys.subset(&entry.keys)),
         keys_digest: keys_digest(config, &entry.keys),
@@ -66,9 +71,10 @@ pub async fn build_chain(
     }
     let runtime = runtime(sh, config)?;
     let all_keys = keys(config);
+    crate::caggs::discover(sh, config).await;
     let mut entries = Vec::new();
     for e in &config.plugins.chain {
-        let spec = spec(config, e, &all_keys);
+        let spec = spec(sh, config, e, &all_keys);
         let reused = old
             .and_then(|c| c.entry(&e.name))
             .map(|entry| entry.current.load_full())
@@ -119,8 +125,8 @@ pub fn watch(sh: Arc<Shared>) -> notify::Result<Option<tokio::task::JoinHandle<(
     })))
 }
 
-/// Loads every plugin of the current chain whose file differs from the version in service and
-/// swaps it in; a file that fails keeps the old version.
+/// Loads every plugin of the current chain whose file (or injected configuration) differs from
+/// the version in service and swaps it in; a file that fails keeps the old version.
 pub async fn swap_changed(sh: &Shared) {
     let topo = sh.topology();
     let Some(chain) = topo.plugins.as_ref() else {
@@ -135,7 +141,7 @@ pub async fn swap_changed(sh: &Shared) {
             continue;
         };
         let current = entry.current.load_full();
-        let spec = spec(&topo.config, e, &all_keys);
+        let spec = spec(sh, &topo.config, e, &all_keys);
         if current.same_source(&spec) {
             continue;
         }

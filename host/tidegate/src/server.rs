@@ -63,6 +63,8 @@ pub struct Shared {
     /// The result cache, made when `cache.enabled` is first seen (its backend is fixed then:
     /// a changed `cache.redis_url` needs a restart).
     pub cache: std::sync::OnceLock<Option<Arc<crate::cache::Cache>>>,
+    /// Continuous aggregates discovered for each optimizer plugin entry, by entry name.
+    pub caggs: std::sync::Mutex<std::collections::HashMap<String, Vec<serde_json::Value>>>,
 }
 
 impl Shared {
@@ -136,6 +138,7 @@ impl Shared {
             audit: std::sync::OnceLock::new(),
             columns: Default::default(),
             cache: std::sync::OnceLock::new(),
+            caggs: Default::default(),
         };
         sh.current
             .store(Arc::new(sh.build_topology(config, 1, None)?));
@@ -200,6 +203,7 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future
     let tracker = TaskTracker::new();
     let reaper = tokio::spawn(reap(sh.clone()));
     let monitor = tokio::spawn(crate::health::monitor(sh.clone()));
+    let caggs = tokio::spawn(crate::caggs::refresh(sh.clone()));
     tokio::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "accepting PostgreSQL connections");
@@ -249,6 +253,7 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future
         }
     }
     monitor.abort();
+    caggs.abort();
     for pool in sh.pools.all() {
         pool.close_idle();
     }

@@ -24,8 +24,8 @@ pub(super) struct SessionCache {
     /// The session made state no key can describe (a temporary table, procedural code):
     /// it never uses the cache again.
     off: bool,
-    /// The reply being recorded.
-    fill: Option<Fill>,
+    /// The reply being recorded (boxed: most sessions never record one).
+    fill: Option<Box<Fill>>,
     /// Counters to bump when the current transaction commits.
     dirty: Vec<String>,
     /// The last CommandComplete said ROLLBACK (a transaction that ends so wrote nothing).
@@ -33,7 +33,7 @@ pub(super) struct SessionCache {
     /// Counters to bump before the pending ReadyForQuery reaches the client.
     bump_now: Vec<String>,
     /// A reply to store before then (so the client's next identical read finds it).
-    store_now: Option<(Fill, Entry)>,
+    store_now: Option<Box<(Fill, Entry)>>,
 }
 
 pub(super) struct Fill {
@@ -90,7 +90,7 @@ impl SessionCache {
 
     /// Records the reply to the request being sent.
     pub(super) fn start_fill(&mut self, fill: Fill) {
-        self.fill = Some(fill);
+        self.fill = Some(Box::new(fill));
     }
 
     /// The request will get no reply from a server (no connection): nothing to record.
@@ -156,7 +156,8 @@ where
                 Ok(true)
             }
             Lookup::Miss { gens, leader } => {
-                self.cache.fill = Some(Fill::new(key, gens, deps.ttl, leader, true));
+                self.cache
+                    .start_fill(Fill::new(key, gens, deps.ttl, leader, true));
                 Ok(false)
             }
             Lookup::Bypass => Ok(false),
@@ -323,7 +324,7 @@ where
                     description: std::mem::take(&mut f.description).freeze(),
                     body: std::mem::take(&mut f.body).freeze(),
                 };
-                self.cache.store_now = Some((f, entry));
+                self.cache.store_now = Some(Box::new((*f, entry)));
             }
         }
         if status == b'I' && !self.cache.dirty.is_empty() {
@@ -347,7 +348,8 @@ where
             return;
         };
         let cfg = &self.topo.config.cache;
-        if let Some((f, entry)) = self.cache.store_now.take() {
+        if let Some(stored) = self.cache.store_now.take() {
+            let (f, entry) = *stored;
             cache.store(cfg, f.key, entry, f.ttl, f.leader).await;
         }
         if !self.cache.bump_now.is_empty() {
