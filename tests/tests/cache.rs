@@ -83,7 +83,7 @@ async fn hits_are_served_and_committed_writes_invalidate_in_both_backends() {
     );
     let redis = Redis::start();
     for url in [String::new(), redis.url()] {
-        let broker = Broker::start(&pg, &cache_config(&url, "")).await;
+        let broker = Broker::start(&pg, &cache_config(&url, "max_result_bytes = 4096")).await;
         let c = broker.connect("postgres").await;
         let backend = &counters(&c).await["backend"];
         assert_eq!(backend, if url.is_empty() { "memory" } else { "redis" });
@@ -123,6 +123,20 @@ async fn hits_are_served_and_committed_writes_invalidate_in_both_backends() {
         let other = broker.connect("postgres").await;
         let (hit, r) = was_hit(&other, q).await;
         assert!(!hit && r.len() == 3, "{backend}: fresh after COMMIT: {r:?}");
+
+        // Replies over max_result_bytes are not kept.
+        let small = "SELECT repeat(v, 10) FROM t";
+        rows(&c, small).await;
+        assert!(
+            was_hit(&c, small).await.0,
+            "{backend}: a small reply is kept"
+        );
+        let big = "SELECT repeat(v, 3000) FROM t";
+        rows(&c, big).await;
+        assert!(
+            !was_hit(&c, big).await.0,
+            "{backend}: a reply over the cap is not"
+        );
 
         // Never cached: volatile functions.
         let a = rows(&c, "SELECT random()").await;

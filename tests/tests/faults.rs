@@ -171,6 +171,14 @@ async fn connection_storm() {
         "[pool]\nsize = 10\n[limits]\nmax_client_connections = 100\n[auth]\nmethod = \"trust\"\n",
     )
     .await;
+    // Warm up first, so one-time costs (code first run, pool connections, allocator arenas)
+    // are not counted as per-client memory.
+    for _ in 0..20 {
+        let mut c = Raw::connect(broker.addr).await;
+        c.startup("app", "postgres").await;
+        c.send(&raw::query("SELECT 1")).await;
+        c.until_ready().await;
+    }
     let rss_before = rss_kib();
     let admitted = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));

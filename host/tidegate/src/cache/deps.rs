@@ -137,20 +137,28 @@ pub fn write_gens(
         class.reason,
         Some("function with side effects" | "function not known to be read-only")
     );
-    if class.tables.is_empty() || by_function || matches!(class.kind, Kind::Session | Kind::Utility)
-    {
+    // COPY's table is not among the classifier's tables: read it from the text.
+    let copied = (class.reason == Some("COPY FROM") && class.tables.is_empty())
+        .then(|| copy_table(sql))
+        .flatten();
+    let tables: &[TableName] = match &copied {
+        Some(t) => std::slice::from_ref(t),
+        None => &class.tables,
+    };
+    if tables.is_empty() || by_function || matches!(class.kind, Kind::Session | Kind::Utility) {
         if class.kind == Kind::Ddl {
             gens.push(EPOCH.to_owned());
             return gens;
         }
         gens.push(format!("tg:d:{database}"));
     }
-    let timed = if class.kind == Kind::Write && class.tables.len() == 1 {
-        inserted_times(cfg, sql, &class.tables[0], rels)
-    } else {
-        None
+    let timed = match tables {
+        [one] if class.kind == Kind::Write && copied.is_none() => {
+            inserted_times(cfg, sql, one, rels)
+        }
+        _ => None,
     };
-    for t in &class.tables {
+    for t in tables {
         let family = rels
             .and_then(|r| r.by_name.get(&t.name))
             .map(|r| r.family.as_slice())
@@ -168,6 +176,27 @@ pub fn write_gens(
     gens.sort_unstable();
     gens.dedup();
     gens
+}
+
+/// The table of `COPY [schema.]table [(columns)] FROM …`.
+fn copy_table(sql: &str) -> Option<TableName> {
+    let mut words = sql.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("copy") {
+        return None;
+    }
+    let name = words.next()?.split('(').next()?;
+    let ident = |s: &str| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(q) => q.replace("\"\"", "\""),
+        None => s.to_ascii_lowercase(),
+    };
+    let (schema, table) = match name.rsplit_once('.') {
+        Some((s, t)) => (Some(ident(s)), ident(t)),
+        None => (None, ident(name)),
+    };
+    (!table.is_empty()).then_some(TableName {
+        schema,
+        name: table,
+    })
 }
 
 /// The buckets a single-table INSERT … VALUES writes into, when every row's time is a literal

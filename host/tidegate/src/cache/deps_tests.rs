@@ -111,7 +111,12 @@ fn every_write_bumps_a_counter_its_readers_hold() {
         "SELECT * FROM m WHERE time >= '2024-01-01' AND time < '2024-01-02'",
         "SELECT * FROM p",
     ];
-    let writes: [(&str, &[usize]); 7] = [
+    let writes: [(&str, &[usize]); 9] = [
+        ("COPY t FROM STDIN", &[0, 1]),
+        (
+            "COPY public.m (time, v) FROM STDIN WITH (FORMAT csv)",
+            &[2, 3],
+        ),
         ("INSERT INTO t VALUES (1)", &[0, 1]),
         ("UPDATE t SET a = 1", &[0, 1]),
         ("DELETE FROM m", &[2, 3]),
@@ -153,6 +158,15 @@ fn time_aware_writes_keep_ranges_they_do_not_touch() {
         &january,
         &write("INSERT INTO m (time, v) VALUES ('2024-06-01', 1) ON CONFLICT (time) DO UPDATE SET v = 2")
     ));
+}
+
+#[test]
+fn copy_bumps_its_table_not_the_database() {
+    assert_eq!(write("COPY t FROM STDIN"), vec!["tg:t:db:t".to_owned()]);
+    assert_eq!(
+        write("copy \"T\"(a) from stdin"),
+        vec!["tg:t:db:T".to_owned()]
+    );
 }
 
 #[test]

@@ -591,7 +591,7 @@ where
                         return Ok(true);
                     }
                 }
-                if self.topo.config.cache.enabled && self.cache_query(sql).await? {
+                if self.topo.config.cache.enabled && Box::pin(self.cache_query(sql)).await? {
                     return Ok(true);
                 }
                 let effect = session_state::scan(sql);
@@ -623,7 +623,10 @@ where
                         }
                     }
                 }
-                if tag == b'B' && self.topo.config.cache.enabled && self.cache_bind(&msg).await? {
+                if tag == b'B'
+                    && self.topo.config.cache.enabled
+                    && Box::pin(self.cache_bind(&msg)).await?
+                {
                     return Ok(true);
                 }
                 let go_on = if tag == b'P' {

@@ -344,6 +344,11 @@ where
         if self.cache.bump_now.is_empty() && self.cache.store_now.is_none() {
             return;
         }
+        // Boxed: its backend futures would otherwise enlarge every session's future.
+        Box::pin(self.cache_after_reply()).await;
+    }
+
+    async fn cache_after_reply(&mut self) {
         let Some(cache) = self.result_cache() else {
             return;
         };
