@@ -274,7 +274,9 @@ async fn a_client_reads_its_own_writes_despite_a_delayed_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_modes_per_user() {
     let (_primary, _r, broker) = delayed_replica(
-        "read_your_writes = \"window\"\n[[users]]\nname = \"loose\"\npassword = \"loose\"\nread_your_writes = \"off\"\n",
+        // max_lag is generous: under load the 300 ms apply delay must not get the replica
+        // skipped, or the `off` user would never read from it.
+        "read_your_writes = \"window\"\nmax_lag = \"1h\"\n[[users]]\nname = \"loose\"\npassword = \"loose\"\nread_your_writes = \"off\"\n",
     )
     .await;
     let c = broker.connect("postgres").await;
