@@ -14,6 +14,9 @@ pub struct Effect {
     pub pin: bool,
     /// The statement may drop server-side prepared statements (`DISCARD`, `DEALLOCATE`).
     pub drops_prepared: bool,
+    /// State no statement text describes: procedural code (`DO`, `CALL`) or a temporary table,
+    /// which can change what later identical statements read.
+    pub opaque: bool,
 }
 
 /// Scans one query string (possibly several statements).
@@ -30,13 +33,19 @@ pub fn scan(sql: &[u8]) -> Effect {
             b"set" => !matches!(second.as_slice(), b"local" | b"transaction"),
             b"reset" | b"listen" | b"prepare" | b"load" => true,
             // Procedural code can do any of the above.
-            b"do" | b"call" => true,
+            b"do" | b"call" => {
+                effect.opaque = true;
+                true
+            }
             b"discard" | b"deallocate" => {
                 effect.drops_prepared = true;
                 true
             }
             // CREATE TEMP/TEMPORARY TABLE, CREATE OR REPLACE TEMP VIEW, CREATE TABLE pg_temp.t…
-            b"create" => contains_ci(s, b"temp"),
+            b"create" if contains_ci(s, b"temp") => {
+                effect.opaque = true;
+                true
+            }
             b"declare" => contains_ci(s, b"hold"),
             _ => false,
         };
@@ -50,6 +59,7 @@ pub fn scan(sql: &[u8]) -> Effect {
                     || contains_ci(s, b"set_config")))
             || (contains_ci(s, b"into")
                 && (contains_ci(s, b"temp") || contains_ci(s, b"unlogged")));
+        effect.opaque |= pin && contains_ci(s, b"into") && contains_ci(s, b"temp");
         effect.pin |= pin;
     }
     effect
@@ -149,6 +159,12 @@ fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {
     }
 }
 
+/// The first keyword of `sql` (comments and leading space skipped), lowercased; empty when
+/// it is longer than 16 bytes.
+pub(crate) fn first_keyword(sql: &[u8]) -> WordBuf {
+    word(skip_space_and_comments(sql)).0
+}
+
 /// The leading keyword, lowercased (at most 16 bytes are kept), and what follows it.
 fn word(s: &[u8]) -> (WordBuf, &[u8]) {
     let end = s
@@ -159,7 +175,7 @@ fn word(s: &[u8]) -> (WordBuf, &[u8]) {
 }
 
 /// A small lowercase copy of a keyword, on the stack.
-struct WordBuf {
+pub(crate) struct WordBuf {
     buf: [u8; 16],
     len: usize,
 }
@@ -174,12 +190,13 @@ impl WordBuf {
         WordBuf { buf, len }
     }
 
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }
 
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+/// Whether `needle` (ASCII) occurs in `hay`, ignoring case.
+pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     hay.len() >= needle.len()
         && hay
             .windows(needle.len())
@@ -189,6 +206,26 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn procedural_code_and_temporary_tables_are_opaque() {
+        for sql in [
+            "DO $$ BEGIN PERFORM 1; END $$",
+            "CALL p()",
+            "CREATE TEMP TABLE t (a int)",
+            "SELECT * INTO TEMP t FROM a",
+        ] {
+            assert!(scan(sql.as_bytes()).opaque, "{sql}");
+        }
+        for sql in [
+            "SET temp_buffers = '8MB'",
+            "SET search_path = a",
+            "SELECT 1",
+        ] {
+            assert!(!scan(sql.as_bytes()).opaque, "{sql}");
+        }
+        assert_eq!(first_keyword(b" /* hint */ SeT x = 1").as_slice(), b"set");
+    }
 
     #[test]
     fn session_state_pins_and_plain_statements_do_not() {

@@ -210,7 +210,9 @@ fn inserted_times(
     let column = rels?.by_name.get(&table.name)?.time_column.as_deref()?;
     let head = sql.trim_start().get(..6)?;
     // ON CONFLICT … DO UPDATE may change a row at any time.
-    if !head.eq_ignore_ascii_case("insert") || contains_ci(sql, "on conflict") {
+    if !head.eq_ignore_ascii_case("insert")
+        || crate::session_state::contains_ci(sql.as_bytes(), b"on conflict")
+    {
         return None;
     }
     let w = tidegate_sql::write_targets(sql)?;
@@ -254,6 +256,9 @@ fn buckets(cfg: &Config, from: i64, to: i64) -> Option<std::ops::RangeInclusive<
 }
 
 fn rule_ttl(cfg: &Config, class: &Classification, fingerprint: u128) -> Option<Duration> {
+    if cfg.rules.is_empty() {
+        return None;
+    }
     let fp = format!("{fingerprint:032x}");
     cfg.rules
         .iter()
@@ -294,34 +299,22 @@ fn hint(sql: &str) -> Option<Hint> {
 /// Session statements that leave the data alone (SQL-level EXECUTE and anything unknown may
 /// not).
 fn changes_no_data(sql: &str) -> bool {
-    let word: String = sql
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_lowercase();
     matches!(
-        word.as_str(),
-        "set"
-            | "reset"
-            | "show"
-            | "listen"
-            | "unlisten"
-            | "discard"
-            | "deallocate"
-            | "prepare"
-            | "declare"
-            | "fetch"
-            | "move"
-            | "close"
-            | "load"
+        crate::session_state::first_keyword(sql.as_bytes()).as_slice(),
+        b"set"
+            | b"reset"
+            | b"show"
+            | b"listen"
+            | b"unlisten"
+            | b"discard"
+            | b"deallocate"
+            | b"prepare"
+            | b"declare"
+            | b"fetch"
+            | b"move"
+            | b"close"
+            | b"load"
     )
-}
-
-fn contains_ci(hay: &str, needle: &str) -> bool {
-    hay.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn now_us() -> i64 {

@@ -11,10 +11,12 @@ pub struct Key(pub [u8; 16]);
 impl Key {
     /// The key's name in Redis.
     pub fn redis_name(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(5 + 32);
         s.push_str("tg:c:");
         for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
+            s.push(HEX[usize::from(b >> 4)] as char);
+            s.push(HEX[usize::from(b & 15)] as char);
         }
         s
     }
@@ -27,7 +29,9 @@ pub struct KeyInput<'a> {
     pub protocol: u8,
     /// The database the client is connected to.
     pub database: &'a str,
-    /// The role the client logged in as.
+    /// The broker user the client logged in as …
+    pub user: &'a str,
+    /// … and the PostgreSQL role its statements run as.
     pub role: &'a str,
     /// Digest of the session's settings: startup parameters and every statement that changed
     /// session state (`SET ROLE`, `SET search_path`, `SET TimeZone`…), in order.
@@ -50,6 +54,7 @@ impl KeyInput<'_> {
         h.update(b"tidegate-cache-v1");
         h.update([self.protocol]);
         field(&mut h, self.database.as_bytes());
+        field(&mut h, self.user.as_bytes());
         field(&mut h, self.role.as_bytes());
         h.update(self.scope);
         field(&mut h, self.sql);
@@ -137,6 +142,7 @@ mod tests {
             KeyInput {
                 protocol: self.protocol,
                 database: &self.database,
+                user: "u",
                 role: &self.role,
                 scope: &scope,
                 sql: &self.sql,
@@ -206,6 +212,14 @@ mod tests {
             let b = Owned { database: s.clone(), role: String::new(), ..a.clone() };
             prop_assert_eq!(a == b, a.key() == b.key());
         }
+    }
+
+    #[test]
+    fn redis_names_are_lower_hex() {
+        let mut k = [0u8; 16];
+        k[0] = 0xab;
+        k[15] = 0x0f;
+        assert_eq!(Key(k).redis_name(), format!("tg:c:ab{}0f", "00".repeat(14)));
     }
 
     #[test]

@@ -59,6 +59,12 @@ impl Relations {
         stale: bool,
     ) -> Option<Arc<DbRelations>> {
         let mut dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
+        // The common case, a known database and no re-read wanted, allocates nothing.
+        if let Some(slot) = dbs.get(database) {
+            if slot.snapshot.is_some() && !stale {
+                return slot.snapshot.clone();
+            }
+        }
         let slot = dbs.entry(database.to_owned()).or_default();
         let due = slot.at.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
         if (slot.snapshot.is_none() || stale) && due && !slot.loading {

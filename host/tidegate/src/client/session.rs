@@ -591,10 +591,11 @@ where
                         return Ok(true);
                     }
                 }
-                if self.topo.config.cache.enabled && Box::pin(self.cache_query(sql)).await? {
+                let effect = session_state::scan(sql);
+                if self.topo.config.cache.enabled && Box::pin(self.cache_query(sql, effect)).await?
+                {
                     return Ok(true);
                 }
-                let effect = session_state::scan(sql);
                 let read_only = self.route_read_only(sql) && !self.cache.filling();
                 if !self.attach(true, read_only).await? {
                     return Ok(true);

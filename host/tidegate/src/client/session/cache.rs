@@ -120,7 +120,11 @@ where
 
     /// Before a simple query is sent: notes its writes and session effects, and answers it
     /// from the cache when it can. Returns whether it was answered.
-    pub(super) async fn cache_query(&mut self, sql: &[u8]) -> Result<bool> {
+    pub(super) async fn cache_query(
+        &mut self,
+        sql: &[u8],
+        effect: crate::session_state::Effect,
+    ) -> Result<bool> {
         let Some(cache) = self.result_cache() else {
             return Ok(false);
         };
@@ -132,11 +136,13 @@ where
             self.audit_finish(None);
             return Ok(true);
         }
-        let class = self.catalog.classes.classify(text, &self.catalog.lookup);
-        if class.kind == Kind::Session || crate::session_state::scan(sql).pin {
-            if creates_invisible_state(text) {
-                self.cache.off = true;
-            }
+        let fp = tidegate_sql::fingerprint(sql);
+        let class = self
+            .catalog
+            .classes
+            .classify_fingerprinted(text, fp, &self.catalog.lookup);
+        if class.kind == Kind::Session || effect.pin {
+            self.cache.off |= effect.opaque;
             self.cache.scope = next_scope(&self.cache.scope, sql);
         }
         if !(class.kind == Kind::Read && class.read_only) {
@@ -146,7 +152,7 @@ where
         if !self.pending.is_empty() {
             return Ok(false);
         }
-        let Some(deps) = self.cache_plan(&cache, text, &class, &[]).await else {
+        let Some(deps) = self.cache_plan(&cache, text, fp, &class, &[]).await else {
             return Ok(false);
         };
         let key = self.cache_key(b'Q', sql, &[], &[], &[]);
@@ -170,6 +176,7 @@ where
         &self,
         cache: &Arc<Cache>,
         text: &str,
+        fp: tidegate_sql::Fingerprint,
         class: &tidegate_sql::Classification,
         params: &[Option<&str>],
     ) -> Option<deps::ReadDeps> {
@@ -189,8 +196,7 @@ where
                 cache.relations.load(config, db).await?
             }
         };
-        let fp = tidegate_sql::fingerprint(text.as_bytes()).0;
-        match deps::read_deps(&config.cache, db, text, class, &rels, params, fp) {
+        match deps::read_deps(&config.cache, db, text, class, &rels, params, fp.0) {
             Ok(d) => Some(d),
             Err(why) => {
                 if why == "unknown relation" {
@@ -211,11 +217,11 @@ where
         param_formats: &[i16],
         result_formats: &[i16],
     ) -> Key {
-        let role = format!("{}\0{}", self.user, self.login.user);
         KeyInput {
             protocol,
             database: &self.login.database,
-            role: &role,
+            user: &self.user,
+            role: &self.login.user,
             scope: &self.cache.scope,
             sql,
             params,
@@ -372,21 +378,6 @@ where
             tokio::spawn(async move { cache.invalidate(&cfg, &gens).await });
         }
     }
-}
-
-/// `DO`, `CALL`, temporary tables: state that changes what later statements read in ways no
-/// statement text in the key can describe.
-fn creates_invisible_state(text: &str) -> bool {
-    let t = text.trim_start();
-    let word: String = t
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    matches!(word.as_str(), "do" | "call")
-        || t.as_bytes()
-            .windows(4)
-            .any(|w| w.eq_ignore_ascii_case(b"temp"))
 }
 
 fn is_show_cache(text: &str) -> bool {

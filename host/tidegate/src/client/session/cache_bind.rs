@@ -111,7 +111,11 @@ where
         let Ok(text) = std::str::from_utf8(sql) else {
             return Ok(false);
         };
-        let class = self.catalog.classes.classify(text, &self.catalog.lookup);
+        let fp = tidegate_sql::fingerprint(sql);
+        let class = self
+            .catalog
+            .classes
+            .classify_fingerprinted(text, fp, &self.catalog.lookup);
         if !(class.kind == Kind::Read && class.read_only) {
             return Ok(false);
         }
@@ -130,7 +134,7 @@ where
                     .and_then(|v| std::str::from_utf8(v).ok())
             })
             .collect();
-        let Some(deps) = self.cache_plan(&cache, text, &class, &texts).await else {
+        let Some(deps) = self.cache_plan(&cache, text, fp, &class, &texts).await else {
             return Ok(false);
         };
         // The statement's parameter types are part of its text's meaning.
