@@ -99,13 +99,8 @@ pub async fn discover(sh: &Shared, config: &Config) -> bool {
 
 async fn read(config: &Config, database: &str) -> Result<Vec<Value>, sqlx::Error> {
     let pool = crate::own_db::lazy_pool(config, database, "tidegate-catalog", 1);
-    let has: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'timescaledb')",
-    )
-    .fetch_one(&pool)
-    .await?;
     let mut out = Vec::new();
-    if has {
+    if crate::own_db::has_timescaledb(&pool).await? {
         for row in sqlx::query(CAGGS).fetch_all(&pool).await? {
             let view = format!(
                 "{}.{}",

@@ -129,17 +129,25 @@ fn column(t: &TableColumns, name: &str, ty: &str) -> Column {
 const RETRY_MISSING: Duration = Duration::from_secs(1);
 
 /// The per-database lookups, shared by every session.
-#[derive(Default)]
 pub struct ColumnResolver {
-    pools: Mutex<HashMap<String, PgPool>>,
+    pools: crate::own_db::DbPools,
     cache: Mutex<HashMap<String, Arc<DbColumns>>>,
+}
+
+impl Default for ColumnResolver {
+    fn default() -> Self {
+        ColumnResolver {
+            pools: crate::own_db::DbPools::new("tidegate-catalog", 1),
+            cache: Mutex::default(),
+        }
+    }
 }
 
 impl ColumnResolver {
     /// Forgets every database's columns (after a reload).
     pub fn clear(&self) {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.pools.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.pools.clear();
     }
 
     /// Forgets `database`'s columns (after DDL there).
@@ -232,10 +240,6 @@ impl ColumnResolver {
     }
 
     fn pool(&self, config: &Config, database: &str) -> PgPool {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools
-            .entry(database.to_owned())
-            .or_insert_with(|| crate::own_db::lazy_pool(config, database, "tidegate-catalog", 1))
-            .clone()
+        self.pools.get(config, database)
     }
 }

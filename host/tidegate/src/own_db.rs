@@ -4,6 +4,8 @@
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 use tidegate_config::Config;
 
@@ -31,4 +33,48 @@ pub fn lazy_pool(config: &Config, database: &str, application: &str, max: u32) -
         .idle_timeout(Duration::from_secs(60))
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options(config, database, application))
+}
+
+/// The broker's own pools, one per database, made on first use: `max` connections each, named
+/// `application`.
+pub struct DbPools {
+    application: &'static str,
+    max: u32,
+    map: Mutex<HashMap<String, PgPool>>,
+}
+
+impl DbPools {
+    /// No pools yet.
+    pub fn new(application: &'static str, max: u32) -> DbPools {
+        DbPools {
+            application,
+            max,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool for `database` under `config`.
+    pub fn get(&self, config: &Config, database: &str) -> PgPool {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(database) {
+            return p.clone();
+        }
+        let pool = lazy_pool(config, database, self.application, self.max);
+        map.insert(database.to_owned(), pool.clone());
+        pool
+    }
+
+    /// Forgets every pool (after a reload: the upstream may have changed).
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Whether the TimescaleDB extension is installed in the pool's database.
+pub async fn has_timescaledb(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'timescaledb')",
+    )
+    .fetch_one(pool)
+    .await
 }

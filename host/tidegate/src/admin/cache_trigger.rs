@@ -32,7 +32,7 @@ pub fn quoted_table(name: &str) -> anyhow::Result<String> {
     );
     Ok(parts
         .iter()
-        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .map(|p| super::rules::quote_ident(p))
         .collect::<Vec<_>>()
         .join("."))
 }

@@ -62,12 +62,7 @@ impl Store {
             uidx = index_name(t, "user_at"),
         );
         sqlx::raw_sql(&ddl).execute(&self.pool).await?;
-        let timescale: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        if timescale {
+        if crate::own_db::has_timescaledb(&self.pool).await? {
             sqlx::query("SELECT create_hypertable($1::regclass, 'at', if_not_exists => true, migrate_data => true)")
                 .bind(t)
                 .execute(&self.pool)

@@ -74,11 +74,7 @@ impl Cache {
     async fn listen_loop(self: Arc<Self>, config: Arc<Config>, db: String, state: Arc<Listening>) {
         let whole_db = [format!("tg:d:{db}")];
         loop {
-            let opts = crate::own_db::options(&config, &db, "tidegate-cache-listen");
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_lazy_with(opts);
+            let pool = crate::own_db::lazy_pool(&config, &db, "tidegate-cache-listen", 1);
             let mut listener = match PgListener::connect_with(&pool).await {
                 Ok(l) => l,
                 Err(e) => {

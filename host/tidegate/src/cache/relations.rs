@@ -43,10 +43,18 @@ struct Slot {
 }
 
 /// The snapshots of every database, read through the broker's own `sqlx` pools.
-#[derive(Default)]
 pub struct Relations {
     dbs: Mutex<HashMap<String, Slot>>,
-    pools: Mutex<HashMap<String, PgPool>>,
+    pools: crate::own_db::DbPools,
+}
+
+impl Default for Relations {
+    fn default() -> Self {
+        Relations {
+            dbs: Mutex::default(),
+            pools: crate::own_db::DbPools::new("tidegate-cache", 1),
+        }
+    }
 }
 
 impl Relations {
@@ -90,13 +98,7 @@ impl Relations {
 
     /// Reads `database`'s snapshot now (also used by tests and at the first statement).
     pub async fn load(&self, config: &Config, database: &str) -> Option<Arc<DbRelations>> {
-        let pool = self
-            .pools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(database.to_owned())
-            .or_insert_with(|| crate::own_db::lazy_pool(config, database, "tidegate-cache", 1))
-            .clone();
+        let pool = self.pools.get(config, database);
         let result = tokio::time::timeout(Duration::from_secs(10), read(&pool, config)).await;
         let mut dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
         let slot = dbs.entry(database.to_owned()).or_default();
@@ -211,12 +213,7 @@ async fn read(pool: &PgPool, config: &Config) -> Result<DbRelations, sqlx::Error
         }
     }
     let mut time_columns: Vec<(String, String)> = Vec::new();
-    let has_timescale: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'timescaledb')",
-    )
-    .fetch_one(pool)
-    .await?;
-    if has_timescale {
+    if crate::own_db::has_timescaledb(pool).await? {
         for row in sqlx::query(HYPERTABLE_TIME).fetch_all(pool).await? {
             time_columns.push((row.try_get(0)?, row.try_get(1)?));
         }
