@@ -40,15 +40,9 @@ pub enum RoleCommand {
     Check(CheckArgs),
 }
 
-/// `tidegate role create`
+/// Where `role create` and `role assign` make their change.
 #[derive(Debug, clap::Args)]
-pub struct CreateArgs {
-    /// The role (also the PostgreSQL role's name).
-    pub name: String,
-    /// A rule, KIND[,KIND]:PATTERN[,PATTERN]. Kinds: read, write, ddl, utility, transaction, *.
-    /// Patterns: *, schema.*, schema.table, table. Repeat for several rules.
-    #[arg(long = "allow", value_name = "KINDS:TABLES")]
-    pub allow: Vec<String>,
+pub struct EditTarget {
     /// Configuration file.
     #[arg(long, short)]
     pub config: PathBuf,
@@ -60,6 +54,20 @@ pub struct CreateArgs {
     pub no_db: bool,
 }
 
+/// `tidegate role create`
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The role (also the PostgreSQL role's name).
+    pub name: String,
+    /// A rule, KIND[,KIND]:PATTERN[,PATTERN]. Kinds: read, write, ddl, utility, transaction, *.
+    /// Patterns: *, schema.*, schema.table, table. Repeat for several rules.
+    #[arg(long = "allow", value_name = "KINDS:TABLES")]
+    pub allow: Vec<String>,
+    /// Where the change is made.
+    #[command(flatten)]
+    pub target: EditTarget,
+}
+
 /// `tidegate role assign`
 #[derive(Debug, clap::Args)]
 pub struct AssignArgs {
@@ -67,15 +75,9 @@ pub struct AssignArgs {
     pub user: String,
     /// The role, defined in the access-control plugin's roles.
     pub role: String,
-    /// Configuration file.
-    #[arg(long, short)]
-    pub config: PathBuf,
-    /// The access-control plugin's chain name, when there are several.
-    #[arg(long)]
-    pub plugin: Option<String>,
-    /// Edit only the file; leave PostgreSQL alone.
-    #[arg(long)]
-    pub no_db: bool,
+    /// Where the change is made.
+    #[command(flatten)]
+    pub target: EditTarget,
 }
 
 /// `tidegate role check`
@@ -165,28 +167,22 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| Rule::parse_arg(r))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut file = ConfigFile::open(&a.config)?;
-    let entry = edit::access_control(&file.config, a.plugin.as_deref())?;
+    let mut file = ConfigFile::open(&a.target.config)?;
+    let entry = edit::access_control(&file.config, a.target.plugin.as_deref())?;
     let plugin_name = entry.name.clone();
     let old = AccessConfig::of(entry)?.roles.get(&a.name).cloned();
     edit::set_role(&mut file.doc, &plugin_name, &a.name, &rules)?;
-    let new_config = edit::validate(&a.config, &file.doc.to_string())?;
+    let new_config = edit::validate(&a.target.config, &file.doc.to_string())?;
     let new_entry = edit::access_control(&new_config, Some(&plugin_name))?;
     AccessConfig::of(new_entry)?;
     plugin_accepts(&new_config, new_entry).await?;
-    if !a.no_db {
+    if !a.target.no_db {
         let mut conn = pg::connect(&file.config).await?;
         for sql in pg::define_role(&mut conn, &a.name, old.as_deref(), &rules).await? {
             println!("postgres: {sql}");
         }
     }
-    let (config, changed) = file.save().with_context(|| {
-        if a.no_db {
-            "the configuration file was not changed".to_owned()
-        } else {
-            "PostgreSQL was updated, but the configuration file was not".to_owned()
-        }
-    })?;
+    let (config, changed) = save(&file, a.target.no_db)?;
     let what = if old.is_some() {
         "redefined"
     } else {
@@ -196,15 +192,26 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
         "role {}: {what} with {} rule(s) in {} (plugin {plugin_name})",
         a.name,
         rules.len(),
-        a.config.display()
+        a.target.config.display()
     );
     report_change(&config, changed);
     Ok(())
 }
 
+/// Saves the edited file; the error says whether PostgreSQL was already changed.
+fn save(file: &ConfigFile, no_db: bool) -> anyhow::Result<(Config, bool)> {
+    file.save().with_context(|| {
+        if no_db {
+            "the configuration file was not changed".to_owned()
+        } else {
+            "PostgreSQL was updated, but the configuration file was not".to_owned()
+        }
+    })
+}
+
 async fn assign(a: AssignArgs) -> anyhow::Result<()> {
-    let mut file = ConfigFile::open(&a.config)?;
-    let entry = edit::access_control(&file.config, a.plugin.as_deref())?;
+    let mut file = ConfigFile::open(&a.target.config)?;
+    let entry = edit::access_control(&file.config, a.target.plugin.as_deref())?;
     if !AccessConfig::of(entry)?.roles.contains_key(&a.role) {
         return Err(EditError::UndefinedRole {
             role: a.role.clone(),
@@ -218,25 +225,19 @@ async fn assign(a: AssignArgs) -> anyhow::Result<()> {
         .ok_or_else(|| EditError::UnknownUser(a.user.clone()))?;
     let pg_role = user.role(&file.config.upstream.primary).to_owned();
     let added = edit::assign_role(&mut file.doc, &a.user, &a.role)?;
-    edit::validate(&a.config, &file.doc.to_string())?;
-    if !a.no_db {
+    edit::validate(&a.target.config, &file.doc.to_string())?;
+    if !a.target.no_db {
         let mut conn = pg::connect(&file.config).await?;
         let sql = pg::grant_membership(&mut conn, &a.role, &pg_role).await?;
         println!("postgres: {sql}");
     }
-    let (config, changed) = file.save().with_context(|| {
-        if a.no_db {
-            "the configuration file was not changed".to_owned()
-        } else {
-            "PostgreSQL was updated, but the configuration file was not".to_owned()
-        }
-    })?;
+    let (config, changed) = save(&file, a.target.no_db)?;
     if added {
         println!(
             "user {}: role {} assigned in {}",
             a.user,
             a.role,
-            a.config.display()
+            a.target.config.display()
         );
     } else {
         println!("user {}: already had role {}", a.user, a.role);
