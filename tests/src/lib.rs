@@ -349,6 +349,23 @@ impl Broker {
         }
     }
 
+    /// Like [`Broker::start`], with the HTTP endpoint on an ephemeral port too.
+    pub async fn start_http(pg: &Postgres, extra: &str) -> (Broker, SocketAddr) {
+        let broker = Self::start(pg, extra).await;
+        let addr = broker.serve_http().await;
+        (broker, addr)
+    }
+
+    /// Starts the HTTP endpoint on an ephemeral port and returns its address.
+    pub async fn serve_http(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(tidegate::http::serve(listener, self.shared.clone()));
+        addr
+    }
+
     /// Starts TideGate from a configuration file, watching it for changes as `tidegate serve`
     /// does (its listen address is replaced by an ephemeral one).
     pub async fn start_file(path: &std::path::Path) -> (Broker, tokio::task::JoinHandle<()>) {
@@ -553,4 +570,99 @@ pub fn plugin_dir_with(files: &[&str]) -> PathBuf {
         std::fs::copy(built_plugins().join(f), dir.join(f)).expect("copy plugin");
     }
     dir
+}
+
+// ──────────────────────────────────────────────────────────────────────────────────────────
+// The HTTP/JSON endpoint (used by tests/tests/http.rs and tests/tests/series.rs).
+// ──────────────────────────────────────────────────────────────────────────────────────────
+
+/// How an [`Api`] client authenticates.
+#[derive(Clone, Debug)]
+pub enum ApiAuth {
+    /// No Authorization header.
+    None,
+    /// `Basic user:password`.
+    Basic(String, String),
+    /// `Bearer token`.
+    Bearer(String),
+}
+
+/// A client of the HTTP endpoint.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub auth: ApiAuth,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    /// A client of the endpoint at `addr`.
+    pub fn new(addr: SocketAddr, auth: ApiAuth) -> Api {
+        Api {
+            base: format!("http://{addr}"),
+            auth,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("reqwest client"),
+        }
+    }
+
+    /// `app`/`app` with Basic authentication.
+    pub fn app(addr: SocketAddr) -> Api {
+        Self::new(addr, ApiAuth::Basic("app".into(), "app".into()))
+    }
+
+    /// A request to `path` (which starts with `/`), authenticated.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.client.request(method, format!("{}{path}", self.base));
+        match &self.auth {
+            ApiAuth::None => rb,
+            ApiAuth::Basic(u, p) => rb.basic_auth(u, Some(p)),
+            ApiAuth::Bearer(t) => rb.bearer_auth(t),
+        }
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, path)
+    }
+
+    /// `POST path`.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path)
+    }
+
+    /// `POST /v1/sql` with `{sql, params}`: the status and the JSON reply.
+    pub async fn sql(&self, sql: &str, params: serde_json::Value) -> (u16, serde_json::Value) {
+        send_json(
+            self.post("/v1/sql")
+                .json(&serde_json::json!({ "sql": sql, "params": params })),
+        )
+        .await
+    }
+}
+
+/// Sends `rb` and returns the status and the body as JSON (panics if it is not JSON).
+pub async fn send_json(rb: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let (status, text) = send_text(rb).await;
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("reply ({status}) is not JSON: {e}: {text:?}"));
+    (status, v)
+}
+
+/// Sends `rb` and returns the status and the body as text.
+pub async fn send_text(rb: reqwest::RequestBuilder) -> (u16, String) {
+    let r = rb.send().await.expect("HTTP request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("HTTP body");
+    (status, text)
+}
+
+/// Applies TideGate's migrations to `pg`'s `postgres` database (as `tidegate migrate` does).
+pub async fn migrate(pg: &Postgres) {
+    let cfg = Config::from_toml(&base_config(pg, "")).expect("valid test config");
+    tidegate::migrate::run(&cfg)
+        .await
+        .expect("migrations apply");
 }

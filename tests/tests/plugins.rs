@@ -16,6 +16,8 @@ fn plugin_dir() -> PathBuf {
 fn access_control(dir: &Path) -> String {
     format!(
         r#"
+[http]
+admin_users = ["app"]
 [plugins]
 dir = "{dir}"
 call_timeout = "100ms"
@@ -230,6 +232,41 @@ async fn replacing_the_plugin_under_load_fails_nothing() {
         before_corrupt,
         "the last good version stays"
     );
+    // Operators see it: /admin/status names the error, /readyz stays ready (the old version
+    // serves) and reports the failed load.
+    let http = broker.serve_http().await;
+    let client = reqwest::Client::new();
+    let status: serde_json::Value = client
+        .get(format!("http://{http}/admin/status"))
+        .basic_auth("app", Some("app"))
+        .send()
+        .await
+        .expect("admin status")
+        .json()
+        .await
+        .expect("json");
+    let p = &status["plugins"][0];
+    assert_eq!(p["name"], "access-control", "{status}");
+    assert!(p["load_failures"].as_u64() >= Some(1), "{status}");
+    assert!(p["last_load_error"].is_string(), "{status}");
+    let ready = client
+        .get(format!("http://{http}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    let ready: serde_json::Value = ready.json().await.expect("json");
+    assert!(
+        ready["plugins"][0]["last_load_error"].is_string(),
+        "{ready}"
+    );
+    let denied = client
+        .get(format!("http://{http}/admin/status"))
+        .basic_auth("reader", Some("reader"))
+        .send()
+        .await
+        .expect("admin status");
+    assert_eq!(denied.status().as_u16(), 403);
     let out = bench.await.expect("pgbench task");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -9,6 +9,7 @@ mod cache;
 mod duration;
 mod env;
 mod error;
+mod http;
 mod scram;
 mod types;
 
@@ -16,6 +17,7 @@ pub use audit::Audit;
 pub use cache::{Cache, CacheRule};
 pub use duration::{parse_duration, Millis};
 pub use error::{ConfigError, Location};
+pub use http::{Http, HttpToken, Migrations};
 pub use scram::{hmac_sha256, ScramVerifier};
 pub use types::*;
 

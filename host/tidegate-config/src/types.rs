@@ -33,6 +33,10 @@ pub struct Config {
     pub audit: crate::Audit,
     /// The result cache.
     pub cache: crate::Cache,
+    /// The HTTP/JSON endpoint.
+    pub http: crate::Http,
+    /// TideGate's schema migrations.
+    pub migrations: crate::Migrations,
     /// Broker users.
     pub users: Vec<User>,
 }
@@ -179,13 +183,25 @@ impl std::fmt::Debug for PluginKey {
 pub struct Listen {
     /// PostgreSQL wire protocol listener.
     pub sql: SocketAddr,
+    /// HTTP/JSON listener; `"off"` (or empty) disables it.
+    #[serde(deserialize_with = "optional_addr")]
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
         Listen {
             sql: SocketAddr::from(([127, 0, 0, 1], 6543)),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 8543))),
         }
+    }
+}
+
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.trim() {
+        "" | "off" => Ok(None),
+        a => a.parse().map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -672,7 +688,7 @@ impl Config {
                 return Err((at("role"), "must not be empty".into()));
             }
         }
-        Ok(())
+        self.check_http()
     }
 
     /// The user entry called `name`.

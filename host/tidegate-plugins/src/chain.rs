@@ -66,6 +66,8 @@ pub struct PluginStats {
     pub swaps: AtomicU64,
     /// Files that failed to load (the old version stayed).
     pub load_failures: AtomicU64,
+    /// Why the last failed load failed (cleared by a successful one).
+    pub last_load_error: std::sync::Mutex<Option<String>>,
 }
 
 impl ChainEntry {
@@ -78,6 +80,11 @@ impl ChainEntry {
     pub fn swap(&self, plugin: Arc<LoadedPlugin>) {
         self.current.store(plugin);
         self.stats.swaps.fetch_add(1, Relaxed);
+        *self
+            .stats
+            .last_load_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 

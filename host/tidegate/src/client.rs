@@ -4,4 +4,7 @@ mod session;
 mod startup;
 
 pub use session::{login_target, pools_for, Session};
-pub use startup::{client_params, decode_startup, handle_connection, ClientParams, StartupError};
+pub use startup::{
+    client_params, decode_startup, handle_connection, open_internal, ClientParams, InternalError,
+    InternalSession, StartupError,
+};

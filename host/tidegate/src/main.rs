@@ -55,6 +55,17 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Apply TideGate's pending schema migrations to the primary (advisory-locked: concurrent
+    /// runs apply each migration once), or list their state with `--status`. Exit status: 0
+    /// done, 1 failed (the reason on standard error).
+    Migrate {
+        /// Configuration file (its [upstream.primary] and [migrations] sections).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only list each migration as applied (with its time) or pending; change nothing.
+        #[arg(long)]
+        status: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +165,44 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+fn fail(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("tidegate migrate: {e}");
+    std::process::exit(1);
+}
+
+/// `tidegate migrate`: one line per migration on standard output; errors on standard error
+/// (notices, such as v3's without TimescaleDB, are logged there too), exit status 1.
+fn migrate_command(config: PathBuf, status_only: bool) -> anyhow::Result<()> {
+    use tidegate::migrate;
+    let cfg = Config::load(&config).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1);
+    });
+    tidegate::logging::init(&cfg.log);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let applied = if status_only {
+        None
+    } else {
+        Some(rt.block_on(migrate::run(&cfg)).unwrap_or_else(|e| fail(&e)))
+    };
+    let status = rt
+        .block_on(migrate::status(&cfg))
+        .unwrap_or_else(|e| fail(&e));
+    for s in &status {
+        println!("{s}");
+    }
+    if let Some(applied) = applied {
+        println!("{} applied by this run", applied.len());
+    }
+    if let Some(s) = status.iter().find(|s| s.checksum_mismatch) {
+        fail(&migrate::MigrateError::Changed(s.version));
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -204,6 +253,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cache {
             command: CacheCommand::Trigger(args),
         } => tidegate::admin::cache_trigger::run(args),
+        Command::Migrate { config, status } => migrate_command(config, status),
         Command::HashPassword => {
             let mut pw = String::new();
             std::io::stdin()
@@ -238,9 +288,32 @@ fn main() -> anyhow::Result<()> {
             }
             .context("starting the runtime")?;
             rt.block_on(async move {
+                // Before the listener exists: an instance whose migrations fail never accepts
+                // a client.
+                if cfg.migrations.on_start {
+                    match tidegate::migrate::run(&cfg).await {
+                        Ok(applied) => tracing::info!(
+                            applied = applied.len(),
+                            database = cfg.migrations_database(),
+                            "migrations are up to date"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %e, "migrations failed; not starting");
+                            std::process::exit(1);
+                        }
+                    }
+                }
                 let listener = tokio::net::TcpListener::bind(cfg.listen.sql)
                     .await
                     .with_context(|| format!("binding {}", cfg.listen.sql))?;
+                let http = match cfg.listen.http {
+                    Some(addr) => Some(
+                        tokio::net::TcpListener::bind(addr)
+                            .await
+                            .with_context(|| format!("binding {addr} (listen.http)"))?,
+                    ),
+                    None => None,
+                };
                 let pid_file = cfg.runtime.pid_file.clone();
                 if let Some(f) = &pid_file {
                     std::fs::write(f, format!("{}\n", std::process::id()))
@@ -248,6 +321,9 @@ fn main() -> anyhow::Result<()> {
                 }
                 let watch = cfg.runtime.watch_config;
                 let sh = std::sync::Arc::new(tidegate::server::Shared::start(cfg).await?);
+                if let Some(http) = http {
+                    tokio::spawn(tidegate::http::serve(http, sh.clone()));
+                }
                 let _plugin_watch = tidegate::plugins::watch(sh.clone())
                     .context("watching the plugin directory")?;
                 let _hup = tidegate::reload::on_sighup(sh.clone(), config.clone())

@@ -152,8 +152,49 @@ pub async fn swap_changed(sh: &Shared) {
             }
             Err(err) => {
                 entry.stats.load_failures.fetch_add(1, Relaxed);
+                *entry
+                    .stats
+                    .last_load_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
                 tracing::error!(plugin = %e.name, error = %err, "plugin file changed but does not load: keeping the running version");
             }
         }
     }
+}
+
+/// Each plugin in service: version, counters, quarantine and the last load error (for
+/// `/readyz` and operators). `ready` is false for a quarantined plugin.
+pub fn status(sh: &Shared) -> Vec<serde_json::Value> {
+    let topo = sh.topology();
+    let Some(chain) = topo.plugins.as_ref() else {
+        return Vec::new();
+    };
+    chain
+        .entries
+        .iter()
+        .map(|e| {
+            let p = e.current.load();
+            let last_error = e
+                .stats
+                .last_load_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            serde_json::json!({
+                "name": e.name,
+                "version": p.plugin_version,
+                "file": p.path.display().to_string(),
+                "ready": !p.is_quarantined(),
+                "quarantined": p.is_quarantined(),
+                "consecutive_failures": p.failures(),
+                "calls": p.calls.load(Relaxed),
+                "failures": e.stats.failures.load(Relaxed),
+                "denials": e.stats.denials.load(Relaxed),
+                "swaps": e.stats.swaps.load(Relaxed),
+                "load_failures": e.stats.load_failures.load(Relaxed),
+                "last_load_error": last_error,
+            })
+        })
+        .collect()
 }

@@ -249,6 +249,20 @@ pub fn fields(msg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     })
 }
 
+/// The SQLSTATE and message of an ErrorResponse (header included); `XX000` and an empty
+/// message when absent.
+pub fn error_fields(msg: &[u8]) -> (String, String) {
+    let (mut code, mut message) = ("XX000".to_owned(), String::new());
+    for (k, v) in fields(msg) {
+        match k {
+            b'C' => code = String::from_utf8_lossy(v).into_owned(),
+            b'M' => message = String::from_utf8_lossy(v).into_owned(),
+            _ => {}
+        }
+    }
+    (code, message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,297 @@
+//! The HTTP/JSON endpoint (`listen.http`): SQL over HTTP, the time-series API and the table
+//! repository, health and readiness, and the OpenAPI description.
+//!
+//! Every statement a request makes runs in an in-process broker session ([`wire`]), so it
+//! passes the same classification, plugins, cache and routing as a PostgreSQL client's. The
+//! connection loop is hyper's HTTP/1 with a timer, so `http.header_read_timeout` is enforced
+//! (hyper has no header timeout without one); bodies are read under `http.max_body_bytes`;
+//! each request runs under `http.request_timeout` and `http.max_concurrent`.
+
+mod auth;
+pub mod error;
+mod ingest;
+mod openapi;
+mod series;
+mod sql;
+mod tables;
+pub mod values;
+pub mod wire;
+
+use crate::server::Shared;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+pub use error::ApiError;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The header naming the database a request is for (default: `upstream.primary.database`).
+pub const DATABASE_HEADER: &str = "x-tidegate-database";
+
+/// State the handlers share.
+pub struct HttpState {
+    /// The broker.
+    pub sh: Arc<Shared>,
+    /// Idle in-process sessions.
+    pub conns: wire::Conns,
+    auth: auth::AuthCache,
+    inflight: AtomicUsize,
+    /// Series tables and table shapes, by database.
+    pub catalog: series::Registry,
+    connections: AtomicUsize,
+    /// The readiness probe's connection to the primary.
+    probe: crate::own_db::DbPools,
+}
+
+/// Who a request acts as, and where.
+#[derive(Clone)]
+pub struct Who {
+    /// The broker user.
+    pub user: Arc<str>,
+    /// The database.
+    pub database: String,
+}
+
+impl HttpState {
+    /// A session for `who`.
+    pub async fn conn(&self, who: &Who) -> Result<wire::Conn, ApiError> {
+        self.conns.get(&self.sh, &who.user, &who.database).await
+    }
+
+    /// How long a request may run.
+    pub fn request_timeout(&self) -> Duration {
+        match self.sh.config().http.request_timeout.0 {
+            0 => Duration::from_secs(86_400),
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// Authenticates a request and picks its database.
+    pub async fn who(&self, headers: &HeaderMap) -> Result<Who, ApiError> {
+        let user = self.auth.authenticate(&self.sh, headers).await?;
+        let database = match headers.get(DATABASE_HEADER) {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .filter(|d| !d.is_empty() && d.len() < 64 && !d.contains('\0'))
+                .ok_or_else(|| ApiError::bad_request("malformed X-TideGate-Database"))?
+                .to_owned(),
+            None => self.sh.config().upstream.primary.database.clone(),
+        };
+        Ok(Who { user, database })
+    }
+}
+
+/// Reads a request body under `http.max_body_bytes` (413 beyond it, before reading it all
+/// when Content-Length already says so).
+pub async fn read_body(
+    st: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, ApiError> {
+    let max = st.sh.config().http.max_body_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::too_large(&format!(
+            "the body is over {max} bytes"
+        )));
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(&format!(
+            "the body is over {max} bytes"
+        ))),
+        Err(_) => Err(ApiError::bad_request("the body could not be read")),
+    }
+}
+
+/// The routes.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/admin/status", get(admin_status))
+        .route("/openapi.json", get(openapi::document))
+        .merge(sql::routes())
+        .merge(series::routes())
+        .merge(ingest::routes())
+        .merge(tables::routes())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "tidegate.method_not_allowed".into(),
+                message: "method not allowed on this endpoint".into(),
+                line: None,
+            }
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admit))
+        .with_state(state)
+}
+
+/// At most `http.max_concurrent` requests run at once; more are answered 429 at once.
+async fn admit(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(req).await;
+    }
+    let max = st.sh.config().http.max_concurrent;
+    if st.inflight.fetch_add(1, Ordering::AcqRel) >= max {
+        st.inflight.fetch_sub(1, Ordering::AcqRel);
+        return ApiError::busy().into_response();
+    }
+    struct Release<'a>(&'a AtomicUsize);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _release = Release(&st.inflight);
+    next.run(req).await
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Ready: not shutting down, the primary answers, and every configured plugin is loaded and
+/// not quarantined. The detail says which part is not.
+async fn readyz(State(st): State<Arc<HttpState>>) -> Response {
+    let sh = &st.sh;
+    let topo = sh.topology();
+    let shutting_down = sh.shutting_down.load(Ordering::Relaxed);
+    let pool = st
+        .probe
+        .get(&topo.config, &topo.config.upstream.primary.database);
+    let primary = matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&pool)
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    let plugins = crate::plugins::status(sh);
+    let plugins_ok = plugins.iter().all(|p| p["ready"] == true)
+        && (topo.config.plugins.chain.is_empty() || topo.plugins.is_some());
+    let ready = !shutting_down && primary && plugins_ok;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "shutting_down": shutting_down,
+        "primary": primary,
+        "plugins": plugins,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// For the users in `http.admin_users`: plugins (versions, counters, quarantine, the last load
+/// error), clients, the configuration generation and reload counters.
+async fn admin_status(
+    State(st): State<Arc<HttpState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let who = st.who(&headers).await?;
+    let topo = st.sh.topology();
+    if !topo
+        .config
+        .http
+        .admin_users
+        .iter()
+        .any(|u| **u == *who.user)
+    {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "42501".into(),
+            message: "not an http.admin_users user".into(),
+            line: None,
+        });
+    }
+    let stats = &st.sh.stats;
+    let body = serde_json::json!({
+        "generation": topo.generation,
+        "clients": st.sh.clients.load(Ordering::Relaxed),
+        "http_connections": st.connections.load(Ordering::Relaxed),
+        "http_in_flight": st.inflight.load(Ordering::Relaxed),
+        "reloads": stats.reloads.load(Ordering::Relaxed),
+        "reload_failures": stats.reload_failures.load(Ordering::Relaxed),
+        "plugins": crate::plugins::status(&st.sh),
+    });
+    Ok(axum::Json(body).into_response())
+}
+
+/// Serves HTTP on `listener` until the broker shuts down.
+pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
+    let state = Arc::new(HttpState {
+        sh: sh.clone(),
+        conns: wire::Conns::default(),
+        auth: auth::AuthCache::default(),
+        inflight: AtomicUsize::new(0),
+        catalog: series::Registry::default(),
+        connections: AtomicUsize::new(0),
+        probe: crate::own_db::DbPools::new("tidegate-ready", 1),
+    });
+    let app = router(state.clone());
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "accepting HTTP requests");
+    }
+    let shutdown = sh.shutdown.clone();
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let config = sh.config();
+        if state.connections.fetch_add(1, Ordering::AcqRel) >= config.http.max_connections {
+            state.connections.fetch_sub(1, Ordering::AcqRel);
+            drop(tcp);
+            continue;
+        }
+        let _ = tcp.set_nodelay(true);
+        let (app, state, shutdown) = (app.clone(), state.clone(), shutdown.clone());
+        let header_timeout = config.http.header_read_timeout.duration();
+        tokio::spawn(async move {
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(tcp), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "HTTP connection ended");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            state.connections.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+    state.conns.clear();
+}
