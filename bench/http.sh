@@ -189,6 +189,9 @@ fi
 RANGE_SQL="SELECT \"time\", \"series_id\", \"value\", \"metadata\" FROM \"public\".\"time_series_data\" WHERE \"time\" >= '$FROM'::timestamptz AND \"time\" < '$TO'::timestamptz AND \"series_id\" = ANY ('{\"7\"}') ORDER BY \"time\" ASC, \"series_id\""
 AGG_SQL="SELECT $BUCKET AS bucket, \"series_id\" AS \"series_id\", avg(\"value\") AS \"value_avg\", max(\"value\") AS \"value_max\" FROM \"public\".\"time_series_data\" WHERE \"time\" >= '$FROM'::timestamptz AND \"time\" < '$TO'::timestamptz GROUP BY 1, 2 ORDER BY 1, 2"
 LATEST_SQL="WITH RECURSIVE ids AS ( (SELECT \"series_id\" AS id FROM \"public\".\"time_series_data\" ORDER BY \"series_id\" LIMIT 1) UNION ALL SELECT (SELECT \"series_id\" FROM \"public\".\"time_series_data\" WHERE \"series_id\" > ids.id ORDER BY \"series_id\" LIMIT 1) FROM ids WHERE ids.id IS NOT NULL) SELECT p.\"time\", p.\"series_id\", p.\"value\", p.\"metadata\" FROM ids CROSS JOIN LATERAL (SELECT * FROM \"public\".\"time_series_data\" x WHERE x.\"series_id\" = ids.id ORDER BY x.\"time\" DESC LIMIT 1) p WHERE ids.id IS NOT NULL ORDER BY p.\"series_id\", p.\"time\" DESC"
+if [[ $USE_TS -eq 1 ]]; then  # TideGate asks TimescaleDB for DISTINCT ON (SkipScan) when limit = 1
+    LATEST_SQL="SELECT DISTINCT ON (\"series_id\") p.\"time\", p.\"series_id\", p.\"value\", p.\"metadata\" FROM \"public\".\"time_series_data\" p ORDER BY p.\"series_id\", p.\"time\" DESC"
+fi
 declare -A URL=(
     [range]="v1/series/time_series_data?from=$FROM&to=$TO&series_id=7"
     [aggregate]="v1/series/time_series_data/aggregate?from=$FROM&to=$TO&interval=5m&agg=value:avg,value:max"

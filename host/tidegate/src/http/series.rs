@@ -439,7 +439,8 @@ struct LatestQuery {
 
 /// get_latest: the newest `limit` points of each series (all series, or those named). Each
 /// series is one index probe on `(series, time DESC)`; the series themselves are found by a
-/// loose index scan, so the cost follows the number of series, not of rows.
+/// loose index scan, so the cost follows the number of series, not of rows. On TimescaleDB the
+/// newest point per series is a DISTINCT ON, which its SkipScan answers the same way.
 async fn latest(
     State(st): State<Arc<HttpState>>,
     Path(table): Path<String>,
@@ -466,6 +467,21 @@ fn latest_sql(info: &TableInfo, q: &LatestQuery) -> Result<Stmt, ApiError> {
         .map(|c| format!("p.{}", quote_ident(c)))
         .collect();
     let table = info.qualified();
+    if limit == 1 && info.timescaledb {
+        // TimescaleDB answers DISTINCT ON with SkipScan on the (series, time DESC) index: one
+        // jump per series and chunk (a per-series probe may pick the time index instead).
+        let mut params = Vec::new();
+        let mut sql = format!(
+            "SELECT DISTINCT ON ({sid}) {} FROM {table} p",
+            cols.join(", ")
+        );
+        if let Some(ids) = &q.series_id {
+            params.push(Some(series_param(ids)?));
+            sql.push_str(&format!(" WHERE p.{sid} = ANY ($1)"));
+        }
+        sql.push_str(&format!(" ORDER BY p.{sid}, p.{t} DESC"));
+        return Ok(Stmt { sql, params });
+    }
     let probe = format!(
         "CROSS JOIN LATERAL (SELECT * FROM {table} x WHERE x.{sid} = ids.id ORDER BY x.{t} DESC LIMIT $1::integer) p"
     );

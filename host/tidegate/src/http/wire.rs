@@ -8,7 +8,7 @@
 use super::error::ApiError;
 use crate::proto::{self, Reader};
 use crate::server::Shared;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -128,9 +128,20 @@ impl Drop for Conn {
         // Dropped mid-statement (the request timed out, or its client went away): cancel the
         // statement rather than let it run on; the session then sees its client gone and
         // rolls back.
+        // The server key is looked up now, while the session still publishes it: once the
+        // stream is gone the session detaches and the key would resolve to nothing.
         if self.busy {
-            let (sh, key) = (self.sh.clone(), self.cancel_key);
-            tokio::spawn(async move { cancel(&sh, key).await });
+            if let Some((target, backend)) = self
+                .sh
+                .cancels
+                .resolve(self.cancel_key.0, self.cancel_key.1)
+            {
+                tokio::spawn(async move {
+                    if let Err(e) = crate::cancel::send_cancel(&target, backend).await {
+                        tracing::warn!(error = %e, "cancelling an abandoned HTTP statement failed");
+                    }
+                });
+            }
         }
     }
 }
@@ -371,18 +382,4 @@ impl Conns {
     pub fn clear(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
-}
-
-/// Cancels the statement the session with `key` is running, as a CancelRequest would.
-pub async fn cancel(sh: &Shared, key: (i32, i32)) {
-    if let Some((target, backend)) = sh.cancels.resolve(key.0, key.1) {
-        if let Err(e) = crate::cancel::send_cancel(&target, backend).await {
-            tracing::warn!(error = %e, "cancelling a timed-out HTTP request failed");
-        }
-    }
-}
-
-/// The bytes of `b` as one chunk.
-pub fn chunk(b: &mut Vec<u8>) -> Bytes {
-    Bytes::from(std::mem::take(b))
 }
