@@ -24,6 +24,8 @@ as_pg "$pg_bin/pg_ctl" -D "$demo/data" -l "$demo/postgres.log" -w \
 trap 'kill "$tg" 2>/dev/null || true; wait "$tg" 2>/dev/null || true; as_pg "$pg_bin/pg_ctl" -D "$demo/data" -m fast stop >/dev/null' EXIT
 
 export TIDEGATE__UPSTREAM__PRIMARY__PORT=$pg_port
+# TideGate's schema: the seed's time_series_data and the series registry (migrations/).
+./target/release/tidegate migrate --config config/tidegate.example.toml
 ./target/release/tidegate serve --config config/tidegate.example.toml &
 tg=$!
 for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 6543 && break; sleep 0.1; done
@@ -40,6 +42,14 @@ echo "Both statements left HMAC-chained audit records (tidegate audit verify che
 sleep 0.2
 TIDEGATE__UPSTREAM__PRIMARY__PORT=$pg_port ./target/release/tidegate audit logs --config config/tidegate.example.toml --limit 5 || true
 TIDEGATE__UPSTREAM__PRIMARY__PORT=$pg_port ./target/release/tidegate audit verify --config config/tidegate.example.toml || true
+echo "Over HTTP/JSON (127.0.0.1:8543): store a point, then read a day of series 1:"
+curl -sS -u app:app -H 'Content-Type: application/x-ndjson' \
+  --data-binary '{"time": "2024-01-01T00:00:00Z", "series_id": 1, "value": 25.6, "metadata": {"sensor": "temperature"}}' \
+  http://127.0.0.1:8543/v1/series/time_series_data/points
+echo
+curl -sS -u app:app 'http://127.0.0.1:8543/v1/series/time_series_data?series_id=1&from=2024-01-01T00:00:00Z&to=2024-01-02T00:00:00Z'
+echo
 echo "Try it yourself:  PGPASSWORD=app psql -h 127.0.0.1 -p 6543 -U app postgres"
+echo "            or:  curl -u app:app -d '{\"sql\": \"SELECT now()\"}' http://127.0.0.1:8543/v1/sql"
 echo "TideGate is running; press Ctrl-C to stop."
 wait "$tg"

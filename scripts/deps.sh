@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what TideGate's demo and tests need on a Debian machine, skipping what is present:
-# PostgreSQL 15 (+ contrib), Redis, PgBouncer, psql/pgbench, and a Rust toolchain with rustfmt
+# PostgreSQL 15 (+ contrib), Redis, PgBouncer, psql/pgbench, curl, and a Rust toolchain with rustfmt
 # and clippy. Sourced by demo.sh and test.sh.
 set -euo pipefail
 
@@ -12,6 +12,7 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v pgbouncer >/dev/null || need_apt+=(pgbouncer)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
