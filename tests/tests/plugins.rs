@@ -284,3 +284,57 @@ async fn replacing_the_plugin_under_load_fails_nothing() {
         .expect_err("denied");
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
 }
+
+/// Scenario 16 through the broker: an optimizer plugin that traps on every statement fails
+/// open (every statement still runs), is quarantined after `quarantine_after` failures in a
+/// row, and `/readyz` turns 503 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_plugin_is_quarantined_and_readyz_says_so() {
+    let pg = Postgres::start();
+    let dir = tidegate_tests::fresh_dir().expect("dir");
+    std::fs::write(
+        dir.join("trap.wasm"),
+        tidegate_plugins::testing::component("unreachable", ""),
+    )
+    .expect("write plugin");
+    let extra = format!(
+        r#"
+[plugins]
+dir = "{}"
+quarantine_after = 3
+[[plugins.chain]]
+name = "trap"
+file = "trap.wasm"
+kind = "optimizer"
+"#,
+        dir.display()
+    );
+    let broker = Broker::start(&pg, &extra).await;
+    let http = broker.serve_http().await;
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("http://{http}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200, "ready before any failure");
+    let c = broker.connect("postgres").await;
+    for i in 0..5 {
+        let rows = c
+            .simple_query(&format!("SELECT {i}"))
+            .await
+            .expect("an optimizer that fails is skipped (fail open)");
+        assert!(!rows.is_empty());
+    }
+    let ready = client
+        .get(format!("http://{http}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["plugins"][0]["name"], "trap", "{body}");
+    assert_eq!(body["plugins"][0]["quarantined"], true, "{body}");
+    assert!(body["plugins"][0]["failures"].as_u64() >= Some(3), "{body}");
+    assert_eq!(body["primary"], true, "{body}");
+}

@@ -15,6 +15,8 @@ mod chain;
 pub mod crypto;
 mod hooks;
 mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
 pub use chain::{Chain, ChainEntry, HookSet, PluginStats};

@@ -121,6 +121,18 @@ async fn one_row(
     result
 }
 
+/// `<verb> "schema"."table" WHERE "key" = $1` with the id as its parameter.
+fn by_key(verb: &str, info: &TableInfo, key: &str, id: String) -> Stmt {
+    Stmt {
+        sql: format!(
+            "{verb} {} WHERE {} = $1",
+            info.qualified(),
+            quote_ident(key)
+        ),
+        params: vec![Some(id)],
+    }
+}
+
 fn not_found(info: &TableInfo) -> ApiError {
     ApiError::not_found(&format!("no such row in {}", info.name))
 }
@@ -155,14 +167,7 @@ async fn fetch(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (who, info, key) = setup(&st, &headers, &table).await?;
-    let stmt = Stmt {
-        sql: format!(
-            "SELECT * FROM {} WHERE {} = $1",
-            info.qualified(),
-            quote_ident(&key)
-        ),
-        params: vec![Some(id)],
-    };
+    let stmt = by_key("SELECT * FROM", &info, &key, id);
     match one_row(&st, &who, stmt).await? {
         (Some(row), _) => Ok(json_response(StatusCode::OK, row)),
         (None, _) => Err(not_found(&info)),
@@ -205,14 +210,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (who, info, key) = setup(&st, &headers, &table).await?;
-    let stmt = Stmt {
-        sql: format!(
-            "DELETE FROM {} WHERE {} = $1",
-            info.qualified(),
-            quote_ident(&key)
-        ),
-        params: vec![Some(id)],
-    };
+    let stmt = by_key("DELETE FROM", &info, &key, id);
     match one_row(&st, &who, stmt).await? {
         (_, 0) => Err(not_found(&info)),
         _ => Ok(StatusCode::NO_CONTENT.into_response()),
