@@ -241,6 +241,7 @@ tg_config() {  # port cache-enabled
     cat <<EOF
 [listen]
 sql = "127.0.0.1:$1"
+http = "off"
 [upstream.primary]
 host = "127.0.0.1"
 port = $PG_PORT

@@ -140,6 +140,7 @@ if [[ $TIDEGATE != skip ]]; then
     cat >"$TMP/tidegate.toml" <<EOF
 [listen]
 sql = "127.0.0.1:$TG_PORT"
+http = "off"
 [upstream.primary]
 host = "127.0.0.1"
 port = $PG_PORT

@@ -276,6 +276,8 @@ fn serve(path: &Path, listen: u16) -> Served {
     let child = Command::new(tidegate_bin())
         .args(["serve", "--config"])
         .arg(path)
+        // No HTTP listener: its default port would be shared by concurrent tests.
+        .env("TIDEGATE__LISTEN__HTTP", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

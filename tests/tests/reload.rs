@@ -303,6 +303,8 @@ async fn the_binary_reloads_on_command_and_on_sighup() {
     let mut child = tokio::process::Command::new(tidegate_bin())
         .args(["serve", "--config"])
         .arg(&path)
+        // No HTTP listener: its default port would be shared by concurrent tests.
+        .env("TIDEGATE__LISTEN__HTTP", "off")
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .kill_on_drop(true)
