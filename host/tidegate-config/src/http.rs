@@ -33,7 +33,8 @@ pub struct Http {
 pub struct HttpToken {
     /// The broker user (`[[users]]`) requests with this token act as.
     pub user: String,
-    /// SHA-256 of the token, in hex (preferred: the token itself is then not in the file).
+    /// SHA-256 of the token, in lowercase hex (preferred: the token itself is then not in the
+    /// file). Derived at load from `token` when that is given instead.
     pub sha256: String,
     /// The token itself. Development only.
     pub token: String,
@@ -74,7 +75,9 @@ pub struct Migrations {
 }
 
 impl Config {
-    pub(crate) fn check_http(&self) -> Result<(), (String, String)> {
+    /// Checks `[http]` and derives each token's `sha256` (lowercase) so requests compare one
+    /// digest, never a plaintext token.
+    pub(crate) fn check_http(&mut self) -> Result<(), (String, String)> {
         let h = &self.http;
         let err = |p: &str, m: &str| Err((format!("http.{p}"), m.to_owned()));
         if h.max_body_bytes < 1024 {
@@ -86,9 +89,9 @@ impl Config {
         if h.max_concurrent == 0 {
             return err("max_concurrent", "must be at least 1");
         }
-        for (i, t) in h.tokens.iter().enumerate() {
+        for (i, t) in self.http.tokens.iter_mut().enumerate() {
             let at = |k: &str| format!("http.tokens[{i}].{k}");
-            if self.user(&t.user).is_none() {
+            if !self.users.iter().any(|u| u.name == t.user) {
                 return Err((at("user"), format!("no [[users]] entry named {:?}", t.user)));
             }
             let hex_ok = t.sha256.len() == 64 && t.sha256.bytes().all(|b| b.is_ascii_hexdigit());
@@ -106,6 +109,12 @@ impl Config {
                     ))
                 }
             }
+            t.sha256 = if t.token.is_empty() {
+                t.sha256.to_ascii_lowercase()
+            } else {
+                use sha2::Digest;
+                format!("{:x}", sha2::Sha256::digest(t.token.as_bytes()))
+            };
         }
         Ok(())
     }

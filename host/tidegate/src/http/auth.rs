@@ -39,19 +39,13 @@ impl AuthCache {
         let (scheme, rest) = value.split_once(' ').ok_or_else(ApiError::unauthorized)?;
         let config = sh.config();
         if scheme.eq_ignore_ascii_case("bearer") {
-            let digest: [u8; 32] = Sha256::digest(rest.trim().as_bytes()).into();
-            let hex = hex_lower(&digest);
+            // Tokens are compared by digest (derived at config load), never in plaintext.
+            let digest = format!("{:x}", Sha256::digest(rest.trim().as_bytes()));
             return config
                 .http
                 .tokens
                 .iter()
-                .find(|t| {
-                    if t.sha256.is_empty() {
-                        <[u8; 32]>::from(Sha256::digest(t.token.as_bytes())) == digest
-                    } else {
-                        t.sha256.eq_ignore_ascii_case(&hex)
-                    }
-                })
+                .find(|t| t.sha256 == digest)
                 .map(|t| Arc::from(t.user.as_str()))
                 .ok_or_else(ApiError::unauthorized);
         }
@@ -118,13 +112,4 @@ impl AuthCache {
         }
         map.insert(key, Instant::now());
     }
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    use std::fmt::Write;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
 }
