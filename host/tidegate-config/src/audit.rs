@@ -22,9 +22,10 @@ pub struct Audit {
     pub checkpoint_every: u64,
     /// … or this long, whichever comes first.
     pub checkpoint_interval: Millis,
-    /// Records written per INSERT at most.
+    /// Records written per batch (one COPY, one commit) at most.
     pub batch_size: usize,
-    /// Longest a record waits before its batch is written.
+    /// How long records gather before their batch is written. Longer batches cost the
+    /// database fewer commits; statements never wait for them.
     pub flush_interval: Millis,
     /// Records that may wait for the database; when full (the database is down or slow),
     /// statements are refused (fail closed) until it drains.
@@ -40,8 +41,8 @@ impl Default for Audit {
             checkpoint_file: String::new(),
             checkpoint_every: 1000,
             checkpoint_interval: Millis(60_000),
-            batch_size: 500,
-            flush_interval: Millis(20),
+            batch_size: 2000,
+            flush_interval: Millis(100),
             queue: 100_000,
         }
     }

@@ -147,6 +147,20 @@ fn bench(c: &mut Criterion) {
     g.bench_function("audit on_audit, warm", |b| {
         b.iter(|| tokio.block_on(audit.on_audit(&event)).expect("call"))
     });
+    // What the audit writer does per record: the chain over a batch of 100 events, each
+    // alike but for rows/duration/time — the deterministic audit plugin's answer is reused.
+    let batch: Vec<AuditEvent> = (0..100u64)
+        .map(|i| AuditEvent {
+            rows: i,
+            duration_us: 100 + i,
+            at_us: event.at_us + i as i64,
+            ..event.clone()
+        })
+        .collect();
+    let audit_chain = Chain::new(vec![entry("audit", audit.clone())]);
+    g.bench_function("audit chain, batch of 100 events (per batch)", |b| {
+        b.iter(|| tokio.block_on(audit_chain.on_audit(&batch)))
+    });
     let write = vec![BoundValue {
         column: ssn(),
         value: Some(b"123-45-6789".to_vec()),

@@ -1,6 +1,7 @@
 //! The ordered plugin chain: who runs for which statement, fail policies, the decision cache
 //! and atomic swaps of a plugin's loaded version.
 
+use crate::audit_cache::AuditCache;
 use crate::runtime::{CallError, LoadedPlugin, PluginDecision};
 use crate::types::{
     AuditEvent, AuditRecord, BoundValue, Column, Denial, Statement, Value, Verdict,
@@ -94,6 +95,7 @@ pub struct Chain {
     pub entries: Vec<ChainEntry>,
     cache: Mutex<DecisionCache>,
     cached: std::sync::atomic::AtomicUsize,
+    audit_cache: AuditCache,
 }
 
 impl Chain {
@@ -103,6 +105,7 @@ impl Chain {
             entries,
             cache: Mutex::new(HashMap::new()),
             cached: std::sync::atomic::AtomicUsize::new(0),
+            audit_cache: AuditCache::default(),
         }
     }
 
@@ -291,39 +294,100 @@ impl Chain {
         Ok(values.into_iter().map(|v| v.value).collect())
     }
 
-    /// Runs every applicable `on-audit` hook; returns the records to persist, by plugin. A
-    /// plugin that fails still leaves a record — the event as the host saw it, labelled with
-    /// the failure — so no statement goes unrecorded.
-    pub async fn on_audit(&self, event: &AuditEvent) -> Vec<(String, AuditRecord)> {
-        let mut out = Vec::new();
-        let (user, db) = (&event.principal.user, &event.principal.database);
-        for entry in self.entries.iter().filter(|e| e.applies(user, db)) {
+    /// Runs every applicable `on-audit` hook over a batch of events; returns the records to
+    /// persist, by plugin, in event order (an event's records in chain order). Each plugin
+    /// sees the whole batch on one instance. A plugin that fails still leaves a record — the
+    /// event as the host saw it, labelled with the failure — so no statement goes unrecorded.
+    pub async fn on_audit(&self, events: &[AuditEvent]) -> Vec<(String, AuditRecord)> {
+        // Answers per applicable plugin, each one per event.
+        let mut answers = Vec::new();
+        for entry in &self.entries {
             let plugin = entry.current.load_full();
             if !plugin.has_audit_hook() {
                 continue;
             }
-            let failure = if plugin.is_quarantined() {
-                format!("plugin {} is quarantined", entry.name)
+            let mine: Vec<usize> = (0..events.len())
+                .filter(|&i| {
+                    let p = &events[i].principal;
+                    entry.applies(&p.user, &p.database)
+                })
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let results = if plugin.is_quarantined() {
+                let why = format!("plugin {} is quarantined", entry.name);
+                mine.iter().map(|_| Err(why.clone())).collect()
             } else {
-                match plugin.on_audit(event).await {
-                    Ok(Some(r)) => {
-                        out.push((entry.name.clone(), r));
-                        continue;
-                    }
-                    Ok(None) => continue,
-                    Err(e) => call_failure(&e),
-                }
+                self.audit_answers(entry, &plugin, events, &mine).await
             };
-            entry.stats.failures.fetch_add(1, Relaxed);
-            out.push((
-                entry.name.clone(),
-                AuditRecord {
-                    event: event.clone(),
-                    labels: vec![("audit_plugin_error".into(), failure)],
-                },
-            ));
+            answers.push((entry, mine.into_iter().zip(results).peekable()));
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            for (entry, results) in &mut answers {
+                let Some((_, result)) = results.next_if(|(j, _)| *j == i) else {
+                    continue;
+                };
+                match result {
+                    Ok(Some(r)) => out.push((entry.name.clone(), r)),
+                    Ok(None) => {}
+                    Err(failure) => {
+                        entry.stats.failures.fetch_add(1, Relaxed);
+                        out.push((
+                            entry.name.clone(),
+                            AuditRecord {
+                                event: event.clone(),
+                                labels: vec![("audit_plugin_error".into(), failure)],
+                            },
+                        ));
+                    }
+                }
+            }
         }
         out
+    }
+
+    /// `plugin`'s answers to the events at `mine`, in order: kept answers of a deterministic
+    /// plugin (see [`AuditCache`]), then one batch of calls for the rest.
+    async fn audit_answers(
+        &self,
+        entry: &ChainEntry,
+        plugin: &LoadedPlugin,
+        events: &[AuditEvent],
+        mine: &[usize],
+    ) -> Vec<Result<Option<AuditRecord>, String>> {
+        let mut results: Vec<Option<Result<Option<AuditRecord>, String>>> = vec![None; mine.len()];
+        let mut misses = Vec::new();
+        for (k, &i) in mine.iter().enumerate() {
+            let kept = plugin
+                .deterministic
+                .then(|| self.audit_cache.get(plugin.version, &events[i]))
+                .flatten();
+            match kept {
+                Some(answer) => {
+                    entry.stats.cache_hits.fetch_add(1, Relaxed);
+                    results[k] = Some(Ok(answer));
+                }
+                None => misses.push(k),
+            }
+        }
+        if !misses.is_empty() {
+            let answers = if misses.len() == events.len() {
+                plugin.on_audit_many(events).await
+            } else {
+                let subset: Vec<AuditEvent> =
+                    misses.iter().map(|&k| events[mine[k]].clone()).collect();
+                plugin.on_audit_many(&subset).await
+            };
+            for (&k, answer) in misses.iter().zip(answers) {
+                if let (true, Ok(a)) = (plugin.deterministic, &answer) {
+                    self.audit_cache.put(plugin.version, &events[mine[k]], a);
+                }
+                results[k] = Some(answer.map_err(|e| call_failure(&e)));
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
     }
 
     fn data_entries<'a>(

@@ -80,24 +80,55 @@ impl LoadedPlugin {
 
     /// Calls `on-audit`: the record to persist, or `None` when the plugin keeps nothing.
     pub async fn on_audit(&self, event: &AuditEvent) -> Result<Option<AuditRecord>, CallError> {
-        self.calls.fetch_add(1, Relaxed);
-        let mut w = self.take().await?;
-        let result = w
-            .plugin
-            .tidegate_policy_policy()
-            .call_on_audit(&mut w.store, &to_wit_event(event))
-            .await;
-        match result {
-            Ok(answer) => {
-                self.release(w);
-                let checked = match answer {
-                    None => Ok(None),
-                    Some(r) => from_wit_record(r, &event.principal).map(Some),
-                };
-                self.settle(checked)
-            }
-            Err(e) => Err(self.failed(self.trap(&e))),
+        let mut out = self.on_audit_many(std::slice::from_ref(event)).await;
+        out.pop().unwrap_or(Ok(None))
+    }
+
+    /// Calls `on-audit` for each of `events` in turn on one warm instance (taken once for
+    /// the batch, not once per event); one answer per event, in order. An instance that traps
+    /// is discarded and the next event gets a fresh one.
+    pub async fn on_audit_many(
+        &self,
+        events: &[AuditEvent],
+    ) -> Vec<Result<Option<AuditRecord>, CallError>> {
+        let mut out = Vec::with_capacity(events.len());
+        let mut warm = None;
+        for event in events {
+            self.calls.fetch_add(1, Relaxed);
+            let mut w = match warm.take() {
+                Some(mut w) => {
+                    self.rearm(&mut w);
+                    w
+                }
+                None => match self.take().await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        out.push(Err(e));
+                        continue;
+                    }
+                },
+            };
+            let result = w
+                .plugin
+                .tidegate_policy_policy()
+                .call_on_audit(&mut w.store, &to_wit_event(event))
+                .await;
+            out.push(match result {
+                Ok(answer) => {
+                    warm = Some(w);
+                    let checked = match answer {
+                        None => Ok(None),
+                        Some(r) => from_wit_record(r, &event.principal).map(Some),
+                    };
+                    self.settle(checked)
+                }
+                Err(e) => Err(self.failed(self.trap(&e))),
+            });
         }
+        if let Some(w) = warm {
+            self.release(w);
+        }
+        out
     }
 
     fn settle<T>(&self, checked: Result<T, String>) -> Result<T, CallError> {
@@ -209,9 +240,12 @@ const MAX_LABELS: usize = 64;
 
 fn from_wit_record(r: wit::AuditRecord, principal: &Arc<Principal>) -> Result<AuditRecord, String> {
     let e = r.event;
+    // PostgreSQL text cannot hold NUL: such a record could never be written.
     let text = |what: &str, s: &str| {
         if s.len() > MAX_AUDIT_FIELD {
             Err(format!("audit {what} over {MAX_AUDIT_FIELD} bytes"))
+        } else if s.contains('\0') {
+            Err(format!("audit {what} contains NUL"))
         } else {
             Ok(())
         }
@@ -223,6 +257,13 @@ fn from_wit_record(r: wit::AuditRecord, principal: &Arc<Principal>) -> Result<Au
     text("decision", &e.decision)?;
     if e.tables.len() > 1000 || e.principal.roles.len() > 1000 || r.labels.len() > MAX_LABELS {
         return Err("audit record with too many tables, roles or labels".into());
+    }
+    for t in &e.tables {
+        text("table", t.schema.as_deref().unwrap_or_default())?;
+        text("table", &t.name)?;
+    }
+    if e.decided_by.as_deref().is_some_and(|s| s.contains('\0')) {
+        return Err("audit decided-by contains NUL".into());
     }
     for (k, v) in &r.labels {
         text("label", k)?;

@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+mod audit_cache;
 mod bindings;
 mod chain;
 pub mod crypto;
@@ -17,6 +18,7 @@ mod hooks;
 mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod ticker;
 mod types;
 
 pub use chain::{Chain, ChainEntry, HookSet, PluginStats};
@@ -26,6 +28,6 @@ pub use runtime::{
     CallError, LoadError, LoadedPlugin, PluginDecision, PluginSpec, Runtime, Settings,
 };
 pub use types::{
-    valid_sqlstate, AuditEvent, AuditRecord, BoundValue, Column, Denial, Principal, Statement,
-    StatementKind, TableRef, Value, Verdict,
+    fingerprint_hex, valid_sqlstate, AuditEvent, AuditRecord, BoundValue, Column, Denial,
+    Principal, Statement, StatementKind, TableRef, Value, Verdict,
 };

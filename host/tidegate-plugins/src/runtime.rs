@@ -2,6 +2,7 @@
 
 use crate::bindings::{self, wit, Hooks, LogLevel, Plugin, PluginPre};
 use crate::crypto::Keys;
+use crate::ticker::{CallGuard, Ticker, TICK};
 use crate::types::{valid_sqlstate, Statement};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -15,8 +16,6 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// How often the epoch advances: the granularity of call deadlines and of yielding.
-const TICK: Duration = Duration::from_millis(1);
 /// Largest string or list a plugin may return.
 pub(crate) const MAX_RETURN_BYTES: usize = 1 << 20;
 /// Log lines one call may write; more are dropped.
@@ -206,12 +205,12 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     versions: AtomicU64,
-    stop: Arc<AtomicBool>,
+    pub(crate) ticker: Arc<Ticker>,
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
+        self.ticker.stop();
     }
 }
 
@@ -245,24 +244,12 @@ impl Runtime {
         add_wasi(&mut linker).map_err(engine_err)?;
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(engine_err)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        {
-            let (engine, stop) = (engine.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("tidegate-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Relaxed) {
-                        std::thread::sleep(TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .map_err(|e| LoadError::Engine(e.to_string()))?;
-        }
+        let ticker = Ticker::start(engine.clone()).map_err(|e| LoadError::Engine(e.to_string()))?;
         Ok(Arc::new(Runtime {
             engine,
             linker,
             versions: AtomicU64::new(0),
-            stop,
+            ticker,
         }))
     }
 
@@ -411,6 +398,8 @@ pub struct PluginSpec {
 pub(crate) struct Warm {
     pub(crate) store: Store<HostState>,
     pub(crate) plugin: Plugin,
+    /// Held while a call runs on it (the epoch keeps advancing); `None` while it waits.
+    busy: Option<CallGuard>,
 }
 
 /// One loaded version of a plugin.
@@ -524,6 +513,7 @@ impl LoadedPlugin {
             max_ticks: deadline_ticks(settings.call_timeout),
             log_lines: 0,
         };
+        let busy = Some(self.runtime.ticker.enter());
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {
@@ -538,7 +528,11 @@ impl LoadedPlugin {
         });
         store.set_epoch_deadline(1);
         match self.pre.instantiate_async(&mut store).await {
-            Ok(plugin) => Ok(Warm { store, plugin }),
+            Ok(plugin) => Ok(Warm {
+                store,
+                plugin,
+                busy,
+            }),
             Err(e) => {
                 let text = format!("{e:#}");
                 if text.contains("maximum concurrent") || text.contains("pooling") {
@@ -556,14 +550,21 @@ impl LoadedPlugin {
             Some(w) => w,
             None => self.instantiate().await?,
         };
+        self.rearm(&mut w);
+        Ok(w)
+    }
+
+    /// Gives a warm instance a fresh budget (deadline, log lines) for its next call.
+    pub(crate) fn rearm(&self, w: &mut Warm) {
+        w.busy = Some(self.runtime.ticker.enter());
         let s = w.store.data_mut();
         s.ticks = 0;
         s.log_lines = 0;
         w.store.set_epoch_deadline(1);
-        Ok(w)
     }
 
-    pub(crate) fn release(&self, w: Warm) {
+    pub(crate) fn release(&self, mut w: Warm) {
+        w.busy = None;
         let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
         if warm.len() < MAX_WARM {
             warm.push(w);
@@ -670,7 +671,7 @@ pub(crate) fn to_wit_statement(s: &Statement) -> wit::Statement {
             database: s.principal.database.clone(),
         },
         sql: s.sql.clone(),
-        fingerprint: format!("{:032x}", s.fingerprint),
+        fingerprint: crate::types::fingerprint_hex(s.fingerprint),
         kind: crate::hooks::to_wit_kind(s.kind),
         read_only: s.read_only,
         tables: s.tables.iter().map(crate::hooks::to_wit_table).collect(),

@@ -141,6 +141,25 @@ async fn an_infinite_loop_hits_the_deadline_without_blocking_the_loop() {
     assert_eq!(open.on_statement(&statement()).await, Verdict::Allow);
 }
 
+/// The epoch ticker sleeps while no plugin is called; a loop that starts after a quiet spell
+/// wakes it and still hits its deadline, every time.
+#[tokio::test]
+async fn a_loop_after_a_quiet_spell_still_hits_the_deadline() {
+    let rt = Runtime::new(&settings()).expect("runtime");
+    let p = load(&rt, "(loop $l (br $l)) (i32.const 1200)", "").await;
+    for _ in 0..3 {
+        // Well past the ticker's 10 quiet ticks: it is asleep when the call starts.
+        // (Were it not woken, the loop would never be interrupted and this test would hang
+        // until nextest's timeout ends it.)
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let err = p
+            .on_statement(&statement())
+            .await
+            .expect_err("must time out");
+        assert_eq!(err, CallError::Timeout("evil".into()));
+    }
+}
+
 /// Scenario 15: a plugin that grows memory without end traps at the limit; the next call
 /// gets a fresh instance.
 #[tokio::test]

@@ -130,9 +130,10 @@ impl Writer {
         let mut last_checkpoint = Instant::now();
         let flush = self.settings.flush_interval.duration();
         let checkpoint_interval = self.settings.checkpoint_interval.duration();
+        let mut events = Vec::with_capacity(self.settings.batch_size);
         loop {
-            let first = tokio::select! {
-                e = rx.recv() => e,
+            let got = tokio::select! {
+                n = rx.recv_many(&mut events, self.settings.batch_size) => n,
                 _ = tokio::time::sleep(checkpoint_interval), if since_checkpoint > 0 => {
                     self.checkpoint(seq, &prev);
                     since_checkpoint = 0;
@@ -140,21 +141,24 @@ impl Writer {
                     continue;
                 }
             };
-            let Some(first) = first else { break };
-            let mut events = vec![first];
-            let deadline = tokio::time::Instant::now() + flush;
-            while events.len() < self.settings.batch_size {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(e)) => events.push(e),
-                    _ => break,
+            if got == 0 {
+                break; // Every sender is gone.
+            }
+            if events.len() < self.settings.batch_size {
+                // Let the batch gather for `flush_interval`. Meanwhile sessions queue events
+                // without waking this task: one wake-up per batch, not one per statement.
+                tokio::time::sleep(flush).await;
+                while events.len() < self.settings.batch_size {
+                    match rx.try_recv() {
+                        Ok(e) => events.push(e),
+                        Err(_) => break,
+                    }
                 }
             }
-            let mut records = Vec::with_capacity(events.len());
-            if let Some(chain) = (self.chain)() {
-                for e in &events {
-                    records.extend(chain.on_audit(e).await);
-                }
-            }
+            let records = match (self.chain)() {
+                Some(chain) => chain.on_audit(&events).await,
+                None => Vec::new(),
+            };
             let mut rows: Vec<Row> = records.into_iter().map(|(p, r)| row(p, r)).collect();
             self.link(&mut rows, seq, &prev);
             while let Err(e) = self.write(&rows).await {
@@ -178,6 +182,7 @@ impl Writer {
             self.sink.set_health(None);
             self.sink.written.fetch_add(rows.len() as u64, Relaxed);
             self.sink.depth.fetch_sub(events.len(), Relaxed);
+            events.clear();
             since_checkpoint += rows.len() as u64;
             if since_checkpoint >= self.settings.checkpoint_every
                 || (since_checkpoint > 0 && last_checkpoint.elapsed() >= checkpoint_interval)
@@ -276,12 +281,14 @@ pub fn now_us() -> i64 {
 
 fn row(plugin: String, r: AuditRecord) -> Row {
     let e = r.event;
-    let labels = serde_json::Value::Object(
-        r.labels
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect(),
-    );
+    // Sorted by key, the last of equal keys winning: the stored text does not depend on the
+    // plugin's order.
+    let labels: std::collections::BTreeMap<&str, &str> = r
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let labels = serde_json::to_string(&labels).unwrap_or_else(|_| "{}".into());
     Row {
         seq: 0,
         at_us: e.at_us,

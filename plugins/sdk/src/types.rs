@@ -153,7 +153,10 @@ impl PluginInfo {
     }
 
     /// Declares whether `on_statement` depends only on the principal and the statement's
-    /// shape (not its literals), so TideGate may cache its allow/deny decisions.
+    /// shape (not its literals), so TideGate may cache its allow/deny decisions — and whether
+    /// `on_audit` depends only on the event's principal, fingerprint, kind, tables, decision,
+    /// decided-by and SQLSTATE (not rows, duration or time), so TideGate may reuse its answer
+    /// for alike events (with their own rows, duration and time).
     #[must_use]
     pub fn deterministic(mut self, deterministic: bool) -> Self {
         self.deterministic = deterministic;

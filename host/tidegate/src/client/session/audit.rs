@@ -8,11 +8,31 @@ use std::time::Instant;
 use tidegate_plugins::{AuditEvent, Denial, Statement, StatementKind, TableRef, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// The request being audited.
-pub(super) struct Track {
+/// What an audit record says of a statement. Kept per prepared statement, so that binding it
+/// again does not classify its text again.
+#[derive(Clone)]
+pub(super) struct Shape {
     fingerprint: u128,
     kind: StatementKind,
     tables: Vec<TableRef>,
+}
+
+impl Shape {
+    fn of(stmt: &Statement) -> Shape {
+        Shape {
+            fingerprint: stmt.fingerprint,
+            kind: stmt.kind,
+            tables: stmt.tables.clone(),
+        }
+    }
+}
+
+/// Prepared statements whose shape a session remembers at most.
+const MAX_SHAPES: usize = 256;
+
+/// The request being audited.
+pub(super) struct Track {
+    shape: Shape,
     decision: &'static str,
     decided_by: Option<String>,
     denied: Option<String>,
@@ -20,6 +40,22 @@ pub(super) struct Track {
     rows: u64,
     started: Instant,
     at_us: i64,
+}
+
+impl Track {
+    /// A request that starts now, allowed so far.
+    fn new(shape: Shape) -> Track {
+        Track {
+            shape,
+            decision: "allow",
+            decided_by: None,
+            denied: None,
+            executed: false,
+            rows: 0,
+            started: Instant::now(),
+            at_us: crate::audit::now_us(),
+        }
+    }
 }
 
 impl<R, W> Session<R, W>
@@ -54,18 +90,9 @@ where
 
     /// Records the statement of this request (the first one counts) and the chain's verdict.
     pub(super) fn audit_statement(&mut self, stmt: &Statement, verdict: &Verdict, executes: bool) {
-        let track = self.audit.get_or_insert_with(|| Track {
-            fingerprint: stmt.fingerprint,
-            kind: stmt.kind,
-            tables: stmt.tables.clone(),
-            decision: "allow",
-            decided_by: None,
-            denied: None,
-            executed: false,
-            rows: 0,
-            started: Instant::now(),
-            at_us: crate::audit::now_us(),
-        });
+        let track = self
+            .audit
+            .get_or_insert_with(|| Track::new(Shape::of(stmt)));
         track.executed |= executes;
         match verdict {
             Verdict::Allow => {}
@@ -92,17 +119,32 @@ where
             return;
         };
         let stmt = if name.is_empty() {
-            self.unnamed.as_ref()
+            self.unnamed.as_ref().map(|s| ((false, s.id), s))
         } else {
-            self.stmts.get(name)
+            self.stmts.get(name).map(|s| ((true, s.id), s))
         };
-        let Some(sql) = stmt.and_then(|s| s.body.split(|b| *b == 0).next().map(<[u8]>::to_vec))
-        else {
+        let Some((key, stmt)) = stmt else {
             return;
         };
-        let principal = self.principal();
-        let stmt = self.describe(principal, &sql, true);
-        self.audit_statement(&stmt, &Verdict::Allow, false);
+        if self.audit.is_some() {
+            return; // The request's first statement is the one audited.
+        }
+        let shape = match self.audit_shapes.get(&key) {
+            Some(shape) => shape.clone(),
+            None => {
+                let Some(sql) = stmt.body.split(|b| *b == 0).next().map(<[u8]>::to_vec) else {
+                    return;
+                };
+                let principal = self.principal();
+                let shape = Shape::of(&self.describe(principal, &sql, true));
+                if self.audit_shapes.len() >= MAX_SHAPES {
+                    self.audit_shapes.clear();
+                }
+                self.audit_shapes.insert(key, shape.clone());
+                shape
+            }
+        };
+        self.audit = Some(Track::new(shape));
     }
 
     /// An Execute in this request.
@@ -150,9 +192,9 @@ where
         });
         sink.submit(AuditEvent {
             principal: self.principal(),
-            fingerprint: format!("{:032x}", t.fingerprint),
-            kind: t.kind,
-            tables: t.tables,
+            fingerprint: tidegate_plugins::fingerprint_hex(t.shape.fingerprint),
+            kind: t.shape.kind,
+            tables: t.shape.tables,
             decision: t.decision.to_owned(),
             decided_by: t.decided_by,
             rows: t.rows,
