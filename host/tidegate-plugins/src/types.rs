@@ -110,12 +110,12 @@ pub fn valid_sqlstate(s: &str) -> bool {
 /// more.)
 pub fn fingerprint_hex(fp: u128) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let hex: Vec<u8> = (0..32)
-        .rev()
-        .map(|i| DIGITS[((fp >> (i * 4)) & 0xf) as usize])
-        .collect();
-    // Only ASCII digits were written.
-    String::from_utf8(hex).unwrap_or_default()
+    let mut hex = String::with_capacity(32);
+    for b in fp.to_be_bytes() {
+        hex.push(DIGITS[usize::from(b >> 4)] as char);
+        hex.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    hex
 }
 
 /// A result or target column, as plugins see it.

@@ -95,9 +95,13 @@ impl Store {
         let data = copy_binary(rows);
         let sql = format!("COPY {} ({COLUMNS}) FROM STDIN (FORMAT binary)", self.table);
         let mut conn = self.pool.acquire().await?;
-        // Dropped unfinished (an error), the COPY is failed and nothing is written.
         let mut copy = conn.copy_in_raw(&sql).await?;
-        copy.send(data).await?;
+        if let Err(e) = copy.send(data).await {
+            // Fail the COPY (nothing is written) and leave the connection usable; if even that
+            // fails, the pool's check on the next acquire drops the connection.
+            let _ = copy.abort("tidegate: audit batch not sent").await;
+            return Err(e);
+        }
         copy.finish().await?;
         Ok(())
     }
