@@ -6,7 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tidegate_tests::{run_tool, sqlstate, Broker, Postgres};
+use tidegate_tests::{run_tool, send_json, sqlstate, Api, ApiAuth, Broker, Postgres};
+
+/// A client of the HTTP endpoint that sends no credentials (`/readyz` needs none).
+fn anonymous(http: std::net::SocketAddr) -> Api {
+    Api::new(http, ApiAuth::None)
+}
 
 /// A private plugin directory holding a copy of the access-control plugin.
 fn plugin_dir() -> PathBuf {
@@ -235,38 +240,21 @@ async fn replacing_the_plugin_under_load_fails_nothing() {
     // Operators see it: /admin/status names the error, /readyz stays ready (the old version
     // serves) and reports the failed load.
     let http = broker.serve_http().await;
-    let client = reqwest::Client::new();
-    let status: serde_json::Value = client
-        .get(format!("http://{http}/admin/status"))
-        .basic_auth("app", Some("app"))
-        .send()
-        .await
-        .expect("admin status")
-        .json()
-        .await
-        .expect("json");
+    let (code, status) = send_json(Api::app(http).get("/admin/status")).await;
+    assert_eq!(code, 200, "{status}");
     let p = &status["plugins"][0];
     assert_eq!(p["name"], "access-control", "{status}");
     assert!(p["load_failures"].as_u64() >= Some(1), "{status}");
     assert!(p["last_load_error"].is_string(), "{status}");
-    let ready = client
-        .get(format!("http://{http}/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status().as_u16(), 200);
-    let ready: serde_json::Value = ready.json().await.expect("json");
+    let (code, ready) = send_json(anonymous(http).get("/readyz")).await;
+    assert_eq!(code, 200);
     assert!(
         ready["plugins"][0]["last_load_error"].is_string(),
         "{ready}"
     );
-    let denied = client
-        .get(format!("http://{http}/admin/status"))
-        .basic_auth("reader", Some("reader"))
-        .send()
-        .await
-        .expect("admin status");
-    assert_eq!(denied.status().as_u16(), 403);
+    let reader_api = Api::new(http, ApiAuth::Basic("reader".into(), "reader".into()));
+    let (denied, _) = send_json(reader_api.get("/admin/status")).await;
+    assert_eq!(denied, 403);
     let out = bench.await.expect("pgbench task");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -311,13 +299,8 @@ kind = "optimizer"
     );
     let broker = Broker::start(&pg, &extra).await;
     let http = broker.serve_http().await;
-    let client = reqwest::Client::new();
-    let ready = client
-        .get(format!("http://{http}/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status().as_u16(), 200, "ready before any failure");
+    let (code, _) = send_json(anonymous(http).get("/readyz")).await;
+    assert_eq!(code, 200, "ready before any failure");
     let c = broker.connect("postgres").await;
     for i in 0..5 {
         let rows = c
@@ -326,13 +309,8 @@ kind = "optimizer"
             .expect("an optimizer that fails is skipped (fail open)");
         assert!(!rows.is_empty());
     }
-    let ready = client
-        .get(format!("http://{http}/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status().as_u16(), 503);
-    let body: serde_json::Value = ready.json().await.expect("json");
+    let (code, body) = send_json(anonymous(http).get("/readyz")).await;
+    assert_eq!(code, 503);
     assert_eq!(body["plugins"][0]["name"], "trap", "{body}");
     assert_eq!(body["plugins"][0]["quarantined"], true, "{body}");
     assert!(body["plugins"][0]["failures"].as_u64() >= Some(3), "{body}");

@@ -12,6 +12,8 @@ pub struct Store {
     /// `"schema"."table"`, from validated identifiers.
     table: String,
     schema: String,
+    /// The `COPY … FROM STDIN` every batch is written with.
+    copy: String,
 }
 
 /// The columns, in insert and select order.
@@ -24,9 +26,11 @@ impl Store {
         let pool =
             crate::own_db::lazy_pool(config, config.audit.database(config), "tidegate-audit", 2);
         let (schema, table) = config.audit.table_parts();
+        let table = format!("\"{schema}\".\"{table}\"");
         Store {
             pool,
-            table: format!("\"{schema}\".\"{table}\""),
+            copy: format!("COPY {table} ({COLUMNS}) FROM STDIN (FORMAT binary)"),
+            table,
             schema: format!("\"{schema}\""),
         }
     }
@@ -93,9 +97,8 @@ impl Store {
     /// statement through the broker leaves a record.
     pub async fn insert(&self, rows: &[Row]) -> sqlx::Result<()> {
         let data = copy_binary(rows);
-        let sql = format!("COPY {} ({COLUMNS}) FROM STDIN (FORMAT binary)", self.table);
         let mut conn = self.pool.acquire().await?;
-        let mut copy = conn.copy_in_raw(&sql).await?;
+        let mut copy = conn.copy_in_raw(&self.copy).await?;
         if let Err(e) = copy.send(data).await {
             // Fail the COPY (nothing is written) and leave the connection usable; if even that
             // fails, the pool's check on the next acquire drops the connection.

@@ -259,7 +259,8 @@ fn rule_ttl(cfg: &Config, class: &Classification, fingerprint: u128) -> Option<D
     if cfg.rules.is_empty() {
         return None;
     }
-    let fp = format!("{fingerprint:032x}");
+    // The text the audit table and `tidegate` show a fingerprint as, which rules are written in.
+    let fp = tidegate_plugins::fingerprint_hex(fingerprint);
     cfg.rules
         .iter()
         .find(|r| {

@@ -66,6 +66,8 @@ struct Stmt {
     writes: Option<fields::ParamWrites>,
     /// Result-cache counters each execution bumps (it may write).
     cache_writes: Option<Arc<[String]>>,
+    /// What its audit records say of it (set at its first audited Bind).
+    audit: Option<audit::Shape>,
 }
 
 /// One client session.
@@ -132,8 +134,6 @@ pub struct Session<R, W> {
     last_activity: Instant,
     first_error: Option<[u8; 5]>,
     audit: Option<audit::Track>, // The request being audited, when an audit hook applies.
-    /// Audit shapes of prepared statements, by (named, statement id).
-    audit_shapes: std::collections::HashMap<(bool, u64), audit::Shape>,
     /// Data hooks: this database's declared columns (once a statement touched their tables),
     /// what the Parse being handled binds to them, the result fields the rows now arriving have.
     data_cols: Option<Arc<crate::columns::DbColumns>>,
@@ -226,7 +226,6 @@ where
             last_activity: Instant::now(),
             first_error: None,
             audit: None,
-            audit_shapes: std::collections::HashMap::new(),
             data_cols: None,
             parse_writes: None,
             row_plan: None,

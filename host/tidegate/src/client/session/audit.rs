@@ -8,8 +8,8 @@ use std::time::Instant;
 use tidegate_plugins::{AuditEvent, Denial, Statement, StatementKind, TableRef, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// What an audit record says of a statement. Kept per prepared statement, so that binding it
-/// again does not classify its text again.
+/// What an audit record says of a statement. Kept in the prepared statement, so that binding
+/// it again does not classify its text again.
 #[derive(Clone)]
 pub(super) struct Shape {
     fingerprint: u128,
@@ -26,9 +26,6 @@ impl Shape {
         }
     }
 }
-
-/// Prepared statements whose shape a session remembers at most.
-const MAX_SHAPES: usize = 256;
 
 /// The request being audited.
 pub(super) struct Track {
@@ -118,18 +115,18 @@ where
         let (Some(_portal), Some(name)) = (r.cstr(), r.cstr()) else {
             return;
         };
-        let stmt = if name.is_empty() {
-            self.unnamed.as_ref().map(|s| ((false, s.id), s))
-        } else {
-            self.stmts.get(name).map(|s| ((true, s.id), s))
-        };
-        let Some((key, stmt)) = stmt else {
-            return;
-        };
         if self.audit.is_some() {
             return; // The request's first statement is the one audited.
         }
-        let shape = match self.audit_shapes.get(&key) {
+        let stmt = if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.stmts.get(name)
+        };
+        let Some(stmt) = stmt else {
+            return;
+        };
+        let shape = match &stmt.audit {
             Some(shape) => shape.clone(),
             None => {
                 let Some(sql) = stmt.body.split(|b| *b == 0).next().map(<[u8]>::to_vec) else {
@@ -137,10 +134,14 @@ where
                 };
                 let principal = self.principal();
                 let shape = Shape::of(&self.describe(principal, &sql, true));
-                if self.audit_shapes.len() >= MAX_SHAPES {
-                    self.audit_shapes.clear();
+                let stmt = if name.is_empty() {
+                    self.unnamed.as_mut()
+                } else {
+                    self.stmts.get_mut(name)
+                };
+                if let Some(stmt) = stmt {
+                    stmt.audit = Some(shape.clone());
                 }
-                self.audit_shapes.insert(key, shape.clone());
                 shape
             }
         };

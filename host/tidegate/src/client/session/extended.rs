@@ -48,6 +48,7 @@ where
                     read_only,
                     writes,
                     cache_writes,
+                    audit: None,
                 };
                 self.stmts.insert(Bytes::copy_from_slice(name), stmt);
                 self.push_synthetic(b'1');
@@ -73,6 +74,7 @@ where
                     read_only,
                     writes,
                     cache_writes,
+                    audit: None,
                 });
             }
             b.unnamed = Some(id);
@@ -107,6 +109,7 @@ where
                 read_only,
                 writes,
                 cache_writes,
+                audit: None,
             },
         );
         Ok(true)
