@@ -140,11 +140,16 @@ async fn a_read_only_user_may_read_but_not_write() {
         "1,3"
     );
 
+    // A session's own repeats are answered by its memo; another session of the same user
+    // gets the decision from the chain's cache.
     let chain = broker.shared.topology().plugins.clone().expect("chain");
     let stats = &chain.entry("access-control").expect("entry").stats;
+    let hits = stats.cache_hits.load(Relaxed);
+    let r2 = reader(&broker).await;
+    r2.query("SELECT id FROM t", &[]).await.expect("read");
     assert!(stats.denials.load(Relaxed) >= 3);
     assert!(
-        stats.cache_hits.load(Relaxed) > 0,
+        stats.cache_hits.load(Relaxed) > hits,
         "deterministic decisions are cached"
     );
 }
@@ -271,6 +276,59 @@ async fn replacing_the_plugin_under_load_fails_nothing() {
         .await
         .expect_err("denied");
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+}
+
+/// A session remembers the statements the chain settled (a deterministic allow) and does not
+/// ask again for the next one of that shape; swapping the plugin for one that denies is seen
+/// at the very next statement on the same connection, simple and extended alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_plugin_decides_a_remembered_statement_again() {
+    let pg = Postgres::start();
+    let dir = plugin_dir();
+    let broker = Broker::start(&pg, &access_control(&dir)).await;
+    let watch = tidegate::plugins::watch(broker.shared.clone()).expect("watch");
+    assert!(watch.is_some());
+    let chain = broker.shared.topology().plugins.clone().expect("chain");
+    let entry = chain.entry("access-control").expect("entry");
+    assert!(entry.current.load().deterministic);
+    let r = reader(&broker).await;
+    for i in 0..3 {
+        r.simple_query(&format!("SELECT {i}")).await.expect("read");
+        let row = r.query_one("SELECT $1::int", &[&i]).await.expect("read");
+        assert_eq!(row.get::<_, i32>(0), i);
+    }
+    let hits = entry.stats.cache_hits.load(Relaxed);
+    // A plugin that denies everything with 42501, deterministically.
+    let deny = tidegate_plugins::testing::deterministic_component(
+        "(i32.store8 (i32.const 1500) (i32.const 1))
+         (i32.store (i32.const 1504) (i32.const 2048)) (i32.store (i32.const 1508) (i32.const 4))
+         (i32.store (i32.const 1512) (i32.const 2100)) (i32.store (i32.const 1516) (i32.const 5))
+         (i32.store8 (i32.const 1520) (i32.const 0))
+         (i32.const 1500)",
+        r#"(data (i32.const 2100) "42501")"#,
+    );
+    let tmp = dir.join("access_control.wasm.tmp");
+    std::fs::write(&tmp, deny).expect("write");
+    std::fs::rename(&tmp, dir.join("access_control.wasm")).expect("rename");
+    assert!(
+        tidegate_tests::wait_for(Duration::from_secs(5), || entry.stats.swaps.load(Relaxed)
+            > 0)
+        .await,
+        "the plugin was swapped"
+    );
+    assert!(entry.current.load().deterministic);
+    let err = r.simple_query("SELECT 7").await.expect_err("denied now");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{err}");
+    let message = err.as_db_error().map(|d| d.message().to_owned());
+    assert_eq!(message.as_deref(), Some("evil"), "the new plugin's reason");
+    let err = r
+        .query_one("SELECT $1::int", &[&7])
+        .await
+        .expect_err("denied now");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{err}");
+    // Each shape went to the plugin once; its repeats were answered by the session's memo,
+    // not even by the decision cache.
+    assert_eq!(hits, 0, "decision cache hits before the swap");
 }
 
 /// Scenario 16 through the broker: an optimizer plugin that traps on every statement fails

@@ -136,7 +136,7 @@ fn bench(c: &mut Criterion) {
         principal: principal(),
         fingerprint: format!("{:032x}", 1u128),
         kind: StatementKind::Read,
-        tables: stmt.tables.clone(),
+        tables: stmt.tables.as_slice().into(),
         decision: "allow".into(),
         decided_by: None,
         rows: 1,

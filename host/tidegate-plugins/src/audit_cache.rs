@@ -108,10 +108,11 @@ mod tests {
             }),
             fingerprint: "00ff".into(),
             kind: StatementKind::Read,
-            tables: vec![TableRef {
+            tables: [TableRef {
                 schema: None,
                 name: "t".into(),
-            }],
+            }]
+            .into(),
             decision: "allow".into(),
             decided_by: None,
             rows,

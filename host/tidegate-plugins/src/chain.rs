@@ -28,6 +28,9 @@ pub struct HookSet {
     pub data: bool,
     /// Some `on-audit`.
     pub audit: bool,
+    /// Changes whenever an applicable plugin is swapped or quarantined: an answer derived
+    /// from the chain under one stamp holds while the stamp does (see [`Chain::on_statement`]).
+    pub stamp: u64,
 }
 
 impl HookSet {
@@ -117,6 +120,11 @@ impl Chain {
             set.statement |= p.has_statement_hook();
             set.data |= p.has_rows_hook() || p.has_write_values_hook();
             set.audit |= p.has_audit_hook();
+            // Versions are unique and only grow; a quarantine never ends without a swap.
+            set.stamp = set
+                .stamp
+                .wrapping_mul(0x100_0000_01b3)
+                .wrapping_add(p.version << 1 | u64::from(p.is_quarantined()));
         }
         set
     }
@@ -130,6 +138,14 @@ impl Chain {
     /// rewrite passes the new text on. A failing plugin (trap, timeout, invalid answer,
     /// quarantine) denies with 58000 when it fails closed and is skipped when it fails open.
     pub async fn on_statement(&self, stmt: &Statement) -> Verdict {
+        self.on_statement_settled(stmt).await.0
+    }
+
+    /// [`Chain::on_statement`], and whether the verdict is settled: every applicable hook
+    /// declared itself deterministic and none failed, so the same principal gets the same
+    /// verdict for any statement of this fingerprint while [`HookSet::stamp`] holds.
+    pub async fn on_statement_settled(&self, stmt: &Statement) -> (Verdict, bool) {
+        let mut settled = true;
         let mut current: Option<Statement> = None;
         let mut rewritten_by = Vec::new();
         for entry in &self.entries {
@@ -142,8 +158,9 @@ impl Chain {
                 continue;
             }
             if plugin.is_quarantined() {
+                settled = false;
                 match failed(entry, &format!("plugin {} is quarantined", entry.name)) {
-                    Some(d) => return Verdict::Deny(d),
+                    Some(d) => return (Verdict::Deny(d), false),
                     None => continue,
                 }
             }
@@ -151,6 +168,7 @@ impl Chain {
             // no longer describes the text, so nothing is cached or looked up.
             let key = (plugin.deterministic && current.is_none())
                 .then_some((plugin.version, s.fingerprint));
+            settled &= key.is_some();
             if let Some(k) = key {
                 let hit = self
                     .cache
@@ -162,7 +180,7 @@ impl Chain {
                 if let Some(cached) = hit {
                     entry.stats.cache_hits.fetch_add(1, Relaxed);
                     match cached {
-                        Some(d) => return Verdict::Deny(d),
+                        Some(d) => return (Verdict::Deny(d), false),
                         None => continue,
                     }
                 }
@@ -184,7 +202,7 @@ impl Chain {
                     if let Some(k) = key {
                         self.remember(&s.principal.user, k, Some(d.clone()));
                     }
-                    return Verdict::Deny(d);
+                    return (Verdict::Deny(d), false);
                 }
                 Ok(PluginDecision::Rewrite(sql)) => {
                     let mut next = s.clone();
@@ -193,18 +211,22 @@ impl Chain {
                     rewritten_by.push(entry.name.clone());
                 }
                 Err(e) => {
+                    settled = false;
                     if let Some(d) = failed(entry, &call_failure(&e)) {
-                        return Verdict::Deny(d);
+                        return (Verdict::Deny(d), false);
                     }
                 }
             }
         }
         match current {
-            Some(s) => Verdict::Rewrite {
-                sql: s.sql,
-                by: rewritten_by,
-            },
-            None => Verdict::Allow,
+            Some(s) => (
+                Verdict::Rewrite {
+                    sql: s.sql,
+                    by: rewritten_by,
+                },
+                false,
+            ),
+            None => (Verdict::Allow, settled),
         }
     }
 

@@ -11,6 +11,16 @@ const WIT: &str = concat!(
 /// functions beside it. Memory layout: the init result at 1024, an `allow` decision at 1200,
 /// strings at 2048, a bump allocator above 4096. Panics on invalid WAT (test input).
 pub fn component(body: &str, extra: &str) -> Vec<u8> {
+    build(body, extra, false)
+}
+
+/// [`component`], declaring its `on-statement` decisions deterministic.
+pub fn deterministic_component(body: &str, extra: &str) -> Vec<u8> {
+    build(body, extra, true)
+}
+
+fn build(body: &str, extra: &str, deterministic: bool) -> Vec<u8> {
+    let deterministic = if deterministic { r"\01" } else { r"\00" };
     let wat = format!(
         r#"(module
   (import "tidegate:policy/host@0.1.0" "log" (func $log (param i32 i32 i32)))
@@ -18,8 +28,8 @@ pub fn component(body: &str, extra: &str) -> Vec<u8> {
   (global $bump (mut i32) (i32.const 4096))
   (data (i32.const 2048) "evil")
   ;; result<plugin-info, string>: ok; name "evil", version "evil", hooks = statement,
-  ;; deterministic = false, columns = [].
-  (data (i32.const 1024) "\00\00\00\00\00\08\00\00\04\00\00\00\00\08\00\00\04\00\00\00\01\00\00\00\00\00\00\00\00\00\00\00")
+  ;; deterministic as asked, columns = [].
+  (data (i32.const 1024) "\00\00\00\00\00\08\00\00\04\00\00\00\00\08\00\00\04\00\00\00\01{deterministic}\00\00\00\00\00\00\00\00\00\00")
   (data (i32.const 1200) "\00\00\00\00")
   (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
     (local $p i32)

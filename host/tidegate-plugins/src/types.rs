@@ -151,8 +151,8 @@ pub struct AuditEvent {
     pub fingerprint: String,
     /// Its kind.
     pub kind: StatementKind,
-    /// Tables it referenced.
-    pub tables: Vec<TableRef>,
+    /// Tables it referenced (shared: alike events carry the same list).
+    pub tables: Arc<[TableRef]>,
     /// `allow`, `deny` or `rewrite`.
     pub decision: String,
     /// The plugin that denied or rewrote it.

@@ -13,7 +13,7 @@ use tidegate_plugins::{
     Statement, StatementKind, Verdict,
 };
 
-use tidegate_plugins::testing::component;
+use tidegate_plugins::testing::{component, deterministic_component};
 
 fn settings() -> Settings {
     Settings {
@@ -397,4 +397,61 @@ async fn concurrent_calls_end_cleanly() {
     // Afterwards a well-behaved plugin works as before.
     let ok = load(&rt, ALLOW, "").await;
     assert!(ok.on_statement(&statement()).await.is_ok());
+}
+
+/// What a session's memo of settled statements relies on: a verdict is settled only when every
+/// hook that gave it is deterministic and none failed, and the chain's stamp changes when a
+/// plugin is swapped or quarantined.
+#[tokio::test]
+async fn settled_verdicts_and_the_stamp_that_ends_them() {
+    let rt = Runtime::new(&settings()).expect("runtime");
+    let stmt = statement();
+    let dir = temp_dir();
+    let det = |name: &str, body: &str| {
+        let path = write(&dir, name, &deterministic_component(body, ""));
+        rt.load(spec(path))
+    };
+    let allow = det("allow.wasm", ALLOW).await.expect("loads");
+    assert!(allow.deterministic);
+    let c = chain(allow, FailPolicy::Closed);
+    let (verdict, settled) = c.on_statement_settled(&stmt).await;
+    assert_eq!((verdict, settled), (Verdict::Allow, true));
+    // Answered from the decision cache the second time: still settled.
+    assert_eq!(c.on_statement_settled(&stmt).await, (Verdict::Allow, true));
+    let stamp = c.hooks("app", "postgres").stamp;
+    assert_eq!(
+        c.hooks("app", "postgres").stamp,
+        stamp,
+        "stable while nothing changes"
+    );
+
+    // A new version of the same plugin: a new stamp.
+    let again = det("again.wasm", ALLOW).await.expect("loads");
+    c.entries[0].swap(again);
+    let swapped = c.hooks("app", "postgres").stamp;
+    assert_ne!(swapped, stamp);
+
+    // A deterministic plugin that traps: never settled, and its quarantine moves the stamp.
+    let trap = det("trap.wasm", "unreachable").await.expect("loads");
+    c.entries[0].swap(trap.clone());
+    let before = c.hooks("app", "postgres").stamp;
+    let (verdict, settled) = c.on_statement_settled(&stmt).await;
+    assert!(matches!(verdict, Verdict::Deny(_)) && !settled);
+    for _ in 0..100 {
+        if trap.is_quarantined() {
+            break;
+        }
+        let _ = c.on_statement(&stmt).await;
+    }
+    assert!(trap.is_quarantined());
+    assert_ne!(
+        c.hooks("app", "postgres").stamp,
+        before,
+        "quarantine changes the stamp"
+    );
+
+    // A plugin that does not declare itself deterministic never settles a verdict.
+    let plain = load(&rt, ALLOW, "").await;
+    let c = chain(plain, FailPolicy::Closed);
+    assert_eq!(c.on_statement_settled(&stmt).await, (Verdict::Allow, false));
 }

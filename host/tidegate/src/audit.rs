@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::Store;
 use tidegate_config::Config;
-use tidegate_plugins::{AuditEvent, AuditRecord, Chain};
+use tidegate_plugins::{AuditEvent, AuditRecord, Chain, TableRef};
 use tokio::sync::mpsc;
 
 /// Gives the writer the chain in service (it changes with reloads and plugin swaps).
@@ -159,7 +159,11 @@ impl Writer {
                 Some(chain) => chain.on_audit(&events).await,
                 None => Vec::new(),
             };
-            let mut rows: Vec<Row> = records.into_iter().map(|(p, r)| row(p, r)).collect();
+            let mut texts = Texts::default();
+            let mut rows: Vec<Row> = records
+                .into_iter()
+                .map(|(p, r)| row(&mut texts, p, r))
+                .collect();
             self.link(&mut rows, seq, &prev);
             while let Err(e) = self.write(&rows).await {
                 let duplicate = e
@@ -279,16 +283,54 @@ pub fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-fn row(plugin: String, r: AuditRecord) -> Row {
+/// The text columns of the last record converted: records alike (most of a batch, as a
+/// deterministic plugin's answers are reused) share them instead of formatting them again.
+#[derive(Default)]
+struct Texts {
+    labels: Option<Vec<(String, String)>>,
+    labels_json: String,
+    tables: Option<Arc<[TableRef]>>,
+    tables_text: String,
+}
+
+impl Texts {
+    /// The labels as a JSON object, sorted by key, the last of equal keys winning: the stored
+    /// text does not depend on the plugin's order.
+    fn labels(&mut self, labels: Vec<(String, String)>) -> String {
+        if self.labels.as_ref() != Some(&labels) {
+            let sorted: std::collections::BTreeMap<&str, &str> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            self.labels_json = serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into());
+            self.labels = Some(labels);
+        }
+        self.labels_json.clone()
+    }
+
+    /// The tables as `schema.name,…`.
+    fn tables(&mut self, tables: Arc<[TableRef]>) -> String {
+        if !self
+            .tables
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, &tables))
+        {
+            self.tables_text = tables
+                .iter()
+                .map(|t| match &t.schema {
+                    Some(s) => format!("{s}.{}", t.name),
+                    None => t.name.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            self.tables = Some(tables);
+        }
+        self.tables_text.clone()
+    }
+}
+
+fn row(texts: &mut Texts, plugin: String, r: AuditRecord) -> Row {
     let e = r.event;
-    // Sorted by key, the last of equal keys winning: the stored text does not depend on the
-    // plugin's order.
-    let labels: std::collections::BTreeMap<&str, &str> = r
-        .labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let labels = serde_json::to_string(&labels).unwrap_or_else(|_| "{}".into());
     Row {
         seq: 0,
         at_us: e.at_us,
@@ -297,22 +339,14 @@ fn row(plugin: String, r: AuditRecord) -> Row {
         role: e.principal.role.clone(),
         database: e.principal.database.clone(),
         kind: e.kind.as_str().to_owned(),
-        tables: e
-            .tables
-            .iter()
-            .map(|t| match &t.schema {
-                Some(s) => format!("{s}.{}", t.name),
-                None => t.name.clone(),
-            })
-            .collect::<Vec<_>>()
-            .join(","),
+        tables: texts.tables(e.tables),
         fingerprint: e.fingerprint,
         decision: e.decision,
         decided_by: e.decided_by,
         rows: i64::try_from(e.rows).unwrap_or(i64::MAX),
         duration_us: i64::try_from(e.duration_us).unwrap_or(i64::MAX),
         sqlstate: e.sqlstate,
-        labels: labels.to_string(),
+        labels: texts.labels(r.labels),
         key_id: 0,
         hash: Vec::new(),
     }

@@ -26,6 +26,7 @@ mod cache;
 mod cache_bind;
 mod extended;
 mod fields;
+mod memo;
 mod params;
 mod pending;
 mod policy;
@@ -81,6 +82,8 @@ pub struct Session<R, W> {
     catalog: Arc<crate::catalog::DbCatalog>,
     /// Who this client is, for plugins (made on first use).
     principal: Option<Arc<tidegate_plugins::Principal>>,
+    /// Statement shapes the plugin chain settled (see `memo`).
+    memo: memo::Memo,
     /// The primary's pool for this (database, role).
     pool: Arc<Pool>,
     /// Every node's pool: the primary first, then the replicas.
@@ -190,6 +193,7 @@ where
             login,
             catalog,
             principal: None,
+            memo: memo::Memo::default(),
             pool: pools[0].clone(),
             next_replica: rand::random::<u32>() as usize,
             pools,

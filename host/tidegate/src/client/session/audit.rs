@@ -4,6 +4,7 @@
 //! error's SQLSTATE — never parameter values.
 
 use super::Session;
+use std::sync::Arc;
 use std::time::Instant;
 use tidegate_plugins::{AuditEvent, Denial, Statement, StatementKind, TableRef, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -14,15 +15,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub(super) struct Shape {
     fingerprint: u128,
     kind: StatementKind,
-    tables: Vec<TableRef>,
+    tables: Arc<[TableRef]>,
 }
 
 impl Shape {
-    fn of(stmt: &Statement) -> Shape {
+    pub(super) fn of(stmt: &Statement) -> Shape {
         Shape {
             fingerprint: stmt.fingerprint,
             kind: stmt.kind,
-            tables: stmt.tables.clone(),
+            tables: stmt.tables.as_slice().into(),
         }
     }
 }
@@ -83,6 +84,11 @@ where
             ),
             plugin: "audit".into(),
         })
+    }
+
+    /// Records the statement of this request (the first one counts), allowed.
+    pub(super) fn audit_shape(&mut self, shape: Shape, executes: bool) {
+        self.audit.get_or_insert_with(|| Track::new(shape)).executed |= executes;
     }
 
     /// Records the statement of this request (the first one counts) and the chain's verdict.

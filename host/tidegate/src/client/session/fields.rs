@@ -8,7 +8,9 @@ use super::{Result, Session};
 use crate::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
-use tidegate_plugins::{BoundValue, Column, Denial, Principal, Statement, StatementKind, Value};
+use tidegate_plugins::{
+    BoundValue, Chain, Column, Denial, Principal, Statement, StatementKind, Value,
+};
 use tidegate_sql::{quote_literal, write_targets, TargetColumn, Written};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -39,6 +41,26 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    /// Whether `stmt` (sent as `sql`) touches a table with a column a row or write hook of
+    /// this session's chain declared. Allocates nothing unless it is a COPY.
+    pub(super) fn touches_declared(&self, chain: &Chain, stmt: &Statement, sql: &str) -> bool {
+        let db = &self.login.database;
+        let mut words = sql.split_whitespace();
+        let copy = words.next().is_some_and(|w| w.eq_ignore_ascii_case("copy"));
+        // COPY's table is not among the classifier's tables: `COPY [schema.]table[(cols)] …`.
+        let copy_table = words
+            .next()
+            .filter(|_| copy)
+            .and_then(|w| w.split('(').next())
+            .and_then(|w| w.rsplit('.').next())
+            .map(|w| w.trim_matches('"').to_lowercase());
+        copy_table
+            .iter()
+            .map(String::as_str)
+            .chain(stmt.tables.iter().map(|t| t.name.as_str()))
+            .any(|t| chain.declares_table(&self.user, db, t))
+    }
+
     /// Before a Query or Parse of `stmt` (whose text to send is `sql`): finds the declared
     /// columns of the tables it touches, runs the write hooks on literals bound for them and
     /// notes which parameters are. `Ok(Some(text))` is the statement to send instead.
@@ -51,34 +73,21 @@ where
         let Some(chain) = self.topo.plugins.clone() else {
             return Ok(None);
         };
-        let db = self.login.database.clone();
         if stmt.kind == StatementKind::Ddl {
             // The catalog is about to change: look the columns up again after it has.
-            self.sh.columns.invalidate(&db);
+            self.sh.columns.invalidate(&self.login.database);
             self.data_cols = None;
             return Ok(None);
         }
-        let mut words = sql.split_whitespace();
-        let first = words.next().unwrap_or("");
+        if !self.touches_declared(&chain, stmt, sql) {
+            return Ok(None);
+        }
+        let db = self.login.database.clone();
+        let first = sql.split_whitespace().next().unwrap_or("");
         let (copy, merge) = (
             first.eq_ignore_ascii_case("copy"),
             first.eq_ignore_ascii_case("merge"),
         );
-        // COPY's table is not among the classifier's tables: `COPY [schema.]table[(cols)] …`.
-        let copy_table = words
-            .next()
-            .filter(|_| copy)
-            .and_then(|w| w.split('(').next())
-            .and_then(|w| w.rsplit('.').next())
-            .map(|w| w.trim_matches('"').to_lowercase());
-        let touches = copy_table
-            .iter()
-            .map(String::as_str)
-            .chain(stmt.tables.iter().map(|t| t.name.as_str()))
-            .any(|t| chain.declares_table(&self.user, &db, t));
-        if !touches {
-            return Ok(None);
-        }
         let declared = chain.data_columns(&self.user, &db);
         let config = self.topo.config.clone();
         let Some(cols) = self.sh.columns.get(&config, &db, &declared).await else {

@@ -6,7 +6,7 @@
 //! message, so the error arrives in order and an open transaction is aborted exactly as
 //! PostgreSQL would abort it.
 
-use super::{Pending, Result, Session};
+use super::{audit, Pending, Result, Session};
 use crate::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
@@ -48,18 +48,49 @@ where
                 }
             }
         };
-        let stmt = self.describe(principal, sql, tag == b'P');
+        let fingerprint = tidegate_sql::fingerprint(sql);
+        if let Some(shape) = self
+            .memo
+            .get(&chain, &self.catalog, hooks.stamp, fingerprint.0)
+            .cloned()
+        {
+            // Settled before: same verdict (allow), no data hook involved.
+            self.parse_writes = None;
+            if hooks.audit {
+                if let Some(d) = self.audit_refusal() {
+                    tracing::warn!(user = %self.user, "statement refused: the audit log is unavailable");
+                    return self.deny(tag, d);
+                }
+                self.audit_shape(shape, tag == b'Q');
+            }
+            return Ok(Some(msg));
+        }
+        let stmt = self.describe_as(principal, sql, fingerprint, tag == b'P');
         if hooks.audit {
             if let Some(d) = self.audit_refusal() {
                 tracing::warn!(user = %self.user, "statement refused: the audit log is unavailable");
                 return self.deny(tag, d);
             }
         }
-        let verdict = if hooks.statement {
-            chain.on_statement(&stmt).await
+        let (verdict, settled) = if hooks.statement {
+            chain.on_statement_settled(&stmt).await
         } else {
-            Verdict::Allow
+            (Verdict::Allow, true)
         };
+        if stmt.kind == StatementKind::Ddl {
+            self.memo.clear();
+        } else if settled
+            && matches!(verdict, Verdict::Allow)
+            && !(hooks.data && self.touches_declared(&chain, &stmt, &stmt.sql))
+        {
+            self.memo.put(
+                &chain,
+                &self.catalog,
+                hooks.stamp,
+                fingerprint.0,
+                audit::Shape::of(&stmt),
+            );
+        }
         let verdict = match verdict {
             Verdict::Deny(_) => verdict,
             _ if !hooks.data => verdict,
@@ -161,8 +192,18 @@ where
         sql: &[u8],
         prepared: bool,
     ) -> Statement {
+        self.describe_as(principal, sql, tidegate_sql::fingerprint(sql), prepared)
+    }
+
+    /// [`Session::describe`] of a statement whose fingerprint is known.
+    fn describe_as(
+        &self,
+        principal: Arc<Principal>,
+        sql: &[u8],
+        fp: tidegate_sql::Fingerprint,
+        prepared: bool,
+    ) -> Statement {
         let text = String::from_utf8_lossy(sql).into_owned();
-        let fp = tidegate_sql::fingerprint(sql);
         let c = self
             .catalog
             .classes
