@@ -48,30 +48,26 @@ where
                 }
             }
         };
-        let fingerprint = tidegate_sql::fingerprint(sql);
-        if let Some(shape) = self
-            .memo
-            .get(&chain, &self.catalog, hooks.stamp, fingerprint.0)
-            .cloned()
-        {
-            // Settled before: same verdict (allow), no data hook involved.
-            self.parse_writes = None;
-            if hooks.audit {
-                if let Some(d) = self.audit_refusal() {
-                    tracing::warn!(user = %self.user, "statement refused: the audit log is unavailable");
-                    return self.deny(tag, d);
-                }
-                self.audit_shape(shape, tag == b'Q');
-            }
-            return Ok(Some(msg));
-        }
-        let stmt = self.describe_as(principal, sql, fingerprint, tag == b'P');
         if hooks.audit {
             if let Some(d) = self.audit_refusal() {
                 tracing::warn!(user = %self.user, "statement refused: the audit log is unavailable");
                 return self.deny(tag, d);
             }
         }
+        let fingerprint = tidegate_sql::fingerprint(sql);
+        if let Some(shape) = self
+            .memo
+            .get(&chain, &self.catalog, hooks.stamp, fingerprint.0)
+            .cloned()
+        {
+            // Settled before: the same verdict (allow), no data hook involved.
+            self.parse_writes = None;
+            if hooks.audit {
+                self.audit_shape(shape, tag == b'Q');
+            }
+            return Ok(Some(msg));
+        }
+        let stmt = self.describe_as(principal, sql, fingerprint, tag == b'P');
         let (verdict, settled) = if hooks.statement {
             chain.on_statement_settled(&stmt).await
         } else {
