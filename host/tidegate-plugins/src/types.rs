@@ -106,12 +106,16 @@ pub fn valid_sqlstate(s: &str) -> bool {
 }
 
 /// A statement fingerprint as plugins and the audit table see it: 32 lower-case hex digits.
-/// (Written by hand: it runs for every audited statement, and `format!` costs several times
-/// more.)
 pub fn fingerprint_hex(fp: u128) -> String {
+    hex(&fp.to_be_bytes())
+}
+
+/// `bytes` as lower-case hex digits. (Written by hand: it runs for every audited statement, and
+/// `format!` costs several times more.)
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(32);
-    for b in fp.to_be_bytes() {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         hex.push(DIGITS[usize::from(b >> 4)] as char);
         hex.push(DIGITS[usize::from(b & 0xf)] as char);
     }

@@ -4,6 +4,7 @@
 
 use hmac::Mac as _;
 use serde_json::json;
+pub use tidegate_plugins::hex;
 use tidegate_plugins::Keys;
 
 /// The chain's starting point, before record 1.
@@ -191,16 +192,7 @@ fn checkpoint_bytes(seq: i64, hash: &[u8], at_us: i64, id: i32) -> Vec<u8> {
     b
 }
 
-/// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    use std::fmt::Write;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
-}
-
+/// Bytes from hex digits.
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;

@@ -36,6 +36,15 @@ fn refusal(reason: String, sqlstate: &str, hint: &str) -> Denial {
     }
 }
 
+/// What the data hooks make of a statement about to be sent.
+pub(super) enum DataPlan {
+    /// It touches no table with a declared column and is no DDL: nothing was done for it, and
+    /// nothing would be for another statement of its shape.
+    Untouched,
+    /// The data hooks took part: send this text instead, or the original (`None`).
+    Send(Option<String>),
+}
+
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
@@ -43,7 +52,7 @@ where
 {
     /// Whether `stmt` (sent as `sql`) touches a table with a column a row or write hook of
     /// this session's chain declared. Allocates nothing unless it is a COPY.
-    pub(super) fn touches_declared(&self, chain: &Chain, stmt: &Statement, sql: &str) -> bool {
+    fn touches_declared(&self, chain: &Chain, stmt: &Statement, sql: &str) -> bool {
         let db = &self.login.database;
         let mut words = sql.split_whitespace();
         let copy = words.next().is_some_and(|w| w.eq_ignore_ascii_case("copy"));
@@ -63,24 +72,24 @@ where
 
     /// Before a Query or Parse of `stmt` (whose text to send is `sql`): finds the declared
     /// columns of the tables it touches, runs the write hooks on literals bound for them and
-    /// notes which parameters are. `Ok(Some(text))` is the statement to send instead.
+    /// notes which parameters are.
     pub(super) async fn prepare_data_hooks(
         &mut self,
         stmt: &Statement,
         sql: &str,
-    ) -> std::result::Result<Option<String>, Denial> {
+    ) -> std::result::Result<DataPlan, Denial> {
         self.parse_writes = None;
         let Some(chain) = self.topo.plugins.clone() else {
-            return Ok(None);
+            return Ok(DataPlan::Untouched);
         };
         if stmt.kind == StatementKind::Ddl {
             // The catalog is about to change: look the columns up again after it has.
             self.sh.columns.invalidate(&self.login.database);
             self.data_cols = None;
-            return Ok(None);
+            return Ok(DataPlan::Send(None));
         }
         if !self.touches_declared(&chain, stmt, sql) {
-            return Ok(None);
+            return Ok(DataPlan::Untouched);
         }
         let db = self.login.database.clone();
         let first = sql.split_whitespace().next().unwrap_or("");
@@ -98,11 +107,11 @@ where
                     "the broker could not read the catalog; try again",
                 ));
             }
-            return Ok(None);
+            return Ok(DataPlan::Send(None));
         };
         self.data_cols = Some(cols.clone());
         if stmt.kind != StatementKind::Write {
-            return Ok(None);
+            return Ok(DataPlan::Send(None));
         }
         let Some(w) = write_targets(sql) else {
             // COPY FROM and MERGE write values the broker cannot see to encrypt.
@@ -113,10 +122,10 @@ where
                     "write protected columns with INSERT … VALUES or UPDATE … SET, as literals or parameters",
                 ));
             }
-            return Ok(None);
+            return Ok(DataPlan::Send(None));
         };
         let Some(table) = cols.table(w.schema.as_deref(), &w.table) else {
-            return Ok(None);
+            return Ok(DataPlan::Send(None));
         };
         if w.opaque
             && table
@@ -170,7 +179,7 @@ where
             self.parse_writes = Some(Arc::new(params));
         }
         if values.is_empty() {
-            return Ok(None);
+            return Ok(DataPlan::Send(None));
         }
         let out = chain.on_write_values(stmt, values).await?;
         let mut text = sql.to_owned();
@@ -182,7 +191,7 @@ where
             };
             text.replace_range(start..end, &lit);
         }
-        Ok(Some(text))
+        Ok(DataPlan::Send(Some(text)))
     }
 
     /// A Bind of a statement with parameters bound for declared columns: those values go

@@ -3,7 +3,8 @@
 //! Applications repeat a handful of statements with new literals. When the chain allowed a
 //! fingerprint with every applicable `on-statement` hook deterministic (answered from the
 //! decision cache or by a plugin that declared itself deterministic), the statement touched no
-//! table with declared columns, and it was no DDL, the next statement of that fingerprint gets
+//! table with declared columns and was no DDL while data hooks apply (a DDL makes them forget
+//! their column lookup), the next statement of that fingerprint gets
 //! the same answer without being described again: no text copy, classification, decision-cache
 //! lookups or data-hook checks — only its fingerprint and, for audit, the shape remembered.
 //!
@@ -77,12 +78,6 @@ impl Memo {
             self.entries.remove(0);
         }
         self.entries.push((fingerprint, shape));
-    }
-
-    /// Forgets everything (the catalog is about to change).
-    pub(super) fn clear(&mut self) {
-        self.basis = None;
-        self.entries.clear();
     }
 
     fn holds(&self, chain: &Arc<Chain>, catalog: &Arc<DbCatalog>, stamp: u64) -> bool {

@@ -6,6 +6,7 @@
 //! message, so the error arrives in order and an open transaction is aborted exactly as
 //! PostgreSQL would abort it.
 
+use super::fields::DataPlan;
 use super::{audit, Pending, Result, Session};
 use crate::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
@@ -73,12 +74,30 @@ where
         } else {
             (Verdict::Allow, true)
         };
-        if stmt.kind == StatementKind::Ddl {
-            self.memo.clear();
-        } else if settled
-            && matches!(verdict, Verdict::Allow)
-            && !(hooks.data && self.touches_declared(&chain, &stmt, &stmt.sql))
-        {
+        // Untouched by the data hooks: no declared column's table, no DDL (nor any hook).
+        let mut untouched = !hooks.data;
+        let verdict = match verdict {
+            Verdict::Deny(_) => verdict,
+            _ if !hooks.data => verdict,
+            Verdict::Allow => match self.prepare_data_hooks(&stmt, &stmt.sql).await {
+                Ok(DataPlan::Untouched) => {
+                    untouched = true;
+                    Verdict::Allow
+                }
+                Ok(DataPlan::Send(None)) => Verdict::Allow,
+                Ok(DataPlan::Send(Some(sql))) => Verdict::Rewrite {
+                    sql,
+                    by: Vec::new(),
+                },
+                Err(d) => Verdict::Deny(d),
+            },
+            Verdict::Rewrite { sql, by } => match self.prepare_data_hooks(&stmt, &sql).await {
+                Ok(DataPlan::Send(Some(sql))) => Verdict::Rewrite { sql, by },
+                Ok(_) => Verdict::Rewrite { sql, by },
+                Err(d) => Verdict::Deny(d),
+            },
+        };
+        if settled && untouched && matches!(verdict, Verdict::Allow) {
             self.memo.put(
                 &chain,
                 &self.catalog,
@@ -87,23 +106,6 @@ where
                 audit::Shape::of(&stmt),
             );
         }
-        let verdict = match verdict {
-            Verdict::Deny(_) => verdict,
-            _ if !hooks.data => verdict,
-            Verdict::Allow => match self.prepare_data_hooks(&stmt, &stmt.sql).await {
-                Ok(None) => Verdict::Allow,
-                Ok(Some(sql)) => Verdict::Rewrite {
-                    sql,
-                    by: Vec::new(),
-                },
-                Err(d) => Verdict::Deny(d),
-            },
-            Verdict::Rewrite { sql, by } => match self.prepare_data_hooks(&stmt, &sql).await {
-                Ok(None) => Verdict::Rewrite { sql, by },
-                Ok(Some(sql)) => Verdict::Rewrite { sql, by },
-                Err(d) => Verdict::Deny(d),
-            },
-        };
         if hooks.audit {
             self.audit_statement(&stmt, &verdict, tag == b'Q');
         }
