@@ -262,8 +262,8 @@ fn from_wit_record(r: wit::AuditRecord, principal: &Arc<Principal>) -> Result<Au
         text("table", t.schema.as_deref().unwrap_or_default())?;
         text("table", &t.name)?;
     }
-    if e.decided_by.as_deref().is_some_and(|s| s.contains('\0')) {
-        return Err("audit decided-by contains NUL".into());
+    if let Some(by) = &e.decided_by {
+        text("decided-by", by)?;
     }
     for (k, v) in &r.labels {
         text("label", k)?;
@@ -320,4 +320,71 @@ fn from_wit_record(r: wit::AuditRecord, principal: &Arc<Principal>) -> Result<Au
         },
         labels: r.labels,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AuditEvent {
+        AuditEvent {
+            principal: Arc::new(Principal {
+                user: "app".into(),
+                role: "app".into(),
+                roles: vec!["reader".into()],
+                database: "db".into(),
+            }),
+            fingerprint: crate::fingerprint_hex(7),
+            kind: StatementKind::Read,
+            tables: vec![TableRef {
+                schema: None,
+                name: "t".into(),
+            }]
+            .into(),
+            decision: "allow".into(),
+            decided_by: None,
+            rows: 1,
+            duration_us: 10,
+            sqlstate: None,
+            at_us: 0,
+        }
+    }
+
+    /// What a guest could return for `event()`, altered by `edit`.
+    fn returned(edit: impl FnOnce(&mut wit::AuditRecord)) -> Result<AuditRecord, String> {
+        let e = event();
+        let mut r = wit::AuditRecord {
+            event: to_wit_event(&e),
+            labels: vec![("env".into(), "test".into())],
+        };
+        edit(&mut r);
+        from_wit_record(r, &e.principal)
+    }
+
+    #[test]
+    fn an_honest_record_keeps_the_given_principal() {
+        let e = event();
+        let r = wit::AuditRecord {
+            event: to_wit_event(&e),
+            labels: vec![],
+        };
+        let got = from_wit_record(r, &e.principal).expect("valid");
+        assert!(Arc::ptr_eq(&got.event.principal, &e.principal));
+        assert_eq!(got.event.fingerprint, e.fingerprint);
+    }
+
+    #[test]
+    fn records_postgresql_could_not_store_are_refused() {
+        let nul = returned(|r| r.labels.push(("k".into(), "a\0b".into())));
+        assert!(nul.is_err_and(|e| e.contains("NUL")));
+        let nul = returned(|r| r.event.decided_by = Some("x\0".into()));
+        assert!(nul.is_err_and(|e| e.contains("decided-by contains NUL")));
+        let long = returned(|r| r.event.decided_by = Some("x".repeat(MAX_AUDIT_FIELD + 1)));
+        assert!(long.is_err_and(|e| e.contains("decided-by over")));
+        let many = returned(|r| r.labels = vec![("k".into(), "v".into()); MAX_LABELS + 1]);
+        assert!(many.is_err_and(|e| e.contains("too many")));
+        let state = returned(|r| r.event.sqlstate = Some("4250".into()));
+        assert!(state.is_err_and(|e| e.contains("SQLSTATE")));
+        assert!(returned(|_| {}).is_ok());
+    }
 }

@@ -28,6 +28,6 @@ pub use runtime::{
     CallError, LoadError, LoadedPlugin, PluginDecision, PluginSpec, Runtime, Settings,
 };
 pub use types::{
-    fingerprint_hex, hex, valid_sqlstate, AuditEvent, AuditRecord, BoundValue, Column, Denial,
-    Principal, Statement, StatementKind, TableRef, Value, Verdict,
+    fingerprint_hex, hex, unhex, valid_sqlstate, AuditEvent, AuditRecord, BoundValue, Column,
+    Denial, Principal, Statement, StatementKind, TableRef, Value, Verdict,
 };

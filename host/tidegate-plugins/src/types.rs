@@ -122,6 +122,21 @@ pub fn hex(bytes: &[u8]) -> String {
     hex
 }
 
+/// The bytes `s` spells in hex digits (either case), or `None` unless every character is one
+/// and they come in pairs (no sign, prefix or space, unlike `from_str_radix`).
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    fn digit(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
 /// A result or target column, as plugins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Column {
@@ -206,6 +221,18 @@ mod tests {
                 .wrapping_mul(0x2545_f491_4f6c_dd1d)
                 .wrapping_add(0x1405_7b7e_f767_814f);
             assert_eq!(super::fingerprint_hex(x), format!("{x:032x}"));
+        }
+    }
+
+    #[test]
+    fn unhex_reads_what_hex_writes_and_nothing_else() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(super::unhex(&super::hex(&all)), Some(all));
+        assert_eq!(super::unhex("DEADbeef"), Some(vec![0xde, 0xad, 0xbe, 0xef]));
+        assert_eq!(super::unhex(""), Some(vec![]));
+        // from_str_radix would take a sign; a pair must be two digits.
+        for bad in ["+f", "-1", "0", "abc", " 0", "0x", "g0", "é0"] {
+            assert_eq!(super::unhex(bad), None, "{bad:?}");
         }
     }
 }

@@ -4,8 +4,8 @@
 
 use hmac::Mac as _;
 use serde_json::json;
-pub use tidegate_plugins::hex;
 use tidegate_plugins::Keys;
+pub use tidegate_plugins::{hex, unhex};
 
 /// The chain's starting point, before record 1.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -190,17 +190,6 @@ fn checkpoint_bytes(seq: i64, hash: &[u8], at_us: i64, id: i32) -> Vec<u8> {
     b.extend_from_slice(&at_us.to_be_bytes());
     b.extend_from_slice(&id.to_be_bytes());
     b
-}
-
-/// Bytes from hex digits.
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Where a chain first breaks.

@@ -8,6 +8,7 @@
 //! PostgreSQL infers from the statement.
 
 use base64::Engine;
+use tidegate_plugins::unhex;
 
 /// How a column's text values become JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,20 +157,6 @@ fn is_number(s: &str) -> bool {
         && b.iter()
             .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
         && serde_json::from_str::<serde_json::Number>(s).is_ok()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    if b.len() % 2 != 0 {
-        return None;
-    }
-    b.chunks(2)
-        .map(|p| {
-            let h = (p[0] as char).to_digit(16)?;
-            let l = (p[1] as char).to_digit(16)?;
-            Some((h * 16 + l) as u8)
-        })
-        .collect()
 }
 
 /// `2024-01-02 03:04:05.6+00` → `2024-01-02T03:04:05.6+00:00`; infinities and BC dates as
