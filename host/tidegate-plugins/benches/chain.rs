@@ -134,7 +134,7 @@ fn bench(c: &mut Criterion) {
     });
     let event = AuditEvent {
         principal: principal(),
-        fingerprint: format!("{:032x}", 1u128),
+        fingerprint: format!("{:032x}", 1u128).into(),
         kind: StatementKind::Read,
         tables: stmt.tables.as_slice().into(),
         decision: "allow".into(),

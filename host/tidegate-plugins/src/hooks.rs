@@ -221,7 +221,7 @@ fn to_wit_event(e: &AuditEvent) -> wit::AuditEvent {
             roles: e.principal.roles.clone(),
             database: e.principal.database.clone(),
         },
-        fingerprint: e.fingerprint.clone(),
+        fingerprint: e.fingerprint.to_string(),
         kind: to_wit_kind(e.kind),
         tables: e.tables.iter().map(to_wit_table).collect(),
         decision: e.decision.clone(),
@@ -295,7 +295,7 @@ fn from_wit_record(r: wit::AuditRecord, principal: &Arc<Principal>) -> Result<Au
     Ok(AuditRecord {
         event: AuditEvent {
             principal,
-            fingerprint: e.fingerprint,
+            fingerprint: e.fingerprint.into(),
             kind: match e.kind {
                 wit::StatementKind::Read => StatementKind::Read,
                 wit::StatementKind::Write => StatementKind::Write,
@@ -334,7 +334,7 @@ mod tests {
                 roles: vec!["reader".into()],
                 database: "db".into(),
             }),
-            fingerprint: crate::fingerprint_hex(7),
+            fingerprint: crate::fingerprint_hex(7).into(),
             kind: StatementKind::Read,
             tables: vec![TableRef {
                 schema: None,

@@ -166,8 +166,8 @@ pub struct BoundValue {
 pub struct AuditEvent {
     /// Who ran it.
     pub principal: Arc<Principal>,
-    /// Its fingerprint (32 hex digits).
-    pub fingerprint: String,
+    /// Its fingerprint (32 hex digits; shared: a session formats a statement's once).
+    pub fingerprint: Arc<str>,
     /// Its kind.
     pub kind: StatementKind,
     /// Tables it referenced (shared: alike events carry the same list).

@@ -94,12 +94,13 @@ impl Store {
 
     /// Writes `rows` with one binary `COPY` (one statement: all or none). COPY spends the
     /// least server CPU per row — no SQL or arrays to take apart — which matters because every
-    /// statement through the broker leaves a record.
-    pub async fn insert(&self, rows: &[Row]) -> sqlx::Result<()> {
-        let data = copy_binary(rows);
+    /// statement through the broker leaves a record. `buf` is scratch space, kept by the caller
+    /// from batch to batch so a large buffer is not allocated and freed for each one.
+    pub async fn insert(&self, rows: &[Row], buf: &mut Vec<u8>) -> sqlx::Result<()> {
+        copy_binary(rows, buf);
         let mut conn = self.pool.acquire().await?;
         let mut copy = conn.copy_in_raw(&self.copy).await?;
-        if let Err(e) = copy.send(data).await {
+        if let Err(e) = copy.send(&buf[..]).await {
             // Fail the COPY (nothing is written) and leave the connection usable; if even that
             // fails, the pool's check on the next acquire drops the connection.
             let _ = copy.abort("tidegate: audit batch not sent").await;
@@ -158,8 +159,8 @@ impl Store {
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
-/// `rows` in COPY's binary format, fields in [`COLUMNS`] order.
-fn copy_binary(rows: &[Row]) -> Vec<u8> {
+/// `rows` in COPY's binary format, fields in [`COLUMNS`] order, into `b` (cleared first).
+fn copy_binary(rows: &[Row], b: &mut Vec<u8>) {
     fn int8(b: &mut Vec<u8>, v: i64) {
         b.extend_from_slice(&8i32.to_be_bytes());
         b.extend_from_slice(&v.to_be_bytes());
@@ -173,14 +174,15 @@ fn copy_binary(rows: &[Row]) -> Vec<u8> {
             None => b.extend_from_slice(&(-1i32).to_be_bytes()),
         }
     }
-    let mut b = Vec::with_capacity(23 + rows.len() * 320);
+    b.clear();
+    b.reserve(23 + rows.len() * 320);
     b.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     b.extend_from_slice(&0i32.to_be_bytes()); // flags
     b.extend_from_slice(&0i32.to_be_bytes()); // header extension length
     for r in rows {
         b.extend_from_slice(&17i16.to_be_bytes());
-        int8(&mut b, r.seq);
-        int8(&mut b, r.at_us.saturating_sub(PG_EPOCH_US));
+        int8(b, r.seq);
+        int8(b, r.at_us.saturating_sub(PG_EPOCH_US));
         for text in [
             &r.plugin,
             &r.username,
@@ -191,19 +193,18 @@ fn copy_binary(rows: &[Row]) -> Vec<u8> {
             &r.fingerprint,
             &r.decision,
         ] {
-            bytes(&mut b, Some(text.as_bytes()));
+            bytes(b, Some(text.as_bytes()));
         }
-        bytes(&mut b, r.decided_by.as_deref().map(str::as_bytes));
-        int8(&mut b, r.rows);
-        int8(&mut b, r.duration_us);
-        bytes(&mut b, r.sqlstate.as_deref().map(str::as_bytes));
-        bytes(&mut b, Some(r.labels.as_bytes()));
+        bytes(b, r.decided_by.as_deref().map(str::as_bytes));
+        int8(b, r.rows);
+        int8(b, r.duration_us);
+        bytes(b, r.sqlstate.as_deref().map(str::as_bytes));
+        bytes(b, Some(r.labels.as_bytes()));
         b.extend_from_slice(&4i32.to_be_bytes());
         b.extend_from_slice(&r.key_id.to_be_bytes());
-        bytes(&mut b, Some(&r.hash));
+        bytes(b, Some(&r.hash));
     }
     b.extend_from_slice(&(-1i16).to_be_bytes());
-    b
 }
 
 fn row_of(r: &sqlx::postgres::PgRow) -> Row {

@@ -13,7 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// it again does not classify its text again.
 #[derive(Clone)]
 pub(super) struct Shape {
-    fingerprint: u128,
+    /// The fingerprint in hex, formatted once per statement text.
+    fingerprint: Arc<str>,
     kind: StatementKind,
     tables: Arc<[TableRef]>,
 }
@@ -21,7 +22,7 @@ pub(super) struct Shape {
 impl Shape {
     pub(super) fn of(stmt: &Statement) -> Shape {
         Shape {
-            fingerprint: stmt.fingerprint,
+            fingerprint: tidegate_plugins::fingerprint_hex(stmt.fingerprint).into(),
             kind: stmt.kind,
             tables: stmt.tables.as_slice().into(),
         }
@@ -199,7 +200,7 @@ where
         });
         sink.submit(AuditEvent {
             principal: self.principal(),
-            fingerprint: tidegate_plugins::fingerprint_hex(t.shape.fingerprint),
+            fingerprint: t.shape.fingerprint,
             kind: t.shape.kind,
             tables: t.shape.tables,
             decision: t.decision.to_owned(),
