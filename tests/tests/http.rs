@@ -401,6 +401,20 @@ async fn body_and_reply_size_limits() {
     let long = format!("SELECT '{}' AS s", "x".repeat(2000));
     let (s, v) = api.sql(&long, json!([])).await;
     assert_eq!((s, code(&v)), (413, "54000"), "declared length: {v}");
+    // The unread rest of a refused body is still on the connection: the reply closes it, so
+    // the client does not send its next request there.
+    let r = api
+        .post("/v1/sql")
+        .header("content-type", "application/json")
+        .body(json!({ "sql": long }).to_string())
+        .send()
+        .await
+        .expect("HTTP request");
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(
+        r.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4)
         .map(|i| {
             Ok(if i == 0 {

@@ -102,17 +102,20 @@ pub async fn read_body(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // Refused before its end, the rest of the body is still on the connection: the client is
+    // told the connection closes, so it does not send its next request after the leftovers.
+    let refused = |mut e: ApiError| {
+        e.close = true;
+        Err(e)
+    };
+    let too_large = || ApiError::too_large(&format!("the body is over {max} bytes"));
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(ApiError::too_large(&format!(
-            "the body is over {max} bytes"
-        )));
+        return refused(too_large());
     }
     match http_body_util::Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(&format!(
-            "the body is over {max} bytes"
-        ))),
-        Err(_) => Err(ApiError::bad_request("the body could not be read")),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => refused(too_large()),
+        Err(_) => refused(ApiError::bad_request("the body could not be read")),
     }
 }
 
@@ -134,6 +137,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
                 code: "tidegate.method_not_allowed".into(),
                 message: "method not allowed on this endpoint".into(),
                 line: None,
+                close: false,
             }
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit))
@@ -220,6 +224,7 @@ async fn admin_status(
             code: "42501".into(),
             message: "not an http.admin_users user".into(),
             line: None,
+            close: false,
         });
     }
     let stats = &st.sh.stats;

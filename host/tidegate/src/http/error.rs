@@ -18,6 +18,9 @@ pub struct ApiError {
     pub message: String,
     /// The input line (1-based) an ingest error is about.
     pub line: Option<u64>,
+    /// The request body was not read to its end: the reply says `Connection: close` and the
+    /// connection ends after it, since what follows on it is not the next request.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -27,6 +30,7 @@ impl ApiError {
             code: code.to_owned(),
             message: message.to_owned(),
             line: None,
+            close: false,
         }
     }
 
@@ -165,6 +169,10 @@ pub fn status_for(code: &str) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, axum::Json(self.body())).into_response();
+        if self.close {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
