@@ -503,7 +503,7 @@ pub async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
 
 /// `pgbench -i -s 1 -q` on `url`, asserting success.
 pub async fn pgbench_init(url: &str) {
-    let out = run_tool("pgbench", &["-i", "-s", "1", "-q", "-d", url], &[]).await;
+    let out = run_tool("pgbench", &["-i", "-s", "1", "-q", url], &[]).await;
     assert!(
         out.status.success(),
         "pgbench -i: {}",

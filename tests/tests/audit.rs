@@ -184,7 +184,7 @@ async fn tampering_is_found_at_the_first_broken_record() {
     // 10,000 statements through the broker (8 clients × 1,250 select-only transactions).
     let out = run_tool(
         "pgbench",
-        &["-n", "-S", "-c", "8", "-j", "2", "-t", "1250", "-d", &url],
+        &["-n", "-S", "-c", "8", "-j", "2", "-t", "1250", &url],
         &[],
     )
     .await;

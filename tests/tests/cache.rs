@@ -538,7 +538,6 @@ async fn prepared_statements_are_cached_per_parameter_value() {
                 "4",
                 "-t",
                 "200",
-                "-d",
                 &broker.app_url("postgres"),
             ],
             &[],

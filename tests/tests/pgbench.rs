@@ -9,7 +9,7 @@ fn duration() -> String {
 }
 
 async fn pgbench(url: &str, args: &[&str]) -> String {
-    let mut all = vec!["-d", url];
+    let mut all = vec![url];
     all.extend_from_slice(args);
     let out = run_tool("pgbench", &all, &[]).await;
     let text = format!(

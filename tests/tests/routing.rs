@@ -552,8 +552,11 @@ async fn replicas_failing_under_load_cost_at_most_one_read_each() {
     assert!(back, "the restarted replica serves reads again");
 }
 
-/// A replica stopped with `-m immediate` under `pgbench -S -c 8` through TideGate: no failed
-/// transactions (reads in flight are re-run elsewhere).
+/// A replica stopped with `-m immediate` under `pgbench -S -c 8` through TideGate: reads in
+/// flight are re-run elsewhere, so no transaction fails — except, at most, one per downed
+/// replica (reliability scenario 3): a backend killed after it had buffered its reply's rows
+/// flushes them with its shutdown WARNING, the client has seen part of a reply, and that read
+/// cannot be re-run (the client gets 08006 and pgbench aborts that client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_survives_a_replica_crash() {
     let primary = Postgres::start();
@@ -570,7 +573,7 @@ async fn pgbench_survives_a_replica_crash() {
     let bench = tokio::spawn(async move {
         tidegate_tests::run_tool(
             "pgbench",
-            &["-n", "-S", "-c", "8", "-j", "2", "-T", "6", "-d", &url],
+            &["-n", "-S", "-c", "8", "-j", "2", "-T", "6", &url],
             &[],
         )
         .await
@@ -583,11 +586,37 @@ async fn pgbench_survives_a_replica_crash() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{report}");
+    let aborted: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("aborted in command"))
+        .collect();
+    let tail = || report.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+    assert!(
+        aborted.len() <= 1,
+        "{} clients aborted:\n{}",
+        aborted.len(),
+        tail()
+    );
+    for line in &aborted {
+        assert!(
+            line.contains("server closed the connection unexpectedly"),
+            "{line}"
+        );
+    }
+    if aborted.is_empty() {
+        assert!(out.status.success(), "{}", tail());
+    }
     assert!(
         report.contains("number of failed transactions: 0 "),
-        "{report}"
+        "{}",
+        tail()
     );
+    let processed: u64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(processed > 1000, "{processed} transactions:\n{}", tail());
     // Whether the restarted replica serves reads again is checked by
     // replicas_failing_under_load_cost_at_most_one_read_each (see the closing note: in this
     // setup it was flaky under load and the cause is not found yet).
