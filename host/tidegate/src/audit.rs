@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::Store;
 use tidegate_config::Config;
-use tidegate_plugins::{AuditEvent, AuditRecord, Chain, TableRef};
+use tidegate_plugins::{AuditEvent, AuditRecord, Chain, Principal, TableRef};
 use tokio::sync::mpsc;
 
 /// Gives the writer the chain in service (it changes with reloads and plugin swaps).
@@ -285,64 +285,91 @@ pub fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// An audit plugin's labels, as it returned them.
+type Labels = Vec<(String, String)>;
+
 /// The text columns of the last record converted: records alike (most of a batch, as a
-/// deterministic plugin's answers are reused) share them instead of formatting them again.
+/// deterministic plugin's answers are reused) share them instead of formatting or copying them
+/// again.
 #[derive(Default)]
 struct Texts {
-    labels: Option<Vec<(String, String)>>,
-    labels_json: String,
-    tables: Option<Arc<[TableRef]>>,
-    tables_text: String,
+    plugin: Option<Arc<str>>,
+    principal: Option<(Arc<Principal>, [Arc<str>; 3])>,
+    labels: Option<(Labels, Arc<str>)>,
+    tables: Option<(Arc<[TableRef]>, Arc<str>)>,
 }
 
 impl Texts {
+    fn plugin(&mut self, plugin: String) -> Arc<str> {
+        match &self.plugin {
+            Some(p) if **p == *plugin => p.clone(),
+            _ => self.plugin.insert(plugin.into()).clone(),
+        }
+    }
+
+    /// User, role and database.
+    fn principal(&mut self, p: &Arc<Principal>) -> [Arc<str>; 3] {
+        match &self.principal {
+            Some((q, texts)) if Arc::ptr_eq(p, q) => texts.clone(),
+            _ => {
+                let texts = [
+                    p.user.as_str().into(),
+                    p.role.as_str().into(),
+                    p.database.as_str().into(),
+                ];
+                self.principal.insert((p.clone(), texts)).1.clone()
+            }
+        }
+    }
+
     /// The labels as a JSON object, sorted by key, the last of equal keys winning: the stored
     /// text does not depend on the plugin's order.
-    fn labels(&mut self, labels: Vec<(String, String)>) -> String {
-        if self.labels.as_ref() != Some(&labels) {
-            let sorted: std::collections::BTreeMap<&str, &str> = labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            self.labels_json = serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into());
-            self.labels = Some(labels);
+    fn labels(&mut self, labels: Labels) -> Arc<str> {
+        match &self.labels {
+            Some((l, json)) if *l == labels => json.clone(),
+            _ => {
+                let sorted: std::collections::BTreeMap<&str, &str> = labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let json = serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into());
+                self.labels.insert((labels, json.into())).1.clone()
+            }
         }
-        self.labels_json.clone()
     }
 
     /// The tables as `schema.name,…`.
-    fn tables(&mut self, tables: Arc<[TableRef]>) -> String {
-        if !self
-            .tables
-            .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(t, &tables))
-        {
-            self.tables_text = tables
-                .iter()
-                .map(|t| match &t.schema {
-                    Some(s) => format!("{s}.{}", t.name),
-                    None => t.name.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join(",");
-            self.tables = Some(tables);
+    fn tables(&mut self, tables: Arc<[TableRef]>) -> Arc<str> {
+        match &self.tables {
+            Some((t, text)) if Arc::ptr_eq(t, &tables) => text.clone(),
+            _ => {
+                let text = tables
+                    .iter()
+                    .map(|t| match &t.schema {
+                        Some(s) => format!("{s}.{}", t.name),
+                        None => t.name.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                self.tables.insert((tables, text.into())).1.clone()
+            }
         }
-        self.tables_text.clone()
     }
 }
 
 fn row(texts: &mut Texts, plugin: String, r: AuditRecord) -> Row {
     let e = r.event;
+    let [username, role, database] = texts.principal(&e.principal);
     Row {
         seq: 0,
         at_us: e.at_us,
-        plugin,
-        username: e.principal.user.clone(),
-        role: e.principal.role.clone(),
-        database: e.principal.database.clone(),
+        plugin: texts.plugin(plugin),
+        username,
+        role,
+        database,
         kind: e.kind.as_str().to_owned(),
         tables: texts.tables(e.tables),
-        fingerprint: e.fingerprint.to_string(),
+        fingerprint: e.fingerprint,
         decision: e.decision,
         decided_by: e.decided_by,
         rows: i64::try_from(e.rows).unwrap_or(i64::MAX),

@@ -4,6 +4,7 @@
 
 use hmac::Mac as _;
 use serde_json::json;
+use std::sync::Arc;
 use tidegate_plugins::Keys;
 pub use tidegate_plugins::{hex, unhex};
 
@@ -12,7 +13,8 @@ pub const GENESIS: [u8; 32] = [0; 32];
 const RECORD_DOMAIN: &[u8] = b"tidegate-audit-record-v1\0";
 const CHECKPOINT_DOMAIN: &[u8] = b"tidegate-audit-checkpoint-v1\0";
 
-/// One persisted audit record, exactly as stored (its HMAC covers every other field).
+/// One persisted audit record, exactly as stored (its HMAC covers every other field). The text
+/// columns records of one batch usually have in common are shared, not copied per record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     /// Position in the chain, from 1.
@@ -20,19 +22,19 @@ pub struct Row {
     /// When the statement started, µs since the Unix epoch.
     pub at_us: i64,
     /// The audit plugin that produced it.
-    pub plugin: String,
+    pub plugin: Arc<str>,
     /// Broker user.
-    pub username: String,
+    pub username: Arc<str>,
     /// PostgreSQL role.
-    pub role: String,
+    pub role: Arc<str>,
     /// Database.
-    pub database: String,
+    pub database: Arc<str>,
     /// Statement kind.
     pub kind: String,
     /// Tables referenced, `schema.table` or `table`, comma-separated.
-    pub tables: String,
+    pub tables: Arc<str>,
     /// Statement fingerprint.
-    pub fingerprint: String,
+    pub fingerprint: Arc<str>,
     /// `allow`, `deny`, `rewrite`.
     pub decision: String,
     /// The plugin that denied or rewrote it.
@@ -44,7 +46,7 @@ pub struct Row {
     /// The error's SQLSTATE, if it failed.
     pub sqlstate: Option<String>,
     /// The plugin's labels as a JSON object.
-    pub labels: String,
+    pub labels: Arc<str>,
     /// The version of the chain key that made `hash`.
     pub key_id: i32,
     /// HMAC-SHA-256 over the previous record's hash and this record's fields.
@@ -71,13 +73,13 @@ fn feed(mac: &mut HmacSha256, prev: &[u8], r: &Row) {
     mac.update(&r.seq.to_be_bytes());
     mac.update(&r.at_us.to_be_bytes());
     for f in [
-        Some(r.plugin.as_str()),
-        Some(&r.username),
-        Some(&r.role),
-        Some(&r.database),
+        Some(&*r.plugin),
+        Some(&*r.username),
+        Some(&*r.role),
+        Some(&*r.database),
         Some(&r.kind),
-        Some(&r.tables),
-        Some(&r.fingerprint),
+        Some(&*r.tables),
+        Some(&*r.fingerprint),
         Some(&r.decision),
         r.decided_by.as_deref(),
     ] {
@@ -86,7 +88,7 @@ fn feed(mac: &mut HmacSha256, prev: &[u8], r: &Row) {
     mac.update(&r.rows.to_be_bytes());
     mac.update(&r.duration_us.to_be_bytes());
     field(mac, r.sqlstate.as_deref());
-    field(mac, Some(&r.labels));
+    field(mac, Some(&*r.labels));
     mac.update(&r.key_id.to_be_bytes());
 }
 

@@ -184,7 +184,7 @@ fn copy_binary(rows: &[Row], b: &mut Vec<u8>) {
         int8(b, r.seq);
         int8(b, r.at_us.saturating_sub(PG_EPOCH_US));
         for text in [
-            &r.plugin,
+            &*r.plugin,
             &r.username,
             &r.role,
             &r.database,
@@ -211,19 +211,19 @@ fn row_of(r: &sqlx::postgres::PgRow) -> Row {
     Row {
         seq: r.get(0),
         at_us: r.get(1),
-        plugin: r.get(2),
-        username: r.get(3),
-        role: r.get(4),
-        database: r.get(5),
+        plugin: r.get::<String, _>(2).into(),
+        username: r.get::<String, _>(3).into(),
+        role: r.get::<String, _>(4).into(),
+        database: r.get::<String, _>(5).into(),
         kind: r.get(6),
-        tables: r.get(7),
-        fingerprint: r.get(8),
+        tables: r.get::<String, _>(7).into(),
+        fingerprint: r.get::<String, _>(8).into(),
         decision: r.get(9),
         decided_by: r.get(10),
         rows: r.get(11),
         duration_us: r.get(12),
         sqlstate: r.get(13),
-        labels: r.get(14),
+        labels: r.get::<String, _>(14).into(),
         key_id: r.get(15),
         hash: r.get(16),
     }
