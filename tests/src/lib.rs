@@ -511,6 +511,16 @@ pub async fn pgbench_init(url: &str) {
     );
 }
 
+/// The "number of transactions actually processed" of a pgbench report.
+pub fn pgbench_processed(report: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|r| r.split('/').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no processed line in:\n{report}"))
+}
+
 /// The "number of failed transactions" of a pgbench report.
 pub fn pgbench_failed(report: &str) -> u64 {
     report

@@ -21,15 +21,6 @@ async fn pgbench(url: &str, args: &[&str]) -> String {
     text
 }
 
-fn processed(report: &str) -> u64 {
-    report
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|r| r.split('/').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no processed line in:\n{report}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_every_mode_over_a_pool_of_four() {
     let pg = Postgres::start();
@@ -55,7 +46,7 @@ async fn pgbench_every_mode_over_a_pool_of_four() {
                 0,
                 "{mode} -S={select_only}:\n{report}"
             );
-            assert!(processed(&report) > 0, "{report}");
+            assert!(tidegate_tests::pgbench_processed(&report) > 0, "{report}");
         }
     }
     // TPC-B keeps every balance total equal to the sum of history deltas.

@@ -606,16 +606,8 @@ async fn pgbench_survives_a_replica_crash() {
     if aborted.is_empty() {
         assert!(out.status.success(), "{}", tail());
     }
-    assert!(
-        report.contains("number of failed transactions: 0 "),
-        "{}",
-        tail()
-    );
-    let processed: u64 = report
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|n| n.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    assert_eq!(tidegate_tests::pgbench_failed(&report), 0, "{}", tail());
+    let processed = tidegate_tests::pgbench_processed(&report);
     assert!(processed > 1000, "{processed} transactions:\n{}", tail());
     // Whether the restarted replica serves reads again is checked by
     // replicas_failing_under_load_cost_at_most_one_read_each (see the closing note: in this
