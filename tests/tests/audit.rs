@@ -1,9 +1,10 @@
 //! Audit through the PostgreSQL wire protocol (scenario 24): every statement leaves an
 //! HMAC-chained record in the audit table — never its parameter values — and
 //! `tidegate audit verify` finds the first broken record after a byte is flipped, a record
-//! deleted, two swapped, one forged, or the newest removed (caught by a signed checkpoint);
-//! the chain continues across a restart. While the table cannot be written, statements are
-//! refused (fail closed) and no record is lost.
+//! deleted, two swapped, one forged, or the newest removed (caught by the chain head, or by a
+//! signed checkpoint when the head was moved back too); the chain continues across a restart,
+//! and two brokers sharing the table extend one chain. While the table cannot be written,
+//! statements are refused (fail closed) and no record is lost.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -251,13 +252,23 @@ async fn tampering_is_found_at_the_first_broken_record() {
     assert_broken_at(&file, 2000, "forged").await;
     pg.sql("postgres", restore);
 
-    // (e) the newest 100 records removed: only the signed checkpoint can tell.
-    pg.sql(
-        "postgres",
-        &format!("DELETE FROM tidegate_audit.events WHERE seq > {}", n - 100),
-    );
+    // (e) the newest 100 records removed: the chain head still names the newest record.
+    let truncate = format!("DELETE FROM tidegate_audit.events WHERE seq > {}", n - 100);
+    pg.sql("postgres", &truncate);
     assert_broken_at(&file, n - 99, "truncated").await;
     pg.sql("postgres", restore);
+    // ... and with the head moved back to match, only the signed checkpoint can tell.
+    let head = pg.sql("postgres", "SELECT seq FROM tidegate_audit.events_head");
+    assert_eq!(head, n.to_string(), "the head names the newest record");
+    let move_head = |to: i64| {
+        format!(
+            "UPDATE tidegate_audit.events_head SET seq = {to}, \
+             hash = (SELECT hash FROM pristine WHERE seq = {to})"
+        )
+    };
+    pg.sql("postgres", &format!("{truncate}; {}", move_head(n - 100)));
+    assert_broken_at(&file, n - 99, "truncated, head moved").await;
+    pg.sql("postgres", &format!("{restore}; {}", move_head(n)));
     assert_eq!(verify(&file).await.0, 0, "restored");
 
     // A forged checkpoint line is refused, not believed.
@@ -283,6 +294,62 @@ async fn tampering_is_found_at_the_first_broken_record() {
     assert_eq!(records(&pg) as i64, n + 10);
     let (code, text) = verify(&file).await;
     assert_eq!(code, 0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_sharing_the_audit_table_extend_one_chain() {
+    let (pg, _dir, file) = setup();
+    let cfg = || tidegate_config::Config::load(&file).expect("config");
+    let brokers = [
+        Broker::start_config(cfg()).await,
+        Broker::start_config(cfg()).await,
+    ];
+    // Four clients on each broker; each broker's writer links its batches after the head it
+    // last saw; a batch that finds the head moved by the other is linked again after it.
+    let mut tasks = Vec::new();
+    for broker in &brokers {
+        for _ in 0..4 {
+            let app = broker.connect("postgres").await;
+            tasks.push(tokio::spawn(async move {
+                for i in 0..250 {
+                    app.simple_query(&format!("SELECT {i}"))
+                        .await
+                        .expect("select");
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let mut relinked = 0;
+    for broker in &brokers {
+        written(broker, 1000).await;
+        relinked += broker
+            .shared
+            .audit
+            .get()
+            .expect("sink")
+            .relinked
+            .load(Relaxed);
+    }
+    // Both writers opened the chain at its genesis, so whichever wrote second found it moved.
+    assert!(relinked >= 1, "no batch was linked again");
+    for broker in brokers {
+        broker.shutdown().await;
+    }
+    assert_eq!(records(&pg), 2000);
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(DISTINCT seq) || ':' || max(seq) || ':' || \
+             (SELECT seq FROM tidegate_audit.events_head) FROM tidegate_audit.events"
+        ),
+        "2000:2000:2000"
+    );
+    let (code, text) = verify(&file).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("2000 records"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,18 +218,19 @@ async fn migrate_applies_once_reports_status_and_keeps_plain_tables_without_time
     let config = write_config(&pg, &dir, "tidegate", free_port());
 
     let (stdout, stderr) = migrate_ok(&config, &[]).await;
-    assert!(stdout.contains("4 applied by this run"), "{stdout}");
+    assert!(stdout.contains("5 applied by this run"), "{stdout}");
     for line in [
         "1 initial schema  applied ",
         "2 indexes  applied ",
         "3 partitioning  applied ",
         "4 audit indexes  applied ",
+        "5 audit chain head  applied ",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
     }
     // (f) Without TimescaleDB, v3 says what it did not do, and the table is not partitioned.
     assert!(stderr.contains(NO_TIMESCALE), "stderr:\n{stderr}");
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
     assert_eq!(
         pg.sql(
             "postgres",
@@ -258,15 +259,16 @@ async fn migrate_applies_once_reports_status_and_keeps_plain_tables_without_time
         "public.time_series_data time series_id {value} metadata"
     );
 
-    // `--status` changes nothing and lists all four as applied.
+    // `--status` changes nothing and lists all five as applied.
     let (status, _) = migrate_ok(&config, &["--status"]).await;
     let lines: Vec<&str> = status.lines().collect();
-    assert_eq!(lines.len(), 4, "{status}");
+    assert_eq!(lines.len(), 5, "{status}");
     for (line, prefix) in lines.iter().zip([
         "1 initial schema  applied 20",
         "2 indexes  applied 20",
         "3 partitioning  applied 20",
         "4 audit indexes  applied 20",
+        "5 audit chain head  applied 20",
     ]) {
         assert!(line.starts_with(prefix), "{line:?} vs {prefix:?}");
     }
@@ -278,7 +280,7 @@ async fn migrate_applies_once_reports_status_and_keeps_plain_tables_without_time
     );
     let (stdout, _) = migrate_ok(&config, &[]).await;
     assert!(stdout.contains("0 applied by this run"), "{stdout}");
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
     assert_eq!(
         pg.sql(
             "postgres",
@@ -287,16 +289,22 @@ async fn migrate_applies_once_reports_status_and_keeps_plain_tables_without_time
         installed
     );
 
-    // The audit table is exactly what the audit writer would create: ensure() adds nothing.
-    let indexes = "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes \
-                   WHERE schemaname = 'tidegate_audit' AND tablename = 'events'";
-    assert_eq!(pg.sql("postgres", indexes), "events_seq");
+    // The audit tables are exactly what the audit writer would create: ensure() adds nothing.
+    // The events table has no index; its chain head starts at the genesis.
+    let audit_schema = "SELECT (SELECT string_agg(tablename, ',' ORDER BY tablename) \
+                               FROM pg_tables WHERE schemaname = 'tidegate_audit') || ' ' || \
+                              (SELECT string_agg(indexname, ',' ORDER BY indexname) \
+                               FROM pg_indexes WHERE schemaname = 'tidegate_audit') || ' ' || \
+                              (SELECT string_agg(seq || ':' || encode(hash, 'hex'), ',') \
+                               FROM tidegate_audit.events_head)";
+    let genesis = format!("events,events_head events_head_pkey 0:{}", "0".repeat(64));
+    assert_eq!(pg.sql("postgres", audit_schema), genesis);
     let cfg = Config::load(&config).expect("config");
     tidegate::audit::store::Store::new(&cfg)
         .ensure()
         .await
         .expect("ensure");
-    assert_eq!(pg.sql("postgres", indexes), "events_seq");
+    assert_eq!(pg.sql("postgres", audit_schema), genesis);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,13 +328,13 @@ async fn three_brokers_starting_at_once_apply_migrations_once_and_all_serve() {
     for b in &mut brokers {
         b.wait_listening();
     }
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
     assert_eq!(
         pg.sql(
             "postgres",
             "SELECT count(*) || ':' || count(DISTINCT version) FROM _sqlx_migrations"
         ),
-        "4:4"
+        "5:5"
     );
     assert_eq!(
         pg.sql(
@@ -338,9 +346,9 @@ async fn three_brokers_starting_at_once_apply_migrations_once_and_all_serve() {
         "t"
     );
     let applied: Vec<u64> = brokers.iter().map(Served::applied).collect();
-    assert_eq!(applied.iter().sum::<u64>(), 4, "per instance: {applied:?}");
+    assert_eq!(applied.iter().sum::<u64>(), 5, "per instance: {applied:?}");
     assert!(
-        applied.contains(&4),
+        applied.contains(&5),
         "one instance applied all: {applied:?}"
     );
     for b in &brokers {
@@ -383,7 +391,7 @@ async fn a_changed_migration_stops_migrate_and_serve_naming_its_version() {
 
     serve_refuses(&config, &dir, listen, needle);
     // Nothing was re-run or recorded anew.
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,6 +432,7 @@ async fn a_failed_migration_is_rolled_back_unrecorded_and_the_broker_never_ready
     assert!(status.contains("2 indexes  pending"), "{status}");
     assert!(status.contains("3 partitioning  pending"), "{status}");
     assert!(status.contains("4 audit indexes  pending"), "{status}");
+    assert!(status.contains("5 audit chain head  pending"), "{status}");
 
     serve_refuses(&config, &dir, listen, "migration 2 (indexes) failed");
     assert_eq!(recorded(&pg), "1:true");
@@ -434,8 +443,8 @@ async fn a_failed_migration_is_rolled_back_unrecorded_and_the_broker_never_ready
         "ALTER TABLE public.time_series_data ADD COLUMN series_id integer NOT NULL",
     );
     let (stdout, _) = migrate_ok(&config, &[]).await;
-    assert!(stdout.contains("3 applied by this run"), "{stdout}");
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true");
+    assert!(stdout.contains("4 applied by this run"), "{stdout}");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,7 +456,7 @@ async fn with_timescaledb_time_series_data_is_a_compressed_space_partitioned_hyp
     let dir = WorkDir::new();
     let config = write_config(&pg, &dir, "tidegate", free_port());
     let (stdout, stderr) = migrate_ok(&config, &[]).await;
-    assert!(stdout.contains("4 applied by this run"), "{stdout}");
+    assert!(stdout.contains("5 applied by this run"), "{stdout}");
     assert!(!stderr.contains(NO_TIMESCALE), "stderr:\n{stderr}");
     let q = |sql: &str| pg.sql("postgres", sql);
     assert_eq!(
@@ -457,14 +466,14 @@ async fn with_timescaledb_time_series_data_is_a_compressed_space_partitioned_hyp
         ),
         "public.time_series_data:true\ntidegate_audit.events:false"
     );
-    // v4: the audit hypertable keeps only the index that orders the chain (no default time
-    // index: every index costs CPU on every record).
+    // v4, v5: the audit hypertable has no index (no default time index either: every index
+    // costs CPU on every record); only its one-row chain head has a key.
     assert_eq!(
         q(
-            "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes \
-           WHERE schemaname = 'tidegate_audit' AND tablename = 'events'"
+            "SELECT string_agg(tablename || '.' || indexname, ',' ORDER BY indexname) \
+           FROM pg_indexes WHERE schemaname = 'tidegate_audit'"
         ),
-        "events_seq"
+        "events_head.events_head_pkey"
     );
     assert_eq!(
         q(
@@ -503,7 +512,7 @@ async fn with_timescaledb_time_series_data_is_a_compressed_space_partitioned_hyp
     )
     .expect("write config");
     let (stdout, _) = migrate_ok(&fresh, &[]).await;
-    assert!(stdout.contains("4 applied by this run"), "{stdout}");
+    assert!(stdout.contains("5 applied by this run"), "{stdout}");
     assert_eq!(
         pg.sql(
             "fresh",

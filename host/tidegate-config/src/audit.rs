@@ -11,7 +11,7 @@ pub struct Audit {
     /// Database holding the audit table, on the primary (default: `upstream.primary.database`).
     pub database: String,
     /// The audit table, `schema.table` (created if missing; a hypertable when TimescaleDB is
-    /// installed in that database).
+    /// installed in that database), with its one-row chain head `<table>_head` beside it.
     pub table: String,
     /// Name of the `[[plugins.keys]]` entry whose highest id keys the HMAC chain.
     pub key: String,

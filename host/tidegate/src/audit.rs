@@ -15,7 +15,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use store::Store;
+use store::{Store, Written};
 use tidegate_config::Config;
 use tidegate_plugins::{AuditEvent, AuditRecord, Chain, Principal, TableRef};
 use tokio::sync::mpsc;
@@ -35,6 +35,8 @@ pub struct AuditSink {
     pub written: AtomicU64,
     /// Failed writes (each retried).
     pub write_failures: AtomicU64,
+    /// Batches linked again because another writer sharing the table extended the chain first.
+    pub relinked: AtomicU64,
 }
 
 impl AuditSink {
@@ -49,6 +51,7 @@ impl AuditSink {
             last_error: Mutex::new(Some("the audit table is not ready yet".into())),
             written: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
+            relinked: AtomicU64::new(0),
         });
         let writer = Writer {
             sink: sink.clone(),
@@ -167,18 +170,25 @@ impl Writer {
             rows.clear();
             rows.extend(records.into_iter().map(|(p, r)| row(&mut texts, p, r)));
             self.link(&mut rows, seq, &prev);
-            while let Err(e) = self.write(&rows, &mut buf).await {
-                let duplicate = e
-                    .as_database_error()
-                    .is_some_and(|d| d.code().as_deref() == Some("23505"));
-                self.sink
-                    .set_health(Some(format!("audit table unavailable: {e}")));
-                tracing::error!(error = %e, records = rows.len(), "audit records not written yet; statements are refused until they are");
-                tokio::time::sleep(RETRY).await;
-                if duplicate {
-                    // Someone else extended the chain: continue after their newest record.
-                    let (s, p) = self.open().await;
-                    self.link(&mut rows, s, &p);
+            loop {
+                match self.store.insert(&rows, seq, &mut buf).await {
+                    Ok(Written::Yes) => break,
+                    Ok(Written::Moved) => {
+                        // Another writer extended the chain: continue after its newest record.
+                        tracing::info!(
+                            after = seq,
+                            "the audit chain moved on (another writer shares the table); relinking"
+                        );
+                        self.sink.relinked.fetch_add(1, Relaxed);
+                        (seq, prev) = self.open().await;
+                        self.link(&mut rows, seq, &prev);
+                    }
+                    Err(e) => {
+                        self.sink
+                            .set_health(Some(format!("audit table unavailable: {e}")));
+                        tracing::error!(error = %e, records = rows.len(), "audit records not written yet; statements are refused until they are");
+                        tokio::time::sleep(RETRY).await;
+                    }
                 }
             }
             if let Some(last) = rows.last() {
@@ -214,13 +224,6 @@ impl Writer {
         }
     }
 
-    async fn write(&self, rows: &[Row], buf: &mut Vec<u8>) -> sqlx::Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.store.insert(rows, buf).await
-    }
-
     /// Creates the table if needed and finds where the chain stands, retrying until the
     /// database answers (statements are refused meanwhile).
     async fn open(&self) -> (i64, Vec<u8>) {
@@ -250,14 +253,16 @@ impl Writer {
         if self.settings.checkpoint_file.is_empty() || seq == 0 {
             return;
         }
-        let line = self.key.checkpoint(seq, hash, now_us());
+        let mut line = self.key.checkpoint(seq, hash, now_us());
+        line.push('\n');
+        // One write of the whole line: writers sharing the file (and the chain) append whole
+        // lines, never interleaved halves.
         let r = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.settings.checkpoint_file)
             .and_then(|mut f| {
                 f.write_all(line.as_bytes())?;
-                f.write_all(b"\n")?;
                 f.sync_data()
             });
         if let Err(e) = r {

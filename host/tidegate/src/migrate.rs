@@ -41,11 +41,12 @@ macro_rules! migration {
 
 /// Every migration: (version, description, file name, SQL), in version order. Version and
 /// description are those sqlx derives from the file name (checked by a test).
-const MIGRATIONS: [(i64, &str, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 5] = [
     migration!(1, "initial schema", "0001_initial_schema.sql"),
     migration!(2, "indexes", "0002_indexes.sql"),
     migration!(3, "partitioning", "0003_partitioning.sql"),
     migration!(4, "audit indexes", "0004_audit_indexes.sql"),
+    migration!(5, "audit chain head", "0005_audit_chain_head.sql"),
 ];
 
 /// Why migrations could not be applied or inspected. Messages never carry the password.

@@ -204,7 +204,7 @@ pub struct Break {
 }
 
 /// Walks records in stored order (by `seq`), checking each link. Feed rows with
-/// [`Verifier::push`]; [`Verifier::finish`] checks the checkpoints.
+/// [`Verifier::push`]; [`Verifier::finish`] checks the checkpoints and the chain head.
 pub struct Verifier<'a> {
     key: &'a ChainKey,
     prev: Vec<u8>,
@@ -212,6 +212,9 @@ pub struct Verifier<'a> {
     /// Hashes at checkpointed positions, as found.
     at_checkpoints: std::collections::HashMap<i64, Vec<u8>>,
     checkpoints: Vec<Checkpoint>,
+    /// The chain head's (seq, hash), when known, and the hash found at its seq.
+    head: Option<(i64, Vec<u8>)>,
+    at_head: Option<Vec<u8>>,
     broken: Option<Break>,
 }
 
@@ -224,8 +227,17 @@ impl<'a> Verifier<'a> {
             expected: 1,
             at_checkpoints: Default::default(),
             checkpoints,
+            head: None,
+            at_head: None,
             broken: None,
         }
+    }
+
+    /// The chain head the table holds, read before the walk: the chain must reach it, and
+    /// the record there must be the one the head names. Like a checkpoint, but not signed (it
+    /// lives in the same database), so it catches a tail deleted without the head.
+    pub fn expect_head(&mut self, seq: i64, hash: Vec<u8>) {
+        self.head = (seq > 0).then_some((seq, hash));
     }
 
     /// Checks the next record; returns false once the chain is broken (stop feeding).
@@ -259,6 +271,9 @@ impl<'a> Verifier<'a> {
         if self.checkpoints.iter().any(|c| c.seq == r.seq) {
             self.at_checkpoints.insert(r.seq, r.hash.clone());
         }
+        if self.head.as_ref().is_some_and(|(seq, _)| *seq == r.seq) {
+            self.at_head = Some(r.hash.clone());
+        }
         self.prev.clone_from(&r.hash);
         self.expected += 1;
         true
@@ -270,6 +285,23 @@ impl<'a> Verifier<'a> {
             return Err(b);
         }
         let last = self.expected - 1;
+        if let Some((seq, hash)) = &self.head {
+            if *seq > last {
+                return Err(Break {
+                    seq: last + 1,
+                    reason: format!(
+                        "records {}..={seq} are missing: the chain head says the chain reaches {seq}",
+                        last + 1
+                    ),
+                });
+            }
+            if self.at_head.as_ref() != Some(hash) {
+                return Err(Break {
+                    seq: *seq,
+                    reason: format!("record {seq} differs from the chain head"),
+                });
+            }
+        }
         for c in &self.checkpoints {
             if c.seq > last {
                 return Err(Break {
@@ -291,5 +323,85 @@ impl<'a> Verifier<'a> {
             }
         }
         Ok(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ChainKey {
+        let mut keys = Keys::default();
+        keys.insert("audit", 1, [7; 32]);
+        ChainKey::new(keys, "audit").expect("key")
+    }
+
+    fn chain(key: &ChainKey, n: i64) -> Vec<Row> {
+        let mut prev = GENESIS.to_vec();
+        (1..=n)
+            .map(|seq| {
+                let mut r = Row {
+                    seq,
+                    at_us: seq * 1000,
+                    plugin: "audit".into(),
+                    username: "app".into(),
+                    role: "app".into(),
+                    database: "db".into(),
+                    kind: "read".into(),
+                    tables: "t".into(),
+                    fingerprint: "00".into(),
+                    decision: "allow".into(),
+                    decided_by: None,
+                    rows: 1,
+                    duration_us: 5,
+                    sqlstate: None,
+                    labels: "{}".into(),
+                    key_id: 0,
+                    hash: Vec::new(),
+                };
+                key.seal(&prev, &mut r);
+                prev.clone_from(&r.hash);
+                r
+            })
+            .collect()
+    }
+
+    fn walk(key: &ChainKey, rows: &[Row], head: Option<(i64, Vec<u8>)>) -> Result<i64, Break> {
+        let mut v = Verifier::new(key, Vec::new());
+        if let Some((seq, hash)) = head {
+            v.expect_head(seq, hash);
+        }
+        for r in rows {
+            if !v.push(r) {
+                break;
+            }
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn the_chain_must_reach_its_head_and_match_it() {
+        let key = key();
+        let rows = chain(&key, 10);
+        let head = |i: usize| Some((rows[i].seq, rows[i].hash.clone()));
+        assert_eq!(walk(&key, &rows, head(9)), Ok(10));
+        // Records written after the head was read follow it: still intact.
+        assert_eq!(walk(&key, &rows, head(6)), Ok(10));
+        // An empty chain's head is the genesis.
+        assert_eq!(walk(&key, &[], Some((0, GENESIS.to_vec()))), Ok(0));
+        // The newest records deleted, the head left: the first missing one is named.
+        let b = walk(&key, &rows[..7], head(9)).expect_err("tail removed");
+        assert_eq!(b.seq, 8, "{}", b.reason);
+        assert!(b.reason.contains("chain head"), "{}", b.reason);
+        // A head naming another hash than the record at its position.
+        let b = walk(&key, &rows, Some((10, vec![0; 32]))).expect_err("head differs");
+        assert_eq!(b.seq, 10, "{}", b.reason);
+        // Without a head, only the links are checked.
+        assert_eq!(walk(&key, &rows[..7], None), Ok(7));
+        // A record with a number already taken is a break, with or without an index to refuse it.
+        let mut dup = rows.clone();
+        dup.insert(5, rows[4].clone());
+        let b = walk(&key, &dup, head(9)).expect_err("duplicate");
+        assert_eq!(b.seq, 5, "{}", b.reason);
     }
 }

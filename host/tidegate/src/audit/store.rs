@@ -1,7 +1,14 @@
 //! The audit table in PostgreSQL, through `sqlx`: created on first use (a hypertable when
 //! TimescaleDB is installed there), written in batches, read back in chain order.
+//!
+//! The table has no index. Each index costs the primary CPU on every record, and every
+//! statement through the broker leaves one. What a unique index on `seq` used to do — refuse a
+//! second writer's record with a number already taken — a one-row head table does once per
+//! batch: a batch moves the head from the number it was linked after to its own newest record,
+//! in the same transaction as its `COPY`, or is not written at all.
 
-use super::chain::Row;
+use super::chain::{Row, GENESIS};
+use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row as _};
 use tidegate_config::Config;
 
@@ -12,8 +19,22 @@ pub struct Store {
     /// `"schema"."table"`, from validated identifiers.
     table: String,
     schema: String,
+    /// The one-row chain head beside the table: the newest record's (seq, hash).
+    head: String,
     /// The `COPY … FROM STDIN` every batch is written with.
     copy: String,
+    /// Moves the head from the record a batch was linked after (`$3`) to its newest (`$1`, `$2`).
+    advance: String,
+}
+
+/// What became of a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Its records are in the table.
+    Yes,
+    /// Nothing was written: the head no longer stands where the batch was linked (another
+    /// writer extended the chain, or the head row is gone). Link it again after [`Store::last`].
+    Moved,
 }
 
 /// The columns, in insert and select order.
@@ -26,20 +47,25 @@ impl Store {
         let pool =
             crate::own_db::lazy_pool(config, config.audit.database(config), "tidegate-audit", 2);
         let (schema, table) = config.audit.table_parts();
+        let head = format!("\"{schema}\".{}", sibling(table, "head"));
         let table = format!("\"{schema}\".\"{table}\"");
         Store {
             pool,
             copy: format!("COPY {table} ({COLUMNS}) FROM STDIN (FORMAT binary)"),
+            advance: format!("UPDATE {head} SET seq = $1, hash = $2 WHERE seq = $3"),
             table,
+            head,
             schema: format!("\"{schema}\""),
         }
     }
 
-    /// Creates the table if it is missing, as a hypertable when TimescaleDB is installed, with
-    /// one index: the unique (seq, at) that orders the chain. An index of older versions that
-    /// only cost CPU on every record is dropped (migration v4 does the same).
+    /// Creates the table if it is missing, as a hypertable when TimescaleDB is installed, and
+    /// its chain head, set from the newest record when the head is new. The indexes of older
+    /// versions, which only cost CPU on every record, are dropped (migrations v4 and v5 do the
+    /// same).
     pub async fn ensure(&self) -> sqlx::Result<()> {
         let t = &self.table;
+        let head = &self.head;
         let ddl = format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};
              CREATE TABLE IF NOT EXISTS {t} (
@@ -61,13 +87,30 @@ impl Store {
                  key_id integer NOT NULL,
                  hash bytea NOT NULL
              );
-             CREATE UNIQUE INDEX IF NOT EXISTS {idx} ON {t} (seq, at);
+             CREATE TABLE IF NOT EXISTS {head} (
+                 one boolean PRIMARY KEY DEFAULT true CHECK (one),
+                 seq bigint NOT NULL,
+                 hash bytea NOT NULL
+             );
+             DROP INDEX IF EXISTS {schema}.{idx};
              DROP INDEX IF EXISTS {schema}.{uidx};",
             schema = self.schema,
-            idx = index_name(t, "seq"),
-            uidx = index_name(t, "user_at"),
+            idx = sibling(t, "seq"),
+            uidx = sibling(t, "user_at"),
         );
         sqlx::raw_sql(&ddl).execute(&self.pool).await?;
+        // Only a new head reads the table (a full scan: there is no index); the NOT EXISTS is
+        // checked once, before the scan.
+        sqlx::query(&format!(
+            "INSERT INTO {head} (seq, hash) \
+             SELECT seq, hash FROM ((SELECT seq, hash FROM {t} ORDER BY seq DESC LIMIT 1) \
+                                    UNION ALL SELECT 0, $1) newest \
+             WHERE NOT EXISTS (SELECT FROM {head}) ORDER BY seq DESC LIMIT 1 \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(&GENESIS[..])
+        .execute(&self.pool)
+        .await?;
         if crate::own_db::has_timescaledb(&self.pool).await? {
             // No default time index: chunk exclusion on `at` does its work, and every index
             // costs the primary CPU on every record (see migration v4).
@@ -82,24 +125,43 @@ impl Store {
         Ok(())
     }
 
-    /// The newest record's (seq, hash), or `None` for an empty chain.
+    /// The chain head: the newest record's (seq, hash), `(0, GENESIS)` for an empty chain, or
+    /// `None` when there is no head row (before [`Store::ensure`], or deleted by hand).
     pub async fn last(&self) -> sqlx::Result<Option<(i64, Vec<u8>)>> {
-        let sql = format!(
-            "SELECT seq, hash FROM {} ORDER BY seq DESC LIMIT 1",
-            self.table
-        );
+        let sql = format!("SELECT seq, hash FROM {}", self.head);
         let row = sqlx::query(&sql).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Writes `rows` with one binary `COPY` (one statement: all or none). COPY spends the
-    /// least server CPU per row — no SQL or arrays to take apart — which matters because every
+    /// Writes `rows`, linked after record `after`, in one transaction: the head moves from
+    /// `after` to the newest of them, and one binary `COPY` adds them. COPY spends the least
+    /// server CPU per row — no SQL or arrays to take apart — which matters because every
     /// statement through the broker leaves a record. `buf` is scratch space, kept by the caller
     /// from batch to batch so a large buffer is not allocated and freed for each one.
-    pub async fn insert(&self, rows: &[Row], buf: &mut Vec<u8>) -> sqlx::Result<()> {
+    pub async fn insert(
+        &self,
+        rows: &[Row],
+        after: i64,
+        buf: &mut Vec<u8>,
+    ) -> sqlx::Result<Written> {
+        let Some(newest) = rows.last() else {
+            return Ok(Written::Yes);
+        };
         copy_binary(rows, buf);
-        let mut conn = self.pool.acquire().await?;
-        let mut copy = conn.copy_in_raw(&self.copy).await?;
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(&self.advance)
+            .bind(newest.seq)
+            .bind(&newest.hash[..])
+            .bind(after)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 0;
+        if moved {
+            tx.rollback().await?;
+            return Ok(Written::Moved);
+        }
+        let mut copy = tx.copy_in_raw(&self.copy).await?;
         if let Err(e) = copy.send(&buf[..]).await {
             // Fail the COPY (nothing is written) and leave the connection usable; if even that
             // fails, the pool's check on the next acquire drops the connection.
@@ -107,18 +169,22 @@ impl Store {
             return Err(e);
         }
         copy.finish().await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(Written::Yes)
     }
 
-    /// Records in chain order with `seq` in `from..`, at most `limit`.
-    pub async fn page(&self, from: i64, limit: i64) -> sqlx::Result<Vec<Row>> {
-        let sql = self.select("WHERE seq >= $1 ORDER BY seq, ctid LIMIT $2");
-        let rows = sqlx::query(&sql)
-            .bind(from)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(row_of).collect())
+    /// Every record in chain order, streamed to `each` until it returns false. One query:
+    /// PostgreSQL sorts the table once (there is no index to walk) and rows arrive as it sends
+    /// them, so memory here stays flat however long the chain.
+    pub async fn walk(&self, mut each: impl FnMut(&Row) -> bool) -> sqlx::Result<()> {
+        let sql = self.select("ORDER BY seq, ctid");
+        let mut rows = sqlx::query(&sql).fetch(&self.pool);
+        while let Some(r) = rows.try_next().await? {
+            if !each(&row_of(&r)) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Records of `user` (any if `None`) from `from` to `to` (timestamps PostgreSQL reads;
@@ -229,7 +295,9 @@ fn row_of(r: &sqlx::postgres::PgRow) -> Row {
     }
 }
 
-fn index_name(table: &str, suffix: &str) -> String {
+/// The quoted name `<table>_<suffix>` of an index or table beside `table` (bare or
+/// `"schema"."table"`).
+fn sibling(table: &str, suffix: &str) -> String {
     let bare: String = table
         .split('.')
         .next_back()

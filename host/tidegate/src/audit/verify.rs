@@ -6,9 +6,6 @@ use anyhow::{anyhow, Context};
 use std::path::Path;
 use tidegate_config::Config;
 
-/// Records read per round trip.
-const PAGE: i64 = 5000;
-
 /// What `verify` found.
 pub enum Outcome {
     /// Every record links; `records` were checked against `checkpoints` checkpoints.
@@ -64,23 +61,15 @@ pub async fn verify(config: &Config, checkpoint_file: Option<&Path>) -> anyhow::
     let n_checkpoints = checkpoints.len();
     let store = Store::new(config);
     let mut v = Verifier::new(&key, checkpoints);
-    let mut from = i64::MIN;
-    loop {
-        let page = store
-            .page(from, PAGE)
-            .await
-            .context("reading the audit table")?;
-        let Some(last) = page.last().map(|r| r.seq) else {
-            break;
-        };
-        if !page.iter().all(|r| v.push(r)) {
-            break;
-        }
-        if (page.len() as i64) < PAGE {
-            break;
-        }
-        from = last + 1;
+    // The head first: records written after it was read may follow it in the walk, but every
+    // record up to it must be there.
+    if let Some((seq, hash)) = store.last().await.context("reading the audit chain head")? {
+        v.expect_head(seq, hash);
     }
+    store
+        .walk(|r| v.push(r))
+        .await
+        .context("reading the audit table")?;
     Ok(match v.finish() {
         Ok(records) => Outcome::Intact {
             records,
