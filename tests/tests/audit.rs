@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tidegate_tests::{
-    base_config, first_value, pgbench_failed, pgbench_init, plugin_dir_with, run_tool, sqlstate,
-    tidegate_bin, wait_for, Broker, Postgres,
+    base_config, first_value, pgbench_failed, pgbench_init, plugin_dir_with, run_tool, send_json,
+    sqlstate, tidegate_bin, wait_for, Api, ApiAuth, Broker, Postgres,
 };
 
 const KEY: &str = "YXVkaXQtY2hhaW4ta2V5LWZvci10ZXN0cy0zMmJ5dGU=";
@@ -21,6 +21,8 @@ fn config(pg: &Postgres, dir: &Path) -> String {
         pg,
         &format!(
             r#"
+[http]
+admin_users = ["app"]
 [plugins]
 dir = "{dir}"
 call_timeout = "200ms"
@@ -374,6 +376,28 @@ async fn an_unwritable_audit_table_refuses_statements_and_loses_nothing() {
         wait_for(Duration::from_secs(10), || sink.available().is_err()).await,
         "the writer notices"
     );
+    // A load balancer asking /readyz takes the broker out; operators see why.
+    let http = broker.serve_http().await;
+    let (code, ready) = send_json(Api::new(http, ApiAuth::None).get("/readyz")).await;
+    assert_eq!(code, 503, "{ready}");
+    assert_eq!(ready["audit"]["ready"], false, "{ready}");
+    assert!(
+        ready["audit"]["error"].is_null(),
+        "no database error for anyone: {ready}"
+    );
+    let (code, status) = send_json(Api::app(http).get("/admin/status")).await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["audit"]["ready"], false, "{status}");
+    assert!(
+        status["audit"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("closed")),
+        "{status}"
+    );
+    assert!(
+        status["audit"]["write_failures"].as_u64() >= Some(1),
+        "{status}"
+    );
     let err = app.simple_query("SELECT 3").await.expect_err("fail closed");
     assert_eq!(sqlstate(&err).as_deref(), Some("58000"));
     assert!(
@@ -399,6 +423,9 @@ async fn an_unwritable_audit_table_refuses_statements_and_loses_nothing() {
     );
     assert_eq!(first_value(&app, "SELECT 5").await, "5");
     written(&broker, 5).await;
+    let (code, ready) = send_json(Api::new(http, ApiAuth::None).get("/readyz")).await;
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(ready["audit"]["ready"], true, "{ready}");
     broker.shutdown().await;
     assert_eq!(
         records(&pg),

@@ -95,6 +95,20 @@ impl AuditSink {
         Ok(())
     }
 
+    /// For `/readyz` and `/admin/status`: whether statements run (`ready`, else `error` says
+    /// why) and the writer's counters.
+    pub fn status(&self) -> serde_json::Value {
+        let error = self.available().err();
+        serde_json::json!({
+            "ready": error.is_none(),
+            "error": error,
+            "queued": self.depth.load(Relaxed),
+            "written": self.written.load(Relaxed),
+            "write_failures": self.write_failures.load(Relaxed),
+            "relinked": self.relinked.load(Relaxed),
+        })
+    }
+
     /// Waits (up to `timeout`) until the table is open and writable.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         until(timeout, || self.healthy.load(Relaxed)).await

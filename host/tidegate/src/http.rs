@@ -169,8 +169,9 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// Ready: not shutting down, the primary answers, and every configured plugin is loaded and
-/// not quarantined. The detail says which part is not.
+/// Ready: not shutting down, the primary answers, every configured plugin is loaded and not
+/// quarantined, and the audit table (when there is an audit hook) takes records — while it does
+/// not, every statement is refused. The detail says which part is not.
 async fn readyz(State(st): State<Arc<HttpState>>) -> Response {
     let sh = &st.sh;
     let topo = sh.topology();
@@ -189,12 +190,15 @@ async fn readyz(State(st): State<Arc<HttpState>>) -> Response {
     let plugins = crate::plugins::status(sh);
     let plugins_ok = plugins.iter().all(|p| p["ready"] == true)
         && (topo.config.plugins.chain.is_empty() || topo.plugins.is_some());
-    let ready = !shutting_down && primary && plugins_ok;
+    // Only whether it is ready: the reason (a database error) is for /admin/status.
+    let audit = crate::server::audit_sink(sh).map(|a| a.available().is_ok());
+    let ready = !shutting_down && primary && plugins_ok && audit != Some(false);
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "shutting_down": shutting_down,
         "primary": primary,
         "plugins": plugins,
+        "audit": audit.map(|ok| serde_json::json!({ "ready": ok })),
     });
     let status = if ready {
         StatusCode::OK
@@ -236,6 +240,7 @@ async fn admin_status(
         "reloads": stats.reloads.load(Ordering::Relaxed),
         "reload_failures": stats.reload_failures.load(Ordering::Relaxed),
         "plugins": crate::plugins::status(&st.sh),
+        "audit": crate::server::audit_sink(&st.sh).map(|a| a.status()),
     });
     Ok(axum::Json(body).into_response())
 }

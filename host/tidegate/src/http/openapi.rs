@@ -155,7 +155,7 @@ pub fn spec() -> Value {
             },
             "/healthz": { "get": { "summary": "Alive", "security": [],
                 "responses": { "200": { "description": "The process serves" } } } },
-            "/readyz": { "get": { "summary": "Ready: primary reachable, plugins loaded, not shutting down",
+            "/readyz": { "get": { "summary": "Ready: primary reachable, plugins loaded, audit table writable, not shutting down",
                 "security": [],
                 "responses": { "200": { "description": "Ready" }, "503": { "description": "Not ready, with the reason" } } } },
             "/openapi.json": { "get": { "summary": "This document", "security": [],
