@@ -194,7 +194,12 @@ impl Writer {
                             "the audit chain moved on (another writer shares the table); relinking"
                         );
                         self.sink.relinked.fetch_add(1, Relaxed);
-                        (seq, prev) = self.open().await;
+                        // Only the head is read; the tables are opened again (ensure()) only
+                        // when the head row is gone or cannot be read.
+                        (seq, prev) = match self.store.last().await {
+                            Ok(Some(head)) => head,
+                            _ => self.open().await,
+                        };
                         self.link(&mut rows, seq, &prev);
                     }
                     Err(e) => {

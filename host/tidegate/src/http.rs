@@ -131,15 +131,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .merge(ingest::routes())
         .merge(tables::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            error::ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                code: "tidegate.method_not_allowed".into(),
-                message: "method not allowed on this endpoint".into(),
-                line: None,
-                close: false,
-            }
-        })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit))
         .with_state(state)
 }
@@ -223,13 +215,7 @@ async fn admin_status(
         .iter()
         .any(|u| **u == *who.user)
     {
-        return Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "42501".into(),
-            message: "not an http.admin_users user".into(),
-            line: None,
-            close: false,
-        });
+        return Err(ApiError::forbidden("not an http.admin_users user"));
     }
     let stats = &st.sh.stats;
     let body = serde_json::json!({

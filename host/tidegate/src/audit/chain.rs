@@ -203,18 +203,24 @@ pub struct Break {
     pub reason: String,
 }
 
+/// A record the chain must reach, with the hash it must have there: a signed checkpoint, or the
+/// chain head the table holds.
+struct Mark {
+    seq: i64,
+    hash: Vec<u8>,
+    /// Who says so, for the report.
+    by: String,
+}
+
 /// Walks records in stored order (by `seq`), checking each link. Feed rows with
 /// [`Verifier::push`]; [`Verifier::finish`] checks the checkpoints and the chain head.
 pub struct Verifier<'a> {
     key: &'a ChainKey,
     prev: Vec<u8>,
     expected: i64,
-    /// Hashes at checkpointed positions, as found.
-    at_checkpoints: std::collections::HashMap<i64, Vec<u8>>,
-    checkpoints: Vec<Checkpoint>,
-    /// The chain head's (seq, hash), when known, and the hash found at its seq.
-    head: Option<(i64, Vec<u8>)>,
-    at_head: Option<Vec<u8>>,
+    marks: Vec<Mark>,
+    /// Hashes at marked positions, as found.
+    at_marks: std::collections::HashMap<i64, Vec<u8>>,
     broken: Option<Break>,
 }
 
@@ -225,10 +231,15 @@ impl<'a> Verifier<'a> {
             key,
             prev: GENESIS.to_vec(),
             expected: 1,
-            at_checkpoints: Default::default(),
-            checkpoints,
-            head: None,
-            at_head: None,
+            marks: checkpoints
+                .into_iter()
+                .map(|c| Mark {
+                    seq: c.seq,
+                    hash: c.hash,
+                    by: format!("the checkpoint signed at {}", c.at_us),
+                })
+                .collect(),
+            at_marks: Default::default(),
             broken: None,
         }
     }
@@ -237,7 +248,13 @@ impl<'a> Verifier<'a> {
     /// the record there must be the one the head names. Like a checkpoint, but not signed (it
     /// lives in the same database), so it catches a tail deleted without the head.
     pub fn expect_head(&mut self, seq: i64, hash: Vec<u8>) {
-        self.head = (seq > 0).then_some((seq, hash));
+        if seq > 0 {
+            self.marks.push(Mark {
+                seq,
+                hash,
+                by: "the chain head".into(),
+            });
+        }
     }
 
     /// Checks the next record; returns false once the chain is broken (stop feeding).
@@ -268,11 +285,8 @@ impl<'a> Verifier<'a> {
             });
             return false;
         }
-        if self.checkpoints.iter().any(|c| c.seq == r.seq) {
-            self.at_checkpoints.insert(r.seq, r.hash.clone());
-        }
-        if self.head.as_ref().is_some_and(|(seq, _)| *seq == r.seq) {
-            self.at_head = Some(r.hash.clone());
+        if self.marks.iter().any(|m| m.seq == r.seq) {
+            self.at_marks.insert(r.seq, r.hash.clone());
         }
         self.prev.clone_from(&r.hash);
         self.expected += 1;
@@ -285,40 +299,23 @@ impl<'a> Verifier<'a> {
             return Err(b);
         }
         let last = self.expected - 1;
-        if let Some((seq, hash)) = &self.head {
-            if *seq > last {
+        for m in &self.marks {
+            if m.seq > last {
                 return Err(Break {
                     seq: last + 1,
                     reason: format!(
-                        "records {}..={seq} are missing: the chain head says the chain reaches {seq}",
-                        last + 1
-                    ),
-                });
-            }
-            if self.at_head.as_ref() != Some(hash) {
-                return Err(Break {
-                    seq: *seq,
-                    reason: format!("record {seq} differs from the chain head"),
-                });
-            }
-        }
-        for c in &self.checkpoints {
-            if c.seq > last {
-                return Err(Break {
-                    seq: last + 1,
-                    reason: format!(
-                        "records {}..={} are missing: a checkpoint signed at {} saw the chain reach {}",
+                        "records {}..={} are missing: {} says the chain reaches {}",
                         last + 1,
-                        c.seq,
-                        c.at_us,
-                        c.seq
+                        m.seq,
+                        m.by,
+                        m.seq
                     ),
                 });
             }
-            if self.at_checkpoints.get(&c.seq) != Some(&c.hash) {
+            if self.at_marks.get(&m.seq) != Some(&m.hash) {
                 return Err(Break {
-                    seq: c.seq,
-                    reason: format!("record {} differs from its signed checkpoint", c.seq),
+                    seq: m.seq,
+                    reason: format!("record {} differs from {}", m.seq, m.by),
                 });
             }
         }

@@ -10,6 +10,7 @@
 use super::chain::{Row, GENESIS};
 use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row as _};
+use std::sync::Arc;
 use tidegate_config::Config;
 
 /// The audit table of one configuration.
@@ -273,23 +274,28 @@ fn copy_binary(rows: &[Row], b: &mut Vec<u8>) {
     b.extend_from_slice(&(-1i16).to_be_bytes());
 }
 
+/// Text column `i`, borrowed from the row and copied once into the shared string.
+fn text(r: &sqlx::postgres::PgRow, i: usize) -> Arc<str> {
+    r.get::<&str, _>(i).into()
+}
+
 fn row_of(r: &sqlx::postgres::PgRow) -> Row {
     Row {
         seq: r.get(0),
         at_us: r.get(1),
-        plugin: r.get::<String, _>(2).into(),
-        username: r.get::<String, _>(3).into(),
-        role: r.get::<String, _>(4).into(),
-        database: r.get::<String, _>(5).into(),
+        plugin: text(r, 2),
+        username: text(r, 3),
+        role: text(r, 4),
+        database: text(r, 5),
         kind: r.get(6),
-        tables: r.get::<String, _>(7).into(),
-        fingerprint: r.get::<String, _>(8).into(),
+        tables: text(r, 7),
+        fingerprint: text(r, 8),
         decision: r.get(9),
         decided_by: r.get(10),
         rows: r.get(11),
         duration_us: r.get(12),
         sqlstate: r.get(13),
-        labels: r.get::<String, _>(14).into(),
+        labels: text(r, 14),
         key_id: r.get(15),
         hash: r.get(16),
     }

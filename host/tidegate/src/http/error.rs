@@ -48,9 +48,23 @@ impl ApiError {
         )
     }
 
+    /// 403: the user may not use this endpoint.
+    pub fn forbidden(message: &str) -> ApiError {
+        Self::new(StatusCode::FORBIDDEN, "42501", message)
+    }
+
     /// 404: no such table, row or route.
     pub fn not_found(message: &str) -> ApiError {
         Self::new(StatusCode::NOT_FOUND, "tidegate.not_found", message)
+    }
+
+    /// 405: the endpoint has no route for this method.
+    pub fn method_not_allowed() -> ApiError {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "tidegate.method_not_allowed",
+            "method not allowed on this endpoint",
+        )
     }
 
     /// 405: a GET asked for a statement that is not provably read-only.
