@@ -152,3 +152,53 @@ fn replicas_come_from_a_list_or_a_comma_separated_env_value() {
         .to_string()
         .contains("host:port"));
 }
+
+#[test]
+fn a_plugin_may_not_hold_the_audit_chain_key() {
+    // A plugin holding the audit chain's key could forge records the verifier accepts.
+    let src = |audit_key: &str, plugin_keys: &str| {
+        format!(
+            r#"{MIN}
+[[plugins.keys]]
+name = "audit"
+id = 1
+secret = "ZGV2LW9ubHktYXVkaXQtY2hhaW4ta2V5LTMyYnl0ZXM="
+[[plugins.keys]]
+name = "pii"
+id = 1
+secret = "ZGV2ZWxvcG1lbnQtb25seS1rZXktMzItYnl0ZXMhISE="
+[[plugins.chain]]
+name = "enc"
+file = "encryption.wasm"
+kind = "encryption"
+keys = {plugin_keys}
+[audit]
+key = "{audit_key}"
+"#
+        )
+    };
+    let e = Config::from_toml_with_env(&src("audit", r#"["pii", "audit"]"#), "bad.toml", vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("bad.toml:18:1: plugins.chain[0].keys: "),
+        "{e}"
+    );
+    assert!(e.contains("audit.key"), "{e}");
+    // Whatever the chain key is called.
+    let e = Config::from_toml(&src("pii", r#"["pii"]"#))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("plugins.chain[0].keys"), "{e}");
+    // Through an environment override of audit.key too.
+    let e = Config::from_toml_with_env(
+        &src("audit", r#"["pii"]"#),
+        "t.toml",
+        vars(&[("TIDEGATE__AUDIT__KEY", "pii")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("plugins.chain[0].keys"), "{e}");
+    // Other keys are fine.
+    Config::from_toml(&src("audit", r#"["pii"]"#)).expect("valid");
+}

@@ -737,6 +737,16 @@ impl Config {
                         format!("no [[plugins.keys]] entry named {k:?}"),
                     ));
                 }
+                // A plugin that could MAC with the audit chain's key could forge records (or
+                // checkpoints) the verifier accepts: only the host's audit writer holds it.
+                if !self.audit.key.is_empty() && *k == self.audit.key {
+                    return Err((
+                        format!("plugins.chain[{i}].keys"),
+                        format!(
+                            "{k:?} is the audit chain key (audit.key): no plugin may be given it"
+                        ),
+                    ));
+                }
             }
         }
         for (i, k) in p.keys.iter().enumerate() {
