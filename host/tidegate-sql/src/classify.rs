@@ -15,21 +15,28 @@ use std::ops::ControlFlow;
 /// a stack overflow.
 pub const RECURSION_LIMIT: usize = 50;
 
-/// What a statement is.
+/// What a statement is. The order is the order of danger: a string of several statements is
+/// as dangerous as its most dangerous one (`DELETE …; COMMIT` is a write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     /// A query.
     Read,
-    /// INSERT, UPDATE, DELETE, MERGE, COPY FROM, TRUNCATE.
-    Write,
-    /// Schema and privilege changes.
-    Ddl,
     /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT…
     Transaction,
-    /// SET, PREPARE, LISTEN, cursors and other session state.
+    /// SET, PREPARE of a read, LISTEN, cursors and other session state.
     Session,
-    /// Anything else, including what could not be parsed.
+    /// Maintenance and other statements that change no data (VACUUM, ANALYZE, REFRESH).
     Utility,
+    /// INSERT, UPDATE, DELETE, MERGE, COPY FROM, TRUNCATE, LOCK, NOTIFY.
+    Write,
+    /// Schema and privilege changes, and role changes (`SET ROLE`).
+    Ddl,
+    /// What TideGate cannot establish: a statement that does not parse, procedural code
+    /// (`DO`, `CALL`), `EXECUTE` of an SQL-level prepared statement, `COPY` to or from a
+    /// program or a server file, `LOAD`. The most dangerous thing it could be: it may touch
+    /// every table ([`Classification::every_table`]), it is never cached and it invalidates
+    /// everything.
+    Unknown,
 }
 
 /// Transaction control carried by a statement.
@@ -71,6 +78,11 @@ pub struct Classification {
     pub cacheable: bool,
     /// Tables referenced, sorted and deduplicated.
     pub tables: Vec<TableName>,
+    /// The statement may touch tables beyond [`Classification::tables`]: its relations could
+    /// not be established (procedural code, DDL on schemas or functions, a role change, a
+    /// call of a function that is not built in, `TRUNCATE … CASCADE`…). Policy must treat it
+    /// as touching every table.
+    pub every_table: bool,
     /// Transaction control, when the string is a single transaction statement.
     pub tx: Option<TxControl>,
     /// Number of statements.
@@ -86,10 +98,11 @@ pub struct Classification {
 impl Classification {
     fn unparsable(reason: &'static str) -> Self {
         Classification {
-            kind: Kind::Utility,
+            kind: Kind::Unknown,
             read_only: false,
             cacheable: false,
             tables: Vec::new(),
+            every_table: true,
             tx: None,
             statements: 0,
             reason: Some(reason),
@@ -108,25 +121,31 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
     let statements = match parsed {
         Ok(s) if !s.is_empty() => s,
         Ok(_) => return Classification::unparsable("empty"),
-        Err(_) => return Classification::unparsable("not parsable"),
+        Err(_) => match table_command(sql) {
+            Some(s) => s,
+            None => return Classification::unparsable("not parsable"),
+        },
     };
     let mut walker = Walker {
         lookup,
         writes: None,
         immutable: true,
         tables: Vec::new(),
+        every_table: false,
     };
     let mut kind = Kind::Read;
     let mut read_only = true;
     let mut reason = None;
     let mut tx = None;
     for stmt in &statements {
-        let (k, ro, why, t) = top_level(stmt);
-        kind = kind.max(k);
-        tx = t;
-        if !ro {
+        let top = top_level(stmt);
+        kind = kind.max(top.kind);
+        tx = top.tx;
+        walker.every_table |= top.every_table;
+        walker.tables.extend(top.tables);
+        if !top.read_only {
             read_only = false;
-            reason = reason.or(why);
+            reason = reason.or(top.why);
         }
         let _ = stmt.visit(&mut walker);
     }
@@ -159,6 +178,7 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
         read_only,
         cacheable: read_only && kind == Kind::Read && walker.immutable && !catalogs && queries,
         tables: walker.tables,
+        every_table: walker.every_table,
         tx,
         statements: statements.len(),
         reason,
@@ -166,33 +186,134 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
     }
 }
 
-/// The top-level verdict: kind, whether the statement type can be read-only, why not, tx.
-fn top_level(stmt: &Statement) -> (Kind, bool, Option<&'static str>, Option<TxControl>) {
+/// `TABLE name …`, which sqlparser does not parse, read as the `SELECT * FROM name …` it is
+/// short for (one statement only).
+fn table_command(sql: &str) -> Option<Vec<Statement>> {
+    let rest = sql.trim_start();
+    let word = rest.get(..6)?;
+    if !word.eq_ignore_ascii_case("table ") {
+        return None;
+    }
+    let select = format!("SELECT * FROM {}", &rest[6..]);
+    let statements = Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(&select)
+        .and_then(|mut p| p.parse_statements())
+        .ok()?;
+    (statements.len() == 1).then_some(statements)
+}
+
+/// What a statement's top level says: its kind, whether its type can be read-only (and why
+/// not), transaction control, and the relations its own clauses name (those nested in
+/// queries and expressions are found by the [`Walker`]).
+struct Top {
+    kind: Kind,
+    read_only: bool,
+    why: Option<&'static str>,
+    tx: Option<TxControl>,
+    tables: Vec<TableName>,
+    every_table: bool,
+}
+
+impl Top {
+    fn new(kind: Kind, why: Option<&'static str>) -> Top {
+        Top {
+            kind,
+            read_only: why.is_none(),
+            why,
+            tx: None,
+            tables: Vec::new(),
+            every_table: false,
+        }
+    }
+
+    fn tx(kind: Kind, tx: TxControl) -> Top {
+        Top {
+            tx: Some(tx),
+            ..Top::new(kind, Some("transaction control"))
+        }
+    }
+
+    /// Relations that could not be established: any table.
+    fn unknown(why: &'static str) -> Top {
+        Top {
+            every_table: true,
+            ..Top::new(Kind::Unknown, Some(why))
+        }
+    }
+
+    fn on(mut self, names: impl IntoIterator<Item = TableName>) -> Top {
+        self.tables.extend(names);
+        self
+    }
+
+    fn every_table(mut self) -> Top {
+        self.every_table = true;
+        self
+    }
+}
+
+/// The top-level verdict of one statement.
+fn top_level(stmt: &Statement) -> Top {
+    use sqlparser::ast::{CopySource, CopyTarget, ObjectType};
     use Statement as S;
     match stmt {
-        S::Query(_) => (Kind::Read, true, None, None),
+        S::Query(_) => Top::new(Kind::Read, None),
         S::Explain {
             analyze, statement, ..
         } => {
-            // EXPLAIN ANALYZE runs the statement; plain EXPLAIN of anything is read-only.
-            let runs_write = *analyze && !matches!(**statement, S::Query(_));
-            (
-                Kind::Read,
-                !runs_write,
-                runs_write.then_some("EXPLAIN ANALYZE of a write"),
-                None,
-            )
+            if *analyze {
+                // EXPLAIN ANALYZE runs the statement: it is what it explains.
+                let inner = top_level(statement);
+                if inner.kind != Kind::Read || !inner.read_only {
+                    return Top {
+                        why: inner.why.or(Some("EXPLAIN ANALYZE of a write")),
+                        read_only: false,
+                        ..inner
+                    };
+                }
+            }
+            // Plain EXPLAIN of anything only plans it.
+            Top::new(Kind::Read, None)
         }
         S::ShowVariable { .. }
         | S::ShowVariables { .. }
         | S::ShowTables { .. }
-        | S::ShowColumns { .. } => (Kind::Read, true, None, None),
-        S::Copy { to: true, .. } => (Kind::Read, true, None, None),
-        S::Copy { to: false, .. } => (Kind::Write, false, Some("COPY FROM"), None),
-        S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) => {
-            (Kind::Write, false, Some("writes"), None)
+        | S::ShowColumns { .. } => Top::new(Kind::Read, None),
+        S::Copy {
+            source, to, target, ..
+        } => {
+            if matches!(target, CopyTarget::Program { .. } | CopyTarget::File { .. }) {
+                // Runs a program or touches a server file: not a statement about tables.
+                return Top::unknown("COPY with a program or a server file");
+            }
+            let table = match source {
+                CopySource::Table { table_name: t, .. } => Some(table_name(t)),
+                CopySource::Query(_) => None,
+            };
+            let top = if *to {
+                Top::new(Kind::Read, None)
+            } else {
+                Top::new(Kind::Write, Some("COPY FROM"))
+            };
+            top.on(table)
         }
-        S::Truncate(_) => (Kind::Write, false, Some("TRUNCATE"), None),
+        S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) => {
+            Top::new(Kind::Write, Some("writes"))
+        }
+        S::Truncate(t) => {
+            let top = Top::new(Kind::Write, Some("TRUNCATE"))
+                .on(t.table_names.iter().map(|t| table_name(&t.name)));
+            // CASCADE empties every table that references these, found only at run time.
+            if t.cascade
+                .as_ref()
+                .is_some_and(|c| matches!(c, sqlparser::ast::CascadeOption::Cascade))
+            {
+                top.every_table()
+            } else {
+                top
+            }
+        }
         S::StartTransaction { modes, .. } => {
             let read_only = modes.iter().any(|m| {
                 matches!(
@@ -200,64 +321,78 @@ fn top_level(stmt: &Statement) -> (Kind, bool, Option<&'static str>, Option<TxCo
                     TransactionMode::AccessMode(TransactionAccessMode::ReadOnly)
                 )
             });
-            (
-                Kind::Transaction,
-                false,
-                Some("transaction control"),
-                Some(TxControl::Begin { read_only }),
-            )
+            Top::tx(Kind::Transaction, TxControl::Begin { read_only })
         }
-        S::Commit { .. } => (
-            Kind::Transaction,
-            false,
-            Some("transaction control"),
-            Some(TxControl::Commit),
-        ),
-        S::Rollback { .. } => (
-            Kind::Transaction,
-            false,
-            Some("transaction control"),
-            Some(TxControl::Rollback),
-        ),
+        S::Commit { .. } => Top::tx(Kind::Transaction, TxControl::Commit),
+        S::Rollback { .. } => Top::tx(Kind::Transaction, TxControl::Rollback),
         S::Savepoint { .. } | S::ReleaseSavepoint { .. } => {
-            (Kind::Transaction, false, Some("transaction control"), None)
+            Top::new(Kind::Transaction, Some("transaction control"))
         }
-        S::Set(set) => {
-            let text = set.to_string().to_ascii_uppercase();
-            if text.starts_with("SET TRANSACTION") && text.contains("READ ONLY") {
-                (
-                    Kind::Transaction,
-                    false,
-                    Some("transaction control"),
-                    Some(TxControl::SetReadOnly),
-                )
-            } else {
-                (Kind::Session, false, Some("session state"), None)
+        S::Set(set) => set_statement(set),
+        S::Prepare { statement, .. } => {
+            // PREPARE is judged as the statement it prepares: EXECUTE may run it later.
+            let inner = top_level(statement);
+            Top {
+                read_only: false,
+                why: inner.why.or(Some("session state")),
+                kind: match inner.kind {
+                    Kind::Read => Kind::Session,
+                    k => k,
+                },
+                ..inner
             }
         }
+        S::Execute { .. } => Top::unknown("EXECUTE of an SQL-level prepared statement"),
+        S::Call(_) => Top::unknown("CALL"),
+        S::Load { .. } => Top::unknown("LOAD"),
+        S::Declare { .. } => Top::new(Kind::Session, Some("session state")),
         S::Reset(_)
         | S::Discard { .. }
-        | S::Prepare { .. }
         | S::Deallocate { .. }
-        | S::Execute { .. }
         | S::LISTEN { .. }
         | S::UNLISTEN { .. }
-        | S::Declare { .. }
         | S::Fetch { .. }
         | S::Close { .. }
-        | S::Use(_)
-        | S::Load { .. } => (Kind::Session, false, Some("session state"), None),
-        S::NOTIFY { .. } => (Kind::Write, false, Some("NOTIFY"), None),
-        S::Call(_) => (Kind::Write, false, Some("CALL"), None),
-        S::Lock { .. } | S::LockTables { .. } => (Kind::Write, false, Some("LOCK"), None),
+        | S::Use(_) => Top::new(Kind::Session, Some("session state")),
+        S::NOTIFY { .. } => Top::new(Kind::Write, Some("NOTIFY")),
+        S::Lock(_) | S::LockTables { .. } => Top::new(Kind::Write, Some("LOCK")),
         S::Grant { .. }
         | S::Revoke { .. }
         | S::GrantRole { .. }
         | S::RevokeRole { .. }
-        | S::AlterDefaultPrivileges { .. } => (Kind::Ddl, false, Some("privileges"), None),
-        S::Vacuum(_) | S::Analyze { .. } | S::RefreshMaterializedView { .. } => {
-            (Kind::Utility, false, Some("maintenance"), None)
+        | S::AlterDefaultPrivileges { .. } => Top::new(Kind::Ddl, Some("privileges")).every_table(),
+        S::Vacuum(v) => match &v.table_name {
+            Some(t) => Top::new(Kind::Utility, Some("maintenance")).on([table_name(t)]),
+            None => Top::new(Kind::Utility, Some("maintenance")).every_table(),
+        },
+        S::Analyze(a) => {
+            let top = Top::new(Kind::Utility, Some("maintenance"));
+            if a.table_name.is_some() {
+                top
+            } else {
+                top.every_table()
+            }
         }
+        S::RefreshMaterializedView { .. } => Top::new(Kind::Utility, Some("maintenance")),
+        S::Drop {
+            object_type, names, ..
+        } => {
+            let top = Top::new(Kind::Ddl, Some("DDL"));
+            match object_type {
+                ObjectType::Table
+                | ObjectType::View
+                | ObjectType::MaterializedView
+                | ObjectType::Sequence => top.on(names.iter().map(table_name)),
+                // An index's, a schema's or any other object's tables are not in the text.
+                _ => top.every_table(),
+            }
+        }
+        S::CreateTable(_)
+        | S::CreateView(_)
+        | S::CreateIndex(_)
+        | S::AlterTable(_)
+        | S::AlterIndex { .. }
+        | S::AlterView { .. } => Top::new(Kind::Ddl, Some("DDL")),
         other => {
             let name = format!("{other:?}");
             if name.starts_with("Create")
@@ -266,11 +401,54 @@ fn top_level(stmt: &Statement) -> (Kind, bool, Option<&'static str>, Option<TxCo
                 || name.starts_with("Comment")
                 || name.starts_with("RenameTable")
             {
-                (Kind::Ddl, false, Some("DDL"), None)
+                // Functions, schemas, roles, extensions, triggers, rules…: their reach is not
+                // a table list.
+                Top::new(Kind::Ddl, Some("DDL")).every_table()
             } else {
-                (Kind::Utility, false, Some("not a query"), None)
+                Top::unknown("not a statement TideGate knows")
             }
         }
+    }
+}
+
+/// `SET`: session state, transaction control, or a change of role (a privilege change).
+fn set_statement(set: &sqlparser::ast::Set) -> Top {
+    use sqlparser::ast::Set;
+    match set {
+        Set::SetRole { .. } | Set::SetSessionAuthorization(_) => {
+            Top::new(Kind::Ddl, Some("role change")).every_table()
+        }
+        _ => {
+            let text = set.to_string().to_ascii_uppercase();
+            if text.starts_with("SET TRANSACTION") && text.contains("READ ONLY") {
+                Top::tx(Kind::Transaction, TxControl::SetReadOnly)
+            } else if settings_changed(set)
+                .iter()
+                .any(|name| matches!(name.as_str(), "role" | "session_authorization"))
+            {
+                Top::new(Kind::Ddl, Some("role change")).every_table()
+            } else {
+                Top::new(Kind::Session, Some("session state"))
+            }
+        }
+    }
+}
+
+/// The names of the settings a `SET` assigns, lower-cased.
+fn settings_changed(set: &sqlparser::ast::Set) -> Vec<String> {
+    use sqlparser::ast::Set;
+    let last = |n: &ObjectName| {
+        n.0.last()
+            .map(|p| ident_text(&p.to_string()))
+            .unwrap_or_default()
+    };
+    match set {
+        Set::SingleAssignment { variable, .. } => vec![last(variable)],
+        Set::ParenthesizedAssignments { variables, .. } => variables.iter().map(last).collect(),
+        Set::MultipleAssignments { assignments } => {
+            assignments.iter().map(|a| last(&a.name)).collect()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -282,6 +460,8 @@ struct Walker<'a> {
     /// Only immutable functions seen.
     immutable: bool,
     tables: Vec<TableName>,
+    /// A function that is not built in may read or write any table.
+    every_table: bool,
 }
 
 impl Walker<'_> {
@@ -305,6 +485,10 @@ impl Walker<'_> {
             None | Some("pg_catalog" | "public") => builtin_volatility(name),
             _ => None,
         };
+        if builtin.is_none() {
+            // A function of the database's own: its body may read or write any table.
+            self.every_table = true;
+        }
         let verdict = self
             .lookup
             .override_volatility(schema, name)
@@ -347,6 +531,27 @@ fn table_name(name: &ObjectName) -> TableName {
     }
 }
 
+impl Walker<'_> {
+    /// `TABLE name` (a query body the visitor does not report as a relation), in set
+    /// operations too; nested queries are visited on their own.
+    fn table_commands(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Table(t) => match &t.table_name {
+                Some(name) => self.tables.push(TableName {
+                    schema: t.schema_name.as_ref().map(|s| ident_text(&s.to_string())),
+                    name: ident_text(&name.to_string()),
+                }),
+                None => self.every_table = true,
+            },
+            SetExpr::SetOperation { left, right, .. } => {
+                self.table_commands(left);
+                self.table_commands(right);
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Visitor for Walker<'_> {
     type Break = ();
 
@@ -374,6 +579,7 @@ impl Visitor for Walker<'_> {
         ) {
             self.write("data-modifying statement");
         }
+        self.table_commands(&q.body);
         ControlFlow::Continue(())
     }
 

@@ -33,6 +33,7 @@ mod classify;
 mod fingerprint;
 mod functions;
 mod lexer;
+mod split;
 mod timebound;
 mod timerange;
 mod timestamp;
@@ -43,11 +44,14 @@ pub use catalog::{parse_function_name, BadFunctionName, CatalogLookup};
 pub use classify::{classify, Classification, Kind, TableName, TxControl, RECURSION_LIMIT};
 pub use fingerprint::{fingerprint, Fingerprint};
 pub use functions::{builtin_volatility, FunctionLookup, NoLookup, Volatility};
+pub use split::split_statements;
 pub use lexer::{block_comment_end, literals, Literal, LiteralKind};
 pub use timebound::{BoundOp, TimeBound, TimeCast};
 pub use timerange::{time_range, TimeRange};
 pub use timestamp::{parse_timestamp, NO_DEFAULT_OFFSET};
-pub use writes::{quote_literal, write_targets, Target, TargetColumn, WriteTargets, Written};
+pub use writes::{
+    quote_literal, stores_values, write_targets, Target, TargetColumn, WriteTargets, Written,
+};
 
 #[cfg(test)]
 mod tests;
@@ -55,5 +59,7 @@ mod tests;
 mod tests_cacheable;
 #[cfg(test)]
 mod tests_catalog;
+#[cfg(test)]
+mod tests_relations;
 #[cfg(test)]
 mod tests_time;

@@ -20,8 +20,9 @@ const CASES: &[(&str, bool, Kind)] = &[
     ("WITH x AS (SELECT * FROM t) SELECT * FROM x", true, Kind::Read),
     ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 10) SELECT * FROM r", true, Kind::Read),
     ("VALUES (1, 'a'), (2, 'b')", true, Kind::Read),
-    // sqlparser cannot parse these: they go to the primary, which is safe.
-    ("TABLE t", false, Kind::Utility),
+    // sqlparser cannot parse `TABLE`: it is read as the `SELECT * FROM` it stands for.
+    ("TABLE t", true, Kind::Read),
+    ("TABLE ONLY s.t ORDER BY a LIMIT 3", true, Kind::Read),
     ("SELECT lower(name), upper(name), length(name) FROM users", true, Kind::Read),
     ("SELECT coalesce(a, 0) + greatest(b, c) FROM t", true, Kind::Read),
     ("SELECT now()", true, Kind::Read),
@@ -90,8 +91,8 @@ const CASES: &[(&str, bool, Kind)] = &[
     // Locking reads.
     ("SELECT * FROM t FOR UPDATE", false, Kind::Write),
     ("SELECT * FROM t WHERE a = 1 FOR SHARE", false, Kind::Write),
-    ("SELECT * FROM t FOR NO KEY UPDATE", false, Kind::Utility),
-    ("SELECT * FROM t FOR KEY SHARE", false, Kind::Utility),
+    ("SELECT * FROM t FOR NO KEY UPDATE", false, Kind::Unknown),
+    ("SELECT * FROM t FOR KEY SHARE", false, Kind::Unknown),
     ("SELECT * FROM t FOR UPDATE SKIP LOCKED", false, Kind::Write),
     ("SELECT * FROM t FOR UPDATE NOWAIT", false, Kind::Write),
     ("SELECT * FROM (SELECT * FROM t FOR UPDATE) s", false, Kind::Write),
@@ -127,7 +128,7 @@ const CASES: &[(&str, bool, Kind)] = &[
     ("SELECT add_retention_policy('metrics', INTERVAL '30 days')", false, Kind::Write),
     ("SELECT add_compression_policy('metrics', INTERVAL '7 days')", false, Kind::Write),
     ("SELECT add_continuous_aggregate_policy('m_hourly', start_offset => INTERVAL '3 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour')", false, Kind::Write),
-    ("CALL refresh_continuous_aggregate('m_hourly', NULL, NULL)", false, Kind::Write),
+    ("CALL refresh_continuous_aggregate('m_hourly', NULL, NULL)", false, Kind::Unknown),
     ("SELECT compress_chunk(c) FROM show_chunks('metrics', older_than => INTERVAL '7 days') c", false, Kind::Write),
     ("SELECT drop_chunks('metrics', INTERVAL '90 days')", false, Kind::Write),
     ("SELECT timescaledb_pre_restore()", false, Kind::Write),
@@ -181,7 +182,7 @@ const CASES: &[(&str, bool, Kind)] = &[
     ("RESET ALL", false, Kind::Session),
     ("DISCARD ALL", false, Kind::Session),
     ("PREPARE p AS SELECT 1", false, Kind::Session),
-    ("EXECUTE p", false, Kind::Session),
+    ("EXECUTE p", false, Kind::Unknown),
     ("DEALLOCATE p", false, Kind::Session),
     ("LISTEN chan", false, Kind::Session),
     ("UNLISTEN *", false, Kind::Session),
@@ -190,14 +191,14 @@ const CASES: &[(&str, bool, Kind)] = &[
     ("FETCH 10 FROM c", false, Kind::Session),
     ("CLOSE c", false, Kind::Session),
     // Procedural and other utilities.
-    ("DO $$ BEGIN PERFORM 1; END $$", false, Kind::Utility),
-    ("CALL p(1)", false, Kind::Write),
+    ("DO $$ BEGIN PERFORM 1; END $$", false, Kind::Unknown),
+    ("CALL p(1)", false, Kind::Unknown),
     ("LOCK TABLE t IN ACCESS EXCLUSIVE MODE", false, Kind::Write),
     // Not parsable: always the primary.
-    ("SELEC 1", false, Kind::Utility),
-    ("", false, Kind::Utility),
-    ("SELECT FROM WHERE", false, Kind::Utility),
-    ("\\d t", false, Kind::Utility),
+    ("SELEC 1", false, Kind::Unknown),
+    ("", false, Kind::Unknown),
+    ("SELECT FROM WHERE", false, Kind::Unknown),
+    ("\\d t", false, Kind::Unknown),
 ];
 
 #[test]
@@ -226,7 +227,7 @@ fn deep_nesting_is_a_parse_error_not_a_stack_overflow() {
     let deep = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
     let c = classify(&deep, &NoLookup);
     assert!(!c.read_only);
-    assert_eq!(c.kind, Kind::Utility);
+    assert_eq!(c.kind, Kind::Unknown);
     let subqueries = format!(
         "SELECT * FROM {}t{}",
         "(SELECT * FROM ".repeat(5_000),
