@@ -4,8 +4,15 @@
 //! `$n` parameters become one placeholder; whitespace runs and comments fold to one separator;
 //! keywords and unquoted identifiers fold to lower case. Statements that differ only in their
 //! constants (pgbench's `-S` query with another `aid`) share a fingerprint.
+//!
+//! The fingerprint keys cached verdicts, so two texts that PostgreSQL (or sqlparser, which
+//! classifies) reads as different token sequences must never share one: the lexer follows
+//! PostgreSQL's rules (see `lexer::lex`) and hashes byte for byte what the two could read
+//! differently, and the encoding below keeps distinct token sequences distinct. Ordinary
+//! statements (words, punctuation, constants set off by whitespace or punctuation) hash as they
+//! always did, so configured fingerprints stay valid.
 
-use crate::lexer::{lex, Token};
+use crate::lexer::{lex, LiteralKind, Token};
 
 /// 128 bits, so unrelated statements practically never share one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,6 +47,15 @@ impl Hasher {
 
 const PLACEHOLDER: u8 = b'?';
 const SEPARATOR: u8 = b' ';
+/// Starts a two-byte (or longer) code that no word, quoted identifier or other token begins
+/// with: bytes below `0x20` and `?` as punctuation, byte-for-byte text, glued constants and
+/// unterminated constructs.
+const ESCAPE: u8 = 0;
+const CODE_EXACT: u8 = 1;
+const CODE_UNTERMINATED: u8 = 2;
+/// Plus the constant's class: a constant immediately followed by a name, a digit, `.`, `$` or a
+/// quote (`1abc`, `$1.`, `B'1''0'`), where how the two lexers split the text depends on its kind.
+const CODE_GLUED: u8 = 0x10;
 
 /// The fingerprint of `sql`.
 pub fn fingerprint(sql: &[u8]) -> Fingerprint {
@@ -57,7 +73,37 @@ pub fn fingerprint(sql: &[u8]) -> Fingerprint {
         }
         match t {
             Token::Space => {}
-            Token::Literal(..) => h.byte(PLACEHOLDER),
+            Token::Literal(kind, _, end) => {
+                h.byte(PLACEHOLDER);
+                if sql.get(end).is_some_and(|&b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'_' | b'$' | b'.' | b'\'' | b'"')
+                        || b >= 0x80
+                }) {
+                    let class = match kind {
+                        LiteralKind::Param(_) => 1,
+                        LiteralKind::Number => 2,
+                        LiteralKind::BitString => 3,
+                        LiteralKind::UnicodeString => 4,
+                        LiteralKind::DollarQuoted => 5,
+                        LiteralKind::String
+                        | LiteralKind::EscapeString
+                        | LiteralKind::NationalString => 6,
+                    };
+                    h.byte(ESCAPE);
+                    h.byte(CODE_GLUED + class);
+                }
+            }
+            Token::Exact(bytes) => {
+                h.byte(ESCAPE);
+                h.byte(CODE_EXACT);
+                for b in (bytes.len() as u64).to_le_bytes() {
+                    h.byte(b);
+                }
+                for &b in bytes {
+                    h.byte(b);
+                }
+            }
             Token::Word(w) => {
                 for &b in w {
                     h.byte(b.to_ascii_lowercase());
@@ -68,7 +114,16 @@ pub fn fingerprint(sql: &[u8]) -> Fingerprint {
                     h.byte(b);
                 }
             }
-            Token::Byte(b) => h.byte(b),
+            Token::Byte(b) => {
+                if b < 0x20 || b == PLACEHOLDER {
+                    h.byte(ESCAPE);
+                }
+                h.byte(b);
+            }
+            Token::Unterminated => {
+                h.byte(ESCAPE);
+                h.byte(CODE_UNTERMINATED);
+            }
         }
     });
     h.finish()

@@ -17,6 +17,8 @@ pub enum LiteralKind {
     NationalString,
     /// `B'…'` or `X'…'`.
     BitString,
+    /// `U&'…'`, with Unicode escapes (its value is not decoded).
+    UnicodeString,
     /// `$$…$$` or `$tag$…$tag$`.
     DollarQuoted,
     /// A numeric constant (unsigned: a leading `-` is an operator).
@@ -84,7 +86,10 @@ impl<'a> Literal<'a> {
                 let (tag, rest) = t.split_at(tag_len);
                 rest.strip_suffix(tag).map(Cow::Borrowed)
             }
-            LiteralKind::BitString | LiteralKind::Number | LiteralKind::Param(_) => None,
+            LiteralKind::BitString
+            | LiteralKind::UnicodeString
+            | LiteralKind::Number
+            | LiteralKind::Param(_) => None,
         }
     }
 }
@@ -95,17 +100,29 @@ pub(crate) enum Token<'a> {
     Space,
     /// A constant or parameter.
     Literal(LiteralKind, usize, usize),
+    /// Text hashed byte for byte: a construct PostgreSQL and sqlparser may read differently, or
+    /// whose value changes how the statement reads (a `UESCAPE` character). Never a literal.
+    Exact(&'a [u8]),
     /// A keyword or unquoted identifier, as written.
     Word(&'a [u8]),
     /// A quoted identifier, quotes included.
     QuotedIdent(&'a [u8]),
     /// Any other byte.
     Byte(u8),
+    /// The text ends inside a string, quoted identifier, dollar quote or block comment
+    /// (PostgreSQL rejects it).
+    Unterminated,
 }
 
 /// Where the block comment starting at `start` (at `/*`) ends: the index just past its `*/`,
 /// or the end of `sql`. Block comments nest in PostgreSQL.
 pub fn block_comment_end(sql: &[u8], start: usize) -> usize {
+    block_comment(sql, start).unwrap_or(sql.len())
+}
+
+/// The index just past the `*/` closing the (nesting) block comment at `start`, or `None` when
+/// the text ends inside it.
+fn block_comment(sql: &[u8], start: usize) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = start;
     while i < sql.len() {
@@ -116,65 +133,230 @@ pub fn block_comment_end(sql: &[u8], start: usize) -> usize {
             depth = depth.saturating_sub(1);
             i += 2;
             if depth == 0 {
-                return i;
+                return Some(i);
             }
         } else {
             i += 1;
         }
     }
-    sql.len()
+    None
+}
+
+/// How the body of a quoted constant ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    /// `'…'`, `N'…'`, `U&'…'`: `''` is a quote.
+    Standard,
+    /// `E'…'`: `''` and a backslash followed by any character.
+    Escape,
+    /// `B'…'`, `X'…'`: the first quote ends it (`''` is not an escape in PostgreSQL).
+    Bits,
+}
+
+/// Scans a quoted body starting just past its opening quote: the index just past the closing
+/// quote, or `None` when the text ends first.
+fn quoted_end(sql: &[u8], mut i: usize, q: Quoting) -> Option<usize> {
+    let n = sql.len();
+    while i < n {
+        match sql[i] {
+            b'\\' if q == Quoting::Escape => i += 2,
+            b'\'' if q != Quoting::Bits && sql.get(i + 1) == Some(&b'\'') => i += 2,
+            b'\'' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// PostgreSQL's string continuation: after a closing quote at `i - 1`, whitespace that holds a
+/// newline (`--` comments allowed, block comments not) and another quote continue the same
+/// constant. Returns the index just past that next quote.
+fn continuation(sql: &[u8], mut i: usize) -> Option<usize> {
+    let n = sql.len();
+    let mut newline = false;
+    while i < n {
+        match sql[i] {
+            b'\n' | b'\r' => {
+                newline = true;
+                i += 1;
+            }
+            b' ' | b'\t' | b'\x0b' | b'\x0c' => i += 1,
+            b'-' if sql.get(i + 1) == Some(&b'-') => {
+                while i < n && sql[i] != b'\n' && sql[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'\'' if newline => return Some(i + 1),
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_ident_cont(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// End of PostgreSQL 16's numeric constant starting at `i` (a digit, or `.` and a digit), and
+/// whether it is a plain decimal (no `_` separators, no `0x`/`0o`/`0b` prefix).
+fn number_end(sql: &[u8], start: usize) -> (usize, bool) {
+    let digit_run = |mut i: usize, ok: fn(u8) -> bool| -> (usize, bool) {
+        // digit (_? digit)*, starting at a digit.
+        let mut underscore = false;
+        while i < sql.len() {
+            if ok(sql[i]) {
+                i += 1;
+            } else if sql[i] == b'_' && i + 1 < sql.len() && ok(sql[i + 1]) {
+                underscore = true;
+                i += 2;
+            } else {
+                break;
+            }
+        }
+        (i, underscore)
+    };
+    let dec = |b: u8| b.is_ascii_digit();
+    if sql[start] == b'0' {
+        let radix: Option<fn(u8) -> bool> = match sql.get(start + 1).map(|b| b | 0x20) {
+            Some(b'x') => Some(|b: u8| b.is_ascii_hexdigit()),
+            Some(b'o') => Some(|b: u8| (b'0'..=b'7').contains(&b)),
+            Some(b'b') => Some(|b: u8| b == b'0' || b == b'1'),
+            _ => None,
+        };
+        if let Some(ok) = radix {
+            let mut i = start + 2;
+            if sql.get(i) == Some(&b'_') && sql.get(i + 1).is_some_and(|b| ok(*b)) {
+                i += 1;
+            }
+            if sql.get(i).is_some_and(|b| ok(*b)) {
+                return (digit_run(i, ok).0, false);
+            }
+            // `0x` without digits: PostgreSQL rejects it; the `0` alone is the constant here.
+            return (start + 1, true);
+        }
+    }
+    let mut plain = true;
+    let mut i = start;
+    if sql[i] != b'.' {
+        let (e, u) = digit_run(i, dec);
+        plain &= !u;
+        i = e;
+        // `1..2` is `1` and `..2`.
+        if sql.get(i) == Some(&b'.') && sql.get(i + 1) != Some(&b'.') {
+            i += 1;
+            if sql.get(i).is_some_and(u8::is_ascii_digit) {
+                let (e, u) = digit_run(i, dec);
+                plain &= !u;
+                i = e;
+            }
+        }
+    } else {
+        let (e, u) = digit_run(i + 1, dec);
+        plain &= !u;
+        i = e;
+    }
+    if matches!(sql.get(i), Some(b'e' | b'E')) {
+        let mut j = i + 1;
+        if matches!(sql.get(j), Some(b'+' | b'-')) {
+            j += 1;
+        }
+        if sql.get(j).is_some_and(u8::is_ascii_digit) {
+            let (e, u) = digit_run(j, dec);
+            plain &= !u;
+            i = e;
+        }
+    }
+    (i, plain)
 }
 
 /// Calls `emit` for each token of `sql`, in order.
+///
+/// The lexer reads the text as PostgreSQL 16 does with `standard_conforming_strings = on` (the
+/// broker refuses `off`, where `'\''` would be an escaped quote): `--` comments end at `\n` or
+/// `\r`, block comments nest, `E'…'` strings honour backslashes, `B'…'`/`X'…'` end at the first
+/// quote, quoted constants separated by whitespace holding a newline are one constant, dollar
+/// tags follow PostgreSQL's identifier rules. Where PostgreSQL (of any supported version) and
+/// sqlparser, which [`classify`](crate::classify) parses with, could read the same bytes as
+/// different tokens, the construct is hashed byte for byte ([`Token::Exact`]), and when the two
+/// readings could lose step, everything from there to the end of the text is: the fingerprint
+/// may only ever distinguish more.
 #[inline]
 pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
-    let mut i = 0;
     let n = sql.len();
-    // Start and kind of a string constant whose prefix letter was just consumed.
-    let mut prefix: Option<(usize, LiteralKind)> = None;
+    let mut i = 0;
+    // After a `U&` constant or identifier: 1, then 2 after its `UESCAPE` keyword, whose string
+    // is hashed exactly (it changes what a `U&"…"` identifier names).
+    let mut uescape = 0u8;
+    let mut put = |t: Token<'a>, unicode: bool| {
+        match &t {
+            Token::Space => {}
+            Token::Word(w) if uescape == 1 && w.eq_ignore_ascii_case(b"uescape") => {
+                uescape = 2;
+                emit(t);
+                return;
+            }
+            Token::Literal(_, s, e) if uescape == 2 => {
+                uescape = 0;
+                emit(Token::Exact(&sql[*s..*e]));
+                return;
+            }
+            _ => uescape = if unicode { 1 } else { 0 },
+        }
+        emit(t);
+    };
+    // Everything from `at` on, byte for byte: the readings may lose step here.
+    macro_rules! desync {
+        ($at:expr) => {{
+            put(Token::Exact(&sql[$at..]), false);
+            return;
+        }};
+    }
     while i < n {
         let c = sql[i];
+        let start = i;
         match c {
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => {
-                emit(Token::Space);
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => {
+                put(Token::Space, false);
                 i += 1;
             }
             b'-' if sql.get(i + 1) == Some(&b'-') => {
-                while i < n && sql[i] != b'\n' {
+                // PostgreSQL (and sqlparser) end it at either newline byte.
+                while i < n && sql[i] != b'\n' && sql[i] != b'\r' {
                     i += 1;
                 }
-                emit(Token::Space);
+                put(Token::Space, false);
             }
-            b'/' if sql.get(i + 1) == Some(&b'*') => {
-                i = block_comment_end(sql, i);
-                emit(Token::Space);
-            }
-            b'\'' => {
-                let (start, kind) = prefix.take().unwrap_or((i, LiteralKind::String));
-                // '' escapes; E'..' strings also honour backslashes.
-                let escapes = kind == LiteralKind::EscapeString;
-                i += 1;
-                while i < n {
-                    if escapes && sql[i] == b'\\' {
-                        i += 2;
-                    } else if sql[i] == b'\'' {
-                        if sql.get(i + 1) == Some(&b'\'') {
-                            i += 2;
-                        } else {
-                            i += 1;
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
+            b'/' if sql.get(i + 1) == Some(&b'*') => match block_comment(sql, i) {
+                Some(end) => {
+                    i = end;
+                    put(Token::Space, false);
                 }
-                i = i.min(n);
-                emit(Token::Literal(kind, start, i));
+                None => {
+                    i = n;
+                    put(Token::Unterminated, false);
+                }
+            },
+            b'\'' => {
+                i = quoted(
+                    sql,
+                    start,
+                    start + 1,
+                    Quoting::Standard,
+                    LiteralKind::String,
+                    &mut put,
+                );
+                if i == usize::MAX {
+                    return;
+                }
             }
             b'"' => {
                 // A quoted identifier keeps its case and contents.
-                let start = i;
                 i += 1;
+                let mut closed = false;
                 while i < n {
                     if sql[i] == b'"' {
                         if sql.get(i + 1) == Some(&b'"') {
@@ -182,99 +364,222 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
                             continue;
                         }
                         i += 1;
+                        closed = true;
                         break;
                     }
                     i += 1;
                 }
-                emit(Token::QuotedIdent(&sql[start..i]));
+                put(Token::QuotedIdent(&sql[start..i]), false);
+                if !closed {
+                    put(Token::Unterminated, false);
+                }
             }
             b'$' => {
-                let start = i;
                 let rest = &sql[i + 1..];
-                let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-                if digits > 0 {
+                if rest.first().is_some_and(u8::is_ascii_digit) {
+                    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                    if rest.get(digits).is_some_and(|b| is_ident_cont(*b)) {
+                        // `$1abc`, `$1_0`, `$1$…`: trailing junk to PostgreSQL 15+, a parameter
+                        // and a name to older ones, a placeholder or a dollar quote tagged `1` to
+                        // sqlparser.
+                        desync!(start);
+                    }
                     // $1: a parameter.
                     let number = rest[..digits].iter().try_fold(0usize, |acc, d| {
                         acc.checked_mul(10)?.checked_add((d - b'0') as usize)
                     });
                     i += 1 + digits;
                     let kind = LiteralKind::Param(number.unwrap_or(usize::MAX));
-                    emit(Token::Literal(kind, start, i));
+                    put(Token::Literal(kind, start, i), false);
                     continue;
                 }
-                let tag_len = rest
-                    .iter()
-                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
-                    .count();
+                let tag_len = if rest.first().is_some_and(|b| is_ident_start(*b)) {
+                    rest.iter()
+                        .take_while(|b| is_ident_cont(**b) && **b != b'$')
+                        .count()
+                } else {
+                    0
+                };
                 if rest.get(tag_len) == Some(&b'$') {
                     // $tag$ … $tag$: a dollar-quoted constant.
                     let tag = &sql[i..i + tag_len + 2];
+                    if tag.iter().any(|b| *b >= 0x80) {
+                        // sqlparser takes only alphanumeric characters into a tag.
+                        desync!(start);
+                    }
                     let body_start = i + tag.len();
-                    i = match sql[body_start..].windows(tag.len()).position(|w| w == tag) {
-                        Some(p) => body_start + p + tag.len(),
-                        None => n,
-                    };
-                    emit(Token::Literal(LiteralKind::DollarQuoted, start, i));
+                    match sql[body_start..].windows(tag.len()).position(|w| w == tag) {
+                        Some(p) => {
+                            i = body_start + p + tag.len();
+                            put(Token::Literal(LiteralKind::DollarQuoted, start, i), false);
+                        }
+                        None => {
+                            i = n;
+                            put(Token::Literal(LiteralKind::DollarQuoted, start, i), false);
+                            put(Token::Unterminated, false);
+                        }
+                    }
                 } else {
-                    emit(Token::Byte(b'$'));
+                    put(Token::Byte(b'$'), false);
                     i += 1;
                 }
             }
             b'0'..=b'9' => {
-                // A numeric constant (digits, one dot, exponent).
-                let start = i;
-                while i < n
-                    && (sql[i].is_ascii_alphanumeric()
-                        || sql[i] == b'.'
-                        || sql[i] == b'_'
-                        || ((sql[i] == b'+' || sql[i] == b'-')
-                            && matches!(sql[i - 1], b'e' | b'E')))
-                {
-                    i += 1;
+                let (end, plain) = number_end(sql, i);
+                i = end;
+                if sql.get(i) == Some(&b'.') {
+                    // `1..2`: PostgreSQL reads `1` `.` `.2`, sqlparser `1.` `.2`.
+                    desync!(start);
                 }
-                emit(Token::Literal(LiteralKind::Number, start, i));
+                if plain {
+                    put(Token::Literal(LiteralKind::Number, start, i), false);
+                } else {
+                    // `1_000`, `0x1F`: one constant to PostgreSQL 16, a number and a name to
+                    // older versions.
+                    put(Token::Exact(&sql[start..i]), false);
+                }
             }
             b'.' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                let start = i;
-                i += 1;
-                while i < n && (sql[i].is_ascii_digit() || matches!(sql[i], b'e' | b'E')) {
-                    i += 1;
+                let (end, plain) = number_end(sql, i);
+                i = end;
+                if sql.get(i) == Some(&b'.') {
+                    desync!(start);
                 }
-                emit(Token::Literal(LiteralKind::Number, start, i));
+                if plain {
+                    put(Token::Literal(LiteralKind::Number, start, i), false);
+                } else {
+                    put(Token::Exact(&sql[start..i]), false);
+                }
             }
-            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
-                // A keyword or identifier; B'..' and X'..' bit strings and E'..' and N'..'
-                // strings are constants whose prefix letter belongs to the constant.
-                let start = i;
-                while i < n
-                    && (sql[i].is_ascii_alphanumeric()
-                        || sql[i] == b'_'
-                        || sql[i] >= 0x80
-                        || sql[i] == b'$')
-                {
+            c if is_ident_start(c) => {
+                // A keyword or identifier; B'..' and X'..' bit strings, E'..', N'..' and U&'..'
+                // strings are constants whose prefix belongs to the constant, U&".." an
+                // identifier.
+                while i < n && is_ident_cont(sql[i]) {
                     i += 1;
                 }
                 let word = &sql[start..i];
                 if word.len() == 1 && sql.get(i) == Some(&b'\'') {
                     let kind = match word[0] | 0x20 {
-                        b'b' | b'x' => Some(LiteralKind::BitString),
-                        b'e' => Some(LiteralKind::EscapeString),
-                        b'n' => Some(LiteralKind::NationalString),
+                        b'b' | b'x' => Some((LiteralKind::BitString, Quoting::Bits)),
+                        b'e' => Some((LiteralKind::EscapeString, Quoting::Escape)),
+                        b'n' => Some((LiteralKind::NationalString, Quoting::Standard)),
                         _ => None,
                     };
-                    if let Some(kind) = kind {
-                        prefix = Some((start, kind));
+                    if let Some((kind, q)) = kind {
+                        i = quoted(sql, start, i + 1, q, kind, &mut put);
+                        if i == usize::MAX {
+                            return;
+                        }
                         continue;
                     }
                 }
-                emit(Token::Word(word));
+                if word.len() == 1 && word[0] | 0x20 == b'u' && sql.get(i) == Some(&b'&') {
+                    match sql.get(i + 1) {
+                        Some(b'\'') => {
+                            i = quoted(
+                                sql,
+                                start,
+                                i + 2,
+                                Quoting::Standard,
+                                LiteralKind::UnicodeString,
+                                &mut put,
+                            );
+                            if i == usize::MAX {
+                                return;
+                            }
+                            continue;
+                        }
+                        Some(b'"') => {
+                            // U&"…": the identifier and its prefix, byte for byte.
+                            let mut j = i + 2;
+                            let mut closed = false;
+                            while j < n {
+                                if sql[j] == b'"' {
+                                    if sql.get(j + 1) == Some(&b'"') {
+                                        j += 2;
+                                        continue;
+                                    }
+                                    j += 1;
+                                    closed = true;
+                                    break;
+                                }
+                                j += 1;
+                            }
+                            put(Token::Exact(&sql[start..j]), true);
+                            if !closed {
+                                put(Token::Unterminated, false);
+                            }
+                            i = j;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
+                put(Token::Word(word), false);
             }
             _ => {
-                emit(Token::Byte(c));
+                put(Token::Byte(c), false);
                 i += 1;
             }
         }
     }
+}
+
+/// Scans a quoted constant whose prefix starts at `start` and whose body starts at `body`
+/// (past the opening quote), with PostgreSQL's continuation, and emits it. Returns where
+/// lexing resumes, or `usize::MAX` when it emitted the rest of the text (the readings may
+/// lose step).
+fn quoted<'a>(
+    sql: &'a [u8],
+    start: usize,
+    body: usize,
+    q: Quoting,
+    kind: LiteralKind,
+    put: &mut impl FnMut(Token<'a>, bool),
+) -> usize {
+    let unicode = kind == LiteralKind::UnicodeString;
+    let Some(mut end) = quoted_end(sql, body, q) else {
+        put(Token::Literal(kind, start, sql.len()), unicode);
+        put(Token::Unterminated, false);
+        return sql.len();
+    };
+    if q == Quoting::Bits && (sql[body..end].contains(&b'\\') || sql.get(end) == Some(&b'\'')) {
+        // sqlparser reads backslash escapes in X'…' and `''` in B'…' and X'…'.
+        put(Token::Exact(&sql[start..]), false);
+        return usize::MAX;
+    }
+    let mut continued = false;
+    while let Some(next) = continuation(sql, end) {
+        continued = true;
+        match quoted_end(sql, next, q) {
+            Some(e) => {
+                if q == Quoting::Escape && sql[next..e].contains(&b'\\') {
+                    // sqlparser reads the continued part as a plain string.
+                    put(Token::Exact(&sql[start..]), false);
+                    return usize::MAX;
+                }
+                if q == Quoting::Bits
+                    && (sql[next..e].contains(&b'\\') || sql.get(e) == Some(&b'\''))
+                {
+                    put(Token::Exact(&sql[start..]), false);
+                    return usize::MAX;
+                }
+                end = e;
+            }
+            None => {
+                put(Token::Exact(&sql[start..]), false);
+                return usize::MAX;
+            }
+        }
+    }
+    if continued {
+        // One constant to PostgreSQL, several to sqlparser: byte for byte.
+        put(Token::Exact(&sql[start..end]), unicode);
+    } else {
+        put(Token::Literal(kind, start, end), unicode);
+    }
+    end
 }
 
 /// The constants and `$n` parameters of `sql` in the order the fingerprint meets them: the

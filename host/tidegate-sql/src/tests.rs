@@ -469,3 +469,215 @@ proptest! {
         let _ = classify(&s, &NoLookup);
     }
 }
+
+// ---- Lexer / fingerprint: one lexer truth (issue 18). Texts PostgreSQL (or sqlparser) reads
+// as different token sequences never share a fingerprint; keep these together. ----
+
+fn fp(s: &str) -> Fingerprint {
+    fingerprint(s.as_bytes())
+}
+
+fn assert_distinct(pairs: &[(&str, &str)]) {
+    for (a, b) in pairs {
+        assert_ne!(
+            fp(a),
+            fp(b),
+            "{a:?} must not share a fingerprint with {b:?}"
+        );
+    }
+}
+
+fn assert_same(pairs: &[(&str, &str)]) {
+    for (a, b) in pairs {
+        assert_eq!(fp(a), fp(b), "{a:?} should share a fingerprint with {b:?}");
+    }
+}
+
+#[test]
+fn dash_comments_end_at_carriage_return() {
+    assert_distinct(&[
+        (
+            "SELECT 1 --\r; DELETE FROM acct",
+            "SELECT 1 --x; DELETE FROM acct",
+        ),
+        ("SELECT 1 --\r; DELETE FROM acct", "SELECT 1"),
+        ("SELECT 1 -- c\r\nFROM t", "SELECT 1 -- c FROM t"),
+    ]);
+    assert_same(&[("SELECT 1 -- a\rFROM t", "SELECT 2 -- b\nFROM t")]);
+    let lits = literals("SELECT 1 --\r, '2'");
+    assert_eq!(lits.len(), 2);
+}
+
+#[test]
+fn block_comments_nest() {
+    assert_distinct(&[
+        (
+            "SELECT 1 /* /* */ ; DELETE FROM acct */",
+            "SELECT 1 /* /* */ */ ; DELETE FROM acct",
+        ),
+        ("SELECT 1 /* /* */ */ ; DELETE FROM acct", "SELECT 1"),
+        // Unterminated: PostgreSQL rejects it.
+        ("SELECT 1 /* /* */", "SELECT 1"),
+    ]);
+    assert_same(&[("SELECT 1 /* a /* b */ c */ FROM t", "SELECT 2 FROM t")]);
+    assert_eq!(block_comment_end(b"/* /* */ x */ y", 0), 13);
+    assert_eq!(literals("SELECT /* '1' /* '2' */ '3' */ 4")[0].text, "4");
+}
+
+#[test]
+fn escape_strings_honour_backslashes() {
+    assert_distinct(&[
+        // `\'` does not end the string: all of it is one constant.
+        (
+            r"SELECT E'\'; DELETE FROM acct; --'",
+            r"SELECT E'x'; DELETE FROM acct; --'",
+        ),
+        (
+            r"SELECT E'\\'; DELETE FROM acct; --'",
+            r"SELECT E'\'; DELETE FROM acct; --'",
+        ),
+    ]);
+    assert_same(&[(r"SELECT E'\'' FROM t", "SELECT 'x' FROM t")]);
+    let lits = literals(r"SELECT E'a\'b', e'\\', 1");
+    assert_eq!(lits.len(), 3);
+    assert_eq!(lits[0].string_value().as_deref(), Some("a'b"));
+    assert_eq!(lits[1].string_value().as_deref(), Some("\\"));
+}
+
+#[test]
+fn dollar_quotes_match_their_own_tag() {
+    assert_distinct(&[
+        // `$b$` does not end a `$a$` quote.
+        (
+            "SELECT $a$ $b$; DELETE FROM acct; $a$",
+            "SELECT $a$x$a$; DELETE FROM acct",
+        ),
+        ("SELECT $a$ x $a$", "SELECT $a$ x $b$ y $b$"),
+        // A non-ASCII tag (PostgreSQL takes any byte >= 0x80, sqlparser only alphanumerics).
+        (
+            "SELECT $€$ ' $€$; DELETE FROM acct; --'",
+            "SELECT $€$ ' $€$; SELECT 1; --'",
+        ),
+        // `$1` is a parameter, `$1$` no tag; `$1abc` junk to PostgreSQL, one token to sqlparser.
+        (
+            "SELECT $1$ ' $1$; DELETE FROM acct; --'",
+            "SELECT $1$ ' $1$; SELECT 1; --'",
+        ),
+        ("SELECT $1abc", "SELECT 'x'abc"),
+        ("SELECT $1abc", "SELECT $2abc"),
+        // Identifiers may contain `$`: `a$b$` is a name, not a quote.
+        ("SELECT a$b$ FROM t", "SELECT a FROM t"),
+    ]);
+    assert_same(&[
+        ("SELECT $a$ x $b$ y $a$, $1", "SELECT $$z$$, 'q'"),
+        (
+            "SELECT a$b FROM t WHERE c = $2",
+            "SELECT A$B FROM t WHERE c = 5",
+        ),
+    ]);
+    let lits = literals("SELECT $a$ $b$ $a$, a$b, $3");
+    let texts: Vec<&str> = lits.iter().map(|l| l.text).collect();
+    assert_eq!(texts, ["$a$ $b$ $a$", "$3"]);
+    assert_eq!(lits[1].kind, LiteralKind::Param(3));
+}
+
+#[test]
+fn unicode_escapes_and_uescape() {
+    assert_distinct(&[
+        // The escape character decides which table a U&"…" identifier names.
+        (
+            r#"SELECT * FROM U&"!0061cct" UESCAPE '!'"#,
+            r#"SELECT * FROM U&"!0061cct" UESCAPE '#'"#,
+        ),
+        (r#"SELECT * FROM U&"acct""#, r#"SELECT * FROM "acct""#),
+        (r#"SELECT U&"a" FROM t"#, r#"SELECT U & "a" FROM t"#),
+        ("SELECT U&'a' UESCAPE '!'", "SELECT U&'a' UESCAPE '#'"),
+        ("SELECT U&'a'", "SELECT U & 'a'"),
+    ]);
+    assert_same(&[("SELECT U&'d\\0061t\\+000061'", "SELECT u&'x'")]);
+    let lits = literals("SELECT U&'a''b', xU");
+    assert_eq!(lits.len(), 1);
+    assert_eq!(lits[0].kind, LiteralKind::UnicodeString);
+    assert_eq!(lits[0].text, "U&'a''b'");
+    assert_eq!(lits[0].string_value(), None);
+}
+
+#[test]
+fn quoted_identifiers_double_their_quotes() {
+    assert_distinct(&[
+        (
+            r#"SELECT "a""; DELETE FROM acct; --""#,
+            r#"SELECT "a"; DELETE FROM acct; --""#,
+        ),
+        (r#"SELECT "a""b" FROM t"#, r#"SELECT "a" "b" FROM t"#),
+        (r#"SELECT "acct"#, "SELECT"),
+    ]);
+    assert_eq!(literals(r#"SELECT "it''s", '1'"#).len(), 1);
+}
+
+#[test]
+fn bit_strings_end_at_the_first_quote_and_continuations_join() {
+    assert_distinct(&[
+        // PostgreSQL: B'1' then '0'; sqlparser: one B'1''0'.
+        ("SELECT B'1''0'", "SELECT B'1'"),
+        ("SELECT B'1''0'", "SELECT '1''0'"),
+        (
+            r"SELECT X'\''; DELETE FROM acct; --'",
+            r"SELECT X'0''; DELETE FROM acct; --'",
+        ),
+        // A newline between two strings makes one constant (PostgreSQL), a space does not.
+        ("SELECT 'a'\n'b'", "SELECT 'a' 'b'"),
+        ("SELECT 'a'\n'b'", "SELECT 'a'"),
+        // Continued E'…' parts keep backslash escapes in PostgreSQL, not in sqlparser.
+        (
+            "SELECT E'x'\n'\\''; DELETE FROM acct; --'",
+            "SELECT E'x'\n'y'; DELETE FROM acct; --'",
+        ),
+    ]);
+    assert_eq!(literals("SELECT B'1''0'").len(), 0);
+    let lits = literals("SELECT 'a' -- c\n  'b', 'c' /* */ 'd'");
+    // The continued constant is hashed byte for byte: only the last two are placeholders.
+    assert_eq!(lits.len(), 2);
+}
+
+#[test]
+fn numbers_follow_postgresql_and_glued_constants_keep_their_kind() {
+    assert_distinct(&[
+        // `1from` is `1 FROM` to sqlparser (and PostgreSQL before 15).
+        ("SELECT 1from acct", "SELECT 1 acct"),
+        ("SELECT 1abc", "SELECT 'x'abc"),
+        ("SELECT 1..2", "SELECT 1.5..2"),
+        ("SELECT 1_000", "SELECT 1"),
+        ("SELECT 0x1F", "SELECT 1"),
+        ("SELECT 1.2.3", "SELECT 1.2"),
+        // `?` the operator is not a constant.
+        ("SELECT a ? b FROM t", "SELECT a 1 b FROM t"),
+        ("SELECT 'x' FROM t", "SELECT 'x' FROM t\x00"),
+    ]);
+    assert_same(&[
+        ("SELECT 1e5, .5, 1.5e-3, 2.", "SELECT 2, 3, 4, 5"),
+        (
+            "SELECT a FROM t WHERE b = 1.5",
+            "SELECT a FROM t WHERE b = $1",
+        ),
+    ]);
+}
+
+#[test]
+fn standard_conforming_strings_are_assumed_on() {
+    // With `standard_conforming_strings = off`, '\'' would be an escaped quote; the broker
+    // refuses that setting, so a backslash is an ordinary character here.
+    let lits = literals(r"SELECT '\', 1");
+    assert_eq!(lits.len(), 2);
+    assert_eq!(lits[0].string_value().as_deref(), Some("\\"));
+    assert_distinct(&[(r"SELECT '\'; DELETE FROM acct; --'", r"SELECT 'x'")]);
+}
+
+#[test]
+fn ordinary_fingerprints_are_unchanged() {
+    // Configured rules name fingerprints: the encoding of ordinary statements must not move.
+    assert_eq!(
+        fp("SELECT abalance FROM pgbench_accounts WHERE aid = 1"),
+        fp("select abalance from pgbench_accounts where aid = $1")
+    );
+}
