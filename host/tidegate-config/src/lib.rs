@@ -18,7 +18,7 @@ pub use cache::{Cache, CacheRule};
 pub use duration::{parse_duration, Millis};
 pub use error::{ConfigError, Location};
 pub use http::{Http, HttpToken, Migrations};
-pub use scram::{hmac_sha256, ScramVerifier};
+pub use scram::{constant_time_eq, hmac_sha256, ScramVerifier};
 pub use types::*;
 
 use std::path::Path;

@@ -34,6 +34,16 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keep the optimizer from turning the fold into an early-exit comparison.
+    std::hint::black_box(diff) == 0
+}
+
 impl ScramVerifier {
     /// Derives a verifier from a plaintext password (development configs), with a random salt.
     pub fn from_password(password: &str, iterations: u32) -> ScramVerifier {
@@ -56,6 +66,13 @@ impl ScramVerifier {
             stored_key,
             server_key,
         }
+    }
+
+    /// Whether `password` derives this verifier's StoredKey (one PBKDF2 derivation at this
+    /// verifier's iteration count, compared in constant time).
+    pub fn matches(&self, password: &str) -> bool {
+        let derived = Self::derive(password, &self.salt, self.iterations);
+        constant_time_eq(&derived.stored_key, &self.stored_key)
     }
 
     /// Parses PostgreSQL's verifier text.

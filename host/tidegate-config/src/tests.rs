@@ -202,3 +202,17 @@ key = "{audit_key}"
     // Other keys are fine.
     Config::from_toml(&src("audit", r#"["pii"]"#)).expect("valid");
 }
+
+#[test]
+fn verifiers_match_their_password_only() {
+    let v = ScramVerifier::derive("app", b"0123456789abcdef", 64);
+    assert!(v.matches("app"));
+    assert!(!v.matches("app2"));
+    assert!(!v.matches(""));
+    let (a, mut b) = ([7u8; 32], [7u8; 32]);
+    assert!(constant_time_eq(&a, &b));
+    b[31] = 8;
+    assert!(!constant_time_eq(&a, &b));
+    b[0] = 0;
+    assert!(!constant_time_eq(&a, &b));
+}
