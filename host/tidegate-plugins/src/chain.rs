@@ -4,7 +4,7 @@
 use crate::audit_cache::AuditCache;
 use crate::runtime::{CallError, LoadedPlugin, PluginDecision};
 use crate::types::{
-    AuditEvent, AuditRecord, BoundValue, Column, Denial, Statement, Value, Verdict,
+    AuditEvent, AuditRecord, BoundValue, Column, Denial, Principal, Statement, Value, Verdict,
 };
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -17,7 +17,9 @@ const CACHE_ENTRIES: usize = 50_000;
 
 /// Cached decisions by user, then (plugin version, fingerprint): looked up by `&str`, so a hit
 /// allocates nothing.
-type DecisionCache = HashMap<String, HashMap<(u64, u128), Option<Denial>>>;
+/// Deterministic decisions by user, then database (the same text may name other tables in
+/// another database), then (plugin version, fingerprint).
+type DecisionCache = HashMap<String, HashMap<String, HashMap<(u64, u128), Option<Denial>>>>;
 
 /// Which hooks apply to a (user, database).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -175,6 +177,7 @@ impl Chain {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(s.principal.user.as_str())
+                    .and_then(|m| m.get(s.principal.database.as_str()))
                     .and_then(|m| m.get(&k))
                     .cloned();
                 if let Some(cached) = hit {
@@ -188,7 +191,7 @@ impl Chain {
             match plugin.on_statement(s).await {
                 Ok(PluginDecision::Allow) => {
                     if let Some(k) = key {
-                        self.remember(&s.principal.user, k, None);
+                        self.remember(&s.principal, k, None);
                     }
                 }
                 Ok(PluginDecision::Deny(reason, sqlstate, hint)) => {
@@ -200,7 +203,7 @@ impl Chain {
                         plugin: entry.name.clone(),
                     };
                     if let Some(k) = key {
-                        self.remember(&s.principal.user, k, Some(d.clone()));
+                        self.remember(&s.principal, k, Some(d.clone()));
                     }
                     return (Verdict::Deny(d), false);
                 }
@@ -423,13 +426,18 @@ impl Chain {
             .filter(move |e| e.applies(user, db) && hook(&e.current.load()))
     }
 
-    fn remember(&self, user: &str, key: (u64, u128), value: Option<Denial>) {
+    fn remember(&self, who: &Principal, key: (u64, u128), value: Option<Denial>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if self.cached.fetch_add(1, Relaxed) >= CACHE_ENTRIES {
             cache.clear();
             self.cached.store(1, Relaxed);
         }
-        cache.entry(user.to_owned()).or_default().insert(key, value);
+        cache
+            .entry(who.user.clone())
+            .or_default()
+            .entry(who.database.clone())
+            .or_default()
+            .insert(key, value);
     }
 }
 

@@ -89,6 +89,9 @@ pub struct Classification {
     pub statements: usize,
     /// Why it is not read-only (for logs and tests).
     pub reason: Option<&'static str>,
+    /// Why TideGate refuses it for every user, whatever the policy: it would change how
+    /// TideGate reads later statements (`SET standard_conforming_strings = off`).
+    pub refused: Option<&'static str>,
     /// For a single plain SELECT: its time predicates' shape (which column is bounded by which
     /// literal slot). Never values: those are read per statement text by
     /// [`time_range`](crate::time_range).
@@ -106,6 +109,7 @@ impl Classification {
             tx: None,
             statements: 0,
             reason: Some(reason),
+            refused: None,
             time_bounds: Vec::new(),
         }
     }
@@ -137,8 +141,10 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
     let mut read_only = true;
     let mut reason = None;
     let mut tx = None;
+    let mut refused = None;
     for stmt in &statements {
         let top = top_level(stmt);
+        refused = refused.or(top.refused);
         kind = kind.max(top.kind);
         tx = top.tx;
         walker.every_table |= top.every_table;
@@ -182,6 +188,7 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
         tx,
         statements: statements.len(),
         reason,
+        refused,
         time_bounds,
     }
 }
@@ -213,6 +220,7 @@ struct Top {
     tx: Option<TxControl>,
     tables: Vec<TableName>,
     every_table: bool,
+    refused: Option<&'static str>,
 }
 
 impl Top {
@@ -224,6 +232,7 @@ impl Top {
             tx: None,
             tables: Vec::new(),
             every_table: false,
+            refused: None,
         }
     }
 
@@ -422,6 +431,13 @@ fn set_statement(set: &sqlparser::ast::Set) -> Top {
             let text = set.to_string().to_ascii_uppercase();
             if text.starts_with("SET TRANSACTION") && text.contains("READ ONLY") {
                 Top::tx(Kind::Transaction, TxControl::SetReadOnly)
+            } else if scs_off(set) {
+                Top {
+                    refused: Some(
+                        "standard_conforming_strings = off is not supported through TideGate",
+                    ),
+                    ..Top::unknown("standard_conforming_strings")
+                }
             } else if settings_changed(set)
                 .iter()
                 .any(|name| matches!(name.as_str(), "role" | "session_authorization"))
@@ -432,6 +448,35 @@ fn set_statement(set: &sqlparser::ast::Set) -> Top {
             }
         }
     }
+}
+
+/// Whether a `SET` turns `standard_conforming_strings` anything but on.
+fn scs_off(set: &sqlparser::ast::Set) -> bool {
+    use sqlparser::ast::Set;
+    let Set::SingleAssignment {
+        variable, values, ..
+    } = set
+    else {
+        return settings_changed(set)
+            .iter()
+            .any(|n| n == "standard_conforming_strings");
+    };
+    let name = variable.0.last().map(|p| ident_text(&p.to_string()));
+    if name.as_deref() != Some("standard_conforming_strings") {
+        return false;
+    }
+    let value = values
+        .iter()
+        .map(|v| v.to_string().trim_matches('\'').to_ascii_lowercase())
+        .collect::<Vec<_>>();
+    !matches!(
+        value
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["on" | "true" | "yes" | "1" | "default"]
+    )
 }
 
 /// The names of the settings a `SET` assigns, lower-cased.

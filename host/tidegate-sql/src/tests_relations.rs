@@ -166,3 +166,23 @@ fn a_split_string_classifies_statement_by_statement() {
     assert_eq!(parts[1].kind, Kind::Write);
     assert_eq!(names(&parts[1]), ["acct"]);
 }
+
+#[test]
+fn turning_standard_conforming_strings_off_is_refused() {
+    for sql in [
+        "SET standard_conforming_strings = off",
+        "SET standard_conforming_strings TO 'off'",
+        "set session standard_conforming_strings = false",
+    ] {
+        let c = classify(sql, &NoLookup);
+        assert!(c.refused.is_some(), "{sql}");
+        assert_eq!(c.kind, Kind::Unknown, "{sql}");
+    }
+    for sql in [
+        "SET standard_conforming_strings = on",
+        "SET standard_conforming_strings TO DEFAULT",
+        "SET search_path = off",
+    ] {
+        assert_eq!(classify(sql, &NoLookup).refused, None, "{sql}");
+    }
+}

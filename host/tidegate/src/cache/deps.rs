@@ -145,7 +145,13 @@ pub fn write_gens(
         Some(t) => std::slice::from_ref(t),
         None => &class.tables,
     };
-    if tables.is_empty() || by_function || matches!(class.kind, Kind::Session | Kind::Utility) {
+    // What may reach beyond its named tables (a function, a cascade, unknown code) bumps
+    // the whole database.
+    if tables.is_empty()
+        || by_function
+        || class.every_table
+        || matches!(class.kind, Kind::Session | Kind::Utility | Kind::Unknown)
+    {
         if class.kind == Kind::Ddl {
             gens.push(EPOCH.to_owned());
             return gens;

@@ -69,7 +69,16 @@ struct Stmt {
     cache_writes: Option<Arc<[String]>>,
     /// What its audit records say of it (set at its first audited Bind).
     audit: Option<audit::Shape>,
+    /// Executing it changes session state (`SET`, `RESET`, `set_config`…): each Bind of it
+    /// moves the cache key's settings digest, parameters included.
+    changes_state: bool,
 }
+
+/// The most client messages kept to re-run a read elsewhere if its replica fails.
+const MAX_REPLAY_BYTES: usize = 1 << 20;
+
+/// The most named prepared statements a client may hold; a Parse of one more gets 54000.
+pub(crate) const MAX_NAMED_STATEMENTS: usize = 10_000;
 
 /// One client session.
 pub struct Session<R, W> {
@@ -630,6 +639,9 @@ where
                         }
                     }
                 }
+                if tag == b'B' && self.topo.config.cache.enabled {
+                    self.cache_note_state_bind(&msg);
+                }
                 if tag == b'B'
                     && self.topo.config.cache.enabled
                     && Box::pin(self.cache_bind(&msg)).await?
@@ -656,7 +668,14 @@ where
                 self.bout.extend_from_slice(&msg);
             }
             b'F' => {
-                // FunctionCall (libpq large objects): one reply, then ReadyForQuery.
+                // FunctionCall (libpq large objects): one reply, then ReadyForQuery. It calls
+                // a function by OID, out of sight of classification: under a policy chain it
+                // is refused (and audited), as an unknown statement would be.
+                match self.function_call_policy()? {
+                    None => {}
+                    Some(Some(instead)) => msg = instead,
+                    Some(None) => return Ok(true),
+                }
                 if !self.attach(true, false).await? {
                     return Ok(true);
                 }
@@ -755,7 +774,13 @@ where
 
     /// While a replica serves a read, its client messages are kept for a retry.
     fn keep_for_retry(&mut self, msg: &[u8]) {
-        if self.on_replica && self.backend.is_some() {
+        if self.on_replica && self.backend.is_some() && !self.client_touched {
+            if self.replay.len() + msg.len() > MAX_REPLAY_BYTES {
+                // Too much to keep: this read is not retried elsewhere if its replica fails.
+                self.client_touched = true;
+                self.replay = BytesMut::new();
+                return;
+            }
             self.replay.extend_from_slice(msg);
         }
     }

@@ -547,11 +547,44 @@ pub fn client_params(
     gucs.extend(params);
     gucs.sort();
     gucs.dedup_by(|a, b| a.0 == b.0);
+    for (name, value) in &gucs {
+        if let Some(refusal) = refused_setting(name, value) {
+            return Err(refusal);
+        }
+    }
     Ok(ClientParams {
         user,
         database,
         gucs,
     })
+}
+
+/// A startup setting TideGate refuses. A role or session authorization chosen at startup
+/// would outlive the client on a pooled server connection and sidestep the user's policy:
+/// a broker user acts as its configured role. `standard_conforming_strings = off` changes how
+/// backslashes in strings are read, which TideGate's lexer does not follow.
+pub fn refused_setting(name: &str, value: &str) -> Option<(&'static str, String)> {
+    match name.to_ascii_lowercase().as_str() {
+        "role" | "session_authorization" => Some((
+            "42501",
+            format!(
+                "setting \"{name}\" at startup is not allowed through TideGate: \
+                 log in as a broker user that acts as that role"
+            ),
+        )),
+        "standard_conforming_strings"
+            if !matches!(
+                value.trim().to_ascii_lowercase().as_str(),
+                "on" | "true" | "yes" | "1"
+            ) =>
+        {
+            Some((
+                "0A000",
+                "standard_conforming_strings = off is not supported through TideGate".into(),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// `-c name=value` (and `--name=value`) startup options.
@@ -681,6 +714,18 @@ mod tests {
             ])
         );
         assert_eq!(parse_options("-d 5"), None);
+        let refused = |o: &str| {
+            let mut p = std::collections::BTreeMap::new();
+            p.insert("user".to_owned(), "app".to_owned());
+            p.insert("options".to_owned(), o.to_owned());
+            super::client_params(p, "postgres").err().map(|e| e.0)
+        };
+        assert_eq!(refused("-c role=r1"), Some("42501"));
+        assert_eq!(refused("-c ROLE=r1"), Some("42501"));
+        assert_eq!(refused("--session-authorization=r1"), Some("42501"));
+        assert_eq!(refused("-c standard_conforming_strings=off"), Some("0A000"));
+        assert_eq!(refused("-c standard_conforming_strings=on"), None);
+        assert_eq!(refused("-c search_path=a"), None);
         assert_eq!(parse_options("-c novalue"), None);
     }
 }

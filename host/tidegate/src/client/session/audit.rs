@@ -29,6 +29,36 @@ impl Shape {
     }
 }
 
+impl Shape {
+    /// Takes in another statement of the same request.
+    fn merge(&mut self, stmt: &Statement) {
+        if danger(stmt.kind) > danger(self.kind) {
+            self.kind = stmt.kind;
+            self.fingerprint = tidegate_plugins::fingerprint_hex(stmt.fingerprint).into();
+        }
+        if stmt.tables.iter().any(|t| !self.tables.contains(t)) {
+            let mut tables = self.tables.to_vec();
+            for t in &stmt.tables {
+                if !tables.contains(t) {
+                    tables.push(t.clone());
+                }
+            }
+            self.tables = tables.into();
+        }
+    }
+}
+
+/// How much a statement of `kind` can do, for the record of a request of several.
+fn danger(kind: StatementKind) -> u8 {
+    match kind {
+        StatementKind::Transaction => 0,
+        StatementKind::Read => 1,
+        StatementKind::Utility => 2,
+        StatementKind::Write => 3,
+        StatementKind::Ddl => 4,
+    }
+}
+
 /// The request being audited.
 pub(super) struct Track {
     shape: Shape,
@@ -92,11 +122,16 @@ where
         self.audit.get_or_insert_with(|| Track::new(shape)).executed |= executes;
     }
 
-    /// Records the statement of this request (the first one counts) and the chain's verdict.
+    /// Records a statement of this request and the chain's verdict. The record of a request
+    /// of several statements has the most dangerous kind among them and all their tables.
     pub(super) fn audit_statement(&mut self, stmt: &Statement, verdict: &Verdict, executes: bool) {
-        let track = self
-            .audit
-            .get_or_insert_with(|| Track::new(Shape::of(stmt)));
+        let track = match &mut self.audit {
+            Some(track) => {
+                track.shape.merge(stmt);
+                track
+            }
+            None => self.audit.insert(Track::new(Shape::of(stmt))),
+        };
         track.executed |= executes;
         match verdict {
             Verdict::Allow => {}

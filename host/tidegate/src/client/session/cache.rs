@@ -118,6 +118,27 @@ where
         crate::server::result_cache(&self.sh)
     }
 
+    /// Before a Bind is sent: a statement that changes session state (a prepared `SET`,
+    /// `RESET`, `set_config(…)`) moves the settings digest by its text and the Bind (its
+    /// parameters), as a simple query's does by its text.
+    pub(super) fn cache_note_state_bind(&mut self, msg: &[u8]) {
+        let mut r = crate::proto::Reader::new(&msg[crate::proto::HEADER_LEN..]);
+        let (Some(_portal), Some(name)) = (r.cstr(), r.cstr()) else {
+            return;
+        };
+        let stmt = match name {
+            [] => self.unnamed.as_ref(),
+            name => self.stmts.get(name),
+        };
+        let Some(stmt) = stmt.filter(|s| s.changes_state) else {
+            return;
+        };
+        let opaque = crate::session_state::scan(&stmt.body).opaque;
+        let scope = next_scope(&self.cache.scope, &stmt.body);
+        self.cache.scope = next_scope(&scope, msg);
+        self.cache.off |= opaque;
+    }
+
     /// Before a simple query is sent: notes its writes and session effects, and answers it
     /// from the cache when it can. Returns whether it was answered.
     pub(super) async fn cache_query(

@@ -31,6 +31,22 @@ where
                 .await?;
             return Ok(false);
         };
+        if !name.is_empty()
+            && self.stmts.len() >= super::MAX_NAMED_STATEMENTS
+            && !self.stmts.contains_key(name)
+        {
+            let d = tidegate_plugins::Denial {
+                reason: format!(
+                    "too many prepared statements: this session holds {} (deallocate some)",
+                    self.stmts.len()
+                ),
+                sqlstate: "54000".into(),
+                hint: None,
+                plugin: "tidegate".into(),
+            };
+            self.deny(b'P', d)?;
+            return Ok(true);
+        }
         let effect = session_state::scan(query);
         let read_only = self.sql_read_only(query);
         let writes = self.parse_writes.take();
@@ -49,6 +65,7 @@ where
                     writes,
                     cache_writes,
                     audit: None,
+                    changes_state: effect.pin,
                 };
                 self.stmts.insert(Bytes::copy_from_slice(name), stmt);
                 self.push_synthetic(b'1');
@@ -75,6 +92,7 @@ where
                     writes,
                     cache_writes,
                     audit: None,
+                    changes_state: effect.pin,
                 });
             }
             b.unnamed = Some(id);
@@ -110,6 +128,7 @@ where
                 writes,
                 cache_writes,
                 audit: None,
+                changes_state: effect.pin,
             },
         );
         Ok(true)

@@ -36,6 +36,31 @@ fn refusal(reason: String, sqlstate: &str, hint: &str) -> Denial {
     }
 }
 
+/// The refusal of a write that may store protected column `col` where no hook sees it.
+fn blind_write(col: &str) -> Denial {
+    refusal(
+        format!(
+            "statement refused: it may write protected column {col} in a way the broker cannot encrypt"
+        ),
+        "0A000",
+        "write protected columns with one INSERT … VALUES or UPDATE … SET per statement, as literals or parameters",
+    )
+}
+
+/// The first declared column (`schema.table.column`) of a table `stmt` names, else the
+/// first declared column.
+fn protected_column(declared: &[String], stmt: &Statement) -> String {
+    declared
+        .iter()
+        .find(|c| {
+            let table = c.rsplit('.').nth(1);
+            stmt.tables.iter().any(|t| Some(t.name.as_str()) == table)
+        })
+        .or(declared.first())
+        .cloned()
+        .unwrap_or_else(|| "(a protected column)".to_owned())
+}
+
 /// What the data hooks make of a statement about to be sent.
 pub(super) enum DataPlan {
     /// It touches no table with a declared column and is no DDL: nothing was done for it, and
@@ -82,6 +107,23 @@ where
         let Some(chain) = self.topo.plugins.clone() else {
             return Ok(DataPlan::Untouched);
         };
+        let db = &self.login.database;
+        // A statement whose reach TideGate cannot establish, or a write through a function,
+        // may store a protected column where no hook sees the value: refused, not passed.
+        let class = self
+            .catalog
+            .classes
+            .get(tidegate_sql::Fingerprint(stmt.fingerprint));
+        let unknown = class
+            .as_ref()
+            .is_none_or(|c| c.kind == tidegate_sql::Kind::Unknown);
+        if unknown
+            || (stmt.kind == StatementKind::Write && super::policy::touches_every_table(stmt))
+        {
+            if let Some(col) = chain.data_columns(&self.user, db).first() {
+                return Err(blind_write(col));
+            }
+        }
         if stmt.kind == StatementKind::Ddl {
             // The catalog is about to change: look the columns up again after it has.
             self.sh.columns.invalidate(&self.login.database);
@@ -114,13 +156,10 @@ where
             return Ok(DataPlan::Send(None));
         }
         let Some(w) = write_targets(sql) else {
-            // COPY FROM and MERGE write values the broker cannot see to encrypt.
-            if copy || merge {
-                return Err(refusal(
-                    "statement refused: it writes to a table with protected columns in a way the broker cannot encrypt".into(),
-                    "0A000",
-                    "write protected columns with INSERT … VALUES or UPDATE … SET, as literals or parameters",
-                ));
+            // COPY FROM, MERGE, a data-modifying CTE…: values the broker cannot see to encrypt.
+            if copy || merge || tidegate_sql::stores_values(sql) {
+                let col = protected_column(&declared, stmt);
+                return Err(blind_write(&col));
             }
             return Ok(DataPlan::Send(None));
         };

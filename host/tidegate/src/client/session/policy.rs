@@ -11,7 +11,7 @@ use super::{audit, Pending, Result, Session};
 use crate::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
-use tidegate_plugins::{Denial, Principal, Statement, StatementKind, TableRef, Verdict};
+use tidegate_plugins::{Chain, Denial, Principal, Statement, StatementKind, TableRef, Verdict};
 use tidegate_sql::Kind;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -55,6 +55,26 @@ where
                 return self.deny(tag, d);
             }
         }
+        // A string of several statements is judged statement by statement, never by a
+        // verdict remembered for its fingerprint.
+        if tag == b'Q' && sql.contains(&b';') {
+            let text = String::from_utf8_lossy(sql);
+            if let Some(parts) = tidegate_sql::split_statements(&text).filter(|p| p.len() > 1) {
+                let text = text.into_owned();
+                return match self
+                    .apply_policy_each(&chain, hooks.statement, hooks.data, principal, &text, parts)
+                    .await?
+                {
+                    Each::Allowed => Ok(Some(msg)),
+                    Each::Rewritten(sql) => {
+                        let mut m = BytesMut::new();
+                        proto::query(&mut m, &sql);
+                        Ok(Some(m))
+                    }
+                    Each::Denied(instead) => Ok(instead),
+                };
+            }
+        }
         let fingerprint = tidegate_sql::fingerprint(sql);
         if let Some(shape) = self
             .memo
@@ -69,34 +89,8 @@ where
             return Ok(Some(msg));
         }
         let stmt = self.describe_as(principal, sql, fingerprint, tag == b'P');
-        let (verdict, settled) = if hooks.statement {
-            chain.on_statement_settled(&stmt).await
-        } else {
-            (Verdict::Allow, true)
-        };
-        // Untouched by the data hooks: no declared column's table, no DDL (nor any hook).
-        let mut untouched = !hooks.data;
-        let verdict = match verdict {
-            Verdict::Deny(_) => verdict,
-            _ if !hooks.data => verdict,
-            Verdict::Allow => match self.prepare_data_hooks(&stmt, &stmt.sql).await {
-                Ok(DataPlan::Untouched) => {
-                    untouched = true;
-                    Verdict::Allow
-                }
-                Ok(DataPlan::Send(None)) => Verdict::Allow,
-                Ok(DataPlan::Send(Some(sql))) => Verdict::Rewrite {
-                    sql,
-                    by: Vec::new(),
-                },
-                Err(d) => Verdict::Deny(d),
-            },
-            Verdict::Rewrite { sql, by } => match self.prepare_data_hooks(&stmt, &sql).await {
-                Ok(DataPlan::Send(Some(sql))) => Verdict::Rewrite { sql, by },
-                Ok(_) => Verdict::Rewrite { sql, by },
-                Err(d) => Verdict::Deny(d),
-            },
-        };
+        let (verdict, settled, untouched) =
+            self.judge(&chain, hooks.statement, hooks.data, &stmt).await;
         if settled && untouched && matches!(verdict, Verdict::Allow) {
             self.memo.put(
                 &chain,
@@ -126,6 +120,128 @@ where
                 self.deny(tag, d)
             }
         }
+    }
+
+    /// The chain's verdict on one statement: the statement hooks, then the data hooks.
+    /// Also says whether the verdict is settled (deterministic hooks only) and whether the
+    /// data hooks had no part in it.
+    async fn judge(
+        &mut self,
+        chain: &Chain,
+        statement_hooks: bool,
+        data_hooks: bool,
+        stmt: &Statement,
+    ) -> (Verdict, bool, bool) {
+        let refused = self
+            .catalog
+            .classes
+            .get(tidegate_sql::Fingerprint(stmt.fingerprint))
+            .and_then(|c| c.refused);
+        if let Some(why) = refused {
+            let d = Denial {
+                reason: why.into(),
+                sqlstate: "0A000".into(),
+                hint: None,
+                plugin: "tidegate".into(),
+            };
+            return (Verdict::Deny(d), true, true);
+        }
+        let (verdict, settled) = if statement_hooks {
+            chain.on_statement_settled(stmt).await
+        } else {
+            (Verdict::Allow, true)
+        };
+        // Untouched by the data hooks: no declared column's table, no DDL (nor any hook).
+        let mut untouched = !data_hooks;
+        let verdict = match verdict {
+            Verdict::Deny(_) => verdict,
+            _ if !data_hooks => verdict,
+            Verdict::Allow => match self.prepare_data_hooks(stmt, &stmt.sql).await {
+                Ok(DataPlan::Untouched) => {
+                    untouched = true;
+                    Verdict::Allow
+                }
+                Ok(DataPlan::Send(None)) => Verdict::Allow,
+                Ok(DataPlan::Send(Some(sql))) => Verdict::Rewrite {
+                    sql,
+                    by: Vec::new(),
+                },
+                Err(d) => Verdict::Deny(d),
+            },
+            Verdict::Rewrite { sql, by } => match self.prepare_data_hooks(stmt, &sql).await {
+                Ok(DataPlan::Send(Some(sql))) => Verdict::Rewrite { sql, by },
+                Ok(_) => Verdict::Rewrite { sql, by },
+                Err(d) => Verdict::Deny(d),
+            },
+        };
+        (verdict, settled, untouched)
+    }
+
+    /// Policy for a simple query of several statements (`parts`, byte ranges of `sql`): each
+    /// is classified, judged, rewritten and audited on its own; the string runs only if every
+    /// statement is allowed, else none of it does.
+    async fn apply_policy_each(
+        &mut self,
+        chain: &Chain,
+        statement_hooks: bool,
+        data_hooks: bool,
+        principal: Arc<Principal>,
+        sql: &str,
+        parts: Vec<std::ops::Range<usize>>,
+    ) -> Result<Each> {
+        let audited = self.audited();
+        let mut texts: Vec<String> = Vec::with_capacity(parts.len());
+        let mut rewritten = false;
+        for range in parts {
+            let part = &sql[range];
+            let stmt = self.describe(principal.clone(), part.as_bytes(), false);
+            let (verdict, _, _) = self.judge(chain, statement_hooks, data_hooks, &stmt).await;
+            if audited {
+                self.audit_statement(&stmt, &verdict, true);
+            }
+            match verdict {
+                Verdict::Allow => texts.push(part.to_owned()),
+                Verdict::Rewrite { sql, .. } => {
+                    rewritten = true;
+                    texts.push(sql);
+                }
+                Verdict::Deny(d) => {
+                    tracing::info!(user = %self.user, plugin = %d.plugin, sqlstate = %d.sqlstate, "statement of a multi-statement query denied by policy; none of it runs");
+                    return self.deny(b'Q', d).map(Each::Denied);
+                }
+            }
+        }
+        Ok(if rewritten {
+            Each::Rewritten(texts.join(";"))
+        } else {
+            Each::Allowed
+        })
+    }
+
+    /// A FunctionCall message under a policy chain: refused with 42501 and audited (a call
+    /// by OID is nothing TideGate can classify). `None`: no chain applies, send it.
+    /// `Some(None)`: refused and answered. `Some(Some(query))`: a transaction is open, send
+    /// this query in its place (the server raises the error, aborting it as PostgreSQL would).
+    pub(super) fn function_call_policy(&mut self) -> Result<Option<Option<BytesMut>>> {
+        let Some(chain) = self.topo.plugins.clone() else {
+            return Ok(None);
+        };
+        let principal = self.principal();
+        if chain.hooks(&principal.user, &principal.database).is_empty() {
+            return Ok(None);
+        }
+        let d = Denial {
+            reason: "permission denied: FunctionCall protocol messages are not allowed through TideGate's policy".into(),
+            sqlstate: "42501".into(),
+            hint: Some("call the function in a query (SELECT f(…)) so that policy can judge it".into()),
+            plugin: "tidegate".into(),
+        };
+        tracing::info!(user = %self.user, "FunctionCall message refused by policy");
+        if self.audited() {
+            let stmt = self.describe(principal, b"", false);
+            self.audit_statement(&stmt, &Verdict::Deny(d.clone()), true);
+        }
+        self.deny(b'Q', d).map(Some)
     }
 
     /// Answers a denied statement; returns the message to send instead, if any.
@@ -168,12 +284,7 @@ where
         if let Some(p) = &self.principal {
             return p.clone();
         }
-        let roles = self
-            .topo
-            .config
-            .user(&self.user)
-            .map(|u| u.roles.clone())
-            .unwrap_or_default();
+        let roles = granted_roles(&self.topo.config, &self.user);
         let p = Arc::new(Principal {
             user: self.user.to_string(),
             role: self.login.user.clone(),
@@ -212,28 +323,83 @@ where
             match c.kind {
                 Kind::Read => StatementKind::Read,
                 Kind::Write => StatementKind::Write,
-                Kind::Ddl => StatementKind::Ddl,
+                // What cannot be established is shown as the most dangerous kind the plugin
+                // interface has (the WIT is frozen): only a role granted DDL on every table
+                // runs it.
+                Kind::Ddl | Kind::Unknown => StatementKind::Ddl,
                 Kind::Transaction => StatementKind::Transaction,
                 Kind::Session | Kind::Utility => StatementKind::Utility,
             }
         };
+        let mut tables: Vec<TableRef> = c
+            .tables
+            .iter()
+            .map(|t| TableRef {
+                schema: t.schema.clone(),
+                name: t.name.clone(),
+            })
+            .collect();
+        if c.every_table {
+            tables.push(every_table());
+        }
         Statement {
             principal,
             fingerprint: fp.0,
             kind,
             read_only: c.read_only,
-            tables: c
-                .tables
-                .iter()
-                .map(|t| TableRef {
-                    schema: t.schema.clone(),
-                    name: t.name.clone(),
-                })
-                .collect(),
+            tables,
             prepared,
             sql: text,
         }
     }
+}
+
+/// The TideGate roles `user` holds, wherever they are granted: `[[users]] roles`, then an
+/// access-control plugin's `users` map. Every plugin sees the same list, so a role means the
+/// same thing to access control and to encryption's `readers`.
+pub(crate) fn granted_roles(config: &tidegate_config::Config, user: &str) -> Vec<String> {
+    let mut roles = config
+        .user(user)
+        .map(|u| u.roles.clone())
+        .unwrap_or_default();
+    let maps = config
+        .plugins
+        .chain
+        .iter()
+        .filter(|e| e.kind == tidegate_config::PluginKind::AccessControl)
+        .filter_map(|e| e.config.get("users")?.get(user)?.as_array());
+    for role in maps.flatten().filter_map(|r| r.as_str()) {
+        if !roles.iter().any(|r| r == role) {
+            roles.push(role.to_owned());
+        }
+    }
+    roles
+}
+
+/// What became of a multi-statement query.
+enum Each {
+    /// Every statement allowed as it is: send the query.
+    Allowed,
+    /// Every statement allowed, some rewritten: send this text instead.
+    Rewritten(String),
+    /// A statement denied: the denial is answered, or this is sent in the query's place.
+    Denied(Option<BytesMut>),
+}
+
+/// The table a statement names when its relations could not be established: `*.*`, which
+/// only a table pattern of `*` covers (no schema or table is named `*` by a rule).
+pub(super) fn every_table() -> TableRef {
+    TableRef {
+        schema: Some("*".into()),
+        name: "*".into(),
+    }
+}
+
+/// Whether `stmt` may touch any table (see [`every_table`]).
+pub(super) fn touches_every_table(stmt: &Statement) -> bool {
+    stmt.tables
+        .last()
+        .is_some_and(|t| t.name == "*" && t.schema.as_deref() == Some("*"))
 }
 
 /// The body of a Parse that fails at once (a syntax error), to abort the server's transaction.
