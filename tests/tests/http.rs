@@ -695,3 +695,36 @@ async fn table_repository_crud_and_hostile_names() {
     assert!(ran.is_empty(), "a hostile name reached SQL: {ran:?}");
     serves(&api).await;
 }
+
+/// Issue 18: a 401 does not offer Basic (browsers would prompt, then replay the stored
+/// credentials on cross-site requests); Basic still works when a client sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_does_not_invite_basic_credentials() {
+    let pg = Postgres::start();
+    let (_broker, addr) = Broker::start_http(&pg, "[http]\nadmin_users = [\"app\"]\n").await;
+    for auth in [
+        ApiAuth::None,
+        ApiAuth::Basic("app".into(), "wrong".into()),
+        ApiAuth::Basic("nobody".into(), "app".into()),
+        ApiAuth::Bearer("wrong-token".into()),
+    ] {
+        let api = Api::new(addr, auth.clone());
+        for rb in [
+            api.post("/v1/sql").json(&json!({"sql": "SELECT 1"})),
+            api.get("/admin/status"),
+            api.get("/v1/tables/t/rows/1"),
+        ] {
+            let r = rb.send().await.expect("request");
+            assert_eq!(r.status(), 401, "{auth:?}");
+            for h in r.headers().get_all("www-authenticate") {
+                let h = h.to_str().unwrap_or("").to_ascii_lowercase();
+                assert!(!h.contains("basic"), "{auth:?}: WWW-Authenticate: {h}");
+            }
+            let v: Value = r.json().await.expect("json");
+            assert_eq!(code(&v), "28P01", "{v}");
+        }
+    }
+    serves(&Api::app(addr)).await;
+    let (s, v) = send_json(Api::app(addr).get("/admin/status")).await;
+    assert_eq!(s, 200, "{v}");
+}

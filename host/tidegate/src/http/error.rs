@@ -187,10 +187,12 @@ impl IntoResponse for ApiError {
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        // Bearer only: offering Basic makes a browser prompt for a password, remember it and
+        // send it with cross-site requests too. Clients may still send Basic unasked.
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"tidegate\", Bearer"),
+                HeaderValue::from_static("Bearer realm=\"tidegate\""),
             );
         }
         r
