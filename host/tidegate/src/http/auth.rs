@@ -5,6 +5,8 @@
 //!
 //! Checking a password costs a PBKDF2 derivation (4096 rounds by default), so a successful
 //! check is remembered for a minute under a hash of the credentials, never the credentials.
+//! An unknown user name costs the same derivation (against a dummy verifier) and gets the same
+//! 401 as a wrong password; keys are compared in constant time.
 
 use super::error::ApiError;
 use crate::server::Shared;
@@ -14,10 +16,29 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tidegate_config::AuthMethod;
+use tidegate_config::{hmac_sha256, AuthMethod, Config, ScramVerifier};
 
 const REMEMBER: Duration = Duration::from_secs(60);
 const MAX_REMEMBERED: usize = 10_000;
+
+/// What an unknown user's password is checked against: a verifier no password matches
+/// (random keys would do; these are fixed per process and name, like the wire's mock salt),
+/// at the highest iteration count a configured user has, so its derivation costs what theirs do.
+fn dummy_verifier(config: &Config, name: &str, mock_secret: &[u8]) -> ScramVerifier {
+    let iterations = config
+        .users
+        .iter()
+        .filter_map(|u| u.verifier.as_ref().map(|v| v.iterations))
+        .max()
+        .unwrap_or(4096);
+    let salt = hmac_sha256(mock_secret, format!("http salt\0{name}").as_bytes());
+    ScramVerifier {
+        iterations,
+        salt: salt[..16].to_vec(),
+        stored_key: hmac_sha256(mock_secret, b"http stored key"),
+        server_key: hmac_sha256(mock_secret, b"http server key"),
+    }
+}
 
 /// Recently verified Basic credentials.
 #[derive(Default)]
@@ -58,14 +79,18 @@ impl AuthCache {
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(ApiError::unauthorized)?;
         let (name, password) = decoded.split_once(':').ok_or_else(ApiError::unauthorized)?;
-        let Some(user) = config.user(name) else {
-            return Err(ApiError::unauthorized());
-        };
+        let user = config.user(name);
         if config.auth.method == AuthMethod::Trust {
-            return Ok(Arc::from(name));
+            return user
+                .map(|_| Arc::from(name))
+                .ok_or_else(ApiError::unauthorized);
         }
-        let Some(verifier) = user.verifier.clone() else {
-            return Err(ApiError::unauthorized());
+        // An unknown user (or one without a verifier) is checked against a dummy verifier, with
+        // the same cache lookup and derivation as a known user's wrong password, so how long
+        // the answer takes does not tell which user names exist.
+        let (verifier, known) = match user.and_then(|u| u.verifier.clone()) {
+            Some(v) => (v, true),
+            None => (dummy_verifier(&config, name, &sh.mock_secret), false),
         };
         let mut h = Sha256::new();
         h.update(name.as_bytes());
@@ -75,21 +100,14 @@ impl AuthCache {
         h.update(&verifier.salt);
         h.update(verifier.stored_key);
         let remembered: [u8; 32] = h.finalize().into();
-        if self.seen(&remembered) {
+        if self.seen(&remembered) && known {
             return Ok(Arc::from(name));
         }
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
-            let derived = tidegate_config::ScramVerifier::derive(
-                &password,
-                &verifier.salt,
-                verifier.iterations,
-            );
-            derived.stored_key == verifier.stored_key
-        })
-        .await
-        .unwrap_or(false);
-        if !ok {
+        let matches = tokio::task::spawn_blocking(move || verifier.matches(&password))
+            .await
+            .unwrap_or(false);
+        if !(matches && known) {
             tracing::info!(user = name, "HTTP authentication failed");
             return Err(ApiError::unauthorized());
         }
