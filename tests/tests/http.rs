@@ -696,6 +696,97 @@ async fn table_repository_crud_and_hostile_names() {
     serves(&api).await;
 }
 
+/// Issue 18: a POST (or PUT) whose body runs SQL takes only the content types its endpoint
+/// reads — a browser's cross-site form (urlencoded, multipart, text/plain) or a body without a
+/// type is refused with 415 before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_run_sql_need_their_content_type() {
+    let pg = Postgres::start();
+    tidegate_tests::migrate(&pg).await;
+    pg.sql(
+        "postgres",
+        "CREATE TABLE forms (id int PRIMARY KEY, v text)",
+    );
+    let (_broker, api) = start(&pg, "").await;
+    let count = |table: &str| pg.sql("postgres", &format!("SELECT count(*) FROM {table}"));
+    let refused = [
+        None,
+        Some("text/plain"),
+        Some("text/plain; charset=utf-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonp"),
+        Some("application/json-seq"),
+        Some(""),
+    ];
+    let with = |rb: reqwest::RequestBuilder, ctype: Option<&str>, body: String| {
+        match ctype {
+            Some(c) => rb.header("content-type", c),
+            None => rb,
+        }
+        .body(body)
+    };
+
+    // /v1/sql: JSON.
+    let insert = json!({"sql": "INSERT INTO forms VALUES (1, 'x')"}).to_string();
+    for ctype in refused {
+        let (s, v) = send_json(with(api.post("/v1/sql"), ctype, insert.clone())).await;
+        assert_eq!(
+            (s, code(&v)),
+            (415, "tidegate.unsupported_media_type"),
+            "{ctype:?}: {v}"
+        );
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    assert_eq!(count("forms"), "0", "a refused body ran");
+    for (i, ctype) in ["application/json; charset=utf-8", "Application/JSON"]
+        .into_iter()
+        .enumerate()
+    {
+        let sql = json!({"sql": "INSERT INTO forms VALUES ($1, 'x')", "params": [i]});
+        let (s, v) = send_json(with(api.post("/v1/sql"), Some(ctype), sql.to_string())).await;
+        assert_eq!(s, 200, "{ctype}: {v}");
+    }
+
+    // The table repository: JSON rows, POST and PUT.
+    let row = json!({"id": 7, "v": "y"}).to_string();
+    for ctype in refused {
+        let (s, v) = send_json(with(api.post("/v1/tables/forms/rows"), ctype, row.clone())).await;
+        assert_eq!(
+            (s, code(&v)),
+            (415, "tidegate.unsupported_media_type"),
+            "{ctype:?}: {v}"
+        );
+        let put = api.request(reqwest::Method::PUT, "/v1/tables/forms/rows/0");
+        let (s, v) = send_json(with(put, ctype, json!({"v": "changed"}).to_string())).await;
+        assert_eq!(
+            (s, code(&v)),
+            (415, "tidegate.unsupported_media_type"),
+            "{ctype:?}: {v}"
+        );
+    }
+    assert_eq!(count("forms"), "2");
+    assert_eq!(count("forms WHERE v = 'changed'"), "0");
+    let (s, v) = send_json(api.post("/v1/tables/forms/rows").json(&json!({"id": 7}))).await;
+    assert_eq!(s, 201, "{v}");
+
+    // Points: JSON, NDJSON or CSV; no default.
+    let point = json!([{"time": "2024-01-01T00:00:00Z", "series_id": 1, "value": 1}]).to_string();
+    let points = "/v1/series/time_series_data/points";
+    for ctype in refused {
+        let (s, v) = send_json(with(api.post(points), ctype, point.clone())).await;
+        assert_eq!(
+            (s, code(&v)),
+            (415, "tidegate.unsupported_media_type"),
+            "{ctype:?}: {v}"
+        );
+    }
+    assert_eq!(count("time_series_data"), "0");
+    let (s, v) = send_json(with(api.post(points), Some("application/json"), point)).await;
+    assert_eq!((s, v), (200, json!({"inserted": 1})));
+    serves(&api).await;
+}
+
 /// Issue 18: a 401 does not offer Basic (browsers would prompt, then replay the stored
 /// credentials on cross-site requests); Basic still works when a client sends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

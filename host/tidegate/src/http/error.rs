@@ -95,6 +95,18 @@ impl ApiError {
         )
     }
 
+    /// 415: the body's Content-Type is missing or not one of `accepted`. Refused before the
+    /// body is read, so the connection closes after the reply.
+    pub fn unsupported_media_type(accepted: &[&str]) -> ApiError {
+        let one_of = if accepted.len() > 1 { "one of " } else { "" };
+        let mut e = Self::unsupported(&format!(
+            "the body must be sent with Content-Type {one_of}{}",
+            accepted.join(", ")
+        ));
+        e.close = true;
+        e
+    }
+
     /// 422: the request is well-formed but its content is not acceptable.
     pub fn unprocessable(message: &str) -> ApiError {
         Self::new(

@@ -11,7 +11,7 @@ use super::HttpState;
 use crate::admin::rules::quote_ident;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
@@ -182,31 +182,25 @@ fn object_row(
     Ok(())
 }
 
+const JSON: &str = "application/json";
+const NDJSON: &str = "application/x-ndjson";
+const CSV: &str = "text/csv";
+
 async fn points(
     State(st): State<Arc<HttpState>>,
     Path(table): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let ctype = super::body_type(&headers, &[JSON, NDJSON, CSV])?;
     let who = st.who(&headers).await?;
     let info = st.catalog.table(&st.sh, &who.database, &table).await?;
     let series = info.series()?;
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_ascii_lowercase();
     let bytes = super::read_body(&st, &headers, body).await?;
-    let mut conv = if ctype.starts_with("application/x-ndjson") {
-        Converter::ndjson(series, &bytes)
-    } else if ctype.starts_with("text/csv") {
-        Converter::csv(series, &bytes)?
-    } else if ctype.starts_with("application/json") {
-        Converter::json(series, &bytes)?
-    } else {
-        return Err(ApiError::unsupported(
-            "points are application/json, application/x-ndjson or text/csv",
-        ));
+    let mut conv = match ctype {
+        NDJSON => Converter::ndjson(series, &bytes),
+        CSV => Converter::csv(series, &bytes)?,
+        _ => Converter::json(series, &bytes)?,
     };
     // Nothing to write: no session, no transaction (a bad first row still says so).
     let mut first = Vec::with_capacity(COPY_CHUNK + 4096);

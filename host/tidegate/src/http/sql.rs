@@ -71,6 +71,7 @@ async fn sql_post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    super::body_type(&headers, &["application/json"])?;
     let who = st.who(&headers).await?;
     let bytes = super::read_body(&st, &headers, body).await?;
     let req: SqlBody = serde_json::from_slice(&bytes)

@@ -143,6 +143,7 @@ async fn add(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    super::body_type(&headers, &["application/json"])?;
     let (who, info, _) = setup(&st, &headers, &table).await?;
     let (cols, params) = row_body(&st, &headers, body, &info).await?;
     let placeholders: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
@@ -180,6 +181,7 @@ async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    super::body_type(&headers, &["application/json"])?;
     let (who, info, key) = setup(&st, &headers, &table).await?;
     let (cols, mut params) = row_body(&st, &headers, body, &info).await?;
     let sets: Vec<String> = cols
