@@ -696,6 +696,89 @@ async fn table_repository_crud_and_hostile_names() {
     serves(&api).await;
 }
 
+/// Issue 18: `/readyz` says only whether the broker is ready, and which part is not, to anyone;
+/// plugin files, counters, load errors and the audit writer's reason are for `http.admin_users`
+/// (the notion `/admin/status` uses). Credentials that do not make an admin — none, wrong or
+/// another user's — get the same short answer, never a 401 or 403, and 200/503 are unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_detail_is_for_admins_only() {
+    let pg = Postgres::start();
+    let dir = tidegate_tests::fresh_dir().expect("dir");
+    std::fs::write(
+        dir.join("quiet.wasm"),
+        tidegate_plugins::testing::component("(i32.const 1200)", ""),
+    )
+    .expect("write plugin");
+    let extra = format!(
+        r#"
+[http]
+admin_users = ["app"]
+[plugins]
+dir = "{}"
+[[plugins.chain]]
+name = "quiet"
+file = "quiet.wasm"
+kind = "optimizer"
+[[users]]
+name = "other"
+password = "otherpw"
+"#,
+        dir.display()
+    );
+    let (_broker, addr) = Broker::start_http(&pg, &extra).await;
+    let dir = dir.display().to_string();
+    let admin = Api::app(addr);
+    let others = [
+        Api::new(addr, ApiAuth::None),
+        Api::new(addr, ApiAuth::Basic("other".into(), "otherpw".into())),
+        Api::new(addr, ApiAuth::Basic("app".into(), "wrong".into())),
+        Api::new(addr, ApiAuth::Bearer("no-such-token".into())),
+    ];
+    serves(&admin).await;
+
+    let short = |ready: bool| {
+        json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "shutting_down": false,
+            "primary": ready,
+            "plugins": { "ready": true },
+            "audit": null,
+        })
+    };
+    for api in &others {
+        let (s, text) = send_text(api.get("/readyz")).await;
+        assert!(
+            !text.contains(&dir) && !text.contains("quiet.wasm"),
+            "no plugin paths: {text}"
+        );
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!((s, &v), (200, &short(true)), "{:?}", api.auth);
+    }
+    let (s, v) = send_json(admin.get("/readyz")).await;
+    assert_eq!((s, &v["status"]), (200, &json!("ready")), "{v}");
+    let p = &v["plugins"][0];
+    assert_eq!(p["name"], "quiet", "{v}");
+    assert!(
+        p["file"].as_str().is_some_and(|f| f.starts_with(&dir)),
+        "{v}"
+    );
+    assert!(p["calls"].as_u64().is_some(), "{v}");
+    assert!(
+        p.as_object()
+            .is_some_and(|o| o.contains_key("last_load_error")),
+        "{v}"
+    );
+
+    pg.stop_immediate();
+    for api in &others {
+        let (s, v) = send_json(api.get("/readyz")).await;
+        assert_eq!((s, &v), (503, &short(false)), "{:?}", api.auth);
+    }
+    let (s, v) = send_json(admin.get("/readyz")).await;
+    assert_eq!((s, &v["primary"]), (503, &json!(false)), "{v}");
+    assert!(v["plugins"][0]["file"].is_string(), "{v}");
+}
+
 /// Issue 18: a POST (or PUT) whose body runs SQL takes only the content types its endpoint
 /// reads — a browser's cross-site form (urlencoded, multipart, text/plain) or a body without a
 /// type is refused with 415 before anything runs.

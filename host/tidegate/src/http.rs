@@ -74,6 +74,16 @@ impl HttpState {
         }
     }
 
+    /// Whether `user` is one of `http.admin_users` (operators' endpoints and detail).
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.sh
+            .config()
+            .http
+            .admin_users
+            .iter()
+            .any(|u| u.as_str() == user)
+    }
+
     /// Authenticates a request and picks its database.
     pub async fn who(&self, headers: &HeaderMap) -> Result<Who, ApiError> {
         let user = self.auth.authenticate(&self.sh, headers).await?;
@@ -163,8 +173,14 @@ pub fn router(state: Arc<HttpState>) -> Router {
 
 /// At most `http.max_concurrent` requests run at once; more are answered 429 at once.
 async fn admit(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    // Probes are never refused; a /readyz with credentials costs their check and is counted.
     let path = req.uri().path();
-    if path == "/healthz" || path == "/readyz" {
+    let probe = path == "/healthz"
+        || (path == "/readyz"
+            && !req
+                .headers()
+                .contains_key(axum::http::header::AUTHORIZATION));
+    if probe {
         return next.run(req).await;
     }
     let max = st.sh.config().http.max_concurrent;
@@ -188,8 +204,11 @@ async fn healthz() -> Response {
 
 /// Ready: not shutting down, the primary answers, every configured plugin is loaded and not
 /// quarantined, and the audit table (when there is an audit hook) takes records — while it does
-/// not, every statement is refused. The detail says which part is not.
-async fn readyz(State(st): State<Arc<HttpState>>) -> Response {
+/// not, every statement is refused. Anyone learns which part is not ready (booleans only); the
+/// detail (plugin files, counters, load errors, the audit writer's reason) is for
+/// `http.admin_users`, as on `/admin/status`. Credentials that do not make an admin get the
+/// short answer, never a 401: a probe's status is only ever 200 or 503.
+async fn readyz(State(st): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
     let sh = &st.sh;
     let topo = sh.topology();
     let shutting_down = sh.shutting_down.load(Ordering::Relaxed);
@@ -207,15 +226,31 @@ async fn readyz(State(st): State<Arc<HttpState>>) -> Response {
     let plugins = crate::plugins::status(sh);
     let plugins_ok = plugins.iter().all(|p| p["ready"] == true)
         && (topo.config.plugins.chain.is_empty() || topo.plugins.is_some());
-    // Only whether it is ready: the reason (a database error) is for /admin/status.
-    let audit = crate::server::audit_sink(sh).map(|a| a.available().is_ok());
-    let ready = !shutting_down && primary && plugins_ok && audit != Some(false);
+    let audit = crate::server::audit_sink(sh);
+    let audit_ok = audit.as_ref().map(|a| a.available().is_ok());
+    let ready = !shutting_down && primary && plugins_ok && audit_ok != Some(false);
+    let admin = headers.contains_key(axum::http::header::AUTHORIZATION)
+        && match st.auth.authenticate(sh, &headers).await {
+            Ok(user) => st.is_admin(&user),
+            Err(_) => false,
+        };
+    let (plugins, audit): (serde_json::Value, serde_json::Value) = if admin {
+        (
+            serde_json::Value::from(plugins),
+            audit.map(|a| a.status()).into(),
+        )
+    } else {
+        (
+            serde_json::json!({ "ready": plugins_ok }),
+            audit_ok.map(|ok| serde_json::json!({ "ready": ok })).into(),
+        )
+    };
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "shutting_down": shutting_down,
         "primary": primary,
         "plugins": plugins,
-        "audit": audit.map(|ok| serde_json::json!({ "ready": ok })),
+        "audit": audit,
     });
     let status = if ready {
         StatusCode::OK
@@ -232,16 +267,10 @@ async fn admin_status(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let who = st.who(&headers).await?;
-    let topo = st.sh.topology();
-    if !topo
-        .config
-        .http
-        .admin_users
-        .iter()
-        .any(|u| **u == *who.user)
-    {
+    if !st.is_admin(&who.user) {
         return Err(ApiError::forbidden("not an http.admin_users user"));
     }
+    let topo = st.sh.topology();
     let stats = &st.sh.stats;
     let body = serde_json::json!({
         "generation": topo.generation,
