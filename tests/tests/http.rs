@@ -868,6 +868,20 @@ async fn bodies_that_run_sql_need_their_content_type() {
     let (s, v) = send_json(with(api.post(points), Some("application/json"), point)).await;
     assert_eq!((s, v), (200, json!({"inserted": 1})));
     serves(&api).await;
+
+    // The OpenAPI document says so.
+    let (_, doc) = send_json(api.get("/openapi.json")).await;
+    for (path, method) in [
+        ("/v1/sql", "post"),
+        ("/v1/series/{table}/points", "post"),
+        ("/v1/tables/{table}/rows", "post"),
+        ("/v1/tables/{table}/rows/{id}", "put"),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"]["415"].is_object(),
+            "{method} {path}"
+        );
+    }
 }
 
 /// Issue 18: a 401 does not offer Basic (browsers would prompt, then replay the stored

@@ -20,6 +20,13 @@ fn with_errors(mut ok: Value) -> Value {
     ok
 }
 
+/// [`with_errors`], and 415 for a body without the endpoint's Content-Type.
+fn with_body_errors(ok: Value) -> Value {
+    let mut v = with_errors(ok);
+    v["415"] = json!({ "$ref": "#/components/responses/Error" });
+    v
+}
+
 fn result_ok() -> Value {
     json!({ "200": {
         "description": "The result. JSON by default; `Accept: application/x-ndjson` or `text/csv` streams it.",
@@ -98,7 +105,7 @@ pub fn spec() -> Value {
                         "type": "object", "required": ["sql"], "properties": {
                             "sql": { "type": "string" },
                             "params": { "type": "array", "description": "Bound to $1, $2, …" } } } } } },
-                    "responses": with_errors(result_ok())
+                    "responses": with_body_errors(result_ok())
                 },
                 "get": {
                     "summary": "Run one provably read-only statement",
@@ -133,14 +140,14 @@ pub fn spec() -> Value {
                     "application/json": { "schema": { "type": "array", "items": row } },
                     "application/x-ndjson": { "schema": { "type": "string" } },
                     "text/csv": { "schema": { "type": "string" } } } },
-                "responses": with_errors(json!({ "200": { "description": "Stored", "content": {
+                "responses": with_body_errors(json!({ "200": { "description": "Stored", "content": {
                     "application/json": { "schema": { "type": "object", "properties": {
                         "inserted": { "type": "integer" } } } } } } })) } },
             "/v1/tables/{table}/rows": { "post": {
                 "summary": "Repository add",
                 "parameters": [ table_param() ],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": row } } },
-                "responses": with_errors(json!({ "201": { "description": "The stored row",
+                "responses": with_body_errors(json!({ "201": { "description": "The stored row",
                     "content": { "application/json": { "schema": row } } } })) } },
             "/v1/tables/{table}/rows/{id}": {
                 "parameters": [ table_param(), param("id", "path", true, "Primary key value") ],
@@ -148,7 +155,7 @@ pub fn spec() -> Value {
                     "description": "The row", "content": { "application/json": { "schema": row } } } })) },
                 "put": { "summary": "Repository update",
                     "requestBody": { "required": true, "content": { "application/json": { "schema": row } } },
-                    "responses": with_errors(json!({ "200": { "description": "The updated row",
+                    "responses": with_body_errors(json!({ "200": { "description": "The updated row",
                         "content": { "application/json": { "schema": row } } } })) },
                 "delete": { "summary": "Repository delete",
                     "responses": with_errors(json!({ "204": { "description": "Deleted" } })) }
@@ -157,7 +164,8 @@ pub fn spec() -> Value {
                 "responses": { "200": { "description": "The process serves" } } } },
             "/readyz": { "get": { "summary": "Ready: primary reachable, plugins loaded, audit table writable, not shutting down",
                 "security": [],
-                "responses": { "200": { "description": "Ready" }, "503": { "description": "Not ready, with the reason" } } } },
+                "description": "Anyone gets the status and which part is not ready (booleans); http.admin_users (Basic or Bearer) also get plugin files, counters, load errors and the audit writer's reason.",
+                "responses": { "200": { "description": "Ready" }, "503": { "description": "Not ready, with the part that is not" } } } },
             "/openapi.json": { "get": { "summary": "This document", "security": [],
                 "responses": { "200": { "description": "OpenAPI 3.1" } } } }
         }
