@@ -64,6 +64,8 @@ pub(crate) fn parse(text: &str, dir: &str) -> Vec<Case> {
                 other => panic!("hostile.sql line {}: unknown verdict {other:?}", i + 1),
             };
             current = Some((i + 1, verdict, note.trim().to_owned(), Vec::new()));
+        } else if line.starts_with("-- ===") || line.starts_with("-- ═══") {
+            // A section heading.
         } else if let Some((_, _, _, lines)) = current.as_mut() {
             lines.push(line);
         }
@@ -76,7 +78,7 @@ pub(crate) fn parse(text: &str, dir: &str) -> Vec<Case> {
 fn the_corpus_format_parses() {
     let cases = parse(
         "-- header\n-- expect: deny x\nSELECT 1 --<CR>; DELETE\n\n-- expect: allow\nTABLE t\n\
-         -- more\n-- expect: any\nCOPY t TO '{DIR}/f'\n",
+         -- more\n-- ═══ heading\n-- expect: any\nCOPY t TO '{DIR}/f'\n",
         "/d",
     );
     assert_eq!(cases.len(), 3);

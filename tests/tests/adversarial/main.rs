@@ -62,7 +62,7 @@ CREATE PROCEDURE public.bump_proc() LANGUAGE plpgsql AS
 -- An operator whose function writes.
 CREATE FUNCTION public.plus3(int, int) RETURNS int LANGUAGE plpgsql AS
   $f$BEGIN PERFORM public.bump(); RETURN $1 + $2; END$f$;
-CREATE OPERATOR public.+++ (LEFTARG = int, RIGHTARG = int, FUNCTION = public.plus3);
+CREATE OPERATOR public.#+# (LEFTARG = int, RIGHTARG = int, FUNCTION = public.plus3);
 "#;
 
 /// The patients every test starts with, written through the broker as `app` (so encrypted).
@@ -93,6 +93,17 @@ impl Variant<'_> {
     pub(crate) fn cache(mut self) -> Self {
         self.edits
             .push(("[cache]\nenabled = false", "[cache]\nenabled = true".into()));
+        self
+    }
+
+    /// No column encrypted (the encryption plugin stays in the chain, its column map empty): for tests about
+    /// something else, whose statements the plugin would refuse because they could write
+    /// `patients` in a way it cannot see (TRUNCATE … CASCADE, a volatile function).
+    pub(crate) fn no_encrypted_columns(mut self) -> Self {
+        self.edits.push((
+            "\"public.patients.ssn\" = { key = \"pii\", readers = [\"admin\"] }\n",
+            String::new(),
+        ));
         self
     }
 
@@ -143,10 +154,8 @@ impl Env {
 
     pub(crate) async fn start_with(variant: Variant<'_>) -> Env {
         let pg = Postgres::start_with(&[("max_prepared_transactions", "5")]);
-        pg.sql(
-            "postgres",
-            "CREATE ROLE r1 NOLOGIN; CREATE ROLE r2 NOLOGIN; CREATE DATABASE victimdb",
-        );
+        pg.sql("postgres", "CREATE ROLE r1 NOLOGIN; CREATE ROLE r2 NOLOGIN");
+        pg.sql("postgres", "CREATE DATABASE victimdb");
         pg.sql("postgres", FIXTURE);
         if !variant.before.is_empty() {
             pg.sql("postgres", variant.before);
@@ -376,12 +385,12 @@ pub(crate) async fn snapshot(env: &Env) -> BTreeMap<String, String> {
         ),
         q(
             "columns",
-            "SELECT md5(string_agg(format('%s.%s:%s:%s:%s', a.attrelid::regclass, a.attname, \
-             a.atttypid::regtype, a.attnotnull, a.atthasdef), ',' ORDER BY 1)) FROM \
-             pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON \
-             n.oid = c.relnamespace WHERE a.attnum > 0 AND NOT a.attisdropped AND \
-             n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidegate_audit') AND \
-             n.nspname NOT LIKE 'pg_toast%'",
+            "SELECT md5(string_agg(x, ',' ORDER BY x)) FROM (SELECT format('%s.%s:%s:%s:%s', \
+             a.attrelid::regclass, a.attname, a.atttypid::regtype, a.attnotnull, \
+             a.atthasdef) x FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attnum > 0 AND NOT \
+             a.attisdropped AND n.nspname NOT IN ('pg_catalog', 'information_schema', \
+             'tidegate_audit') AND n.nspname NOT LIKE 'pg_toast%') s",
         ),
         q(
             "functions",
@@ -403,8 +412,8 @@ pub(crate) async fn snapshot(env: &Env) -> BTreeMap<String, String> {
         ),
         q(
             "memberships",
-            "SELECT coalesce(string_agg(roleid::regrole || '>' || member::regrole, ' ' \
-             ORDER BY 1), '') FROM pg_auth_members",
+            "SELECT coalesce(string_agg(x, ' ' ORDER BY x), '') FROM (SELECT \
+             roleid::regrole || '>' || member::regrole x FROM pg_auth_members) s",
         ),
         q(
             "databases",
@@ -413,13 +422,13 @@ pub(crate) async fn snapshot(env: &Env) -> BTreeMap<String, String> {
         ),
         q(
             "role and database settings",
-            "SELECT coalesce(string_agg(setdatabase || ':' || setrole || ':' || \
-             setconfig::text, ' ' ORDER BY 1), '') FROM pg_db_role_setting",
+            "SELECT coalesce(string_agg(x, ' ' ORDER BY x), '') FROM (SELECT setdatabase \
+             || ':' || setrole || ':' || setconfig::text x FROM pg_db_role_setting) s",
         ),
         q(
             "sequences",
-            "SELECT string_agg(format('%s:%s:%s:%s', seqrelid::regclass, seqincrement, \
-             seqstart, seqmax), ' ' ORDER BY 1) FROM pg_sequence",
+            "SELECT string_agg(x, ' ' ORDER BY x) FROM (SELECT format('%s:%s:%s:%s', \
+             seqrelid::regclass, seqincrement, seqstart, seqmax) x FROM pg_sequence) s",
         ),
         q(
             "user objects per catalog",
