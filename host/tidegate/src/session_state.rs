@@ -95,13 +95,23 @@ impl<'a> Iterator for Statements<'a> {
                     return Some(&sql[start..i]);
                 }
                 q @ (b'\'' | b'"') => {
+                    // E'…' (not part of a longer word) reads backslash escapes: `E'\''` does
+                    // not end at its second quote.
+                    let escapes = q == b'\''
+                        && i > 0
+                        && sql[i - 1].eq_ignore_ascii_case(&b'e')
+                        && (i < 2 || !is_word_byte(sql[i - 2]));
                     i += 1;
                     while i < sql.len() && sql[i] != q {
+                        if escapes && sql[i] == b'\\' {
+                            i += 1;
+                        }
                         i += 1;
                     }
                 }
                 b'-' if sql.get(i + 1) == Some(&b'-') => {
-                    while i < sql.len() && sql[i] != b'\n' {
+                    // PostgreSQL ends a line comment at '\n' or '\r'.
+                    while i < sql.len() && sql[i] != b'\n' && sql[i] != b'\r' {
                         i += 1;
                     }
                 }
@@ -148,7 +158,7 @@ fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {
         if let Some(rest) = s.strip_prefix(b"--") {
             s = rest
                 .iter()
-                .position(|&b| b == b'\n')
+                .position(|&b| b == b'\n' || b == b'\r')
                 .map_or(&[], |p| &rest[p + 1..]);
         } else if s.starts_with(b"/*") {
             s = &s[tidegate_sql::block_comment_end(s, 0)..];
@@ -193,6 +203,10 @@ impl WordBuf {
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
 /// Whether `needle` (ASCII) occurs in `hay`, ignoring case.
@@ -256,6 +270,10 @@ mod tests {
             "DO $$BEGIN SET search_path = x; END$$",
             "CALL p()",
             "/* a /* nested */ comment */ LISTEN c",
+            "SELECT 1 --\r; SET search_path = b",
+            "-- c\rSET x = 1",
+            "SELECT E'\\''; SET search_path = evil; --'",
+            "SELECT e'\\\\'; SET x = 1",
         ];
         for s in pins {
             assert!(scan(s.as_bytes()).pin, "{s}");
@@ -273,6 +291,7 @@ mod tests {
             "SELECT 'SET x = 1; LISTEN y'",
             "SELECT $1::int, $2",
             "SELECT 1 -- ; SET x = 1",
+            "SELECT 'a\\'; SELECT 1",
             "",
         ];
         for s in plain {
