@@ -165,10 +165,15 @@ pub fn write_gens(
         _ => None,
     };
     for t in tables {
-        let family = rels
-            .and_then(|r| r.by_name.get(&t.name))
-            .map(|r| r.family.as_slice())
-            .unwrap_or_default();
+        let rel = rels.and_then(|r| r.by_name.get(&t.name));
+        let family = rel.map(|r| r.family.as_slice()).unwrap_or_default();
+        if rel.is_some_and(|r| r.triggers) {
+            // Its triggers may write anywhere.
+            gens.push(format!("tg:d:{database}"));
+        }
+        for child in rel.map(|r| r.cascades.as_slice()).unwrap_or_default() {
+            gens.push(format!("tg:t:{database}:{child}"));
+        }
         for name in std::iter::once(&t.name).chain(family) {
             match &timed {
                 Some(ks) => {

@@ -35,6 +35,20 @@ fn rels() -> DbRelations {
         },
     );
     r.by_name.insert(
+        "parent".into(),
+        Relation {
+            cascades: vec!["child".into(), "grandchild".into()],
+            ..plain.clone()
+        },
+    );
+    r.by_name.insert(
+        "events".into(),
+        Relation {
+            triggers: true,
+            ..plain.clone()
+        },
+    );
+    r.by_name.insert(
         "v".into(),
         Relation {
             bases: vec!["t".into()],
@@ -42,6 +56,19 @@ fn rels() -> DbRelations {
         },
     );
     r
+}
+
+#[test]
+fn writes_invalidate_what_cascades_and_triggers_change() {
+    let w = write("DELETE FROM parent WHERE id = 1");
+    assert!(w.contains(&"tg:t:db:child".to_owned()), "{w:?}");
+    assert!(w.contains(&"tg:t:db:grandchild".to_owned()), "{w:?}");
+    let w = write("INSERT INTO events VALUES (1)");
+    assert!(w.contains(&"tg:d:db".to_owned()), "{w:?}");
+    let w = write("TRUNCATE parent CASCADE");
+    assert!(w.contains(&"tg:d:db".to_owned()), "{w:?}");
+    let w = write("DO $$BEGIN DELETE FROM t; END$$");
+    assert!(w.contains(&"tg:d:db".to_owned()), "{w:?}");
 }
 
 fn read(sql: &str) -> Result<ReadDeps, Bypass> {

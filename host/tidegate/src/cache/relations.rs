@@ -24,8 +24,14 @@ pub struct Relation {
     pub time_column: Option<String>,
     /// Every other name a write to this one changes (parents and partitions).
     pub family: Vec<String>,
-    /// For a view: the relations it reads (writes to them invalidate it).
+    /// For a view: the relations it reads, at any depth (writes to them invalidate it).
     pub bases: Vec<String>,
+    /// Other tables a write to this one may change: referencing tables whose foreign keys
+    /// cascade (`ON DELETE/UPDATE CASCADE`, `SET NULL`, `SET DEFAULT`), transitively.
+    pub cascades: Vec<String>,
+    /// It has user triggers, whose writes TideGate cannot see: a write to it invalidates the
+    /// whole database.
+    pub triggers: bool,
 }
 
 /// One database's relations, by unqualified name.
@@ -141,6 +147,20 @@ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND
 JOIN pg_catalog.pg_class t ON t.oid = d.refobjid \
 WHERE t.oid <> v.oid AND v.relkind = 'v'";
 
+/// (table, referencing table) for every foreign key whose delete or update action changes
+/// the referencing rows.
+const CASCADES: &str = "\
+SELECT DISTINCT p.relname::text, c.relname::text \
+FROM pg_catalog.pg_constraint k \
+JOIN pg_catalog.pg_class p ON p.oid = k.confrelid \
+JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))";
+
+/// Tables with user (not internal) triggers.
+const TRIGGERS: &str = "\
+SELECT DISTINCT c.relname::text FROM pg_catalog.pg_trigger t \
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal";
+
 const HYPERTABLE_TIME: &str = "\
 SELECT hypertable_name::text, column_name::text FROM timescaledb_information.dimensions \
 WHERE dimension_type = 'Time'";
@@ -149,6 +169,7 @@ async fn read(pool: &PgPool, config: &Config) -> Result<DbRelations, sqlx::Error
     let rows = sqlx::query(RELATIONS).fetch_all(pool).await?;
     let mut by_name: HashMap<String, Relation> = HashMap::new();
     let mut parents: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut chunk_parents: Vec<(String, Vec<String>)> = Vec::new();
     for row in rows {
         let (name, schema): (String, String) = (row.try_get(0)?, row.try_get(1)?);
         let (kind, persistence): (String, String) = (row.try_get(2)?, row.try_get(3)?);
@@ -173,6 +194,10 @@ async fn read(pool: &PgPool, config: &Config) -> Result<DbRelations, sqlx::Error
         r.uncacheable = r.uncacheable.or(why);
         if !schema.starts_with("_timescaledb") {
             parents.entry(name).or_default().extend(inherits);
+        } else if !inherits.is_empty() {
+            // A hypertable's chunk: a write to it changes the hypertable (upward only, so a
+            // write to the hypertable does not name its thousands of chunks).
+            chunk_parents.push((name, inherits));
         }
     }
     // Family: ancestors and descendants, transitively.
@@ -206,11 +231,31 @@ async fn read(pool: &PgPool, config: &Config) -> Result<DbRelations, sqlx::Error
             r.family = f;
         }
     }
+    for (chunk, hypertables) in chunk_parents {
+        if let Some(r) = by_name.get_mut(&chunk) {
+            r.family.extend(hypertables);
+        }
+    }
+    let mut bases: HashMap<String, Vec<String>> = HashMap::new();
     for row in sqlx::query(VIEW_BASES).fetch_all(pool).await? {
         let (view, base): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        if let Some(r) = by_name.get_mut(&view) {
-            r.bases.push(base);
+        bases.entry(view).or_default().push(base);
+    }
+    let mut referencing: HashMap<String, Vec<String>> = HashMap::new();
+    for row in sqlx::query(CASCADES).fetch_all(pool).await? {
+        let (table, child): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        referencing.entry(table).or_default().push(child);
+    }
+    for row in sqlx::query(TRIGGERS).fetch_all(pool).await? {
+        let table: String = row.try_get(0)?;
+        if let Some(r) = by_name.get_mut(&table) {
+            r.triggers = true;
         }
+    }
+    for (name, r) in by_name.iter_mut() {
+        // Views over views: every relation underneath; cascades: every table they reach.
+        r.bases = closure(name, &bases);
+        r.cascades = closure(name, &referencing);
     }
     let mut time_columns: Vec<(String, String)> = Vec::new();
     if crate::own_db::has_timescaledb(pool).await? {
@@ -241,6 +286,22 @@ async fn read(pool: &PgPool, config: &Config) -> Result<DbRelations, sqlx::Error
         }
     }
     Ok(DbRelations { by_name })
+}
+
+/// Every name reachable from `start` through `edges`, sorted, without `start`.
+fn closure(start: &str, edges: &HashMap<String, Vec<String>>) -> Vec<String> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut todo = vec![start];
+    while let Some(n) = todo.pop() {
+        for m in edges.get(n).into_iter().flatten() {
+            if m != start && seen.insert(m.as_str()) {
+                todo.push(m.as_str());
+            }
+        }
+    }
+    let mut out: Vec<String> = seen.into_iter().map(str::to_owned).collect();
+    out.sort();
+    out
 }
 
 fn allowed_view(config: &Config, schema: &str, name: &str) -> bool {
