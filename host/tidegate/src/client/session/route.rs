@@ -174,7 +174,7 @@ where
 
     /// Records the end of a transaction that ran on the primary and may have written: the
     /// client's reads must see it. In `lsn` mode this asks the primary, on the connection just
-    /// used, for its WAL position (the client already has its reply). Returns whether the
+    /// used, for its WAL insert position (the client already has its reply). Returns whether the
     /// connection is still fit for reuse.
     pub(super) async fn note_write(&mut self, b: &mut Backend) -> bool {
         let window = self.topo.config.routing.read_your_writes_window.duration();
@@ -186,9 +186,14 @@ where
                 let _ = self.flush_client().await;
                 let timeout = self.topo.config.pool.connect_timeout.duration();
                 b.unnamed = None;
-                let asked =
-                    tokio::time::timeout(timeout, b.query_row("SELECT pg_current_wal_lsn()::text"))
-                        .await;
+                // The insert position, not the write position: with synchronous_commit off
+                // the commit record may not be written yet, but it is always inserted, so a
+                // replica that replayed this far has the commit.
+                let asked = tokio::time::timeout(
+                    timeout,
+                    b.query_row("SELECT pg_current_wal_insert_lsn()::text"),
+                )
+                .await;
                 let lsn = match asked {
                     Ok(Ok(Some(row))) => row
                         .first()
