@@ -676,3 +676,13 @@ pub async fn migrate(pg: &Postgres) {
         .await
         .expect("migrations apply");
 }
+
+/// `tidegate roles sync` (applied) for `cfg`'s access-control plugin on `cfg`'s primary: the
+/// PostgreSQL roles `tidegate_<role>` that `[[users]] role` names exist with their GRANTs
+/// before a broker started from `cfg` logs in as them.
+pub async fn sync_roles(cfg: &Config) {
+    let report = tidegate::admin::roles::sync(cfg, None, true)
+        .await
+        .unwrap_or_else(|e| panic!("tidegate roles sync: {e:#}"));
+    assert!(!report.roles.is_empty(), "roles sync found no roles");
+}

@@ -14,6 +14,7 @@ pub mod crypt;
 pub mod edit;
 pub mod pg;
 pub mod plugin;
+pub mod roles;
 pub mod rules;
 pub mod signal;
 

@@ -28,7 +28,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a configuration file without touching the network.
+    /// Validate a configuration file without touching the network; warn about users whose
+    /// access-control roles are restricted but who act as the upstream user.
     Check {
         /// Configuration file.
         #[arg(long, short)]
@@ -53,6 +54,12 @@ enum Command {
         #[command(subcommand)]
         command: tidegate::admin::RoleCommand,
     },
+    /// PostgreSQL's GRANTs as the second wall: `roles sync` makes PostgreSQL role
+    /// `tidegate_<role>` hold exactly what each access-control role's rules imply.
+    Roles {
+        #[command(subcommand)]
+        command: tidegate::admin::roles::RolesCommand,
+    },
     /// Read a value on standard input and print it encrypted as the encryption plugin stores
     /// it (`tgenc:v1:…`).
     Encrypt(tidegate::admin::EncryptArgs),
@@ -64,8 +71,9 @@ enum Command {
         command: CacheCommand,
     },
     /// Apply TideGate's pending schema migrations to the primary (advisory-locked: concurrent
-    /// runs apply each migration once), or list their state with `--status`. Exit status: 0
-    /// done, 1 failed (the reason on standard error).
+    /// runs apply each migration once), then `roles sync` when the chain has an access-control
+    /// plugin; or list the migrations' state with `--status`. Exit status: 0 done, 1 failed
+    /// (the reason on standard error).
     Migrate {
         /// Configuration file (its [upstream.primary] and [migrations] sections).
         #[arg(long, short)]
@@ -208,6 +216,14 @@ fn migrate_command(config: PathBuf, status_only: bool) -> anyhow::Result<()> {
     if let Some(s) = status.iter().find(|s| s.checksum_mismatch) {
         fail(&migrate::MigrateError::Changed(s.version));
     }
+    if !status_only {
+        let synced = rt
+            .block_on(migrate::sync_roles(&cfg))
+            .unwrap_or_else(|e| fail(&format!("roles sync: {e:#}")));
+        if let Some(report) = synced {
+            print!("{}", report.human());
+        }
+    }
     Ok(())
 }
 
@@ -222,6 +238,9 @@ fn main() -> anyhow::Result<()> {
                     c.users.len(),
                     c.listen.sql
                 );
+                for w in tidegate::admin::roles::check_warnings(&c) {
+                    eprintln!("warning: {w}");
+                }
                 Ok(())
             }
             Err(e) => {
@@ -256,6 +275,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Audit { command } => audit_command(command),
         Command::Role { command } => tidegate::admin::role(command),
+        Command::Roles { command } => tidegate::admin::roles::roles(command),
         Command::Encrypt(args) => tidegate::admin::encrypt(args),
         Command::Decrypt(args) => tidegate::admin::decrypt(args),
         Command::Cache {

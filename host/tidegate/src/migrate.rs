@@ -226,6 +226,13 @@ async fn table_exists(conn: &mut PgConnection) -> Result<bool, MigrateError> {
     )
 }
 
+/// The step `tidegate migrate` runs after the migrations: `tidegate roles sync` for the chain's
+/// access-control plugin (`None` when there is none), so the PostgreSQL roles broker users act
+/// as hold exactly what their access-control roles imply. Not run by `serve`'s `on_start`.
+pub async fn sync_roles(config: &Config) -> anyhow::Result<Option<crate::admin::roles::Report>> {
+    crate::admin::roles::sync_for_migrate(config).await
+}
+
 /// Every known migration's state, without changing anything (not even creating
 /// `_sqlx_migrations`).
 pub async fn status(config: &Config) -> Result<Vec<Status>, MigrateError> {

@@ -224,7 +224,12 @@ impl Rule {
         for kind in &self.kinds {
             let privileges: &[Privilege] = match kind {
                 Kind::Read => &[Privilege::Select],
-                Kind::Write => &[Privilege::Insert, Privilege::Update, Privilege::Delete],
+                Kind::Write => &[
+                    Privilege::Insert,
+                    Privilege::Update,
+                    Privilege::Delete,
+                    Privilege::Truncate,
+                ],
                 Kind::Ddl => &[Privilege::Create],
                 // Nothing in PostgreSQL's privilege system corresponds to these.
                 Kind::Utility | Kind::Transaction => &[],
@@ -292,6 +297,8 @@ pub enum Privilege {
     Update,
     /// DELETE on tables.
     Delete,
+    /// TRUNCATE on tables (TideGate classifies TRUNCATE as a write).
+    Truncate,
 }
 
 impl Privilege {
@@ -304,6 +311,7 @@ impl Privilege {
             Privilege::Insert => "INSERT",
             Privilege::Update => "UPDATE",
             Privilege::Delete => "DELETE",
+            Privilege::Truncate => "TRUNCATE",
         }
     }
 }
@@ -421,9 +429,9 @@ mod tests {
             vec![
                 "GRANT USAGE ON SCHEMA \"public\" TO \"ro\"\"le\"",
                 "GRANT USAGE ON SCHEMA \"s\" TO \"ro\"\"le\"",
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"public\" TO \"ro\"\"le\"",
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE \"public\".\"bare\" TO \"ro\"\"le\"",
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE \"s\".\"t\" TO \"ro\"\"le\"",
+                "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA \"public\" TO \"ro\"\"le\"",
+                "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLE \"public\".\"bare\" TO \"ro\"\"le\"",
+                "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLE \"s\".\"t\" TO \"ro\"\"le\"",
             ]
         );
         let ddl = Rule::parse_arg("ddl,utility:ops.*").expect("valid");
