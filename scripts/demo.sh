@@ -24,7 +24,10 @@ as_pg "$pg_bin/pg_ctl" -D "$demo/data" -l "$demo/postgres.log" -w \
 trap 'kill "$tg" 2>/dev/null || true; wait "$tg" 2>/dev/null || true; as_pg "$pg_bin/pg_ctl" -D "$demo/data" -m fast stop >/dev/null' EXIT
 
 export TIDEGATE__UPSTREAM__PRIMARY__PORT=$pg_port
-# TideGate's schema: the seed's time_series_data and the series registry (migrations/).
+# TideGate's schema: the seed's time_series_data and the series registry (migrations/); then
+# the roles sync: the access-control role `reader` becomes the read-only PostgreSQL role
+# tidegate_reader, which the broker user `reader` acts as (`tidegate roles sync --plan` shows
+# what a sync would change).
 ./target/release/tidegate migrate --config config/tidegate.example.toml
 ./target/release/tidegate serve --config config/tidegate.example.toml &
 tg=$!
@@ -38,6 +41,9 @@ PGPASSWORD=app psql -X -h 127.0.0.1 -p 6543 -U app -d postgres \
 echo "The read-only user 'reader' is stopped by the access-control plugin:"
 PGPASSWORD=reader psql -X -h 127.0.0.1 -p 6543 -U reader -d postgres \
   -c "CREATE TABLE demo_denied (id int)" || true
+echo "It acts as tidegate_reader, which PostgreSQL itself lets only read:"
+PGPASSWORD=reader psql -X -h 127.0.0.1 -p 6543 -U reader -d postgres \
+  -c "SELECT current_user AS acting_as, has_table_privilege('time_series_data', 'DELETE') AS may_delete"
 echo "Both statements left HMAC-chained audit records (tidegate audit verify checks the chain):"
 sleep 0.2
 TIDEGATE__UPSTREAM__PRIMARY__PORT=$pg_port ./target/release/tidegate audit logs --config config/tidegate.example.toml --limit 5 || true
@@ -50,6 +56,6 @@ echo
 curl -sS -u app:app 'http://127.0.0.1:8543/v1/series/time_series_data?series_id=1&from=2024-01-01T00:00:00Z&to=2024-01-02T00:00:00Z'
 echo
 echo "Try it yourself:  PGPASSWORD=app psql -h 127.0.0.1 -p 6543 -U app postgres"
-echo "            or:  curl -u app:app -d '{\"sql\": \"SELECT now()\"}' http://127.0.0.1:8543/v1/sql"
+echo "            or:  curl -u app:app -H 'Content-Type: application/json' -d '{\"sql\": \"SELECT now()\"}' http://127.0.0.1:8543/v1/sql"
 echo "TideGate is running; press Ctrl-C to stop."
 wait "$tg"

@@ -170,6 +170,7 @@ impl Env {
         let toml = example_toml(&pg, &plugins, &variant);
         let cfg = Config::from_toml(&toml)
             .unwrap_or_else(|e| panic!("the patched example config is valid: {e}\n{toml}"));
+        tidegate_tests::sync_roles(&cfg).await;
         let broker = Broker::start_config(cfg).await;
         let app = client(&broker, "app").await;
         app.simple_query(PATIENTS)
