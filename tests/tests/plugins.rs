@@ -251,7 +251,7 @@ async fn replacing_the_plugin_under_load_fails_nothing() {
     assert_eq!(p["name"], "access-control", "{status}");
     assert!(p["load_failures"].as_u64() >= Some(1), "{status}");
     assert!(p["last_load_error"].is_string(), "{status}");
-    let (code, ready) = send_json(anonymous(http).get("/readyz")).await;
+    let (code, ready) = send_json(Api::app(http).get("/readyz")).await;
     assert_eq!(code, 200);
     assert!(
         ready["plugins"][0]["last_load_error"].is_string(),
@@ -352,6 +352,8 @@ quarantine_after = 3
 name = "trap"
 file = "trap.wasm"
 kind = "optimizer"
+[http]
+admin_users = ["app"]
 "#,
         dir.display()
     );
@@ -367,7 +369,8 @@ kind = "optimizer"
             .expect("an optimizer that fails is skipped (fail open)");
         assert!(!rows.is_empty());
     }
-    let (code, body) = send_json(anonymous(http).get("/readyz")).await;
+    // The detail (which plugin, its counters) is for http.admin_users.
+    let (code, body) = send_json(Api::app(http).get("/readyz")).await;
     assert_eq!(code, 503);
     assert_eq!(body["plugins"][0]["name"], "trap", "{body}");
     assert_eq!(body["plugins"][0]["quarantined"], true, "{body}");
