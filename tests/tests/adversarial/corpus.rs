@@ -93,20 +93,70 @@ async fn reader(env: &Env) -> Raw {
     env.raw("reader").await
 }
 
-/// Restores the fixture after a case changed the database, and reconnects the victim.
+/// Restores the fixture after a case changed the database, and reconnects the victim. What a
+/// leaked attack left holding locks (a prepared transaction, a pooled backend) is ended first,
+/// so that the restore never waits forever.
 async fn restore(env: &Env) {
-    env.direct(FIXTURE);
-    env.direct(
-        "ALTER ROLE r1 NOSUPERUSER NOCREATEROLE NOCREATEDB NOLOGIN NOBYPASSRLS; \
-         ALTER ROLE r1 RESET ALL; ALTER DATABASE postgres RESET ALL; \
-         ALTER ROLE postgres PASSWORD NULL",
-    );
+    let c = env.pg.connect("postgres").await;
+    let text = |msgs: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<String> {
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect()
+    };
+    let gids = c
+        .simple_query("SELECT gid FROM pg_prepared_xacts")
+        .await
+        .map(text)
+        .unwrap_or_default();
+    for gid in gids {
+        let _ = c
+            .batch_execute(&format!("ROLLBACK PREPARED '{}'", gid.replace('\'', "''")))
+            .await;
+    }
+    let mut restored = false;
+    for _ in 0..3 {
+        match c
+            .batch_execute(&format!("SET lock_timeout = '5s'; {FIXTURE}"))
+            .await
+        {
+            Ok(()) => {
+                restored = true;
+                break;
+            }
+            Err(e) => {
+                println!("    restoring the fixture: {e:?}; ending the sessions holding its locks");
+                let _ = c
+                    .simple_query(
+                        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE \
+                         l.pid <> pg_backend_pid() AND l.relation >= 16384",
+                    )
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert!(restored, "the fixture could not be restored (see above)");
+    let _ = c
+        .batch_execute(
+            "ALTER ROLE r1 NOSUPERUSER NOCREATEROLE NOCREATEDB NOLOGIN NOBYPASSRLS; \
+             ALTER ROLE r1 RESET ALL; ALTER DATABASE postgres RESET ALL; \
+             ALTER ROLE postgres PASSWORD NULL",
+        )
+        .await;
     let auto = env.pg.dir.join("data/postgresql.auto.conf");
     if std::fs::read_to_string(auto).is_ok_and(|t| t.contains("work_mem")) {
-        env.direct("ALTER SYSTEM RESET work_mem");
+        let _ = c.batch_execute("ALTER SYSTEM RESET work_mem").await;
     }
-    if env.direct("SELECT count(*) FROM pg_database WHERE datname = 'victimdb'") == "0" {
-        env.direct("CREATE DATABASE victimdb");
+    let victimdb = c
+        .simple_query("SELECT count(*) FROM pg_database WHERE datname = 'victimdb'")
+        .await
+        .map(text)
+        .unwrap_or_default();
+    if victimdb.first().map(String::as_str) == Some("0") {
+        let _ = c.batch_execute("CREATE DATABASE victimdb").await;
     }
 }
 
