@@ -315,10 +315,19 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
             return;
         }};
     }
+    // Whether the last token was an operator character: sqlparser reads a comment start
+    // right after one (`</*`, `=--`) as more of the operator, PostgreSQL as a comment.
+    let mut after_op = false;
     while i < n {
         let c = sql[i];
         let start = i;
+        let was_op = std::mem::take(&mut after_op);
         match c {
+            b'-' | b'/'
+                if was_op && sql.get(i + 1) == Some(if c == b'-' { &b'-' } else { &b'*' }) =>
+            {
+                desync!(start);
+            }
             b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => {
                 put(Token::Space, false);
                 i += 1;
@@ -419,6 +428,10 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
                             put(Token::Unterminated, false);
                         }
                     }
+                } else if tag_len > 0 {
+                    // `$abc`: `$` and a name to PostgreSQL (a syntax error), one placeholder to
+                    // sqlparser, which also takes a prefix letter (`$E'…'`, `$U&'…'`) with it.
+                    desync!(start);
                 } else {
                     put(Token::Byte(b'$'), false);
                     i += 1;
@@ -520,11 +533,15 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
             }
             _ => {
                 put(Token::Byte(c), false);
+                after_op = OPERATOR_CHARS.contains(&c);
                 i += 1;
             }
         }
     }
 }
+
+/// PostgreSQL's operator characters.
+const OPERATOR_CHARS: &[u8] = b"~!@#^&|`?+-*/%<>=";
 
 /// Scans a quoted constant whose prefix starts at `start` and whose body starts at `body`
 /// (past the opening quote), with PostgreSQL's continuation, and emits it. Returns where

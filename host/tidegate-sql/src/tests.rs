@@ -681,3 +681,19 @@ fn ordinary_fingerprints_are_unchanged() {
         fp("select abalance from pgbench_accounts where aid = $1")
     );
 }
+
+#[test]
+fn comment_starts_glued_to_operators_and_dollar_names_are_hashed_exactly() {
+    // sqlparser reads `</*` as one operator and then `' */ 2; DELETE …'` as a string;
+    // PostgreSQL reads `<`, a comment, `2` and a DELETE.
+    assert_distinct(&[
+        (
+            "SELECT 1 WHERE 1 </* ' */ 2; DELETE FROM acct; --'",
+            "SELECT 1 WHERE 1 </* ' */ 2; SELECT 1 FROM t; --'",
+        ),
+        ("SELECT a <-- x\n b", "SELECT a <-- y\n b"),
+        // `$u&'x'` is one placeholder `$u` to sqlparser.
+        ("SELECT $u&'x'", "SELECT $N'n'"),
+    ]);
+    assert_same(&[("SELECT a < /* x */ 1", "SELECT a < /* y */ 2")]);
+}
