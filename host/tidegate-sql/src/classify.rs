@@ -355,8 +355,25 @@ fn top_level(stmt: &Statement) -> Top {
         S::Call(_) => Top::unknown("CALL"),
         S::Load { .. } => Top::unknown("LOAD"),
         S::Declare { .. } => Top::new(Kind::Session, Some("session state")),
-        S::Reset(_)
-        | S::Discard { .. }
+        S::Reset(r) => {
+            use sqlparser::ast::Reset;
+            let role = match &r.reset {
+                Reset::SessionAuthorization => true,
+                Reset::ConfigurationParameter(name) => name.0.last().is_some_and(|p| {
+                    matches!(
+                        ident_text(&p.to_string()).as_str(),
+                        "role" | "session_authorization"
+                    )
+                }),
+                Reset::ALL => false,
+            };
+            if role {
+                Top::new(Kind::Ddl, Some("role change")).every_table()
+            } else {
+                Top::new(Kind::Session, Some("session state"))
+            }
+        }
+        S::Discard { .. }
         | S::Deallocate { .. }
         | S::LISTEN { .. }
         | S::UNLISTEN { .. }

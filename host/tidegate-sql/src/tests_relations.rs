@@ -107,6 +107,10 @@ const RELATIONS: &[(&str, Kind, &[&str], bool)] = &[
     ("SET SESSION AUTHORIZATION r1", Kind::Ddl, &[], true),
     ("SET role = 'r1'", Kind::Ddl, &[], true),
     ("SET search_path TO b", Kind::Session, &[], false),
+    ("RESET ROLE", Kind::Ddl, &[], true),
+    ("RESET SESSION AUTHORIZATION", Kind::Ddl, &[], true),
+    ("RESET search_path", Kind::Session, &[], false),
+    ("RESET ALL", Kind::Session, &[], false),
     ("SELECT my_function()", Kind::Write, &[], true),
     (
         "SELECT * FROM payroll; DELETE FROM acct",
