@@ -328,7 +328,10 @@ where
                 // runs it.
                 Kind::Ddl | Kind::Unknown => StatementKind::Ddl,
                 Kind::Transaction => StatementKind::Transaction,
-                Kind::Session | Kind::Utility => StatementKind::Utility,
+                Kind::Session => StatementKind::Utility,
+                // Maintenance (VACUUM FULL, CLUSTER, REFRESH, ANALYZE) rewrites or locks
+                // tables: for policy it is a write.
+                Kind::Utility => StatementKind::Write,
             }
         };
         let mut tables: Vec<TableRef> = c
