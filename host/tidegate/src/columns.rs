@@ -49,6 +49,19 @@ impl Declared {
     }
 }
 
+/// Relations whose rewrite rules (views, at any depth) depend on the tables named `$1`.
+const DEPENDENTS: &str = "\
+WITH RECURSIVE dep(oid) AS ( \
+    SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relname = ANY($1) \
+    UNION \
+    SELECT r.ev_class FROM pg_catalog.pg_rewrite r \
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass \
+         AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+    JOIN dep ON d.refobjid = dep.oid \
+    WHERE r.ev_class <> dep.oid) \
+SELECT DISTINCT c.relname::text FROM pg_catalog.pg_class c JOIN dep ON dep.oid = c.oid \
+WHERE c.relname <> ALL($1)";
+
 /// One table holding declared columns.
 #[derive(Debug, Clone)]
 pub struct TableColumns {
@@ -70,9 +83,17 @@ pub struct DbColumns {
     /// Declared tables that were not found (looked up again after a while).
     missing: bool,
     at: Option<Instant>,
+    /// Views (at any depth) and other rule-bearing relations over a declared table: a write
+    /// through one stores values no hook sees.
+    dependents: Vec<String>,
 }
 
 impl DbColumns {
+    /// Whether `name` is a view (or rule) over a table with declared columns.
+    pub fn reaches_declared(&self, name: &str) -> bool {
+        self.dependents.iter().any(|d| d == name)
+    }
+
     /// The declared column at (table OID, attribute number) of a RowDescription.
     pub fn result_column(&self, oid: u32, attnum: i16) -> Option<Column> {
         let t = self.tables.iter().find(|t| t.oid == oid)?;
@@ -220,6 +241,17 @@ impl ColumnResolver {
                 }),
             }
         }
+        let dependents = match sqlx::query_scalar::<_, String>(DEPENDENTS)
+            .bind(&names)
+            .fetch_all(&pool)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(database, error = %e, "could not look up the views over declared tables");
+                return None;
+            }
+        };
         let missing = declared.iter().any(|d| {
             !tables.iter().any(|t| {
                 d.matches(&t.schema, &t.table, &d.column)
@@ -231,6 +263,7 @@ impl ColumnResolver {
             declared,
             missing,
             at: Some(Instant::now()),
+            dependents,
         });
         self.cache
             .lock()

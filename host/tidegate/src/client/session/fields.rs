@@ -131,7 +131,24 @@ where
             return Ok(DataPlan::Send(None));
         }
         if !self.touches_declared(&chain, stmt, sql) {
-            return Ok(DataPlan::Untouched);
+            if stmt.kind != StatementKind::Write {
+                return Ok(DataPlan::Untouched);
+            }
+            // A write through a view over a protected table stores values no hook sees.
+            let declared = chain.data_columns(&self.user, &self.login.database);
+            let config = self.topo.config.clone();
+            let db = self.login.database.clone();
+            return match self.sh.columns.get(&config, &db, &declared).await {
+                Some(c) if !stmt.tables.iter().any(|t| c.reaches_declared(&t.name)) => {
+                    Ok(DataPlan::Untouched)
+                }
+                Some(_) => Err(blind_write(&protected_column(&declared, stmt))),
+                None => Err(refusal(
+                    "statement refused: the columns the encryption policy covers could not be looked up".into(),
+                    "58000",
+                    "the broker could not read the catalog; try again",
+                )),
+            };
         }
         let db = self.login.database.clone();
         let first = sql.split_whitespace().next().unwrap_or("");
