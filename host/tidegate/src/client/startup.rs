@@ -214,8 +214,9 @@ async fn session_pools(
     login: &Target,
 ) -> (Vec<Arc<crate::backend::Pool>>, Vec<Target>) {
     let pools = super::session::pools_for(sh, topo, login);
-    if topo.has_replicas() {
-        // Routing needs the database's function volatilities: read once, by the first client.
+    if topo.has_replicas() || topo.plugins.is_some() {
+        // Routing and policy need the database's function volatilities (a function not known
+        // to be read-only is a write for both): read once, by the first client.
         topo.catalogs.load(&login.database, &pools[0]).await;
     }
     let targets = pools.iter().map(|p| p.target.clone()).collect();

@@ -108,8 +108,8 @@ pub fn pools_for(sh: &Shared, topo: &Topology, login: &Target) -> Vec<Arc<Pool>>
 }
 
 /// The function catalog of `database` under `topo`: the complete one if `pg_proc` was read,
-/// else the partial one while a background task reads it (only needed when replicas are
-/// configured: classification serves routing).
+/// else the partial one while a background task reads it (only needed when replicas or
+/// plugins are configured: classification serves routing and policy).
 pub(crate) fn catalog_for(
     topo: &Arc<Topology>,
     database: &str,
@@ -118,7 +118,7 @@ pub(crate) fn catalog_for(
     if let Some(c) = topo.catalogs.get(database) {
         return c;
     }
-    if topo.has_replicas() {
+    if topo.has_replicas() || topo.plugins.is_some() {
         let (topo, database, pool) = (topo.clone(), database.to_owned(), primary.clone());
         tokio::spawn(async move {
             topo.catalogs.load(&database, &pool).await;
