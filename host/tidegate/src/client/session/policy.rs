@@ -57,7 +57,7 @@ where
         }
         // A string of several statements is judged statement by statement, never by a
         // verdict remembered for its fingerprint.
-        if tag == b'Q' && sql.contains(&b';') {
+        if tag == b'Q' && several_statements(sql) {
             let text = String::from_utf8_lossy(sql);
             if let Some(parts) = tidegate_sql::split_statements(&text).filter(|p| p.len() > 1) {
                 let text = text.into_owned();
@@ -377,6 +377,14 @@ pub(crate) fn granted_roles(config: &tidegate_config::Config, user: &str) -> Vec
         }
     }
     roles
+}
+
+/// Whether `sql` may hold more than one statement: it has a `;` followed by more than
+/// whitespace. A single trailing `;`, as many drivers send, is one statement at most.
+fn several_statements(sql: &[u8]) -> bool {
+    sql.iter()
+        .position(|&b| b == b';')
+        .is_some_and(|i| sql[i + 1..].iter().any(|b| !b.is_ascii_whitespace()))
 }
 
 /// What became of a multi-statement query.
