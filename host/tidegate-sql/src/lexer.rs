@@ -440,8 +440,9 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
             b'0'..=b'9' => {
                 let (end, plain) = number_end(sql, i);
                 i = end;
-                if sql.get(i) == Some(&b'.') {
-                    // `1..2`: PostgreSQL reads `1` `.` `.2`, sqlparser `1.` `.2`.
+                if matches!(sql.get(i), Some(b'.' | b'L')) {
+                    // `1..2`: PostgreSQL reads `1` `.` `.2`, sqlparser `1.` `.2`; sqlparser
+                    // takes an `L` suffix into the number (`1LE'x'` is `1L`, `E'x'`).
                     desync!(start);
                 }
                 if plain {
@@ -455,7 +456,7 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
             b'.' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 let (end, plain) = number_end(sql, i);
                 i = end;
-                if sql.get(i) == Some(&b'.') {
+                if matches!(sql.get(i), Some(b'.' | b'L')) {
                     desync!(start);
                 }
                 if plain {
