@@ -117,6 +117,11 @@ impl Classification {
 
 /// Classifies `sql` (one or more statements) with PostgreSQL's dialect.
 pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
+    if crate::lexer::readings_may_differ(sql.as_bytes()) {
+        // sqlparser's reading may not be PostgreSQL's (`1 </* ' */ 2; DELETE …` is one
+        // SELECT to sqlparser, a SELECT and a DELETE to PostgreSQL): nothing it says holds.
+        return Classification::unparsable("PostgreSQL and sqlparser may read it differently");
+    }
     let dialect = PostgreSqlDialect {};
     let parsed = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)

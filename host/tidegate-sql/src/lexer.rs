@@ -114,6 +114,16 @@ pub(crate) enum Token<'a> {
     Unterminated,
 }
 
+/// Whether PostgreSQL and sqlparser may read `sql` as different tokens (the lexer hashes
+/// such a construct byte for byte: an operator glued to a comment start, a dollar tag
+/// sqlparser does not take, a `U&` constant, strings continued across lines…). A
+/// classification of such a text, made from sqlparser's reading, cannot be trusted.
+pub fn readings_may_differ(sql: &[u8]) -> bool {
+    let mut differ = false;
+    lex(sql, |t| differ |= matches!(t, Token::Exact(_)));
+    differ
+}
+
 /// Where the block comment starting at `start` (at `/*`) ends: the index just past its `*/`,
 /// or the end of `sql`. Block comments nest in PostgreSQL.
 pub fn block_comment_end(sql: &[u8], start: usize) -> usize {

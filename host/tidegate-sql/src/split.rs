@@ -8,8 +8,13 @@ use std::ops::Range;
 
 /// The byte ranges of the statements in `sql`, without their `;` and skipping empty ones
 /// (only whitespace or comments). `None` when the text does not tokenize (an unterminated
-/// string or comment): such a string cannot be judged statement by statement.
+/// string or comment), or when PostgreSQL and sqlparser may read its tokens differently:
+/// such a string cannot be judged statement by statement.
 pub fn split_statements(sql: &str) -> Option<Vec<Range<usize>>> {
+    if crate::lexer::readings_may_differ(sql.as_bytes()) {
+        // sqlparser's tokens may not be PostgreSQL's: its semicolons may not be either.
+        return None;
+    }
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -109,5 +114,9 @@ mod tests {
     fn untokenizable_text_is_not_split() {
         assert_eq!(split_statements("SELECT 'open; DELETE FROM t"), None);
         assert_eq!(split_statements("SELECT 1 /* open; DELETE FROM t"), None);
+        assert_eq!(
+            split_statements("SELECT 1 WHERE 1 </* ' */ 2; DELETE FROM acct; --'"),
+            None
+        );
     }
 }

@@ -190,3 +190,18 @@ fn turning_standard_conforming_strings_off_is_refused() {
         assert_eq!(classify(sql, &NoLookup).refused, None, "{sql}");
     }
 }
+
+#[test]
+fn a_text_sqlparser_may_misread_is_unknown() {
+    for sql in [
+        "SELECT 1 WHERE 1 </* ' */ 2; DELETE FROM acct; --'",
+        "SELECT $\u{20ac}$ FROM t WHERE x = ' $\u{20ac}$; DELETE FROM acct; --'",
+        "SELECT 1 WHERE 1 =-- ' \n 2; DELETE FROM acct; --'",
+    ] {
+        let c = classify(sql, &NoLookup);
+        assert_eq!(c.kind, Kind::Unknown, "{sql}");
+        assert!(c.every_table && !c.read_only, "{sql}");
+    }
+    assert_eq!(classify("SELECT 1 WHERE 1 < 2", &NoLookup).kind, Kind::Read);
+    assert_eq!(classify("SELECT $a$x$a$", &NoLookup).kind, Kind::Read);
+}

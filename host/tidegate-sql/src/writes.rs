@@ -237,6 +237,43 @@ pub fn quote_literal(value: &str) -> String {
     s
 }
 
+/// Whether `sql` may store values anywhere: an INSERT, UPDATE, MERGE or COPY FROM at any
+/// depth (a data-modifying CTE too), procedural code, or text that does not parse. A
+/// `DELETE` or `TRUNCATE` stores nothing. For field encryption, which must refuse a write
+/// whose values it cannot see.
+pub fn stores_values(sql: &str) -> bool {
+    use sqlparser::ast::{Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct Stores;
+    impl Visitor for Stores {
+        type Break = ();
+        fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+            match s {
+                Statement::Insert(_)
+                | Statement::Update(_)
+                | Statement::Merge(_)
+                | Statement::Copy { to: false, .. }
+                | Statement::Call(_)
+                | Statement::Execute { .. }
+                | Statement::Prepare { .. } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+            match *q.body {
+                SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Merge(_) => {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(stmts) => stmts.iter().any(|s| s.visit(&mut Stores).is_break()),
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,42 +339,5 @@ mod tests {
                 .opaque
         );
         assert_eq!(quote_literal("O'B"), "'O''B'");
-    }
-}
-
-/// Whether `sql` may store values anywhere: an INSERT, UPDATE, MERGE or COPY FROM at any
-/// depth (a data-modifying CTE too), procedural code, or text that does not parse. A
-/// `DELETE` or `TRUNCATE` stores nothing. For field encryption, which must refuse a write
-/// whose values it cannot see.
-pub fn stores_values(sql: &str) -> bool {
-    use sqlparser::ast::{Visit, Visitor};
-    use std::ops::ControlFlow;
-    struct Stores;
-    impl Visitor for Stores {
-        type Break = ();
-        fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
-            match s {
-                Statement::Insert(_)
-                | Statement::Update(_)
-                | Statement::Merge(_)
-                | Statement::Copy { to: false, .. }
-                | Statement::Call(_)
-                | Statement::Execute { .. }
-                | Statement::Prepare { .. } => ControlFlow::Break(()),
-                _ => ControlFlow::Continue(()),
-            }
-        }
-        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
-            match *q.body {
-                SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Merge(_) => {
-                    ControlFlow::Break(())
-                }
-                _ => ControlFlow::Continue(()),
-            }
-        }
-    }
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(stmts) => stmts.iter().any(|s| s.visit(&mut Stores).is_break()),
-        Err(_) => true,
     }
 }
