@@ -141,6 +141,7 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
         immutable: true,
         tables: Vec::new(),
         every_table: false,
+        string_name: false,
     };
     let mut kind = Kind::Read;
     let mut read_only = true;
@@ -166,6 +167,9 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
         if kind == Kind::Read {
             kind = Kind::Write;
         }
+    }
+    if walker.string_name {
+        return Classification::unparsable("a string constant as a name");
     }
     if statements.len() > 1 {
         tx = None;
@@ -529,6 +533,8 @@ struct Walker<'a> {
     tables: Vec<TableName>,
     /// A function that is not built in may read or write any table.
     every_table: bool,
+    /// A relation was named by a string constant.
+    string_name: bool,
 }
 
 impl Walker<'_> {
@@ -687,6 +693,11 @@ impl Visitor for Walker<'_> {
     }
 
     fn pre_visit_relation(&mut self, r: &ObjectName) -> ControlFlow<()> {
+        if r.0.iter().any(|p| p.to_string().starts_with('\'')) {
+            // sqlparser takes a string constant as a name (`DELETE FROM 'x'`), PostgreSQL
+            // does not: a verdict shared by every constant must not name one of them.
+            self.string_name = true;
+        }
         self.tables.push(table_name(r));
         ControlFlow::Continue(())
     }

@@ -202,6 +202,9 @@ fn a_text_sqlparser_may_misread_is_unknown() {
         assert_eq!(c.kind, Kind::Unknown, "{sql}");
         assert!(c.every_table && !c.read_only, "{sql}");
     }
+    for sql in ["DELETE FROM 'acct'", "SELECT * FROM ''t"] {
+        assert_eq!(classify(sql, &NoLookup).tables, Vec::new(), "{sql}");
+    }
     assert_eq!(classify("SELECT 1 WHERE 1 < 2", &NoLookup).kind, Kind::Read);
     assert_eq!(classify("SELECT $a$x$a$", &NoLookup).kind, Kind::Read);
 }
