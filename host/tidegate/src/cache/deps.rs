@@ -131,6 +131,9 @@ pub fn write_gens(
         Kind::Read if class.read_only => return gens,
         Kind::Transaction => return gens,
         Kind::Session if changes_no_data(sql) => return gens,
+        // SET/RESET ROLE and SESSION AUTHORIZATION: a privilege change for policy, no data
+        // change for the cache (the role is part of every key).
+        Kind::Ddl if class.reason == Some("role change") && class.statements == 1 => return gens,
         _ => {}
     }
     let by_function = matches!(

@@ -67,6 +67,14 @@ fn writes_invalidate_what_cascades_and_triggers_change() {
     assert!(w.contains(&"tg:d:db".to_owned()), "{w:?}");
     let w = write("TRUNCATE parent CASCADE");
     assert!(w.contains(&"tg:d:db".to_owned()), "{w:?}");
+    for role in [
+        "SET ROLE bob",
+        "SET SESSION AUTHORIZATION bob",
+        "RESET ROLE",
+    ] {
+        assert_eq!(write(role), Vec::<String>::new(), "{role}");
+    }
+    assert!(!write("SET ROLE bob; DELETE FROM t").is_empty());
     let w = write("DO $$BEGIN DELETE FROM t; END$$");
     assert!(w.contains(&"tg:d:db".to_owned()), "{w:?}");
 }
