@@ -4,95 +4,9 @@
 //! value sits) and to [`time_range`](crate::time_range) (which reads the value back out of
 //! another statement text of the same shape).
 
-use std::borrow::Cow;
+pub use literal::{Literal, LiteralKind};
 
-/// What kind of constant a [`Literal`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LiteralKind {
-    /// `'…'`, with `''` escapes.
-    String,
-    /// `E'…'`, with backslash escapes as well.
-    EscapeString,
-    /// `N'…'`.
-    NationalString,
-    /// `B'…'` or `X'…'`.
-    BitString,
-    /// `U&'…'`, with Unicode escapes (its value is not decoded).
-    UnicodeString,
-    /// `$$…$$` or `$tag$…$tag$`.
-    DollarQuoted,
-    /// A numeric constant (unsigned: a leading `-` is an operator).
-    Number,
-    /// `$n`, a parameter. `usize::MAX` when the number does not fit.
-    Param(usize),
-}
-
-/// A constant or parameter as the lexer met it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Literal<'a> {
-    /// The kind of constant.
-    pub kind: LiteralKind,
-    /// Byte offset of its first byte, including an `E`/`N`/`B`/`X` prefix.
-    pub start: usize,
-    /// Byte offset just past it.
-    pub end: usize,
-    /// The source text `sql[start..end]`, quotes and prefix included.
-    pub text: &'a str,
-}
-
-impl<'a> Literal<'a> {
-    /// The value of a string constant (quotes removed, escapes applied), or `None` for
-    /// numbers, bit strings, parameters, unterminated strings and escapes other than `\\`,
-    /// `\'` and `''` in `E'…'` strings (a timestamp never needs them).
-    pub fn string_value(&self) -> Option<Cow<'a, str>> {
-        let t = self.text;
-        match self.kind {
-            LiteralKind::String | LiteralKind::NationalString | LiteralKind::EscapeString => {
-                let body = match self.kind {
-                    LiteralKind::String => t,
-                    _ => t.get(1..)?,
-                };
-                let body = body.strip_prefix('\'')?.strip_suffix('\'')?;
-                let escapes = self.kind == LiteralKind::EscapeString;
-                let plain = !body.contains('\'') && (!escapes || !body.contains('\\'));
-                if plain {
-                    return Some(Cow::Borrowed(body));
-                }
-                let mut out = String::with_capacity(body.len());
-                let mut chars = body.chars();
-                while let Some(c) = chars.next() {
-                    match c {
-                        '\'' => {
-                            // Inside a terminated literal a quote is always doubled.
-                            if chars.next() != Some('\'') {
-                                return None;
-                            }
-                            out.push('\'');
-                        }
-                        '\\' if escapes => match chars.next()? {
-                            c @ ('\\' | '\'') => out.push(c),
-                            _ => return None,
-                        },
-                        c => out.push(c),
-                    }
-                }
-                Some(Cow::Owned(out))
-            }
-            LiteralKind::DollarQuoted => {
-                let tag_len = t.get(1..)?.find('$')? + 2;
-                if t.len() < 2 * tag_len {
-                    return None;
-                }
-                let (tag, rest) = t.split_at(tag_len);
-                rest.strip_suffix(tag).map(Cow::Borrowed)
-            }
-            LiteralKind::BitString
-            | LiteralKind::UnicodeString
-            | LiteralKind::Number
-            | LiteralKind::Param(_) => None,
-        }
-    }
-}
+mod literal;
 
 /// A token as the fingerprint sees it.
 pub(crate) enum Token<'a> {
@@ -172,6 +86,19 @@ fn quoted_end(sql: &[u8], mut i: usize, q: Quoting) -> Option<usize> {
             b'\\' if q == Quoting::Escape => i += 2,
             b'\'' if q != Quoting::Bits && sql.get(i + 1) == Some(&b'\'') => i += 2,
             b'\'' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Scans a quoted identifier's body starting just past its opening `"` (`""` is a quote):
+/// the index just past the closing `"`, or `None` when the text ends first.
+fn ident_end(sql: &[u8], mut i: usize) -> Option<usize> {
+    while i < sql.len() {
+        match sql[i] {
+            b'"' if sql.get(i + 1) == Some(&b'"') => i += 2,
+            b'"' => return Some(i + 1),
             _ => i += 1,
         }
     }
@@ -374,22 +301,10 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
             }
             b'"' => {
                 // A quoted identifier keeps its case and contents.
-                i += 1;
-                let mut closed = false;
-                while i < n {
-                    if sql[i] == b'"' {
-                        if sql.get(i + 1) == Some(&b'"') {
-                            i += 2;
-                            continue;
-                        }
-                        i += 1;
-                        closed = true;
-                        break;
-                    }
-                    i += 1;
-                }
+                let end = ident_end(sql, i + 1);
+                i = end.unwrap_or(n);
                 put(Token::QuotedIdent(&sql[start..i]), false);
-                if !closed {
+                if end.is_none() {
                     put(Token::Unterminated, false);
                 }
             }
@@ -516,22 +431,10 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
                         }
                         Some(b'"') => {
                             // U&"…": the identifier and its prefix, byte for byte.
-                            let mut j = i + 2;
-                            let mut closed = false;
-                            while j < n {
-                                if sql[j] == b'"' {
-                                    if sql.get(j + 1) == Some(&b'"') {
-                                        j += 2;
-                                        continue;
-                                    }
-                                    j += 1;
-                                    closed = true;
-                                    break;
-                                }
-                                j += 1;
-                            }
+                            let end = ident_end(sql, i + 2);
+                            let j = end.unwrap_or(n);
                             put(Token::Exact(&sql[start..j]), true);
-                            if !closed {
+                            if end.is_none() {
                                 put(Token::Unterminated, false);
                             }
                             i = j;
