@@ -306,3 +306,35 @@ async fn startup_option_role_does_not_leak_to_the_next_client() {
         "the next three clients of app ran as {seen:?}, not {clean:?}"
     );
 }
+
+/// A client cannot grow its session's named statements without bound: past the limit a Parse
+/// gets 54000 and the session still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_statements_per_session_are_bounded() {
+    let env = Env::start().await;
+    let app = env.client("app").await;
+    // tokio-postgres names every prepared statement (s0, s1, …).
+    let mut kept = Vec::new();
+    let mut refused = None;
+    for i in 0..10_001 {
+        match app.prepare(&format!("SELECT {i}::int")).await {
+            Ok(s) => kept.push(s),
+            Err(e) => {
+                refused = Some((i, tidegate_tests::sqlstate(&e)));
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        Some((10_000, Some("54000".to_owned()))),
+        "the 10,001st named statement"
+    );
+    assert_eq!(one(&app, "SELECT 'still usable'").await, "still usable");
+    let stmt = &kept[7];
+    let r = app
+        .query_one(stmt, &[])
+        .await
+        .expect("an earlier statement runs");
+    assert_eq!(r.get::<_, i32>(0), 7);
+}
