@@ -4,6 +4,13 @@
 //! CancelRequest is honoured only if both match a live session, and then only the server
 //! connection that session holds at that moment is cancelled; a forged or stale key cancels
 //! nothing.
+//!
+//! A cancel reaches only the statement it was issued for: PostgreSQL signals the server
+//! process asynchronously, so a connection released while a cancel for it is in flight could
+//! run the next client's statement when the signal lands. A session that lets go of its
+//! connection while a cancel is in flight closes it instead of returning it to the pool
+//! ([`CancelSlot::detach`]); the two sides meet in sequentially consistent atomics, so either
+//! the cancel sees the connection gone (and is not sent) or the session sees the cancel.
 
 use crate::backend::Target;
 use std::collections::HashMap;
@@ -18,6 +25,8 @@ pub struct CancelSlot {
     backend: AtomicU64,
     /// The node of the held connection.
     node: AtomicUsize,
+    /// Cancels resolved for this session and not yet finished.
+    in_flight: AtomicUsize,
 }
 
 impl CancelSlot {
@@ -33,16 +42,35 @@ impl CancelSlot {
         *self.targets.lock().unwrap_or_else(|e| e.into_inner()) = targets;
     }
 
-    /// The session holds no server connection.
-    pub fn detach(&self) {
-        self.backend.store(0, Ordering::Release);
+    /// The session holds no server connection. Returns whether a cancel for the one it held
+    /// may still be on its way: then that connection must be closed, not reused.
+    #[must_use = "a connection with a cancel in flight must not be reused"]
+    pub fn detach(&self) -> bool {
+        self.backend.store(0, Ordering::SeqCst);
+        self.in_flight.load(Ordering::SeqCst) > 0
     }
 
     fn backend(&self) -> Option<(i32, i32)> {
-        match self.backend.load(Ordering::Acquire) {
+        match self.backend.load(Ordering::SeqCst) {
             0 => None,
             p => Some(((p >> 32) as u32 as i32, p as u32 as i32)),
         }
+    }
+}
+
+/// A cancel on its way to a server: while it lives, the session it targets does not reuse
+/// the connection (see [`CancelSlot::detach`]). Drop it once the server has answered.
+pub struct InFlight {
+    slot: Arc<CancelSlot>,
+    /// Where to send it.
+    pub target: Target,
+    /// The server connection's own key.
+    pub key: (i32, i32),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.slot.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -80,6 +108,7 @@ impl CancelRegistry {
             targets: Mutex::new(targets),
             backend: AtomicU64::new(0),
             node: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
         });
         let mut map = self.lock();
         let (pid, secret) = loop {
@@ -97,23 +126,32 @@ impl CancelRegistry {
         }
     }
 
-    /// Handles a CancelRequest: returns where to send the real cancel, if the key is valid and
-    /// its session holds a server connection.
-    pub fn resolve(&self, pid: i32, secret: i32) -> Option<(Target, (i32, i32))> {
-        let map = self.lock();
-        let (s, slot) = map.get(&pid)?;
-        if *s != secret {
-            return None;
+    /// Handles a CancelRequest: where to send the real cancel, if the key is valid and its
+    /// session holds a server connection. Hold the answer until the cancel was sent.
+    pub fn resolve(&self, pid: i32, secret: i32) -> Option<InFlight> {
+        let slot = {
+            let map = self.lock();
+            let (s, slot) = map.get(&pid)?;
+            if *s != secret {
+                return None;
+            }
+            slot.clone()
+        };
+        // Announced before the connection is read: a session detaching at the same time
+        // either is seen to hold nothing here, or sees this cancel (both sides SeqCst).
+        slot.in_flight.fetch_add(1, Ordering::SeqCst);
+        let node = slot.node.load(Ordering::SeqCst);
+        let found = slot.backend().and_then(|key| {
+            let targets = slot.targets.lock().unwrap_or_else(|e| e.into_inner());
+            Some((key, targets.get(node)?.clone()))
+        });
+        match found {
+            Some((key, target)) => Some(InFlight { slot, target, key }),
+            None => {
+                slot.in_flight.fetch_sub(1, Ordering::SeqCst);
+                None
+            }
         }
-        let key = slot.backend()?;
-        let node = slot.node.load(Ordering::Acquire);
-        let target = slot
-            .targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node)?
-            .clone();
-        Some((target, key))
     }
 }
 
@@ -153,7 +191,7 @@ mod tests {
             "no server connection held yet"
         );
         r.slot.attach((42, -7), 0);
-        let (_, key) = reg.resolve(r.pid, r.secret).expect("valid key");
+        let key = reg.resolve(r.pid, r.secret).expect("valid key").key;
         assert_eq!(key, (42, -7));
         assert!(
             reg.resolve(r.pid, r.secret.wrapping_add(1)).is_none(),
@@ -163,5 +201,23 @@ mod tests {
         let (pid, secret) = (r.pid, r.secret);
         drop(r);
         assert!(reg.resolve(pid, secret).is_none(), "stale key");
+    }
+
+    #[test]
+    fn a_connection_with_a_cancel_in_flight_is_not_reused() {
+        let reg = CancelRegistry::default();
+        let r = reg.register(vec![target()]);
+        r.slot.attach((42, -7), 0);
+        assert!(!r.slot.detach(), "no cancel: the connection may be reused");
+        assert!(
+            reg.resolve(r.pid, r.secret).is_none(),
+            "nothing held: nothing sent"
+        );
+        r.slot.attach((42, -7), 0);
+        let cancel = reg.resolve(r.pid, r.secret).expect("held");
+        assert!(r.slot.detach(), "a cancel in flight: close the connection");
+        drop(cancel);
+        r.slot.attach((43, 1), 0);
+        assert!(!r.slot.detach(), "the finished cancel no longer counts");
     }
 }

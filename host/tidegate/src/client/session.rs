@@ -404,7 +404,7 @@ where
             }
             // The server did not honour the cancel in time: drop the connection.
             if let Some(b) = self.backend.take() {
-                self.cancel.detach();
+                let _ = self.cancel.detach(); // Closed either way.
                 drop(b);
             }
             self.pending.clear();
@@ -504,7 +504,7 @@ where
                 .retries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.backend = None;
-            self.cancel.detach();
+            let _ = self.cancel.detach(); // Closed either way.
             self.ban(self.attached);
             self.pools[self.attached].close_idle();
             self.pending.clear();
@@ -522,8 +522,8 @@ where
             // Forward whatever complete messages arrived first (e.g. the server's own FATAL).
             let mut b = b;
             self.forward_rest(&mut b);
-            self.cancel.detach();
-            // The server likely restarted: its idle siblings are dead too.
+            let _ = self.cancel.detach(); // Closed either way.
+                                          // The server likely restarted: its idle siblings are dead too.
             self.pools[self.attached].close_idle();
         }
         self.pending.clear();

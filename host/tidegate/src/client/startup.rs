@@ -388,10 +388,12 @@ async fn handshake(
             CANCEL_REQUEST if packet.len() == 16 => {
                 let mut r = Reader::new(&packet[8..]);
                 if let (Some(pid), Some(secret)) = (r.i32(), r.i32()) {
-                    if let Some((target, key)) = sh.cancels.resolve(pid, secret) {
-                        if let Err(e) = crate::cancel::send_cancel(&target, key).await {
+                    if let Some(cancel) = sh.cancels.resolve(pid, secret) {
+                        if let Err(e) = crate::cancel::send_cancel(&cancel.target, cancel.key).await
+                        {
                             tracing::warn!(error = %e, "forwarding a cancel request failed");
                         }
+                        drop(cancel);
                     } else {
                         tracing::debug!("cancel request with an unknown key ignored");
                     }

@@ -131,15 +131,16 @@ impl Drop for Conn {
         // The server key is looked up now, while the session still publishes it: once the
         // stream is gone the session detaches and the key would resolve to nothing.
         if self.busy {
-            if let Some((target, backend)) = self
+            if let Some(cancel) = self
                 .sh
                 .cancels
                 .resolve(self.cancel_key.0, self.cancel_key.1)
             {
                 tokio::spawn(async move {
-                    if let Err(e) = crate::cancel::send_cancel(&target, backend).await {
+                    if let Err(e) = crate::cancel::send_cancel(&cancel.target, cancel.key).await {
                         tracing::warn!(error = %e, "cancelling an abandoned HTTP statement failed");
                     }
+                    drop(cancel);
                 });
             }
         }

@@ -282,8 +282,14 @@ where
         if release {
             // Read-your-writes counts from the end of the primary transaction.
             let reusable = !self.wrote || self.note_write(&mut b).await;
-            self.cancel.detach();
-            if reusable && b.rbuf.is_empty() {
+            if self.cancel.detach() {
+                // A cancel for this connection may land after the next client's statement
+                // started: close it rather than lend it out.
+                tracing::debug!(
+                    backend = b.id,
+                    "a cancel is in flight: closing the connection"
+                );
+            } else if reusable && b.rbuf.is_empty() {
                 self.pools[self.attached].checkin(b);
             } else {
                 tracing::warn!(
@@ -302,7 +308,7 @@ where
     async fn replay_failed(&mut self) -> Result<()> {
         let (code, message) = self.replay_error.take().unwrap_or_default();
         if let Some(b) = self.backend.take() {
-            self.cancel.detach();
+            let _ = self.cancel.detach(); // Closed either way.
             drop(b);
         }
         self.pending.clear();
@@ -346,7 +352,9 @@ where
         let Some(mut b) = self.backend.take() else {
             return;
         };
-        self.cancel.detach();
+        if self.cancel.detach() {
+            return; // A cancel is in flight for it: closed, never lent out again.
+        }
         if self.passthrough > 0 {
             return; // Mid-message: the stream cannot be resynchronised.
         }
