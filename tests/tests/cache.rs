@@ -609,3 +609,46 @@ async fn writes_made_outside_tidegate_reach_the_cache_through_the_trigger_or_ttl
         Some("2")
     );
 }
+
+/// An instance that cannot reach Redis cannot bump the counters its write invalidates: it tells
+/// the other instances through PostgreSQL, and they drop their entries before serving again
+/// (the local flag alone would leave them serving the stale reply until its TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_one_instance_loses_reaches_the_others() {
+    let pg = Postgres::start();
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t (k int, v int); INSERT INTO t VALUES (1, 1)",
+    );
+    let redis = Redis::start();
+    // Nothing listens on this port: A's every Redis operation fails.
+    let dead = format!("redis://127.0.0.1:{}", tidegate_tests::free_port());
+    let a = Broker::start(&pg, &cache_config(&dead, "timeout = \"20ms\"")).await;
+    let b = Broker::start(&pg, &cache_config(&redis.url(), "")).await;
+    let ca = a.connect("postgres").await;
+    let cb = b.connect("postgres").await;
+    let q = "SELECT sum(v) FROM t";
+    rows(&ca, "SELECT 1").await; // A listens in the database too.
+    rows(&cb, q).await;
+    let (hit, r) = was_hit(&cb, q).await;
+    assert!(
+        hit && r[0][0].as_deref() == Some("1"),
+        "B serves from Redis"
+    );
+    ca.simple_query("UPDATE t SET v = 2")
+        .await
+        .expect("write through A");
+    // The notice travels through PostgreSQL; B must not answer from the old entry meanwhile
+    // for long, and never after it arrived.
+    let mut fresh = false;
+    for _ in 0..50 {
+        if rows(&cb, q).await[0][0].as_deref() == Some("2") {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(fresh, "B still serves the reply A's write invalidated");
+    let (_, r) = was_hit(&cb, q).await;
+    assert_eq!(r[0][0].as_deref(), Some("2"));
+}

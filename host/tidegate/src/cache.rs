@@ -205,25 +205,30 @@ impl Cache {
         }
     }
 
-    /// Bumps `gens` after a write committed. If the backend cannot be reached, the bump is
-    /// remembered as lost: nothing is served again before the global epoch is bumped.
-    pub async fn invalidate(&self, cfg: &tidegate_config::Cache, gens: &[String]) {
+    /// Bumps `gens` (counters of `database`) after a write committed. If the backend cannot
+    /// be reached, the bump is lost: nothing is served again, by this instance or any other
+    /// listening in `database`, before the global epoch is bumped.
+    pub async fn invalidate(&self, config: &Arc<Config>, database: &str, gens: &[String]) {
         if gens.is_empty() {
             return;
         }
+        let cfg = &config.cache;
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-        if self.breaker_open(cfg) {
-            self.breaker.dirty.store(true, Ordering::SeqCst);
-            return;
+        let bumped = !self.breaker_open(cfg)
+            && self
+                .timed(cfg, self.backend.bump(gens, keep_counters(cfg)))
+                .await
+                .is_some();
+        if !bumped {
+            self.lost_bump();
+            self.publish_lost(config, database);
         }
-        let keep = keep_counters(cfg);
-        if self
-            .timed(cfg, self.backend.bump(gens, keep))
-            .await
-            .is_none()
-        {
-            self.breaker.dirty.store(true, Ordering::SeqCst);
-        }
+    }
+
+    /// A bump was lost, here or in another instance: the epoch must be bumped before
+    /// anything is served.
+    fn lost_bump(&self) {
+        self.breaker.dirty.store(true, Ordering::SeqCst);
     }
 
     /// Whether the backend may be used: the breaker is closed (or due for a probe), and no

@@ -14,6 +14,10 @@ use tidegate_config::Config;
 /// The channel the trigger notifies.
 pub const CHANNEL: &str = "tidegate_invalidate";
 
+/// The channel an instance notifies when a bump of its was lost (Redis unreachable): every
+/// instance listening in that database must bump the global epoch before it serves again.
+pub const LOST_CHANNEL: &str = "tidegate_cache_lost";
+
 /// SQL that installs the trigger function (idempotent).
 pub const FUNCTION: &str = "\
 CREATE OR REPLACE FUNCTION public.tidegate_notify_change() RETURNS trigger \
@@ -40,6 +44,27 @@ pub struct Listening {
 }
 
 impl Cache {
+    /// Tells every instance listening in `database` that a bump was lost (a NOTIFY through
+    /// the primary): each of them bumps the global epoch before it serves again, as this one
+    /// does. Only the local flag would leave the other instances serving what the lost bump
+    /// should have invalidated.
+    pub(super) fn publish_lost(&self, config: &Arc<Config>, database: &str) {
+        if !config.cache.listen {
+            return;
+        }
+        let pool = crate::own_db::lazy_pool(config, database, "tidegate-cache-lost", 1);
+        let database = database.to_owned();
+        tokio::spawn(async move {
+            let sent = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(LOST_CHANNEL)
+                .execute(&pool)
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(database = %database, error = %e, "result cache: could not tell the other instances of a lost invalidation");
+            }
+        });
+    }
+
     /// Starts listening in `database` unless already, and waits (up to 2 s) until it does, so
     /// that the entries this instance stores are covered by the notices.
     pub async fn listen(self: &Arc<Self>, config: &Arc<Config>, database: &str) {
@@ -83,7 +108,7 @@ impl Cache {
                     continue;
                 }
             };
-            if let Err(e) = listener.listen(CHANNEL).await {
+            if let Err(e) = listener.listen_all([CHANNEL, LOST_CHANNEL]).await {
                 tracing::debug!(database = %db, error = %e, "cache: LISTEN failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -92,10 +117,14 @@ impl Cache {
             // LISTEN and every session is still waiting for it (nothing stored yet).
             let first = !state.ready.send_replace(true);
             if !first || state.late.load(Ordering::SeqCst) {
-                self.invalidate(&config.cache, &whole_db).await;
+                self.invalidate(&config, &db, &whole_db).await;
             }
             loop {
                 match listener.try_recv().await {
+                    Ok(Some(n)) if n.channel() == LOST_CHANNEL => {
+                        tracing::info!(database = %db, "result cache: another instance lost an invalidation; dropping every entry before the next hit");
+                        self.lost_bump();
+                    }
                     Ok(Some(n)) => {
                         let table = n.payload();
                         let rels = self.relations.get(&config, &db, false);
@@ -108,11 +137,11 @@ impl Cache {
                             .chain(family)
                             .map(|t| format!("tg:t:{db}:{t}"))
                             .collect();
-                        self.invalidate(&config.cache, &gens).await;
+                        self.invalidate(&config, &db, &gens).await;
                     }
                     Ok(None) => {
                         // The connection was lost and is re-established by the next call.
-                        self.invalidate(&config.cache, &whole_db).await;
+                        self.invalidate(&config, &db, &whole_db).await;
                     }
                     Err(e) => {
                         tracing::debug!(database = %db, error = %e, "cache: listening connection failed");

@@ -386,7 +386,9 @@ where
         }
         if !self.cache.bump_now.is_empty() {
             let gens = std::mem::take(&mut self.cache.bump_now);
-            cache.invalidate(cfg, &gens).await;
+            cache
+                .invalidate(&self.topo.config, &self.login.database, &gens)
+                .await;
         }
     }
 
@@ -395,8 +397,8 @@ where
         self.cache.fill = None;
         let gens = std::mem::take(&mut self.cache.dirty);
         if let (false, Some(cache)) = (gens.is_empty(), self.result_cache()) {
-            let cfg = self.topo.config.cache.clone();
-            tokio::spawn(async move { cache.invalidate(&cfg, &gens).await });
+            let (config, db) = (self.topo.config.clone(), self.login.database.clone());
+            tokio::spawn(async move { cache.invalidate(&config, &db, &gens).await });
         }
     }
 }
