@@ -362,7 +362,8 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
                     i += 1;
                 }
             }
-            b'0'..=b'9' => {
+            // A number, or a fraction starting with its point.
+            b'0'..=b'9' | b'.' if c != b'.' || sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 let (end, plain) = number_end(sql, i);
                 i = end;
                 if matches!(sql.get(i), Some(b'.' | b'L')) {
@@ -375,18 +376,6 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
                 } else {
                     // `1_000`, `0x1F`: one constant to PostgreSQL 16, a number and a name to
                     // older versions.
-                    put(Token::Exact(&sql[start..i]), false);
-                }
-            }
-            b'.' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                let (end, plain) = number_end(sql, i);
-                i = end;
-                if matches!(sql.get(i), Some(b'.' | b'L')) {
-                    desync!(start);
-                }
-                if plain {
-                    put(Token::Literal(LiteralKind::Number, start, i), false);
-                } else {
                     put(Token::Exact(&sql[start..i]), false);
                 }
             }
