@@ -216,3 +216,24 @@ fn verifiers_match_their_password_only() {
     b[0] = 0;
     assert!(!constant_time_eq(&a, &b));
 }
+
+#[test]
+fn verify_full_needs_the_ca_certificates() {
+    let base = format!("{MIN}[upstream.primary]\nhost = \"db\"\n");
+    let e = Config::from_toml(&format!("{base}sslmode = \"verify-full\"\n"))
+        .expect_err("no sslrootcert");
+    assert!(e.to_string().contains("sslrootcert"), "{e}");
+    let c = Config::from_toml(&format!(
+        "{base}sslmode = \"verify-full\"\nsslrootcert = \"/etc/ca.pem\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(c.upstream.primary.sslmode, SslMode::VerifyFull);
+    assert_eq!(
+        Config::from_toml(&base)
+            .expect("valid")
+            .upstream
+            .primary
+            .sslmode,
+        SslMode::Prefer
+    );
+}

@@ -284,6 +284,29 @@ pub struct Server {
     pub database: String,
     /// Password for `user` (cleartext, MD5 or SCRAM upstream authentication).
     pub password: Option<String>,
+    /// TLS to the server (and the replicas), as libpq's `sslmode`.
+    pub sslmode: SslMode,
+    /// PEM file of the certificate authorities `verify-full` trusts (default: none, so
+    /// `verify-full` needs it).
+    pub sslrootcert: Option<std::path::PathBuf>,
+    /// Send a cleartext password when the server asks for one over a connection without TLS
+    /// (default: refused, as it would cross the network in the clear).
+    pub allow_cleartext_password: bool,
+}
+
+/// How the broker uses TLS to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Never.
+    Disable,
+    /// TLS when the server offers it, without checking its certificate; else plaintext.
+    #[default]
+    Prefer,
+    /// TLS or no connection; the certificate is not checked.
+    Require,
+    /// TLS or no connection, with a certificate for the host signed by `sslrootcert`.
+    VerifyFull,
 }
 
 impl std::fmt::Debug for Server {
@@ -294,6 +317,9 @@ impl std::fmt::Debug for Server {
             .field("user", &self.user)
             .field("database", &self.database)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
+            .field("allow_cleartext_password", &self.allow_cleartext_password)
             .finish()
     }
 }
@@ -306,6 +332,9 @@ impl Default for Server {
             user: "postgres".into(),
             database: "postgres".into(),
             password: None,
+            sslmode: SslMode::default(),
+            sslrootcert: None,
+            allow_cleartext_password: false,
         }
     }
 }
@@ -615,6 +644,12 @@ impl Config {
         let p = &self.upstream.primary;
         if p.host.is_empty() {
             return err("upstream.primary.host", "must not be empty");
+        }
+        if p.sslmode == SslMode::VerifyFull && p.sslrootcert.is_none() {
+            return err(
+                "upstream.primary.sslrootcert",
+                "sslmode = \"verify-full\" needs the CA certificates to verify with",
+            );
         }
         if p.port == 0 {
             return err("upstream.primary.port", "must not be 0");

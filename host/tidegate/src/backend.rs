@@ -2,6 +2,8 @@
 
 mod conn;
 mod pool;
+mod tls;
 
 pub use conn::{Backend, BackendError, Target};
 pub use pool::{Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, Pools};
+pub use tls::{ServerStream, UpstreamTls};

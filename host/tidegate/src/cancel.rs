@@ -179,6 +179,7 @@ mod tests {
             user: "u".into(),
             database: "d".into(),
             password: None,
+            tls: Default::default(),
         }
     }
 

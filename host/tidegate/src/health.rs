@@ -53,6 +53,7 @@ fn node_target(config: &tidegate_config::Config, node: &Node) -> Target {
         user: p.user.clone(),
         database: p.database.clone(),
         password: p.password.clone(),
+        tls: crate::backend::UpstreamTls::for_server(p),
     }
 }
 

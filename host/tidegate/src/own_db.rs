@@ -1,13 +1,14 @@
 //! The broker's own connections to the primary — audit writes, declared-column lookups, the
 //! admin commands — through `sqlx`, as the upstream user, the way the broker's pools connect
-//! (no TLS to the upstream, no `.pgpass`: the configuration is the only source).
+//! (`upstream.primary.sslmode` and `sslrootcert` as for the pools, no `.pgpass`: the
+//! configuration is the only source).
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
-use tidegate_config::Config;
+use tidegate_config::{Config, SslMode};
 
 /// Connection options for `database` on `upstream.primary`, named `application` in
 /// `pg_stat_activity`.
@@ -18,8 +19,17 @@ pub fn options(config: &Config, database: &str, application: &str) -> PgConnectO
         .port(p.port)
         .username(&p.user)
         .database(database)
-        .ssl_mode(PgSslMode::Disable)
+        .ssl_mode(match p.sslmode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        })
         .application_name(application);
+    let opts = match &p.sslrootcert {
+        Some(ca) => opts.ssl_root_cert(ca),
+        None => opts,
+    };
     match &p.password {
         Some(pw) => opts.password(pw),
         None => opts,

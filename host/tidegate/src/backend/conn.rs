@@ -24,6 +24,8 @@ pub struct Target {
     pub database: String,
     /// Password, if the server asks for one.
     pub password: Option<String>,
+    /// TLS to the server.
+    pub tls: super::UpstreamTls,
 }
 
 impl std::fmt::Debug for Target {
@@ -67,8 +69,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// An authenticated server connection.
 pub struct Backend {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket (TLS or plain).
+    pub stream: super::ServerStream,
     /// Bytes read from the server and not yet processed.
     pub rbuf: BytesMut,
     /// A process-unique id (for logs).
@@ -108,10 +110,15 @@ impl Backend {
     }
 
     async fn connect_inner(target: &Target) -> Result<Backend, BackendError> {
-        let mut stream = TcpStream::connect((target.host.as_str(), target.port))
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(io_err(target))?;
-        stream.set_nodelay(true).map_err(io_err(target))?;
+        tcp.set_nodelay(true).map_err(io_err(target))?;
+        let mut stream = target
+            .tls
+            .negotiate(tcp, &target.host)
+            .await
+            .map_err(io_err(target))?;
         let mut out = BytesMut::with_capacity(256);
         let params = [
             ("user", target.user.as_str()),
@@ -152,6 +159,13 @@ impl Backend {
                     };
                     match code {
                         0 => {}
+                        3 if !stream.is_tls() && !target.tls.allow_cleartext_password => {
+                            return Err(unsupported(
+                                "server asks for a cleartext password over a connection \
+                                 without TLS (set upstream.primary.sslmode, or \
+                                 allow_cleartext_password = true)",
+                            ));
+                        }
                         3 => frontend::password_message(password()?.as_bytes(), &mut out)
                             .map_err(io_err(target))?,
                         5 => {

@@ -75,6 +75,7 @@ pub fn login_target(config: &Config, user: &str, database: &str) -> Option<Targe
         user: role,
         database: database.to_owned(),
         password,
+        tls: crate::backend::UpstreamTls::for_server(upstream),
     })
 }
 
