@@ -5,39 +5,10 @@ use std::time::{Duration, Instant};
 use tidegate_tests::raw::{self, Raw};
 use tidegate_tests::{run_tool, Broker, Postgres};
 
-/// A self-signed certificate for `localhost`, made with the openssl CLI.
-fn self_signed(dir: &std::path::Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_required_clients_connect_and_plaintext_is_refused() {
     let pg = Postgres::start();
-    let (cert, key) = self_signed(&pg.dir);
+    let (cert, key) = server_cert(&pg.dir, "broker");
     let broker = Broker::start(
         &pg,
         &format!("[tls]\nmode = \"require\"\ncert = \"{cert}\"\nkey = \"{key}\"\n"),
@@ -109,8 +80,9 @@ async fn silent_clients_are_closed_at_the_startup_timeout() {
     c.simple_query("SELECT 1").await.expect("others are served");
 }
 
-/// A certificate for 127.0.0.1 and localhost (as a subjectAltName, which rustls requires),
-/// readable by the `postgres` OS user the test servers run as.
+/// A self-signed certificate for 127.0.0.1 and localhost (as a subjectAltName, which rustls
+/// requires), made with the openssl CLI, readable by the `postgres` OS user the test servers
+/// run as.
 fn server_cert(dir: &std::path::Path, name: &str) -> (String, String) {
     let (cert, key) = (
         dir.join(format!("{name}.crt")),
