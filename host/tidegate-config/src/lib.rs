@@ -12,6 +12,7 @@ mod error;
 mod http;
 mod scram;
 mod types;
+mod upstream;
 
 pub use audit::Audit;
 pub use cache::{Cache, CacheRule};
@@ -20,6 +21,7 @@ pub use error::{ConfigError, Location};
 pub use http::{Http, HttpToken, Migrations};
 pub use scram::{constant_time_eq, hmac_sha256, ScramVerifier};
 pub use types::*;
+pub use upstream::{Replica, Server, SslMode, Upstream};
 
 use std::path::Path;
 
