@@ -270,6 +270,46 @@ async fn a_client_reads_its_own_writes_despite_a_delayed_replica() {
     assert!(back, "reads return to the replica once it has the write");
 }
 
+/// Read-your-writes waits for the commit itself: with `synchronous_commit = off` the commit
+/// record is inserted into the WAL but not yet written when the client has its reply, so the
+/// write position (`pg_current_wal_lsn()`) is behind it and a replica that replayed that far
+/// lacks the commit. The insert position covers it: 0 misses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_covers_an_asynchronous_commit() {
+    let primary = Postgres::start();
+    primary.sql("postgres", "CREATE TABLE t (id int PRIMARY KEY)");
+    primary.sql("postgres", "ALTER SYSTEM SET synchronous_commit = off");
+    // The WAL writer writes asynchronous commits at most this late (unless a page fills).
+    primary.sql("postgres", "ALTER SYSTEM SET wal_writer_delay = '10s'");
+    primary.sql("postgres", "SELECT pg_reload_conf()");
+    let r = primary.start_replica();
+    r.wait_caught_up(&primary);
+    let broker = Broker::start(
+        &primary,
+        &format!(
+            "[upstream]\nreplicas = [\"127.0.0.1:{}\"]\n[routing]\ncheck_interval = \"100ms\"\n",
+            r.port
+        ),
+    )
+    .await;
+    let c = broker.connect("postgres").await;
+    assert_eq!(
+        tidegate_tests::first_value(&c, "SHOW synchronous_commit").await,
+        "off",
+        "precondition: commits are asynchronous"
+    );
+    let mut misses = 0;
+    for id in 0..40 {
+        // Let the monitor see the replica replay everything written so far.
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        misses += write_then_read(&c, id, 1).await;
+    }
+    assert_eq!(
+        misses, 0,
+        "reads missed the client's own asynchronous commits"
+    );
+}
+
 /// Scenario 6 in `window` mode, and a user whose mode is `off` (who does read stale data).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_modes_per_user() {

@@ -166,6 +166,58 @@ async fn cancel_through_tidegate_stops_the_query_and_forged_keys_do_nothing() {
         .expect("a forged cancel must not cancel");
 }
 
+/// A cancel reaches only the statement it was issued for. PostgreSQL signals its server
+/// process asynchronously, so a cancel sent just as a client's statement ends can land after
+/// the connection went back to the pool: with one server connection shared by two clients, a
+/// client that cancels its own short statements again and again must never cancel the other
+/// client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cancel_never_reaches_the_next_clients_statement() {
+    let pg = Postgres::start();
+    let broker = Broker::start(&pg, "[pool]\nsize = 1\n").await;
+    let canceller = broker.connect("postgres").await;
+    let victim = broker.connect("postgres").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let victim_task = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ran, mut cancelled) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match victim.simple_query("SELECT pg_sleep(0.005)").await {
+                    Ok(_) => ran += 1,
+                    Err(e) if sqlstate(&e).as_deref() == Some("57014") => cancelled += 1,
+                    Err(e) => panic!("victim: {e}"),
+                }
+            }
+            (ran, cancelled)
+        })
+    };
+    let token = canceller.cancel_token();
+    let mut own_cancelled = 0;
+    for i in 0..200u64 {
+        // The cancel leaves 0 to 14 ms after a 10 ms statement: some land during it, some
+        // just after it ended, when the connection may already serve the other client.
+        let (done, sent) = tokio::join!(canceller.simple_query("SELECT pg_sleep(0.01)"), async {
+            tokio::time::sleep(Duration::from_micros(i % 15 * 1000)).await;
+            token.cancel_query(tokio_postgres::NoTls).await
+        });
+        sent.expect("send cancel");
+        match done {
+            Ok(_) => {}
+            Err(e) if sqlstate(&e).as_deref() == Some("57014") => own_cancelled += 1,
+            Err(e) => panic!("canceller: {e}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ran, cancelled) = victim_task.await.expect("join");
+    println!("canceller: {own_cancelled}/200 of its own statements cancelled; victim ran {ran}");
+    assert!(ran > 0, "the victim ran statements meanwhile");
+    assert_eq!(
+        cancelled, 0,
+        "the victim's statements cancelled by another client's cancel"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_survive_moving_between_server_connections() {
     let pg = Postgres::start();

@@ -15,10 +15,9 @@ use tidegate_config::FailPolicy;
 /// Cached deterministic decisions at most.
 const CACHE_ENTRIES: usize = 50_000;
 
-/// Cached decisions by user, then (plugin version, fingerprint): looked up by `&str`, so a hit
-/// allocates nothing.
 /// Deterministic decisions by user, then database (the same text may name other tables in
-/// another database), then (plugin version, fingerprint).
+/// another database), then (plugin version, fingerprint): looked up by `&str`, so a hit
+/// allocates nothing.
 type DecisionCache = HashMap<String, HashMap<String, HashMap<(u64, u128), Option<Denial>>>>;
 
 /// Which hooks apply to a (user, database).

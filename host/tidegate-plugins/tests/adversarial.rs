@@ -455,3 +455,56 @@ async fn settled_verdicts_and_the_stamp_that_ends_them() {
     let c = chain(plain, FailPolicy::Closed);
     assert_eq!(c.on_statement_settled(&stmt).await, (Verdict::Allow, false));
 }
+
+/// The decision cache keeps a deterministic verdict per database: the same text (the same
+/// fingerprint, the same user) may name other tables in another database, so a verdict given
+/// for one database never answers for another.
+#[tokio::test]
+async fn a_cached_verdict_never_answers_for_another_database() {
+    let rt = Runtime::new(&settings()).expect("runtime");
+    // Denies (42501) when the principal's database name is six bytes long ("secret"): the
+    // statement record is passed by pointer, and `principal.database` is its fourth string
+    // (pointer at +24, length at +28).
+    let body = "(if (result i32) (i32.eq (i32.load offset=28 (local.get $stmt)) (i32.const 6))
+         (then
+           (i32.store8 (i32.const 1500) (i32.const 1))
+           (i32.store (i32.const 1504) (i32.const 2048)) (i32.store (i32.const 1508) (i32.const 4))
+           (i32.store (i32.const 1512) (i32.const 2100)) (i32.store (i32.const 1516) (i32.const 5))
+           (i32.store8 (i32.const 1520) (i32.const 0))
+           (i32.const 1500))
+         (else (i32.const 1200)))";
+    let dir = temp_dir();
+    let path = write(
+        &dir,
+        "by_db.wasm",
+        &deterministic_component(body, r#"(data (i32.const 2100) "42501")"#),
+    );
+    let plugin = rt.load(spec(path)).await.expect("loads");
+    assert!(plugin.deterministic);
+    let c = chain(plugin, FailPolicy::Closed);
+    let open = statement();
+    let mut secret = statement();
+    secret.principal = Arc::new(Principal {
+        database: "secret".into(),
+        ..(*open.principal).clone()
+    });
+    assert_eq!(secret.fingerprint, open.fingerprint);
+    // Twice, so the second answer for `postgres` comes from the decision cache.
+    assert_eq!(c.on_statement_settled(&open).await, (Verdict::Allow, true));
+    assert_eq!(c.on_statement_settled(&open).await, (Verdict::Allow, true));
+    let hits = c.entries[0].stats.cache_hits.load(Relaxed);
+    assert!(hits >= 1, "the repeat was a cache hit ({hits})");
+    // (A denial is never "settled": the session asks again each time.)
+    for _ in 0..2 {
+        match c.on_statement(&secret).await {
+            Verdict::Deny(d) => assert_eq!(d.sqlstate, "42501"),
+            other => panic!("the same statement in database secret: {other:?}"),
+        }
+    }
+    assert!(
+        c.entries[0].stats.cache_hits.load(Relaxed) > hits,
+        "the repeated denial came from the cache"
+    );
+    // And the other way round: the denial cached for `secret` does not leak back.
+    assert_eq!(c.on_statement_settled(&open).await, (Verdict::Allow, true));
+}

@@ -338,3 +338,44 @@ async fn named_statements_per_session_are_bounded() {
         .expect("an earlier statement runs");
     assert_eq!(r.get::<_, i32>(0), 7);
 }
+
+/// Nor its open portals: past the limit a Bind gets 54000, the transaction is aborted as any
+/// error aborts it, and after it ends the session binds portals again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_portals_per_transaction_are_bounded() {
+    let env = Env::start().await;
+    let mut app = env.client("app").await;
+    let stmt = app.prepare("SELECT 1::int").await.expect("prepare");
+    let tx = app.transaction().await.expect("begin");
+    // tokio-postgres names every portal it binds (p0, p1, …) and closes it when dropped.
+    let mut open = Vec::new();
+    let mut refused = None;
+    for i in 0..10_001 {
+        match tx.bind(&stmt, &[]).await {
+            Ok(p) => open.push(p),
+            Err(e) => {
+                refused = Some((i, tidegate_tests::sqlstate(&e)));
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        Some((10_000, Some("54000".to_owned()))),
+        "the 10,001st open portal"
+    );
+    let after = tx.query_one(&stmt, &[]).await.expect_err("aborted");
+    assert_eq!(tidegate_tests::sqlstate(&after).as_deref(), Some("25P02"));
+    drop(open);
+    tx.rollback().await.expect("rollback");
+    // A new transaction starts with none open.
+    let tx = app.transaction().await.expect("begin");
+    let mut portals = Vec::new();
+    for _ in 0..3 {
+        portals.push(tx.bind(&stmt, &[]).await.expect("bind"));
+    }
+    let rows = tx.query_portal(&portals[2], 0).await.expect("fetch");
+    assert_eq!(rows[0].get::<_, i32>(0), 1);
+    drop(portals);
+    tx.commit().await.expect("commit");
+}

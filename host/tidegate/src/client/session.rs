@@ -80,6 +80,10 @@ const MAX_REPLAY_BYTES: usize = 1 << 20;
 /// The most named prepared statements a client may hold; a Parse of one more gets 54000.
 pub(crate) const MAX_NAMED_STATEMENTS: usize = 10_000;
 
+/// The most named portals a client may hold open in one transaction; a Bind of one more
+/// gets 54000.
+pub(crate) const MAX_NAMED_PORTALS: usize = 10_000;
+
 /// One client session.
 pub struct Session<R, W> {
     sh: Arc<Shared>,
@@ -120,6 +124,8 @@ pub struct Session<R, W> {
     backend: Option<Backend>,
     pending: VecDeque<Pending>,
     stmts: HashMap<Bytes, Stmt>,
+    /// Named portals the client opened in the current transaction (they end with it).
+    portals: std::collections::HashSet<Bytes>,
     unnamed: Option<Stmt>,
     gucs: Vec<(String, String)>,
     pinned: bool,
@@ -221,6 +227,7 @@ where
             backend: None,
             pending: VecDeque::with_capacity(16),
             stmts: HashMap::new(),
+            portals: std::collections::HashSet::new(),
             unnamed: None,
             gucs,
             pinned,
@@ -623,6 +630,12 @@ where
                 self.bout.extend_from_slice(&msg);
             }
             b'P' | b'B' | b'D' => {
+                if tag == b'B' {
+                    if let Some(d) = self.open_portal(body) {
+                        self.deny(tag, d)?;
+                        return Ok(true);
+                    }
+                }
                 if tag == b'B' && self.audit.is_none() && self.audited() {
                     if let Some(d) = self.audit_refusal() {
                         self.deny(tag, d)?;
@@ -692,6 +705,9 @@ where
                         .await?;
                     return Ok(false);
                 };
+                if kind == b'P' {
+                    self.portals.remove(name);
+                }
                 if kind == b'S' && !name.is_empty() {
                     // Server-side statements are shared; only the client's name goes away.
                     self.stmts.remove(name);
@@ -772,16 +788,40 @@ where
         Ok(true)
     }
 
+    /// Counts the named portal a Bind opens; past [`MAX_NAMED_PORTALS`] the Bind is refused.
+    fn open_portal(&mut self, body: &[u8]) -> Option<tidegate_plugins::Denial> {
+        let name = Reader::new(body).cstr().filter(|n| !n.is_empty())?;
+        if self.backend.is_none() && self.tx_status == b'I' {
+            // No transaction is open, so none of the earlier portals exists any more.
+            self.portals.clear();
+        }
+        if self.portals.contains(name) {
+            return None;
+        }
+        if self.portals.len() >= MAX_NAMED_PORTALS {
+            return Some(tidegate_plugins::Denial {
+                reason: format!(
+                    "too many open portals: this transaction holds {} (close some)",
+                    self.portals.len()
+                ),
+                sqlstate: "54000".into(),
+                hint: None,
+                plugin: "tidegate".into(),
+            });
+        }
+        self.portals.insert(Bytes::copy_from_slice(name));
+        None
+    }
+
     /// While a replica serves a read, its client messages are kept for a retry.
     fn keep_for_retry(&mut self, msg: &[u8]) {
-        if self.on_replica && self.backend.is_some() && !self.client_touched {
-            if self.replay.len() + msg.len() > MAX_REPLAY_BYTES {
-                // Too much to keep: this read is not retried elsewhere if its replica fails.
-                self.client_touched = true;
-                self.replay = BytesMut::new();
-                return;
-            }
-            self.replay.extend_from_slice(msg);
+        if self.on_replica
+            && self.backend.is_some()
+            && !self.client_touched
+            && !keep_bounded(&mut self.replay, msg, MAX_REPLAY_BYTES)
+        {
+            // Too much to keep: this read is not retried elsewhere if its replica fails.
+            self.client_touched = true;
         }
     }
 
@@ -800,6 +840,17 @@ where
     }
 }
 
+/// Appends `msg` to `kept` unless that would hold more than `cap` bytes; then lets go of
+/// everything kept (its memory too) and returns `false`.
+fn keep_bounded(kept: &mut BytesMut, msg: &[u8], cap: usize) -> bool {
+    if kept.len() + msg.len() > cap {
+        *kept = BytesMut::new();
+        return false;
+    }
+    kept.extend_from_slice(msg);
+    true
+}
+
 /// Whether timeouts or debug logging need clock readings on the hot path.
 fn timed(config: &tidegate_config::Config) -> bool {
     let p = &config.pool;
@@ -813,5 +864,38 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_buffer_never_holds_more_than_its_cap() {
+        let mut kept = BytesMut::new();
+        let msg = vec![b'd'; 64 * 1024];
+        let mut accepted = 0;
+        for _ in 0..32 {
+            if !keep_bounded(&mut kept, &msg, MAX_REPLAY_BYTES) {
+                break;
+            }
+            accepted += 1;
+            assert!(kept.len() <= MAX_REPLAY_BYTES);
+        }
+        assert_eq!(
+            accepted,
+            MAX_REPLAY_BYTES / msg.len(),
+            "16 messages of 64 KiB fit"
+        );
+        assert_eq!(kept.capacity(), 0, "what was kept is let go");
+        // Exactly the cap still fits.
+        let mut kept = BytesMut::new();
+        assert!(keep_bounded(
+            &mut kept,
+            &vec![0; MAX_REPLAY_BYTES],
+            MAX_REPLAY_BYTES
+        ));
+        assert!(!keep_bounded(&mut kept, b"x", MAX_REPLAY_BYTES));
     }
 }

@@ -210,6 +210,10 @@ where
                         }
                         _ => {
                             self.tx_status = status;
+                            if status == b'I' {
+                                // Portals end with their transaction.
+                                self.portals.clear();
+                            }
                             self.cache_ready(status);
                             self.audit_finish(self.first_error);
                             self.log_statement();
