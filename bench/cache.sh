@@ -8,6 +8,9 @@
 # Usage (as root): bench/cache.sh        see bench/README.md for the knobs.
 set -euo pipefail
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
 SCALE=${SCALE:-10}
 POOL=${POOL:-8}
 CLIENTS=${CLIENTS:-8}
@@ -18,105 +21,29 @@ ROWS=${ROWS:-1000000}
 HOSTS=${HOSTS:-100}
 TIMESCALE=${TIMESCALE:-auto}       # auto | 1 (require TimescaleDB) | 0 (plain table)
 REDIS=${REDIS:-1}                  # 1: cache in our own redis-server; 0: in-process cache
-TIDEGATE=${TIDEGATE:-$(cd "$(dirname "$0")/.." && pwd)/target/release/tidegate}   # "skip" = without TideGate
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
-REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
 
 MAX_RESULT_BYTES=1048576
 DATA_START="2024-01-01 00:00:00+00"      # data covers 3 days from here
 Q_FROM="2024-01-01 00:00:00+00"          # the aggregate reads 2 of them
 Q_TO="2024-01-03 00:00:00+00"
 
-die() { echo "cache.sh: $*" >&2; exit 1; }
-warn() { echo "   WARNING: $*" >&2; }
-as_pg() { runuser -u postgres -- "$@"; }
-
-[[ $(id -u) -eq 0 ]] || die "run as root (PostgreSQL and PgBouncer are started as the postgres user)"
-for n in SCALE POOL CLIENTS DURATION AGG_DURATION ROUNDS ROWS HOSTS; do
-    [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
-done
+require_root
+require_positive SCALE POOL CLIENTS DURATION AGG_DURATION ROUNDS ROWS HOSTS
 [[ $HOSTS -le 10000 ]] || die "HOSTS must be at most 10000 (got $HOSTS)"
 [[ $ROWS -ge $HOSTS ]] || die "ROWS ($ROWS) must be at least HOSTS ($HOSTS)"
-[[ $TIMESCALE =~ ^(auto|0|1)$ ]] || die "TIMESCALE must be auto, 0 or 1 (got '$TIMESCALE')"
 [[ $REDIS =~ ^[01]$ ]] || die "REDIS must be 0 or 1 (got '$REDIS')"
-if [[ $TIDEGATE != skip && ! -x $TIDEGATE ]]; then
-    die "TideGate binary not found at $TIDEGATE; build it with: cargo build --release -p tidegate"
-fi
-for b in "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBOUNCER"; do [[ -x $b ]] || die "missing $b"; done
+check_tidegate allow-skip
 if [[ $REDIS -eq 1 && ! -x $REDIS_SERVER ]]; then die "missing redis-server ($REDIS_SERVER); or run with REDIS=0"; fi
-for b in pgbench psql pg_isready python3 timeout md5sum; do command -v "$b" >/dev/null || die "missing $b"; done
+check_tools timeout md5sum
+detect_timescale
 
-TS_CONTROL=/usr/share/postgresql/15/extension/timescaledb.control
-USE_TS=0
-if [[ $TIMESCALE != 0 ]]; then
-    if [[ -f $TS_CONTROL ]] && compgen -G "$PGBIN/../lib/timescaledb*.so" >/dev/null; then
-        USE_TS=1
-    elif [[ $TIMESCALE == 1 ]]; then
-        die "TIMESCALE=1 but TimescaleDB is not installed ($TS_CONTROL or its library is missing)"
-    fi
-fi
+make_tmp tidegate-cache-bench
+TG_PID="" TG2_PID=""
+read -r PG_PORT PGB_PORT TG_PORT TG2_PORT REDIS_PORT < <(free_ports 5)
 
-TMP=$(mktemp -d /tmp/tidegate-cache-bench.XXXXXX)
-chown postgres: "$TMP"
-TG_PID="" TG2_PID="" REDIS_PID=""
-stop_pid() {  # pid: SIGTERM, up to 10 s, then SIGKILL
-    kill -0 "$1" 2>/dev/null || return 0
-    kill -TERM "$1"
-    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.2; done
-    kill -KILL "$1" 2>/dev/null
-}
-cleanup() {
-    set +e
-    local p
-    for p in $TG_PID $TG2_PID; do stop_pid "$p"; done
-    if [[ -s $TMP/pgbouncer.pid ]]; then stop_pid "$(<"$TMP/pgbouncer.pid")"; fi
-    if [[ -n $REDIS_PID ]]; then stop_pid "$REDIS_PID"; fi
-    if [[ -s $TMP/data/postmaster.pid ]]; then
-        as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -m fast -t 30 stop >/dev/null 2>&1
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Distinct free loopback ports (sockets held open together so they differ).
-read -r PG_PORT PGB_PORT TG_PORT TG2_PORT REDIS_PORT < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
-
-wait_ready() {  # name port: up to 30 s for pg_isready
-    for _ in $(seq 150); do
-        pg_isready -q -h 127.0.0.1 -p "$2" -U postgres -d bench -t 2 && return 0
-        sleep 0.2
-    done
-    die "$1 did not become ready on port $2"
-}
-sql() {  # port sql...: unaligned, tuples only, stop on error
-    local port=$1
-    shift
-    psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d bench "$@"
-}
-
-# ---- 1. PostgreSQL ---------------------------------------------------------------------
-PG_OPTS="-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories=$TMP \
- -c max_connections=200 -c shared_buffers=256MB"
-if [[ $USE_TS -eq 1 ]]; then
-    PG_OPTS+=" -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
-fi
-PG_NOTE=""
-if [[ $USE_TS -eq 1 ]]; then PG_NOTE=", TimescaleDB preloaded"; fi
-echo "== PostgreSQL 15 on 127.0.0.1:$PG_PORT (data in $TMP/data)$PG_NOTE"
-as_pg "$PGBIN/initdb" -D "$TMP/data" -A trust --no-sync -U postgres >"$TMP/initdb.log" 2>&1 ||
-    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -l "$TMP/postgres.log" -w -t 60 -o "$PG_OPTS" start >/dev/null ||
-    { tail -n 20 "$TMP/postgres.log" >&2; die "PostgreSQL did not start"; }
-psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'CREATE DATABASE bench'
-echo "== pgbench -i -s $SCALE"
-timeout --foreground 1800 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench \
-    >"$TMP/init.log" 2>&1 || { cat "$TMP/init.log" >&2; die "pgbench -i failed"; }
+# ---- 1. PostgreSQL and the cpu table -----------------------------------------------------
+start_postgres
+pgbench_init "$SCALE"
 
 PER_HOST=$((ROWS / HOSTS))
 NROWS=$((PER_HOST * HOSTS))
@@ -187,47 +114,10 @@ if [[ $AGG_BYTES -gt $MAX_RESULT_BYTES ]]; then
          "(lower HOSTS)"
 fi
 
-# ---- 2. PgBouncer ----------------------------------------------------------------------
-echo "== PgBouncer on 127.0.0.1:$PGB_PORT"
-echo '"postgres" ""' >"$TMP/userlist.txt"
-cat >"$TMP/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $TMP/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL
-max_client_conn = 200
-ignore_startup_parameters = extra_float_digits
-logfile = $TMP/pgbouncer.log
-pidfile = $TMP/pgbouncer.pid
-EOF
-chown postgres: "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
-as_pg "$PGBOUNCER" -d -q "$TMP/pgbouncer.ini" || die "PgBouncer did not start (see $TMP/pgbouncer.log)"
-wait_ready PgBouncer "$PGB_PORT"
-PGB_PID=$(<"$TMP/pgbouncer.pid")
-
-# ---- 3. Redis --------------------------------------------------------------------------
-redis_ping() {
-    python3 - "$REDIS_PORT" <<'EOF' 2>/dev/null
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
-s.sendall(b"PING\r\n")
-sys.exit(0 if s.recv(64).startswith(b"+PONG") else 1)
-EOF
-}
+# ---- 2. PgBouncer and Redis ------------------------------------------------------------
+start_pgbouncer "$POOL"
 if [[ $REDIS -eq 1 ]]; then
-    echo "== Redis on 127.0.0.1:$REDIS_PORT ($("$REDIS_SERVER" --version | cut -d' ' -f1-3), no persistence)"
-    "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
-    REDIS_PID=$!
-    for _ in $(seq 50); do redis_ping && break; sleep 0.2; done
-    redis_ping || { tail -n 20 "$TMP/redis.log" >&2; die "Redis did not answer PING on port $REDIS_PORT"; }
+    start_redis
     if [[ $TIDEGATE == skip ]]; then echo "   (unused: TIDEGATE=skip)"; fi
     REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
     CACHE_BACKEND=redis
@@ -236,23 +126,10 @@ else
     CACHE_BACKEND=memory
 fi
 
-# ---- 4. TideGate -----------------------------------------------------------------------
-tg_config() {  # port cache-enabled
+# ---- 3. TideGate -----------------------------------------------------------------------
+cache_config() {  # port cache-enabled: lib's tg_config plus [cache]
+    tg_config "$1"
     cat <<EOF
-[listen]
-sql = "127.0.0.1:$1"
-http = "off"
-[upstream.primary]
-host = "127.0.0.1"
-port = $PG_PORT
-user = "postgres"
-database = "bench"
-[pool]
-size = $POOL
-[auth]
-method = "trust"
-[log]
-level = "warn"
 [cache]
 enabled = $2
 redis_url = "$REDIS_URL"
@@ -260,15 +137,6 @@ max_result_bytes = $MAX_RESULT_BYTES
 EOF
     # A plain table's time column, so its settled ranges get the long TTL as a hypertable's do.
     if [[ $USE_TS -eq 0 ]]; then echo 'time_columns = ["cpu.time"]'; fi
-    echo '[[users]]'
-    echo 'name = "postgres"'
-}
-start_tg() {  # name port config log -> sets STARTED_PID
-    "$TIDEGATE" serve --config "$3" >"$4" 2>&1 &
-    STARTED_PID=$!
-    sleep 0.2
-    kill -0 "$STARTED_PID" 2>/dev/null || { cat "$4" >&2; die "$1 exited at startup"; }
-    wait_ready "$1" "$2"
 }
 
 declare -A CS=()   # the last SHOW tidegate.cache, name -> value
@@ -289,8 +157,8 @@ cget() { echo "${CS[$1]:-0}"; }
 
 if [[ $TIDEGATE != skip ]]; then
     echo "== TideGate, cache on ($CACHE_BACKEND), on 127.0.0.1:$TG_PORT"
-    tg_config "$TG_PORT" true >"$TMP/tidegate.toml"
-    start_tg "TideGate (cache on)" "$TG_PORT" "$TMP/tidegate.toml" "$TMP/tidegate.log"
+    cache_config "$TG_PORT" true >"$TMP/tidegate.toml"
+    start_tidegate "TideGate (cache on)" "$TG_PORT" "$TMP/tidegate.toml" "$TMP/tidegate.log"
     TG_PID=$STARTED_PID
     read_cache
     if [[ ${CS[backend]:-} != "$CACHE_BACKEND" ]]; then
@@ -299,8 +167,8 @@ if [[ $TIDEGATE != skip ]]; then
     fi
     cache_line startup
     echo "== TideGate, cache off, on 127.0.0.1:$TG2_PORT"
-    tg_config "$TG2_PORT" false >"$TMP/tidegate-nocache.toml"
-    start_tg "TideGate (cache off)" "$TG2_PORT" "$TMP/tidegate-nocache.toml" "$TMP/tidegate-nocache.log"
+    cache_config "$TG2_PORT" false >"$TMP/tidegate-nocache.toml"
+    start_tidegate "TideGate (cache off)" "$TG2_PORT" "$TMP/tidegate-nocache.toml" "$TMP/tidegate-nocache.log"
     TG2_PID=$STARTED_PID
 
     # The cache must give back exactly what PostgreSQL gives (psql's own key: fill, then hit).
@@ -319,7 +187,7 @@ else
     echo "== TideGate skipped (TIDEGATE=skip)"
 fi
 
-# ---- 5. Part 1: aggregate latency over one connection -----------------------------------
+# ---- 4. Part 1: aggregate latency over one connection -----------------------------------
 cat >"$TMP/pct.py" <<'EOF'
 # Per-transaction pgbench logs -> "n p50 p95 mean" in ms (nearest rank); column 3 is the
 # latency in µs (failed transactions have a word there and are left out).
@@ -338,7 +206,6 @@ else:
     rank = lambda p: v[max(1, math.ceil(p / 100 * len(v))) - 1]
     print(len(v), "%.3f" % rank(50), "%.3f" % rank(95), "%.3f" % (sum(v) / len(v)))
 EOF
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0>0 && b+0>0) printf "%.2f\n", a/b; else print "-"}'; }
 
 LAT_TARGETS=(direct hit miss)
 declare -A LAT_PORT=([direct]=$PG_PORT [hit]=$TG_PORT [miss]=$TG_PORT)
@@ -396,45 +263,19 @@ for t in "${LAT_TARGETS[@]}"; do
     fi
 done
 
-# ---- 6. Part 2: pgbench -S -----------------------------------------------------------------
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() {  # utime+stime of a process (all threads), fields 14 and 15 of /proc/PID/stat
-    local s f
-    s=$(<"/proc/$1/stat")
-    read -r -a f <<<"${s##*) }"   # drop "pid (comm) " so f[0] is field 3
-    echo $((f[11] + f[12]))
-}
-median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) print "-"; else printf "%.1f\n", (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-us_per_tx() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN {if (n>0) printf "%.1f\n", t/hz*1e6/n; else print "-"}'; }
-
+# ---- 5. Part 2: pgbench -S -----------------------------------------------------------------
 TARGETS=(direct pgbouncer)
 if [[ $TIDEGATE != skip ]]; then TARGETS+=(cache-off cache-on); fi
 declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$PGB_PORT [cache-off]=$TG2_PORT [cache-on]=$TG_PORT)
 declare -A PID=([pgbouncer]=$PGB_PID [cache-off]=$TG2_PID [cache-on]=$TG_PID)
 declare -A TNAME=([direct]="direct" [pgbouncer]="pgbouncer" [cache-off]="tidegate cache off"
                   [cache-on]="tidegate cache on")
-declare -A TPS=() FAILED=() TXS=() TICKS=()
 S_HITS=0 S_MISSES=0 S_BYPASSES=0
 
 run_one() {  # target round
-    local t=$1 r=$2 out="$TMP/select-$1-$2.log" t0=0 t1=0 tps tx fail h0=0 m0=0 b0=0 extra=""
-    if [[ -n ${PID[$t]:-} ]]; then t0=$(cpu_ticks "${PID[$t]}"); fi
+    local t=$1 r=$2 h0=0 m0=0 b0=0 extra=""
     if [[ $t == cache-on ]]; then read_cache; h0=$(cget hits) m0=$(cget misses) b0=$(cget bypasses); fi
-    timeout --foreground -k 10 $((DURATION + 120)) pgbench -n -c "$CLIENTS" -j 2 -T "$DURATION" -S -M simple \
-        -h 127.0.0.1 -p "${PORT[$t]}" -U postgres bench >"$out" 2>&1 || true
-    if [[ -n ${PID[$t]:-} ]]; then t1=$(cpu_ticks "${PID[$t]}"); fi
-    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")
-    tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
-    fail=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
-    if [[ -z $tps ]]; then
-        warn "no tps from $t (round $r); last lines of $out:"
-        tail -n 5 "$out" | sed 's/^/     /' >&2
-        tps=0
-    fi
-    TPS[$t]+="$tps "
-    FAILED[$t]=$(( ${FAILED[$t]:-0} + ${fail:-0} ))
-    TXS[$t]=$(( ${TXS[$t]:-0} + ${tx:-0} ))
-    TICKS[$t]=$(( ${TICKS[$t]:-0} + t1 - t0 ))
+    pgbench_run "$t" "${PORT[$t]}" "${PID[$t]:-}" "$TMP/select-$t-$r.log" "$t (round $r)" -S -M simple
     if [[ $t == cache-on ]]; then
         read_cache
         local dh dm db
@@ -442,7 +283,7 @@ run_one() {  # target round
         S_HITS=$((S_HITS + dh)) S_MISSES=$((S_MISSES + dm)) S_BYPASSES=$((S_BYPASSES + db))
         extra="  cache +$dh hits +$dm misses +$db bypasses"
     fi
-    printf '   round %d  %-18s  tps %10s  failed %s%s\n' "$r" "${TNAME[$t]}" "$tps" "${fail:-?}" "$extra"
+    printf '   round %d  %-18s  tps %10s  failed %s%s\n' "$r" "${TNAME[$t]}" "$RUN_TPS" "${RUN_FAIL:-?}" "$extra"
     if [[ $t == cache-on ]]; then cache_line "select-only, round $r"; fi
 }
 
@@ -451,9 +292,9 @@ for r in $(seq "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do run_one "$t" "$r"; done
 done
 
-# ---- 7. Report -------------------------------------------------------------------------
+# ---- 6. Report -------------------------------------------------------------------------
 echo
-echo "Machine: $(nproc) CPUs ($(uname -m)), $(pgbench --version), $("$PGBOUNCER" --version | head -n 1)"
+machine_line
 echo "Settings: ROWS=$NROWS HOSTS=$HOSTS ($TABLE_KIND) AGG_DURATION=${AGG_DURATION}s SCALE=$SCALE POOL=$POOL" \
      "CLIENTS=$CLIENTS DURATION=${DURATION}s ROUNDS=$ROUNDS, cache backend $CACHE_BACKEND" \
      "(max_result_bytes=$MAX_RESULT_BYTES), TIDEGATE=$TIDEGATE"
@@ -480,7 +321,7 @@ echo "miss overhead = miss p50 / direct p50 = $(ratio "${m[1]}" "${d[1]}")   (p9
 echo
 echo "Part 2: pgbench -S -M simple, -c $CLIENTS, median TPS of $ROUNDS"
 declare -A med=()
-for t in "${TARGETS[@]}"; do med[$t]=$(tr ' ' '\n' <<<"${TPS[$t]}" | grep . | median); done
+for t in "${TARGETS[@]}"; do med[$t]=$(tps_median "$t"); done
 for t in cache-off cache-on; do med[$t]=${med[$t]:-n/a}; done
 fmt2='%-19s | %10s | %9s | %12s | %13s | %14s | %s\n'
 # shellcheck disable=SC2059
@@ -505,4 +346,4 @@ if [[ $TIDEGATE != skip ]]; then
 fi
 echo
 if [[ $TIDEGATE == skip ]]; then echo "note: TideGate was skipped (TIDEGATE=skip, a debugging aid)"; fi
-echo "µs/tx = broker process CPU (user+sys, all threads, /proc/PID/stat) / transactions processed."
+cpu_note

@@ -10,65 +10,27 @@
 # Usage (as root): bench/http.sh        knobs: ROWS BATCH SERIES RUNS ROUNDS TIMESCALE
 set -euo pipefail
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
 ROWS=${ROWS:-500000}
 BATCH=${BATCH:-50000}
 SERIES=${SERIES:-50}
 RUNS=${RUNS:-200}          # requests per latency measurement
 ROUNDS=${ROUNDS:-3}        # ingest rounds (alternating)
 TIMESCALE=${TIMESCALE:-auto}
-TIDEGATE=${TIDEGATE:-$(cd "$(dirname "$0")/.." && pwd)/target/release/tidegate}
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
+PG_CONF="-c shared_buffers=256MB"
 
-die() { echo "http.sh: $*" >&2; exit 1; }
-as_pg() { runuser -u postgres -- "$@"; }
+require_root
+require_positive ROWS BATCH SERIES RUNS ROUNDS
+check_tidegate no-skip
+check_tools curl
+detect_timescale
 
-[[ $(id -u) -eq 0 ]] || die "run as root (PostgreSQL and PgBouncer run as the postgres user)"
-for n in ROWS BATCH SERIES RUNS ROUNDS; do
-    [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
-done
-[[ -x $TIDEGATE ]] || die "no TideGate binary at $TIDEGATE: cargo build --release -p tidegate"
-for b in "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBOUNCER"; do [[ -x $b ]] || die "missing $b"; done
-for b in pgbench psql pg_isready python3 curl; do command -v "$b" >/dev/null || die "missing $b"; done
+make_tmp tidegate-http-bench
+read -r PG_PORT PGB_PORT TG_PORT HTTP_PORT < <(free_ports 4)
 
-USE_TS=0
-if [[ $TIMESCALE != 0 && -f /usr/share/postgresql/15/extension/timescaledb.control ]]; then USE_TS=1; fi
-[[ $TIMESCALE == 1 && $USE_TS -eq 0 ]] && die "TIMESCALE=1 but TimescaleDB is not installed"
-
-TMP=$(mktemp -d /tmp/tidegate-http-bench.XXXXXX)
-chown postgres: "$TMP"
-TG_PID=""
-stop_pid() {
-    kill -0 "$1" 2>/dev/null || return 0
-    kill -TERM "$1"
-    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.2; done
-    kill -KILL "$1" 2>/dev/null
-}
-cleanup() {
-    set +e
-    [[ -n $TG_PID ]] && stop_pid "$TG_PID"
-    [[ -s $TMP/pgbouncer.pid ]] && stop_pid "$(<"$TMP/pgbouncer.pid")"
-    [[ -s $TMP/data/postmaster.pid ]] && as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -m fast -t 30 stop >/dev/null 2>&1
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-read -r PG_PORT PGB_PORT TG_PORT HTTP_PORT < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(4)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
-
-PG_OPTS="-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories=$TMP -c shared_buffers=256MB"
-[[ $USE_TS -eq 1 ]] && PG_OPTS+=" -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
-echo "== PostgreSQL 15 on 127.0.0.1:$PG_PORT$([[ $USE_TS -eq 1 ]] && echo ', TimescaleDB preloaded')"
-as_pg "$PGBIN/initdb" -D "$TMP/data" -A trust --no-sync -U postgres >"$TMP/initdb.log" 2>&1 ||
-    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -l "$TMP/postgres.log" -w -t 60 -o "$PG_OPTS" start >/dev/null ||
-    { tail -n 20 "$TMP/postgres.log" >&2; die "PostgreSQL did not start"; }
-sql() { psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench "$@"; }
-psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'CREATE DATABASE bench'
+start_postgres
 
 TOKEN=bench-token-0123456789abcdef
 cat >"$TMP/tidegate.toml" <<EOF
@@ -93,29 +55,9 @@ password = "bench"
 EOF
 echo "== tidegate migrate (v001-v003: time_series_data, indexes, partitioning)"
 "$TIDEGATE" migrate --config "$TMP/tidegate.toml" | sed 's/^/   /'
-"$TIDEGATE" serve --config "$TMP/tidegate.toml" >"$TMP/tidegate.log" 2>&1 &
-TG_PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null || { cat "$TMP/tidegate.log" >&2; die "TideGate did not start"; }
-
-echo '"postgres" ""' >"$TMP/userlist.txt"
-cat >"$TMP/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $TMP/userlist.txt
-pool_mode = transaction
-default_pool_size = 8
-pidfile = $TMP/pgbouncer.pid
-logfile = $TMP/pgbouncer.log
-EOF
-chown postgres: "$TMP"/pgbouncer.ini "$TMP"/userlist.txt
-as_pg "$PGBOUNCER" -d "$TMP/pgbouncer.ini"
-for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p "$PGB_PORT" -d bench && break; sleep 0.1; done
+spawn_tidegate TideGate "$TMP/tidegate.toml" "$TMP/tidegate.log"
+wait_http TideGate "http://127.0.0.1:$HTTP_PORT/healthz" "$TMP/tidegate.log"
+start_pgbouncer 8
 
 # ---- data: the same points as CSV (for \copy) and as NDJSON batches ----------------------
 echo "== $ROWS points, $SERIES series, 3 days; NDJSON in batches of $BATCH"
@@ -141,11 +83,10 @@ for i in range(rows):
         out.close(); n = 0
 if out: out.close()
 PYEOF
-NBATCH=$(ls "$TMP"/batch-*.ndjson | wc -l)
 
 now() { date +%s.%N; }
 rate() { python3 -c "print(f'{$1 / ($3 - $2):.0f}')"; }
-truncate_points() { sql -c "TRUNCATE time_series_data"; sql -c "CHECKPOINT"; }
+truncate_points() { sql "$PG_PORT" -c "TRUNCATE time_series_data"; sql "$PG_PORT" -c "CHECKPOINT"; }
 copy_via() {  # port
     psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres -d bench \
         -c "\\copy time_series_data (time, series_id, value, metadata) FROM '$TMP/points.csv' CSV"
@@ -170,14 +111,14 @@ for r in $(seq "$ROUNDS"); do
             tidegate) http_ingest ;;
         esac
         t1=$(now)
-        got=$(sql -c "SELECT count(*) FROM time_series_data")
+        got=$(sql "$PG_PORT" -c "SELECT count(*) FROM time_series_data")
         [[ $got -eq $ROWS ]] || die "$who loaded $got rows, not $ROWS"
         rs=$(rate "$ROWS" "$t0" "$t1")
         printf '   round %d  %-10s %9s rows/s\n' "$r" "$who" "$rs"
         (( rs > BEST[$who] )) && BEST[$who]=$rs
     done
 done
-sql -c "VACUUM ANALYZE time_series_data"
+sql "$PG_PORT" -c "VACUUM ANALYZE time_series_data"
 
 # ---- latency: the endpoint's SQL, direct vs PgBouncer vs HTTP -----------------------------
 FROM="2024-01-02T00:00:00Z"; TO="2024-01-02T06:00:00Z"
@@ -204,8 +145,7 @@ p50_pgbench() {  # port file → p50 ms from pgbench's per-transaction log
     cat "$TMP"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]/1000}'
 }
 p50_http() {  # path → p50 ms over RUNS curl requests
-    local i
-    for i in $(seq "$RUNS"); do
+    for _ in $(seq "$RUNS"); do
         curl -sf -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$HTTP_PORT/$1" ||
             die "GET /$1 failed"
     done | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]*1000}'
@@ -214,14 +154,14 @@ echo "== p50 latency over $RUNS requests (ms); the HTTP figure includes a new TC
 printf '   %-10s %9s %10s %9s %14s\n' query direct pgbouncer http "http/direct"
 for q in range aggregate latest; do
     echo "${SQLS[$q]};" >"$TMP/$q.sql"
-    rows=$(sql -c "SELECT count(*) FROM (${SQLS[$q]}) q")
+    rows=$(sql "$PG_PORT" -c "SELECT count(*) FROM (${SQLS[$q]}) q")
     d=$(p50_pgbench "$PG_PORT" "$TMP/$q.sql")
     b=$(p50_pgbench "$PGB_PORT" "$TMP/$q.sql")
     h=$(p50_http "${URL[$q]}")
-    printf '   %-10s %9s %10s %9s %13sx   (%s rows)\n' "$q" "$d" "$b" "$h" "$(python3 -c "print(f'{$h / $d:.2f}')")" "$rows"
+    printf '   %-10s %9s %10s %9s %13sx   (%s rows)\n' "$q" "$d" "$b" "$h" "$(ratio "$h" "$d")" "$rows"
 done
 
 echo "== ingest summary (best of $ROUNDS)"
 for who in direct pgbouncer tidegate; do printf '   %-10s %9s rows/s\n' "$who" "${BEST[$who]}"; done
-echo "   tidegate HTTP NDJSON / direct \\copy: $(python3 -c "print(f'{${BEST[tidegate]} / ${BEST[direct]}:.2f}')")"
-echo "   tidegate HTTP NDJSON / PgBouncer \\copy: $(python3 -c "print(f'{${BEST[tidegate]} / ${BEST[pgbouncer]}:.2f}')")"
+echo "   tidegate HTTP NDJSON / direct \\copy: $(ratio "${BEST[tidegate]}" "${BEST[direct]}")"
+echo "   tidegate HTTP NDJSON / PgBouncer \\copy: $(ratio "${BEST[tidegate]}" "${BEST[pgbouncer]}")"
