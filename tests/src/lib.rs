@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tidegate::server::Shared;
+use tidegate::broker::{Listeners, Shared};
 use tidegate_config::Config;
 use tokio::sync::oneshot;
 
@@ -294,6 +294,8 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres
 /// TideGate served in-process.
 pub struct Broker {
     pub addr: SocketAddr,
+    /// The HTTP endpoint's address.
+    pub http: SocketAddr,
     pub shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -326,54 +328,62 @@ impl Broker {
         Self::start_config(cfg).await
     }
 
-    /// Starts TideGate with a full config (its listen address is replaced by an ephemeral one).
+    /// Starts TideGate with a full config (its listen address is replaced by an ephemeral one),
+    /// through the composition root, as `tidegate serve` does; the HTTP endpoint listens on an
+    /// ephemeral port too.
     pub async fn start_config(cfg: Config) -> Broker {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_with(cfg, None).await
+    }
+
+    async fn start_with(cfg: Config, file: Option<&std::path::Path>) -> Broker {
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let (sql, http) = (
+            bind().await.expect("bind"),
+            bind().await.expect("bind http"),
+        );
+        let addr = sql.local_addr().expect("addr");
+        let http_addr = http.local_addr().expect("http addr");
+        let mut broker = tidegate::broker::Broker::start(cfg)
             .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shared = Arc::new(Shared::start(cfg).await.expect("shared state"));
+            .expect("the broker starts");
+        if let Some(path) = file {
+            broker.watch_config_file(path.to_path_buf());
+        }
+        let shared = broker.shared().clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(tidegate::server::serve(
-            listener,
-            shared.clone(),
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let listeners = Listeners {
+            sql,
+            http: Some(http),
+        };
+        let task = tokio::spawn(broker.run(listeners, async move {
+            let _ = rx.await;
+        }));
         Broker {
             addr,
+            http: http_addr,
             shared,
             shutdown: Some(tx),
             task: Some(task),
         }
     }
 
-    /// Like [`Broker::start`], with the HTTP endpoint on an ephemeral port too.
+    /// Like [`Broker::start`]; returns the HTTP endpoint's address too.
     pub async fn start_http(pg: &Postgres, extra: &str) -> (Broker, SocketAddr) {
         let broker = Self::start(pg, extra).await;
-        let addr = broker.serve_http().await;
+        let addr = broker.http;
         (broker, addr)
     }
 
-    /// Starts the HTTP endpoint on an ephemeral port and returns its address.
+    /// The HTTP endpoint's address.
     pub async fn serve_http(&self) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind http");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(tidegate::http::serve(listener, self.shared.clone()));
-        addr
+        self.http
     }
 
     /// Starts TideGate from a configuration file, watching it for changes as `tidegate serve`
     /// does (its listen address is replaced by an ephemeral one).
-    pub async fn start_file(path: &std::path::Path) -> (Broker, tokio::task::JoinHandle<()>) {
+    pub async fn start_file(path: &std::path::Path) -> Broker {
         let cfg = Config::load(path).expect("valid test config file");
-        let broker = Self::start_config(cfg).await;
-        let watch = tidegate::reload::watch(broker.shared.clone(), path.to_path_buf())
-            .expect("watching the config directory");
-        (broker, watch)
+        Self::start_with(cfg, Some(path)).await
     }
 
     /// A libpq URL through the broker.
@@ -672,7 +682,7 @@ pub async fn send_text(rb: reqwest::RequestBuilder) -> (u16, String) {
 /// Applies TideGate's migrations to `pg`'s `postgres` database (as `tidegate migrate` does).
 pub async fn migrate(pg: &Postgres) {
     let cfg = Config::from_toml(&base_config(pg, "")).expect("valid test config");
-    tidegate::migrate::run(&cfg)
+    tidegate::cli::migrate::run(&cfg)
         .await
         .expect("migrations apply");
 }
@@ -681,7 +691,7 @@ pub async fn migrate(pg: &Postgres) {
 /// PostgreSQL roles `tidegate_<role>` that `[[users]] role` names exist with their GRANTs
 /// before a broker started from `cfg` logs in as them.
 pub async fn sync_roles(cfg: &Config) {
-    let report = tidegate::admin::roles::sync(cfg, None, true)
+    let report = tidegate::cli::admin::roles::sync(cfg, None, true)
         .await
         .unwrap_or_else(|e| panic!("tidegate roles sync: {e:#}"));
     assert!(!report.roles.is_empty(), "roles sync found no roles");

@@ -113,7 +113,7 @@ async fn assert_broken_at(file: &Path, seq: i64, case: &str) {
 async fn every_statement_is_recorded_without_its_values() {
     let (pg, _dir, file) = setup();
     pg.sql("postgres", "CREATE TABLE t (id int, secret text)");
-    let (broker, _watch) = Broker::start_file(&file).await;
+    let broker = Broker::start_file(&file).await;
     let app = broker.connect("postgres").await;
     app.execute("INSERT INTO t VALUES ($1, $2)", &[&1i32, &"hunter2-param"])
         .await
@@ -181,7 +181,7 @@ async fn every_statement_is_recorded_without_its_values() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_found_at_the_first_broken_record() {
     let (pg, _dir, file) = setup();
-    let (broker, _watch) = Broker::start_file(&file).await;
+    let broker = Broker::start_file(&file).await;
     let url = broker.app_url("postgres");
     pgbench_init(&pg.url("postgres")).await;
     // 10,000 statements through the broker (8 clients × 1,250 select-only transactions).
@@ -286,7 +286,7 @@ async fn tampering_is_found_at_the_first_broken_record() {
     std::fs::write(&cp, good.join("\n") + "\n").expect("write");
 
     // (f) a restarted broker continues the same chain.
-    let (broker, _watch) = Broker::start_file(&file).await;
+    let broker = Broker::start_file(&file).await;
     let app = broker.connect("postgres").await;
     for _ in 0..10 {
         app.simple_query("SELECT 1").await.expect("select");
@@ -357,7 +357,7 @@ async fn two_brokers_sharing_the_audit_table_extend_one_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_audit_table_refuses_statements_and_loses_nothing() {
     let (pg, _dir, file) = setup();
-    let (broker, _watch) = Broker::start_file(&file).await;
+    let broker = Broker::start_file(&file).await;
     let app = broker.connect("postgres").await;
     app.simple_query("SELECT 1").await.expect("select");
     written(&broker, 1).await;

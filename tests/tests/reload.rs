@@ -40,7 +40,7 @@ async fn replicas_join_and_leave_under_a_connected_client() {
     replica.wait_caught_up(&primary);
     let fast = "[routing]\ncheck_interval = \"100ms\"\n";
     let path = config_file(&primary, fast);
-    let (broker, _watch) = Broker::start_file(&path).await;
+    let broker = Broker::start_file(&path).await;
     let c = broker.connect("postgres").await;
     assert_eq!(one(&c, "SELECT pg_is_in_recovery()").await, "f");
 
@@ -88,7 +88,7 @@ async fn an_invalid_file_keeps_the_running_configuration() {
     let pg = Postgres::start();
     let path = config_file(&pg, "");
     let good = std::fs::read_to_string(&path).expect("read");
-    let (broker, _watch) = Broker::start_file(&path).await;
+    let broker = Broker::start_file(&path).await;
     let sh = broker.shared.clone();
     let c = broker.connect("postgres").await;
     assert_eq!(one(&c, "SELECT 1").await, "1");
@@ -138,7 +138,7 @@ async fn an_invalid_file_keeps_the_running_configuration() {
     ];
     for (i, (name, contents, expect)) in cases.iter().enumerate() {
         std::fs::write(&path, contents).expect("write");
-        let err = tidegate::reload::reload(&sh, &path)
+        let err = tidegate::broker::reload::reload(&sh, &path)
             .await
             .expect_err(name)
             .to_string();
@@ -157,14 +157,14 @@ async fn an_invalid_file_keeps_the_running_configuration() {
     assert!(sh.stats.reload_failures.load(Relaxed) >= cases.len() as u64);
     // A config error names its line and column.
     std::fs::write(&path, good.replace("port = ", "port = \"x\" #")).expect("write");
-    let err = tidegate::reload::reload(&sh, &path)
+    let err = tidegate::broker::reload::reload(&sh, &path)
         .await
         .expect_err("bad port")
         .to_string();
     assert!(err.contains("tidegate.toml:6:"), "{err}");
     // The good file again: applied.
     std::fs::write(&path, &good).expect("write");
-    tidegate::reload::reload(&sh, &path)
+    tidegate::broker::reload::reload(&sh, &path)
         .await
         .expect("good file");
     assert!(sh.topology().generation >= 2);
@@ -174,7 +174,7 @@ async fn an_invalid_file_keeps_the_running_configuration() {
 async fn a_reload_that_changes_nothing_disconnects_no_backend() {
     let pg = Postgres::start();
     let path = config_file(&pg, "[pool]\nsize = 4\n");
-    let (broker, _watch) = Broker::start_file(&path).await;
+    let broker = Broker::start_file(&path).await;
     let c: Vec<tokio_postgres::Client> = vec![
         broker.connect("postgres").await,
         broker.connect("postgres").await,
@@ -195,7 +195,7 @@ async fn a_reload_that_changes_nothing_disconnects_no_backend() {
     let before = backend_pids(&pg);
     assert_eq!(before.len(), 4, "{before:?}");
     for _ in 0..3 {
-        tidegate::reload::reload(&broker.shared, &path)
+        tidegate::broker::reload::reload(&broker.shared, &path)
             .await
             .expect("same file");
     }
@@ -217,7 +217,7 @@ async fn a_transaction_open_across_a_reload_finishes_on_its_old_backend() {
     let replica = pg.start_replica();
     replica.wait_caught_up(&pg);
     let path = config_file(&pg, "[pool]\nsize = 1\ncheckout_timeout = \"300ms\"\n");
-    let (broker, _watch) = Broker::start_file(&path).await;
+    let broker = Broker::start_file(&path).await;
     let c = broker.connect("postgres").await;
     c.batch_execute("BEGIN").await.expect("begin");
     let pid = one(&c, "SELECT pg_backend_pid()").await;
@@ -227,7 +227,7 @@ async fn a_transaction_open_across_a_reload_finishes_on_its_old_backend() {
         replica.port
     );
     std::fs::write(&path, base_config(&pg, &changed)).expect("write");
-    tidegate::reload::reload(&broker.shared, &path)
+    tidegate::broker::reload::reload(&broker.shared, &path)
         .await
         .expect("valid change");
     // The larger pool lets a second client in while the first still holds its connection.
@@ -248,7 +248,7 @@ async fn a_transaction_open_across_a_reload_finishes_on_its_old_backend() {
 async fn a_smaller_pool_takes_effect_as_connections_return() {
     let pg = Postgres::start();
     let path = config_file(&pg, "[pool]\nsize = 2\ncheckout_timeout = \"300ms\"\n");
-    let (broker, _watch) = Broker::start_file(&path).await;
+    let broker = Broker::start_file(&path).await;
     let a = broker.connect("postgres").await;
     let b = broker.connect("postgres").await;
     let (ra, rb) = tokio::join!(
@@ -262,7 +262,7 @@ async fn a_smaller_pool_takes_effect_as_connections_return() {
         base_config(&pg, "[pool]\nsize = 1\ncheckout_timeout = \"300ms\"\n"),
     )
     .expect("write");
-    tidegate::reload::reload(&broker.shared, &path)
+    tidegate::broker::reload::reload(&broker.shared, &path)
         .await
         .expect("valid");
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -415,7 +415,7 @@ async fn a_configmap_style_link_swap_is_picked_up() {
     symlink("..2026_11_26_v1", mount.join("..data")).expect("..data");
     symlink("..data/tidegate.toml", mount.join("tidegate.toml")).expect("file link");
     let path = mount.join("tidegate.toml");
-    let (broker, _watch) = Broker::start_file(&path).await;
+    let broker = Broker::start_file(&path).await;
     let second = "[[users]]\nname = \"second\"\npassword = \"second\"\n";
     let v2 = mount.join("..2026_11_26_v2");
     std::fs::create_dir(&v2).expect("v2");

@@ -33,6 +33,8 @@ mod classify;
 mod fingerprint;
 mod functions;
 mod lexer;
+mod quote;
+pub mod session_state;
 mod split;
 mod timebound;
 mod timerange;
@@ -45,6 +47,7 @@ pub use classify::{classify, Classification, Kind, TableName, TxControl, RECURSI
 pub use fingerprint::{fingerprint, Fingerprint};
 pub use functions::{builtin_volatility, FunctionLookup, NoLookup, Volatility};
 pub use lexer::{block_comment_end, literals, Literal, LiteralKind};
+pub use quote::quote_ident;
 pub use split::split_statements;
 pub use timebound::{BoundOp, TimeBound, TimeCast};
 pub use timerange::{time_range, TimeRange};

@@ -1,6 +1,8 @@
 //! The client side: the startup handshake and the per-client session loop.
 
+pub mod cancel;
 mod session;
+pub mod shared;
 mod startup;
 
 pub use session::{login_target, pools_for, Session};

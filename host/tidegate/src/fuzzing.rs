@@ -1,9 +1,9 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/`: the same code paths a client's bytes
 //! take, without sockets where possible. Every function must return normally for any input.
 
-use crate::auth::ScramServer;
+use crate::broker::Shared;
 use crate::client::Session;
-use crate::server::Shared;
+use crate::wire::auth::ScramServer;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -29,7 +29,7 @@ pub fn scram(data: &[u8]) {
     if s.client_first(first).is_ok() {
         let _ = s.client_final(last);
     }
-    let _ = crate::session_state::scan(data);
+    let _ = tidegate_sql::session_state::scan(data);
 }
 
 /// A reusable harness that feeds bytes to a real [`Session`] as an authenticated client's

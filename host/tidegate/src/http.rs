@@ -17,7 +17,7 @@ mod tables;
 pub mod values;
 pub mod wire;
 
-use crate::server::Shared;
+use crate::client::shared::Shared;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -48,7 +48,7 @@ pub struct HttpState {
     pub catalog: series::Registry,
     connections: AtomicUsize,
     /// The readiness probe's connection to the primary.
-    probe: crate::own_db::DbPools,
+    probe: crate::upstream::own_db::DbPools,
 }
 
 /// Who a request acts as, and where.
@@ -223,10 +223,10 @@ async fn readyz(State(st): State<Arc<HttpState>>, headers: HeaderMap) -> Respons
         .await,
         Ok(Ok(_))
     );
-    let plugins = crate::plugins::status(sh);
+    let plugins = crate::policy::status(sh.topology().plugins.as_deref());
     let plugins_ok = plugins.iter().all(|p| p["ready"] == true)
         && (topo.config.plugins.chain.is_empty() || topo.plugins.is_some());
-    let audit = crate::server::audit_sink(sh);
+    let audit = crate::client::shared::audit_sink(sh);
     let audit_ok = audit.as_ref().map(|a| a.available().is_ok());
     let ready = !shutting_down && primary && plugins_ok && audit_ok != Some(false);
     let admin = headers.contains_key(axum::http::header::AUTHORIZATION)
@@ -279,8 +279,8 @@ async fn admin_status(
         "http_in_flight": st.inflight.load(Ordering::Relaxed),
         "reloads": stats.reloads.load(Ordering::Relaxed),
         "reload_failures": stats.reload_failures.load(Ordering::Relaxed),
-        "plugins": crate::plugins::status(&st.sh),
-        "audit": crate::server::audit_sink(&st.sh).map(|a| a.status()),
+        "plugins": crate::policy::status(st.sh.topology().plugins.as_deref()),
+        "audit": crate::client::shared::audit_sink(&st.sh).map(|a| a.status()),
     });
     Ok(axum::Json(body).into_response())
 }
@@ -294,7 +294,7 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
         inflight: AtomicUsize::new(0),
         catalog: series::Registry::default(),
         connections: AtomicUsize::new(0),
-        probe: crate::own_db::DbPools::new("tidegate-ready", 1),
+        probe: crate::upstream::own_db::DbPools::new("tidegate-ready", 1),
     });
     let app = router(state.clone());
     if let Ok(addr) = listener.local_addr() {

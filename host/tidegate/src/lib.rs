@@ -1,31 +1,30 @@
 //! TideGate: a PostgreSQL-wire query broker.
 //!
-//! The data plane: clients speak the PostgreSQL protocol to [`server::run`]; each authenticated
-//! client becomes a [`client::Session`] that relays its messages, unchanged, to a pooled server
-//! connection ([`backend`]) held for one transaction at a time.
+//! The data plane: [`broker::Broker`] accepts clients speaking the PostgreSQL protocol; each
+//! authenticated client becomes a [`client::Session`] that relays its messages to a pooled
+//! server connection ([`upstream::backend`]) held for one transaction at a time.
+//!
+//! The modules are layers; each imports only from layers below it (`tests/layers.rs` checks):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | 5 | [`cli`] |
+//! | 4 | [`broker`] |
+//! | 3 | [`client`], [`http`] |
+//! | 2 | [`policy`], [`cache`], [`audit`] |
+//! | 1 | [`upstream`] |
+//! | 0 | [`wire`] |
 
-pub mod admin;
 pub mod audit;
-pub mod auth;
-pub mod backend;
+pub mod broker;
 pub mod cache;
-pub mod caggs;
-pub mod cancel;
-pub mod catalog;
+pub mod cli;
 pub mod client;
-pub mod columns;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
-pub mod health;
 pub mod http;
-pub mod logging;
-pub mod migrate;
-pub mod own_db;
-pub mod plugins;
-pub mod proto;
-pub mod reload;
-pub mod server;
-pub mod session_state;
-pub mod statements;
-pub mod topology;
+pub mod policy;
+pub mod upstream;
+pub mod wire;
 
 pub use tidegate_config as config;

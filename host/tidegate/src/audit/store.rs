@@ -45,8 +45,12 @@ const COLUMNS: &str = "seq, at, plugin, username, role, database, kind, tables, 
 impl Store {
     /// Connects lazily to the audit database on the primary.
     pub fn new(config: &Config) -> Store {
-        let pool =
-            crate::own_db::lazy_pool(config, config.audit.database(config), "tidegate-audit", 2);
+        let pool = crate::upstream::own_db::lazy_pool(
+            config,
+            config.audit.database(config),
+            "tidegate-audit",
+            2,
+        );
         let (schema, table) = config.audit.table_parts();
         let head = format!("\"{schema}\".{}", sibling(table, "head"));
         let table = format!("\"{schema}\".\"{table}\"");
@@ -112,7 +116,7 @@ impl Store {
         .bind(&GENESIS[..])
         .execute(&self.pool)
         .await?;
-        if crate::own_db::has_timescaledb(&self.pool).await? {
+        if crate::upstream::own_db::has_timescaledb(&self.pool).await? {
             // No default time index: chunk exclusion on `at` does its work, and every index
             // costs the primary CPU on every record (see migration v4).
             sqlx::query(

@@ -20,7 +20,7 @@ pub enum Outcome {
 }
 
 fn key(config: &Config) -> anyhow::Result<ChainKey> {
-    ChainKey::new(crate::plugins::keys(config), &config.audit.key)
+    ChainKey::new(crate::policy::keys(config), &config.audit.key)
         .ok_or_else(|| anyhow!("audit.key names no [[plugins.keys]] entry"))
 }
 

@@ -225,7 +225,7 @@ fn inserted_times(
     let head = sql.trim_start().get(..6)?;
     // ON CONFLICT … DO UPDATE may change a row at any time.
     if !head.eq_ignore_ascii_case("insert")
-        || crate::session_state::contains_ci(sql.as_bytes(), b"on conflict")
+        || tidegate_sql::session_state::contains_ci(sql.as_bytes(), b"on conflict")
     {
         return None;
     }
@@ -315,7 +315,7 @@ fn hint(sql: &str) -> Option<Hint> {
 /// not).
 fn changes_no_data(sql: &str) -> bool {
     matches!(
-        crate::session_state::first_keyword(sql.as_bytes()).as_slice(),
+        tidegate_sql::session_state::first_keyword(sql.as_bytes()).as_slice(),
         b"set"
             | b"reset"
             | b"show"

@@ -52,7 +52,7 @@ impl Cache {
         if !config.cache.listen {
             return;
         }
-        let pool = crate::own_db::lazy_pool(config, database, "tidegate-cache-lost", 1);
+        let pool = crate::upstream::own_db::lazy_pool(config, database, "tidegate-cache-lost", 1);
         let database = database.to_owned();
         tokio::spawn(async move {
             let sent = sqlx::query("SELECT pg_notify($1, '')")
@@ -99,7 +99,7 @@ impl Cache {
     async fn listen_loop(self: Arc<Self>, config: Arc<Config>, db: String, state: Arc<Listening>) {
         let whole_db = [format!("tg:d:{db}")];
         loop {
-            let pool = crate::own_db::lazy_pool(&config, &db, "tidegate-cache-listen", 1);
+            let pool = crate::upstream::own_db::lazy_pool(&config, &db, "tidegate-cache-listen", 1);
             let mut listener = match PgListener::connect_with(&pool).await {
                 Ok(l) => l,
                 Err(e) => {

@@ -51,14 +51,14 @@ struct Slot {
 /// The snapshots of every database, read through the broker's own `sqlx` pools.
 pub struct Relations {
     dbs: Mutex<HashMap<String, Slot>>,
-    pools: crate::own_db::DbPools,
+    pools: crate::upstream::own_db::DbPools,
 }
 
 impl Default for Relations {
     fn default() -> Self {
         Relations {
             dbs: Mutex::default(),
-            pools: crate::own_db::DbPools::new("tidegate-cache", 1),
+            pools: crate::upstream::own_db::DbPools::new("tidegate-cache", 1),
         }
     }
 }
@@ -258,7 +258,7 @@ async fn read(pool: &PgPool, config: &Config) -> Result<DbRelations, sqlx::Error
         r.cascades = closure(name, &referencing);
     }
     let mut time_columns: Vec<(String, String)> = Vec::new();
-    if crate::own_db::has_timescaledb(pool).await? {
+    if crate::upstream::own_db::has_timescaledb(pool).await? {
         for row in sqlx::query(HYPERTABLE_TIME).fetch_all(pool).await? {
             time_columns.push((row.try_get(0)?, row.try_get(1)?));
         }

@@ -7,17 +7,17 @@
 //! connection it gets, hide the replies to its own injected messages, and answer for messages it
 //! did not need to send — all in the order the client expects.
 
-use crate::backend::{Backend, Pool, Target};
-use crate::cancel::CancelSlot;
-use crate::proto::{self, FrameError, Reader, Severity};
-use crate::server::Shared;
-use crate::session_state;
-use crate::topology::Topology;
+use crate::client::cancel::CancelSlot;
+use crate::client::shared::Shared;
+use crate::upstream::backend::{Backend, Pool, Target};
+use crate::upstream::topology::Topology;
+use crate::wire::proto::{self, FrameError, Reader, Severity};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tidegate_sql::session_state;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -92,7 +92,7 @@ pub struct Session<R, W> {
     /// How this client's connections log in (the primary's address).
     login: Target,
     /// Function volatilities and classifications of this client's database.
-    catalog: Arc<crate::catalog::DbCatalog>,
+    catalog: Arc<crate::upstream::catalog::DbCatalog>,
     /// Who this client is, for plugins (made on first use).
     principal: Option<Arc<tidegate_plugins::Principal>>,
     /// Statement shapes the plugin chain settled (see `memo`).
@@ -154,7 +154,7 @@ pub struct Session<R, W> {
     audit: Option<audit::Track>, // The request being audited, when an audit hook applies.
     /// Data hooks: this database's declared columns (once a statement touched their tables),
     /// what the Parse being handled binds to them, the result fields the rows now arriving have.
-    data_cols: Option<Arc<crate::columns::DbColumns>>,
+    data_cols: Option<Arc<crate::policy::columns::DbColumns>>,
     parse_writes: Option<fields::ParamWrites>,
     row_plan: Option<Arc<fields::RowPlan>>,
     /// Row plans of described statements, by shared id (`rows_refused`: a row hook refused
@@ -402,7 +402,7 @@ where
                 if let Some(b) = &self.backend {
                     let (target, key) = (self.pools[self.attached].target.clone(), b.key);
                     tokio::spawn(async move {
-                        if let Err(e) = crate::cancel::send_cancel(&target, key).await {
+                        if let Err(e) = crate::client::cancel::send_cancel(&target, key).await {
                             tracing::warn!(error = %e, "query timeout: cancel request failed");
                         }
                     });

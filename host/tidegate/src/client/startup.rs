@@ -6,11 +6,11 @@
 //! sent in plaintext can be injected into the encrypted session (CVE-2021-23214 class).
 
 use super::Session;
-use crate::auth::{ScramError, ScramServer, MECHANISM};
-use crate::backend::{BackendError, PoolError, Target};
-use crate::proto::{self, Reader, Severity};
-use crate::server::{ClientGuard, Shared};
-use crate::topology::Topology;
+use crate::client::shared::{ClientGuard, Shared};
+use crate::upstream::backend::{BackendError, PoolError, Target};
+use crate::upstream::topology::Topology;
+use crate::wire::auth::{ScramError, ScramServer, MECHANISM};
+use crate::wire::proto::{self, Reader, Severity};
 use bytes::{BufMut, BytesMut};
 pub use params::{client_params, decode_startup, ClientParams};
 use std::pin::Pin;
@@ -212,7 +212,7 @@ async fn session_pools(
     sh: &Shared,
     topo: &Arc<Topology>,
     login: &Target,
-) -> (Vec<Arc<crate::backend::Pool>>, Vec<Target>) {
+) -> (Vec<Arc<crate::upstream::backend::Pool>>, Vec<Target>) {
     let pools = super::session::pools_for(sh, topo, login);
     if topo.has_replicas() || topo.plugins.is_some() {
         // Routing and policy need the database's function volatilities (a function not known
@@ -389,7 +389,8 @@ async fn handshake(
                 let mut r = Reader::new(&packet[8..]);
                 if let (Some(pid), Some(secret)) = (r.i32(), r.i32()) {
                     if let Some(cancel) = sh.cancels.resolve(pid, secret) {
-                        if let Err(e) = crate::cancel::send_cancel(&cancel.target, cancel.key).await
+                        if let Err(e) =
+                            crate::client::cancel::send_cancel(&cancel.target, cancel.key).await
                         {
                             tracing::warn!(error = %e, "forwarding a cancel request failed");
                         }

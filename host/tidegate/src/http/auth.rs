@@ -9,7 +9,7 @@
 //! 401 as a wrong password; keys are compared in constant time.
 
 use super::error::ApiError;
-use crate::server::Shared;
+use crate::client::shared::Shared;
 use axum::http::{header, HeaderMap};
 use base64::Engine;
 use sha2::{Digest, Sha256};

@@ -8,7 +8,6 @@ use super::series::{SeriesInfo, TableInfo};
 use super::values::write_copy_field;
 use super::wire::{Conn, DbError, Event};
 use super::HttpState;
-use crate::admin::rules::quote_ident;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,6 +16,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::Value;
 use std::sync::Arc;
+use tidegate_sql::quote_ident;
 
 /// COPY data is sent in messages of about this size.
 const COPY_CHUNK: usize = 256 * 1024;

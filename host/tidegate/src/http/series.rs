@@ -9,7 +9,6 @@
 use super::error::ApiError;
 use super::sql::{self, Format, Stmt};
 use super::{HttpState, Who};
-use crate::admin::rules::quote_ident;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -19,6 +18,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tidegate_sql::quote_ident;
 
 /// How long a table's shape is trusted before it is read again.
 const SHAPE_TTL: Duration = Duration::from_secs(5);
@@ -98,14 +98,14 @@ type Shape = (Instant, Option<Arc<TableInfo>>);
 /// Table shapes, per database, cached for a few seconds.
 pub struct Registry {
     shapes: Mutex<HashMap<ShapeKey, Shape>>,
-    pools: crate::own_db::DbPools,
+    pools: crate::upstream::own_db::DbPools,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
             shapes: Mutex::default(),
-            pools: crate::own_db::DbPools::new("tidegate-http-catalog", 2),
+            pools: crate::upstream::own_db::DbPools::new("tidegate-http-catalog", 2),
         }
     }
 }
@@ -147,7 +147,7 @@ impl Registry {
     /// The shape of `raw` in `database`, or 404.
     pub async fn table(
         &self,
-        sh: &crate::server::Shared,
+        sh: &crate::client::shared::Shared,
         database: &str,
         raw: &str,
     ) -> Result<Arc<TableInfo>, ApiError> {
@@ -176,7 +176,7 @@ impl Registry {
 
     async fn load(
         &self,
-        sh: &crate::server::Shared,
+        sh: &crate::client::shared::Shared,
         database: &str,
         schema: &str,
         name: &str,

@@ -9,7 +9,6 @@ use super::sql::{json_response, write_object, Stmt};
 use super::values::{self, ColumnConv};
 use super::wire::{Column, DbError, Event};
 use super::{HttpState, Who};
-use crate::admin::rules::quote_ident;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
+use tidegate_sql::quote_ident;
 
 pub(super) fn routes() -> Router<Arc<HttpState>> {
     Router::new()

@@ -6,8 +6,8 @@
 //! `IntervalStyle=iso_8601` and `TimeZone=UTC`, which [`super::values`] turns into typed JSON.
 
 use super::error::ApiError;
-use crate::proto::{self, Reader};
-use crate::server::Shared;
+use crate::client::shared::Shared;
+use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use futures_util::FutureExt;
 use std::collections::HashMap;
@@ -137,7 +137,9 @@ impl Drop for Conn {
                 .resolve(self.cancel_key.0, self.cancel_key.1)
             {
                 tokio::spawn(async move {
-                    if let Err(e) = crate::cancel::send_cancel(&cancel.target, cancel.key).await {
+                    if let Err(e) =
+                        crate::client::cancel::send_cancel(&cancel.target, cancel.key).await
+                    {
                         tracing::warn!(error = %e, "cancelling an abandoned HTTP statement failed");
                     }
                     drop(cancel);

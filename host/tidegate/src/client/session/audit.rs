@@ -102,7 +102,7 @@ where
 
     /// `Some(denial)` when the audit log cannot take records: statements are refused.
     pub(super) fn audit_refusal(&self) -> Option<Denial> {
-        let sink = crate::server::audit_sink(&self.sh);
+        let sink = crate::client::shared::audit_sink(&self.sh);
         let why = match sink {
             Some(s) => s.available().err()?,
             None => "the audit writer is not running (audit.key is not set)".into(),
@@ -152,8 +152,8 @@ where
     /// A Bind opening a request (prepared statements are bound without a Parse): its
     /// statement is the one audited.
     pub(super) fn audit_bind(&mut self, msg: &[u8]) {
-        let body = &msg[crate::proto::HEADER_LEN..];
-        let mut r = crate::proto::Reader::new(body);
+        let body = &msg[crate::wire::proto::HEADER_LEN..];
+        let mut r = crate::wire::proto::Reader::new(body);
         let (Some(_portal), Some(name)) = (r.cstr(), r.cstr()) else {
             return;
         };
@@ -203,7 +203,7 @@ where
             return;
         };
         let tag = msg
-            .get(crate::proto::HEADER_LEN..msg.len().saturating_sub(1))
+            .get(crate::wire::proto::HEADER_LEN..msg.len().saturating_sub(1))
             .unwrap_or_default();
         if let Some(n) = tag
             .rsplit(|b| *b == b' ')
@@ -224,7 +224,7 @@ where
             return; // Parse/Describe only: nothing ran.
         }
         let sh = self.sh.clone();
-        let Some(sink) = crate::server::audit_sink(&sh) else {
+        let Some(sink) = crate::client::shared::audit_sink(&sh) else {
             return;
         };
         let sqlstate = t.denied.or_else(|| {

@@ -9,7 +9,7 @@ use crate::cache::deps;
 use crate::cache::flight::Leader;
 use crate::cache::key::{initial_scope, next_scope, Key, KeyInput};
 use crate::cache::{entry::Entry, Cache, Lookup};
-use crate::proto;
+use crate::wire::proto;
 use bytes::{BufMut, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -115,14 +115,14 @@ where
         if !self.topo.config.cache.enabled {
             return None;
         }
-        crate::server::result_cache(&self.sh)
+        crate::client::shared::result_cache(&self.sh)
     }
 
     /// Before a Bind is sent: a statement that changes session state (a prepared `SET`,
     /// `RESET`, `set_config(…)`) moves the settings digest by its text and the Bind (its
     /// parameters), as a simple query's does by its text.
     pub(super) fn cache_note_state_bind(&mut self, msg: &[u8]) {
-        let mut r = crate::proto::Reader::new(&msg[crate::proto::HEADER_LEN..]);
+        let mut r = crate::wire::proto::Reader::new(&msg[crate::wire::proto::HEADER_LEN..]);
         let (Some(_portal), Some(name)) = (r.cstr(), r.cstr()) else {
             return;
         };
@@ -133,7 +133,7 @@ where
         let Some(stmt) = stmt.filter(|s| s.changes_state) else {
             return;
         };
-        let opaque = crate::session_state::scan(&stmt.body).opaque;
+        let opaque = tidegate_sql::session_state::scan(&stmt.body).opaque;
         let scope = next_scope(&self.cache.scope, &stmt.body);
         self.cache.scope = next_scope(&scope, msg);
         self.cache.off |= opaque;
@@ -144,7 +144,7 @@ where
     pub(super) async fn cache_query(
         &mut self,
         sql: &[u8],
-        effect: crate::session_state::Effect,
+        effect: tidegate_sql::session_state::Effect,
     ) -> Result<bool> {
         let Some(cache) = self.result_cache() else {
             return Ok(false);

@@ -6,7 +6,7 @@
 use super::cache::Fill;
 use super::{Pending, Result, Session};
 use crate::cache::Lookup;
-use crate::proto::{self, Reader};
+use crate::wire::proto::{self, Reader};
 use bytes::Buf;
 use tidegate_sql::Kind;
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -2,10 +2,10 @@
 //! statements, which are (re-)prepared on the attached connection when it lacks them.
 
 use super::{Pending, Result, Session, SessionError, Stmt};
-use crate::proto::{self, Reader};
-use crate::session_state;
-use crate::statements::{body_hash, server_name};
+use crate::upstream::statements::{body_hash, server_name};
+use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, Bytes, BytesMut};
+use tidegate_sql::session_state;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<R, W> Session<R, W>

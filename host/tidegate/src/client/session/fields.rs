@@ -5,7 +5,7 @@
 //! through `on-rows` before the client sees them. Both fail closed.
 
 use super::{Result, Session};
-use crate::proto::{self, Reader};
+use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
 use tidegate_plugins::{

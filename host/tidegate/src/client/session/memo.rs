@@ -15,7 +15,7 @@
 //! [`HookSet::stamp`]: tidegate_plugins::HookSet::stamp
 
 use super::audit::Shape;
-use crate::catalog::DbCatalog;
+use crate::upstream::catalog::DbCatalog;
 use std::sync::Arc;
 use tidegate_plugins::Chain;
 

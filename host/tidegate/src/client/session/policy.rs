@@ -8,7 +8,7 @@
 
 use super::fields::DataPlan;
 use super::{audit, Pending, Result, Session};
-use crate::proto::{self, Reader};
+use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
 use tidegate_plugins::{Chain, Denial, Principal, Statement, StatementKind, TableRef, Verdict};

@@ -2,7 +2,7 @@
 //! messages; and the clean-up that makes a connection safe to lend again.
 
 use super::{Pending, Result, Session, OUT_HIGH_WATER};
-use crate::proto;
+use crate::wire::proto;
 use bytes::{Buf, BufMut, BytesMut};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};

@@ -4,11 +4,13 @@
 
 use super::params::replay_sql;
 use super::{timed, Pending, Result, Session, Stmt};
-use crate::backend::{Backend, Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, Target};
-use crate::catalog::DbCatalog;
-use crate::proto::{self, Reader, Severity};
-use crate::server::Shared;
-use crate::topology::Topology;
+use crate::client::shared::Shared;
+use crate::upstream::backend::{
+    Backend, Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, Target,
+};
+use crate::upstream::catalog::DbCatalog;
+use crate::upstream::topology::Topology;
+use crate::wire::proto::{self, Reader, Severity};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +77,7 @@ pub fn login_target(config: &Config, user: &str, database: &str) -> Option<Targe
         user: role,
         database: database.to_owned(),
         password,
-        tls: crate::backend::UpstreamTls::for_server(upstream),
+        tls: crate::upstream::backend::UpstreamTls::for_server(upstream),
     })
 }
 
@@ -199,7 +201,7 @@ where
                     Ok(Ok(Some(row))) => row
                         .first()
                         .and_then(|v| v.as_deref())
-                        .and_then(crate::health::parse_lsn),
+                        .and_then(crate::upstream::health::parse_lsn),
                     Ok(Ok(None)) => None,
                     _ => {
                         reusable = false;
@@ -343,7 +345,7 @@ where
                 };
                 tracing::warn!(user = %self.user, error = %e, "no server connection");
                 let msg = match &e {
-                    PoolError::Connect(crate::backend::BackendError::Refused(raw)) => {
+                    PoolError::Connect(crate::upstream::backend::BackendError::Refused(raw)) => {
                         let m = proto::fields(raw)
                             .find(|(k, _)| *k == b'M')
                             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())

@@ -12,7 +12,7 @@
 //! ([`CancelSlot::detach`]); the two sides meet in sequentially consistent atomics, so either
 //! the cancel sees the connection gone (and is not sent) or the session sees the cancel.
 
-use crate::backend::Target;
+use crate::upstream::backend::Target;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

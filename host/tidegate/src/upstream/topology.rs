@@ -6,7 +6,7 @@
 //! under an open transaction. A [`Node`] outlives reloads while its address stays configured,
 //! so its health, lag and counters carry over.
 
-use crate::health::NodeHealth;
+use crate::upstream::health::NodeHealth;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -68,7 +68,7 @@ pub struct Topology {
     /// TLS for clients, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Function catalogs and classification caches, per database.
-    pub catalogs: crate::catalog::Catalogs,
+    pub catalogs: crate::upstream::catalog::Catalogs,
     /// The policy plugin chain, when plugins are configured.
     pub plugins: Option<Arc<tidegate_plugins::Chain>>,
 }

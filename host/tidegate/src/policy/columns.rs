@@ -151,14 +151,14 @@ const RETRY_MISSING: Duration = Duration::from_secs(1);
 
 /// The per-database lookups, shared by every session.
 pub struct ColumnResolver {
-    pools: crate::own_db::DbPools,
+    pools: crate::upstream::own_db::DbPools,
     cache: Mutex<HashMap<String, Arc<DbColumns>>>,
 }
 
 impl Default for ColumnResolver {
     fn default() -> Self {
         ColumnResolver {
-            pools: crate::own_db::DbPools::new("tidegate-catalog", 1),
+            pools: crate::upstream::own_db::DbPools::new("tidegate-catalog", 1),
             cache: Mutex::default(),
         }
     }

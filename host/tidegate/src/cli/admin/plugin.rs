@@ -30,7 +30,7 @@ pub async fn load(config: &Config, entry: &PluginEntry) -> Result<Plugin, String
     let mut settings = Settings::from_config(&config.plugins);
     settings.call_timeout = settings.call_timeout.max(Duration::from_secs(1));
     let runtime = Runtime::new(&settings).map_err(|e| e.to_string())?;
-    let keys = crate::plugins::keys(config).subset(&entry.keys);
+    let keys = crate::policy::keys(config).subset(&entry.keys);
     let spec = PluginSpec {
         name: entry.name.clone(),
         path: path(config, entry),

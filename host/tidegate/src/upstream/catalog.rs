@@ -7,7 +7,7 @@
 //! reload reads them afresh. Until a database's `pg_proc` is read, its catalog knows only the
 //! built-in table and the configured lists: unknown functions go to the primary.
 
-use crate::backend::Pool;
+use crate::upstream::backend::Pool;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -13,7 +13,7 @@ use tidegate_config::Config;
 /// Connects to `upstream.primary` as the broker's upstream user.
 pub async fn connect(config: &Config) -> anyhow::Result<PgConnection> {
     let p = &config.upstream.primary;
-    let opts = crate::own_db::options(config, &p.database, "tidegate admin");
+    let opts = crate::upstream::own_db::options(config, &p.database, "tidegate admin");
     PgConnection::connect_with(&opts).await.with_context(|| {
         format!(
             "connecting to the primary {}:{} as {} (database {}); pass --no-db to edit only the file",

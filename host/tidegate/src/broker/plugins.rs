@@ -3,27 +3,14 @@
 //! file changed — atomically, calls in flight finishing on the old version. A file that does
 //! not load keeps the old version in service; the reason is logged and counted.
 
-use crate::server::Shared;
+use crate::broker::Shared;
+use crate::policy::keys;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tidegate_config::Config;
 use tidegate_plugins::{Chain, ChainEntry, Keys, PluginSpec, Runtime, Settings};
-
-/// The keys of `config`, decoded (validated at load).
-pub(crate) fn keys(config: &Config) -> Keys {
-    use base64::Engine;
-    let mut keys = Keys::default();
-    for k in &config.plugins.keys {
-        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(k.secret.trim()) {
-            if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
-                keys.insert(&k.name, k.id, key);
-            }
-        }
-    }
-    keys
-}
 
 fn keys_digest(config: &Config, allowed: &[String]) -> String {
     let mut h = Sha256::new();
@@ -49,7 +36,7 @@ fn spec(
     PluginSpec {
         name: entry.name.clone(),
         path: PathBuf::from(&config.plugins.dir).join(&entry.file),
-        config_json: crate::caggs::plugin_config(Some(sh), entry)
+        config_json: crate::broker::caggs::plugin_config(Some(sh), entry)
             .to_string()
             .into(),
         keys: Arc::new(all_keys.subset(&entry.keys)),
@@ -71,7 +58,7 @@ pub async fn build_chain(
     }
     let runtime = runtime(sh, config)?;
     let all_keys = keys(config);
-    crate::caggs::discover(sh, config).await;
+    crate::broker::caggs::discover(sh, config).await;
     let mut entries = Vec::new();
     for e in &config.plugins.chain {
         let spec = spec(sh, config, e, &all_keys);
@@ -117,7 +104,7 @@ pub fn watch(sh: Arc<Shared>) -> notify::Result<Option<tokio::task::JoinHandle<(
     if config.plugins.chain.is_empty() || !config.plugins.watch {
         return Ok(None);
     }
-    let mut changes = crate::reload::DirWatch::new(&PathBuf::from(&config.plugins.dir))?;
+    let mut changes = crate::broker::reload::DirWatch::new(&PathBuf::from(&config.plugins.dir))?;
     Ok(Some(tokio::spawn(async move {
         while changes.settled().await.is_some() {
             swap_changed(&sh).await;
@@ -161,40 +148,4 @@ pub async fn swap_changed(sh: &Shared) {
             }
         }
     }
-}
-
-/// Each plugin in service: version, counters, quarantine and the last load error (for
-/// `/readyz` and operators). `ready` is false for a quarantined plugin.
-pub fn status(sh: &Shared) -> Vec<serde_json::Value> {
-    let topo = sh.topology();
-    let Some(chain) = topo.plugins.as_ref() else {
-        return Vec::new();
-    };
-    chain
-        .entries
-        .iter()
-        .map(|e| {
-            let p = e.current.load();
-            let last_error = e
-                .stats
-                .last_load_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            serde_json::json!({
-                "name": e.name,
-                "version": p.plugin_version,
-                "file": p.path.display().to_string(),
-                "ready": !p.is_quarantined(),
-                "quarantined": p.is_quarantined(),
-                "consecutive_failures": p.failures(),
-                "calls": p.calls.load(Relaxed),
-                "failures": e.stats.failures.load(Relaxed),
-                "denials": e.stats.denials.load(Relaxed),
-                "swaps": e.stats.swaps.load(Relaxed),
-                "load_failures": e.stats.load_failures.load(Relaxed),
-                "last_load_error": last_error,
-            })
-        })
-        .collect()
 }

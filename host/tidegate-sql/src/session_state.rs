@@ -116,7 +116,7 @@ impl<'a> Iterator for Statements<'a> {
                     }
                 }
                 b'/' if sql.get(i + 1) == Some(&b'*') => {
-                    i = tidegate_sql::block_comment_end(sql, i);
+                    i = crate::block_comment_end(sql, i);
                     continue;
                 }
                 b'$' => {
@@ -161,7 +161,7 @@ fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {
                 .position(|&b| b == b'\n' || b == b'\r')
                 .map_or(&[], |p| &rest[p + 1..]);
         } else if s.starts_with(b"/*") {
-            s = &s[tidegate_sql::block_comment_end(s, 0)..];
+            s = &s[crate::block_comment_end(s, 0)..];
         }
         if s.len() == before {
             return s;
@@ -171,7 +171,7 @@ fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {
 
 /// The first keyword of `sql` (comments and leading space skipped), lowercased; empty when
 /// it is longer than 16 bytes.
-pub(crate) fn first_keyword(sql: &[u8]) -> WordBuf {
+pub fn first_keyword(sql: &[u8]) -> WordBuf {
     word(skip_space_and_comments(sql)).0
 }
 
@@ -185,7 +185,7 @@ fn word(s: &[u8]) -> (WordBuf, &[u8]) {
 }
 
 /// A small lowercase copy of a keyword, on the stack.
-pub(crate) struct WordBuf {
+pub struct WordBuf {
     buf: [u8; 16],
     len: usize,
 }
@@ -200,7 +200,8 @@ impl WordBuf {
         WordBuf { buf, len }
     }
 
-    pub(crate) fn as_slice(&self) -> &[u8] {
+    /// The keyword's bytes.
+    pub fn as_slice(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }
@@ -210,7 +211,7 @@ fn is_word_byte(b: u8) -> bool {
 }
 
 /// Whether `needle` (ASCII) occurs in `hay`, ignoring case.
-pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     hay.len() >= needle.len()
         && hay
             .windows(needle.len())

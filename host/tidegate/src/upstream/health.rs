@@ -6,9 +6,8 @@
 //! formula) and the byte distance. A replica over `routing.max_lag`/`max_lag_bytes`, or one
 //! that cannot be reached or is not in recovery, gets no reads until a later check clears it.
 
-use crate::backend::{Backend, Target};
-use crate::server::Shared;
-use crate::topology::{Node, Topology};
+use crate::upstream::backend::{Backend, Target};
+use crate::upstream::topology::{Node, Topology};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,18 +52,18 @@ fn node_target(config: &tidegate_config::Config, node: &Node) -> Target {
         user: p.user.clone(),
         database: p.database.clone(),
         password: p.password.clone(),
-        tls: crate::backend::UpstreamTls::for_server(p),
+        tls: crate::upstream::backend::UpstreamTls::for_server(p),
     }
 }
 
 /// Checks every node each `routing.check_interval` while replicas are configured, following
 /// reloads (until the task is aborted).
-pub async fn monitor(sh: Arc<Shared>) {
+pub async fn monitor(current: impl Fn() -> Arc<Topology>) {
     let mut probes: HashMap<(String, u16), Probe> = HashMap::new();
     let mut interval = Duration::ZERO;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let topo = sh.topology();
+        let topo = current();
         let every = topo.config.routing.check_interval.duration();
         if every != interval {
             interval = every;
@@ -72,7 +71,7 @@ pub async fn monitor(sh: Arc<Shared>) {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         tick.tick().await;
-        let topo = sh.topology();
+        let topo = current();
         probes.retain(|k, _| topo.nodes.iter().any(|n| (&n.host, n.port) == (&k.0, k.1)));
         if !topo.has_replicas() {
             probes.clear();

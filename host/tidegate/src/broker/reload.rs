@@ -8,8 +8,8 @@
 //! changes nothing closes no connection. A file that does not validate changes nothing: the
 //! running configuration stays, and the error is logged with its line and column.
 
-use crate::backend::{PoolSettings, PoolTimeouts};
-use crate::server::Shared;
+use crate::broker::Shared;
+use crate::upstream::backend::{PoolSettings, PoolTimeouts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub enum ReloadError {
     Config(#[from] tidegate_config::ConfigError),
     /// The new configuration could not be put in service (e.g. its TLS key is unreadable).
     #[error("{0}")]
-    Apply(#[from] crate::server::ServerError),
+    Apply(#[from] crate::broker::ServerError),
     /// A configured plugin does not load.
     #[error("plugins: {0}")]
     Plugins(String),
@@ -75,7 +75,7 @@ async fn apply(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
     let mut config = Config::load(path)?;
     let old = sh.topology();
     keep_start_only(&old.config, &mut config);
-    let plugins = crate::plugins::build_chain(sh, &config, old.plugins.as_deref())
+    let plugins = crate::broker::plugins::build_chain(sh, &config, old.plugins.as_deref())
         .await
         .map_err(ReloadError::Plugins)?;
     let topo = sh.build_topology(config, old.generation + 1, plugins)?;

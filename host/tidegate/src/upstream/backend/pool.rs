@@ -237,7 +237,7 @@ impl Pool {
     /// Records that a server of this pool accepted statement `id`.
     pub fn mark_valid(&self, id: u64) {
         let mut v = self.valid.lock().unwrap_or_else(|e| e.into_inner());
-        if v.len() < crate::statements::MAX_SHARED {
+        if v.len() < crate::upstream::statements::MAX_SHARED {
             v.insert(id);
         }
     }

@@ -107,7 +107,7 @@ pub fn encrypt(
     plaintext: &[u8],
 ) -> Result<String, CryptError> {
     let aad = aad(column)?;
-    let keys = crate::plugins::keys(config);
+    let keys = crate::policy::keys(config);
     let sealed = keys
         .encrypt(key, plaintext, aad.as_bytes())
         .map_err(|e| match e {
@@ -133,7 +133,7 @@ pub fn decrypt(config: &Config, column: &str, stored: &str) -> Result<Vec<u8>, C
     let sealed = base64::engine::general_purpose::STANDARD
         .decode(body)
         .map_err(|_| CryptError::BadBase64)?;
-    crate::plugins::keys(config)
+    crate::policy::keys(config)
         .decrypt(&sealed, aad.as_bytes())
         .map_err(|e| CryptError::DoesNotDecrypt {
             column: column.to_owned(),

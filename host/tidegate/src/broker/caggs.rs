@@ -9,7 +9,7 @@
 //! `continuous_aggregates` win over discovery. The catalog is read when the chain is built
 //! (start, reload) and every `plugins.cagg_refresh`; a change swaps the plugin in place.
 
-use crate::server::Shared;
+use crate::broker::Shared;
 use serde_json::{json, Map, Value};
 use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, SetExpr};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -98,9 +98,9 @@ pub async fn discover(sh: &Shared, config: &Config) -> bool {
 }
 
 async fn read(config: &Config, database: &str) -> Result<Vec<Value>, sqlx::Error> {
-    let pool = crate::own_db::lazy_pool(config, database, "tidegate-catalog", 1);
+    let pool = crate::upstream::own_db::lazy_pool(config, database, "tidegate-catalog", 1);
     let mut out = Vec::new();
-    if crate::own_db::has_timescaledb(&pool).await? {
+    if crate::upstream::own_db::has_timescaledb(&pool).await? {
         for row in sqlx::query(CAGGS).fetch_all(&pool).await? {
             let view = format!(
                 "{}.{}",
@@ -145,7 +145,7 @@ pub async fn refresh(sh: Arc<Shared>) {
         let topo = sh.topology();
         if topo.plugins.is_some() && discover(&sh, &topo.config).await {
             tracing::info!("continuous aggregates changed: reloading the optimizer plugins");
-            crate::plugins::swap_changed(&sh).await;
+            crate::broker::plugins::swap_changed(&sh).await;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! One authenticated connection to PostgreSQL, with the state the broker tracks on it.
 
-use crate::proto::{self, Reader};
+use crate::wire::proto::{self, Reader};
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::frontend;

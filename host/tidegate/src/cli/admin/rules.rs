@@ -379,11 +379,7 @@ pub fn statements(grants: &BTreeSet<Grant>, role: &str, revoke: bool) -> Vec<(Ob
         .collect()
 }
 
-/// A PostgreSQL identifier, quoted: `"` around it, inner `"` doubled. Names are taken exactly as
-/// written, as the plugin compares them (lower case unless the SQL quoted them).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use tidegate_sql::quote_ident;
 
 #[cfg(test)]
 mod tests {

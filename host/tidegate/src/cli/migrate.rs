@@ -12,7 +12,7 @@
 //! runs in its own transaction with its `_sqlx_migrations` row, so a failed one leaves no
 //! trace: no row, no partial schema.
 
-use crate::own_db;
+use crate::upstream::own_db;
 use sqlx::migrate::{
     Migrate, MigrateError as SqlxMigrateError, Migration, MigrationType, Migrator,
 };
@@ -34,7 +34,7 @@ macro_rules! migration {
             $version,
             $description,
             $file,
-            include_str!(concat!("../../../migrations/", $file)),
+            include_str!(concat!("../../../../migrations/", $file)),
         )
     };
 }
@@ -229,8 +229,10 @@ async fn table_exists(conn: &mut PgConnection) -> Result<bool, MigrateError> {
 /// The step `tidegate migrate` runs after the migrations: `tidegate roles sync` for the chain's
 /// access-control plugin (`None` when there is none), so the PostgreSQL roles broker users act
 /// as hold exactly what their access-control roles imply. Not run by `serve`'s `on_start`.
-pub async fn sync_roles(config: &Config) -> anyhow::Result<Option<crate::admin::roles::Report>> {
-    crate::admin::roles::sync_for_migrate(config).await
+pub async fn sync_roles(
+    config: &Config,
+) -> anyhow::Result<Option<crate::cli::admin::roles::Report>> {
+    crate::cli::admin::roles::sync_for_migrate(config).await
 }
 
 /// Every known migration's state, without changing anything (not even creating

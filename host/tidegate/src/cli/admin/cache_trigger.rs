@@ -62,7 +62,7 @@ pub fn run(a: TriggerArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let pool = crate::own_db::lazy_pool(&config, &database, "tidegate-admin", 1);
+        let pool = crate::upstream::own_db::lazy_pool(&config, &database, "tidegate-admin", 1);
         sqlx::raw_sql(&sql)
             .execute(&pool)
             .await

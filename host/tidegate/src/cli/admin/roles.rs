@@ -392,7 +392,7 @@ fn desired(rules: &[Rule], catalog: &Catalog) -> (BTreeSet<Item>, Vec<String>) {
 
 async fn connect(config: &Config) -> anyhow::Result<PgConnection> {
     let p = &config.upstream.primary;
-    let opts = crate::own_db::options(config, &p.database, "tidegate roles sync");
+    let opts = crate::upstream::own_db::options(config, &p.database, "tidegate roles sync");
     PgConnection::connect_with(&opts).await.with_context(|| {
         format!(
             "connecting to the primary {}:{} as {} (database {})",

@@ -1,18 +1,16 @@
-//! The accept loop, the state every session shares, and graceful shutdown.
+//! The state every session shares: the topology in force, pools, cancel keys, statement
+//! names, shutdown signals, and the audit writer and result cache made on first need. The
+//! broker builds it ([`crate::broker`]); sessions and the HTTP endpoint read it.
 
-use crate::backend::Pools;
-use crate::cancel::CancelRegistry;
-use crate::statements::StatementRegistry;
-use crate::topology::{NodeRegistry, RouteStats, Topology};
+use crate::client::cancel::CancelRegistry;
+use crate::upstream::backend::Pools;
+use crate::upstream::statements::StatementRegistry;
+use crate::upstream::topology::{NodeRegistry, RouteStats, Topology};
 use arc_swap::ArcSwap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tidegate_config::{Config, TlsMode};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +57,7 @@ pub struct Shared {
     /// The audit pipeline, when an audit plugin is configured (started by [`serve`]).
     pub audit: std::sync::OnceLock<Arc<crate::audit::AuditSink>>,
     /// Where the data hooks' declared columns are in each database.
-    pub columns: crate::columns::ColumnResolver,
+    pub columns: crate::policy::columns::ColumnResolver,
     /// The result cache, made when `cache.enabled` is first seen (its backend is fixed then:
     /// a changed `cache.redis_url` needs a restart).
     pub cache: std::sync::OnceLock<Option<Arc<crate::cache::Cache>>>,
@@ -89,7 +87,8 @@ impl Shared {
             TlsMode::Disable => None,
             _ => Some(load_tls(&config)?),
         };
-        let catalogs = crate::catalog::Catalogs::new(&config).map_err(ServerError::Config)?;
+        let catalogs =
+            crate::upstream::catalog::Catalogs::new(&config).map_err(ServerError::Config)?;
         Ok(Topology {
             generation,
             catalogs,
@@ -104,6 +103,19 @@ impl Shared {
 /// Holds one admitted client's place under `max_client_connections`.
 pub struct ClientGuard(Arc<Shared>);
 
+impl ClientGuard {
+    /// Counts one more client; `None` (and nothing counted) past `max_client_connections`.
+    pub fn admit(sh: &Arc<Shared>) -> Option<ClientGuard> {
+        let max = sh.current.load().config.limits.max_client_connections;
+        if sh.clients.fetch_add(1, Ordering::AcqRel) < max {
+            Some(ClientGuard(sh.clone()))
+        } else {
+            sh.clients.fetch_sub(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
 impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.0.clients.fetch_sub(1, Ordering::AcqRel);
@@ -115,7 +127,8 @@ impl Shared {
     pub fn new(config: Config) -> Result<Shared, ServerError> {
         let placeholder = Topology {
             generation: 0,
-            catalogs: crate::catalog::Catalogs::new(&config).map_err(ServerError::Config)?,
+            catalogs: crate::upstream::catalog::Catalogs::new(&config)
+                .map_err(ServerError::Config)?,
             plugins: None,
             config: Arc::new(config.clone()),
             nodes: Vec::new(),
@@ -144,20 +157,6 @@ impl Shared {
             .store(Arc::new(sh.build_topology(config, 1, None)?));
         Ok(sh)
     }
-
-    /// Builds the shared state and loads the configured plugins.
-    pub async fn start(config: Config) -> Result<Shared, ServerError> {
-        let sh = Shared::new(config)?;
-        let config = sh.config();
-        if let Some(chain) = crate::plugins::build_chain(&sh, &config, None)
-            .await
-            .map_err(ServerError::Plugins)?
-        {
-            let topo = sh.build_topology((*config).clone(), 1, Some(chain))?;
-            sh.current.store(Arc::new(topo));
-        }
-        Ok(sh)
-    }
 }
 
 fn load_tls(config: &Config) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
@@ -178,98 +177,6 @@ fn load_tls(config: &Config) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// Serves clients on `listener` until `shutdown` completes, then drains: the listener closes,
-/// idle clients get 57P01, open transactions may finish within `limits.shutdown_timeout`, and
-/// whoever is left is disconnected.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServerError> {
-    let sh = Arc::new(Shared::start(config).await?);
-    serve(listener, sh, shutdown).await;
-    Ok(())
-}
-
-/// Like [`run`], with shared state built by the caller (tests inspect it).
-pub async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    if let Some(audit) = audit_sink(&sh) {
-        if !audit.wait_ready(Duration::from_secs(10)).await {
-            tracing::error!(
-                "the audit table is not writable yet: statements are refused until it is"
-            );
-        }
-    }
-    let tracker = TaskTracker::new();
-    let reaper = tokio::spawn(reap(sh.clone()));
-    let monitor = tokio::spawn(crate::health::monitor(sh.clone()));
-    let caggs = tokio::spawn(crate::caggs::refresh(sh.clone()));
-    tokio::pin!(shutdown);
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "accepting PostgreSQL connections");
-    }
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let tcp = match accepted {
-                    Ok((tcp, _peer)) => tcp,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let max = sh.current.load().config.limits.max_client_connections;
-                let guard = if sh.clients.fetch_add(1, Ordering::AcqRel) < max {
-                    Some(ClientGuard(sh.clone()))
-                } else {
-                    sh.clients.fetch_sub(1, Ordering::AcqRel);
-                    None
-                };
-                tracker.spawn(crate::client::handle_connection(sh.clone(), tcp, guard));
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tracing::info!(
-        clients = sh.clients.load(Ordering::Acquire),
-        "shutting down: draining clients"
-    );
-    sh.shutting_down.store(true, Ordering::Relaxed);
-    sh.shutdown.cancel();
-    tracker.close();
-    let drain = sh.config().limits.shutdown_timeout.duration();
-    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-        tracing::warn!("shutdown timeout: disconnecting the remaining clients");
-        sh.force.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-    }
-    reaper.abort();
-    if let Some(audit) = sh.audit.get() {
-        if !audit.flush(Duration::from_secs(5)).await {
-            tracing::error!("shutdown: audit records still unwritten after 5 s");
-        }
-    }
-    monitor.abort();
-    caggs.abort();
-    for pool in sh.pools.all() {
-        pool.close_idle();
-    }
-    tracing::info!("shutdown complete");
-}
-
-async fn reap(sh: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tick.tick().await;
-        for pool in sh.pools.all() {
-            pool.reap();
-        }
-    }
-}
-
 /// The audit writer, started on first need: when the chain in service has an audit hook and
 /// the configuration names its key. `None` when there is nothing to audit.
 pub fn audit_sink(sh: &Arc<Shared>) -> Option<&Arc<crate::audit::AuditSink>> {
@@ -286,7 +193,7 @@ pub fn audit_sink(sh: &Arc<Shared>) -> Option<&Arc<crate::audit::AuditSink>> {
         return None;
     }
     let key = crate::audit::chain::ChainKey::new(
-        crate::plugins::keys(&topo.config),
+        crate::policy::keys(&topo.config),
         &topo.config.audit.key,
     )?;
     Some(sh.audit.get_or_init(|| {

@@ -1,0 +1,192 @@
+//! The composition root: [`Broker::start`] builds the shared state, the plugin chain and the
+//! background tasks from a configuration, and [`Broker::run`] serves clients until shutdown.
+//! `tidegate serve` and the test harness both start brokers this way; nothing else wires pools,
+//! topology, catalog, plugins, cache, audit and the listeners together.
+
+pub mod caggs;
+pub mod plugins;
+pub mod reload;
+
+pub use crate::client::shared::{audit_sink, result_cache, ClientGuard, ServerError, Shared};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tidegate_config::Config;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The shared state or the plugin chain could not be built.
+    #[error(transparent)]
+    Setup(#[from] ServerError),
+    /// The plugin directory cannot be watched.
+    #[error("watching the plugin directory: {0}")]
+    PluginWatch(#[source] notify::Error),
+    /// The SIGHUP handler cannot be installed.
+    #[error("installing the SIGHUP handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Where a broker accepts clients.
+pub struct Listeners {
+    /// PostgreSQL protocol clients.
+    pub sql: TcpListener,
+    /// The HTTP API, when configured.
+    pub http: Option<TcpListener>,
+}
+
+/// A broker built from a configuration, ready to [`run`](Broker::run).
+pub struct Broker {
+    shared: Arc<Shared>,
+    /// Tasks that live as long as the broker runs (plugin and configuration watches).
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Broker {
+    /// Builds the shared state for `config`, loads the plugin chain and watches the plugin
+    /// directory (when `plugins.watch`).
+    pub async fn start(config: Config) -> Result<Broker, StartError> {
+        let shared = Arc::new(Shared::start(config).await?);
+        let mut tasks = Vec::new();
+        if let Some(t) = plugins::watch(shared.clone()).map_err(StartError::PluginWatch)? {
+            tasks.push(t);
+        }
+        Ok(Broker { shared, tasks })
+    }
+
+    /// The state the broker's sessions share (tests and the HTTP endpoint read it).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Reloads the configuration from `path` on SIGHUP.
+    pub fn reload_on_sighup(&mut self, path: PathBuf) -> Result<(), StartError> {
+        let task = reload::on_sighup(self.shared.clone(), path).map_err(StartError::Signal)?;
+        self.tasks.push(task);
+        Ok(())
+    }
+
+    /// Reloads the configuration from `path` when the file changes, if `runtime.watch_config`
+    /// (a directory that cannot be watched is logged: SIGHUP still reloads).
+    pub fn watch_config_file(&mut self, path: PathBuf) {
+        if !self.shared.config().runtime.watch_config {
+            return;
+        }
+        match reload::watch(self.shared.clone(), path) {
+            Ok(t) => self.tasks.push(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the configuration file; SIGHUP still reloads");
+            }
+        }
+    }
+
+    /// Serves clients on `listeners` until `shutdown` completes, then drains: the listener
+    /// closes, idle clients get 57P01, open transactions may finish within
+    /// `limits.shutdown_timeout`, and whoever is left is disconnected.
+    pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+        let http = listeners
+            .http
+            .map(|l| tokio::spawn(crate::http::serve(l, self.shared.clone())));
+        serve(listeners.sql, self.shared.clone(), shutdown).await;
+        for t in self.tasks.iter().chain(&http) {
+            t.abort();
+        }
+    }
+}
+
+impl Shared {
+    /// Builds the shared state and loads the configured plugins.
+    pub async fn start(config: Config) -> Result<Shared, ServerError> {
+        let sh = Shared::new(config)?;
+        let config = sh.config();
+        if let Some(chain) = crate::broker::plugins::build_chain(&sh, &config, None)
+            .await
+            .map_err(ServerError::Plugins)?
+        {
+            let topo = sh.build_topology((*config).clone(), 1, Some(chain))?;
+            sh.current.store(Arc::new(topo));
+        }
+        Ok(sh)
+    }
+}
+
+/// The accept loop and the drain after `shutdown` (see [`Broker::run`]).
+async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    if let Some(audit) = audit_sink(&sh) {
+        if !audit.wait_ready(Duration::from_secs(10)).await {
+            tracing::error!(
+                "the audit table is not writable yet: statements are refused until it is"
+            );
+        }
+    }
+    let tracker = TaskTracker::new();
+    let reaper = tokio::spawn(reap(sh.clone()));
+    let monitor = tokio::spawn({
+        let sh = sh.clone();
+        crate::upstream::health::monitor(move || sh.topology())
+    });
+    let caggs = tokio::spawn(crate::broker::caggs::refresh(sh.clone()));
+    tokio::pin!(shutdown);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "accepting PostgreSQL connections");
+    }
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let tcp = match accepted {
+                    Ok((tcp, _peer)) => tcp,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let guard = ClientGuard::admit(&sh);
+                tracker.spawn(crate::client::handle_connection(sh.clone(), tcp, guard));
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        clients = sh.clients.load(Ordering::Acquire),
+        "shutting down: draining clients"
+    );
+    sh.shutting_down.store(true, Ordering::Relaxed);
+    sh.shutdown.cancel();
+    tracker.close();
+    let drain = sh.config().limits.shutdown_timeout.duration();
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!("shutdown timeout: disconnecting the remaining clients");
+        sh.force.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    }
+    reaper.abort();
+    if let Some(audit) = sh.audit.get() {
+        if !audit.flush(Duration::from_secs(5)).await {
+            tracing::error!("shutdown: audit records still unwritten after 5 s");
+        }
+    }
+    monitor.abort();
+    caggs.abort();
+    for pool in sh.pools.all() {
+        pool.close_idle();
+    }
+    tracing::info!("shutdown complete");
+}
+
+async fn reap(sh: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        for pool in sh.pools.all() {
+            pool.reap();
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The command line: its subcommands ([`commands`]), administration commands ([`admin`]), schema migrations
+//! ([`migrate`]) and logging set-up ([`logging`]). The top layer: nothing imports it.
+
+pub mod admin;
+pub mod commands;
+pub mod logging;
+pub mod migrate;
