@@ -1,7 +1,7 @@
 //! Statement classification: what a statement does, which tables it touches, and whether it is
 //! *provably* read-only (the only statements that may go to a replica).
 
-use crate::functions::{builtin_volatility, FunctionLookup, Volatility};
+use crate::functions::{builtin_volatility, determined_by_settings, FunctionLookup, Volatility};
 use crate::timebound::{time_bounds, TimeBound};
 use sqlparser::ast::{
     Expr, Function, ObjectName, Query, Select, SetExpr, Statement, TableFactor, Visit, Visitor,
@@ -267,6 +267,9 @@ impl Walker<'_> {
             .or_else(|| self.lookup.volatility(schema, name));
         match verdict {
             Some(Volatility::Immutable) => {}
+            // Stable only through settings in every cache key: as good as immutable here.
+            Some(Volatility::Stable)
+                if builtin.is_some() && determined_by_settings(name, argument_count(f)) => {}
             Some(Volatility::Stable | Volatility::VolatileReadOnly) => self.immutable = false,
             Some(Volatility::Writes) => self.write("function with side effects"),
             None => {
@@ -274,6 +277,13 @@ impl Walker<'_> {
                 self.write("function not known to be read-only");
             }
         }
+    }
+}
+
+fn argument_count(f: &Function) -> usize {
+    match &f.args {
+        sqlparser::ast::FunctionArguments::List(l) => l.args.len(),
+        _ => 0,
     }
 }
 
@@ -403,8 +413,9 @@ impl Visitor for Walker<'_> {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         match e {
             Expr::Function(f) => self.function(f),
-            // Parsed as special forms rather than calls.
-            Expr::Extract { .. } | Expr::AtTimeZone { .. } => self.immutable = false,
+            // EXTRACT and AT TIME ZONE are parsed as special forms rather than calls: like
+            // date_part and timezone(), they depend on their arguments and TimeZone only (see
+            // `determined_by_settings`), so they do not make a read uncacheable.
             _ => {}
         }
         ControlFlow::Continue(())

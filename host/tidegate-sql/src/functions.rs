@@ -40,6 +40,22 @@ impl FunctionLookup for NoLookup {
     }
 }
 
+/// Whether a built-in function that PostgreSQL calls STABLE is stable only through session
+/// settings that are part of every result-cache key (`TimeZone`, `DateStyle`, `IntervalStyle`,
+/// `lc_time`), so that its result is determined by its arguments and the key: such a call may be
+/// cached. Those that read the clock, the catalog or the session (`now()`, `current_user`,
+/// one-argument `age`) are not among them. `name` must be lower-cased; `args` is the number of
+/// arguments.
+pub fn determined_by_settings(name: &str, args: usize) -> bool {
+    match name {
+        "date_trunc" | "date_part" | "extract" | "to_char" | "timezone" | "to_timestamp"
+        | "make_timestamptz" | "date_bin" => true,
+        // age(timestamp) measures from current_date.
+        "age" => args == 2,
+        _ => false,
+    }
+}
+
 /// Built-in PostgreSQL and TimescaleDB functions. `name` must be lower-cased.
 pub fn builtin_volatility(name: &str) -> Option<Volatility> {
     use Volatility::*;

@@ -53,8 +53,18 @@ const CASES: &[(&str, bool)] = &[
     ("SELECT random()", false),
     ("SELECT * FROM t ORDER BY random() LIMIT 1", false),
     ("SELECT gen_random_uuid()", false),
-    ("SELECT extract(epoch FROM time) FROM t", false),
-    ("SELECT time AT TIME ZONE 'UTC' FROM t", false),
+    // Stable only through TimeZone/DateStyle, which every cache key holds: cacheable.
+    ("SELECT extract(epoch FROM time) FROM t", true),
+    ("SELECT time AT TIME ZONE 'UTC' FROM t", true),
+    (
+        "SELECT date_trunc('hour', time), avg(v) FROM m GROUP BY 1",
+        true,
+    ),
+    ("SELECT date_part('dow', time), to_char(time, 'YYYY-MM') FROM t", true),
+    ("SELECT age(b, a) FROM t", true),
+    // age(x) measures from the current date: the clock.
+    ("SELECT age(a) FROM t", false),
+    ("SELECT date_trunc('day', now())", false),
     // Sequences, identity and settings.
     ("SELECT nextval('s')", false),
     ("SELECT currval('s')", false),
