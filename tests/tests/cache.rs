@@ -652,3 +652,78 @@ async fn an_invalidation_one_instance_loses_reaches_the_others() {
     let (_, r) = was_hit(&cb, q).await;
     assert_eq!(r[0][0].as_deref(), Some("2"));
 }
+
+/// `cache.admission = "adaptive"` (the default): a statement shape whose lookups never hit —
+/// a point read with a fresh key each time — stops costing a lookup and a store after a window
+/// of misses (counted as `unadmitted`); its answers stay right, and a shape that does repeat is
+/// still served from the cache. With `always`, every read is looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shape_that_never_hits_stops_paying_for_lookups() {
+    let pg = Postgres::start();
+    pg.sql(
+        "postgres",
+        "CREATE TABLE acc (id int PRIMARY KEY, v int);
+         INSERT INTO acc SELECT g, g * 2 FROM generate_series(1, 2000) g",
+    );
+    for (admission, expect_unadmitted) in [("adaptive", true), ("always", false)] {
+        let redis = Redis::start();
+        let broker = Broker::start(
+            &pg,
+            &cache_config(&redis.url(), &format!("admission = \"{admission}\"")),
+        )
+        .await;
+        let c = broker.connect("postgres").await;
+        let misses = count(&c, "misses").await;
+        for id in 1..=1000 {
+            let r = rows(&c, &format!("SELECT v FROM acc WHERE id = {id}")).await;
+            assert_eq!(r[0][0].as_deref(), Some((id * 2).to_string().as_str()));
+        }
+        let unadmitted = count(&c, "unadmitted").await;
+        let looked_up = count(&c, "misses").await - misses;
+        println!("{admission}: {looked_up} lookups, {unadmitted} reads not looked up");
+        if expect_unadmitted {
+            assert!(unadmitted >= 700, "unique keys stop being looked up: {unadmitted}");
+            assert!(looked_up <= 300, "lookups: {looked_up}");
+        } else {
+            assert_eq!(unadmitted, 0);
+            assert_eq!(looked_up, 1000);
+        }
+        // A repeated read of another shape is still cached.
+        let q = "SELECT count(*) FROM acc WHERE v > 10";
+        rows(&c, q).await;
+        let (hit, r) = was_hit(&c, q).await;
+        assert!(hit, "{admission}: a repeated read is served from the cache");
+        assert_eq!(r[0][0].as_deref(), Some("1995"));
+        broker.shutdown().await;
+    }
+}
+
+/// The commonest time-series aggregate on plain PostgreSQL is cached: `date_trunc` on a
+/// `timestamptz` is STABLE only because it reads TimeZone, which every cache key holds — and a
+/// session with another TimeZone gets its own entry, with its own buckets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_trunc_aggregate_is_cached_per_time_zone() {
+    let pg = Postgres::start();
+    pg.sql(
+        "postgres",
+        "CREATE TABLE m (time timestamptz, v float8);
+         INSERT INTO m SELECT '2024-01-01 00:00+00'::timestamptz + g * interval '1 minute', g
+         FROM generate_series(0, 299) g",
+    );
+    let redis = Redis::start();
+    let broker = Broker::start(&pg, &cache_config(&redis.url(), "")).await;
+    let c = broker.connect("postgres").await;
+    let q = "SELECT date_trunc('hour', time)::text AS h, avg(v) FROM m GROUP BY 1 ORDER BY 1";
+    rows(&c, "SET TimeZone = 'UTC'").await;
+    let utc = rows(&c, q).await;
+    let (hit, again) = was_hit(&c, q).await;
+    assert!(hit, "the date_trunc aggregate is served from the cache");
+    assert_eq!(again, utc);
+    assert_eq!(utc[0][0].as_deref(), Some("2024-01-01 00:00:00+00"));
+    // Another time zone: its own entry, its own answer.
+    let other = broker.connect("postgres").await;
+    rows(&other, "SET TimeZone = 'Asia/Kolkata'").await;
+    let (hit, kolkata) = was_hit(&other, q).await;
+    assert!(!hit, "a session in another time zone does not get the UTC entry");
+    assert_eq!(kolkata[0][0].as_deref(), Some("2024-01-01 05:00:00+05:30"));
+}

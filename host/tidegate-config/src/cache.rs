@@ -50,6 +50,21 @@ pub struct Cache {
     pub listen: bool,
     /// Per-table or per-fingerprint TTLs, first match wins.
     pub rules: Vec<CacheRule>,
+    /// Which statement shapes use the cache: `adaptive` (the default) stops looking up and
+    /// storing a shape whose recent lookups almost never hit (unique keys), sampling it until
+    /// it hits again; `always` looks up every cacheable read.
+    pub admission: Admission,
+}
+
+/// `cache.admission`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admission {
+    /// Shapes that prove not worth it are only sampled.
+    #[default]
+    Adaptive,
+    /// Every cacheable read is looked up.
+    Always,
 }
 
 /// One `[[cache.rules]]` entry: a TTL for reads of a table, or of one statement shape.
@@ -78,6 +93,7 @@ impl Default for Cache {
             time_bucket: Millis(86_400_000),
             time_columns: Vec::new(),
             allow_views: Vec::new(),
+            admission: Admission::default(),
             in_transactions: false,
             timeout: Millis(50),
             breaker_failures: 5,

@@ -16,7 +16,7 @@ mod types;
 mod upstream;
 
 pub use audit::Audit;
-pub use cache::{Cache, CacheRule};
+pub use cache::{Admission, Cache, CacheRule};
 pub use duration::{parse_duration, Millis};
 pub use error::{ConfigError, Location};
 pub use http::{Http, HttpToken, Migrations};

@@ -13,6 +13,7 @@
 //!   `breaker_retry`; a bump that may have been lost bumps the global epoch before the next
 //!   entry is served.
 
+pub mod admission;
 pub mod backend;
 pub mod deps;
 pub mod entry;
@@ -51,6 +52,8 @@ pub struct Stats {
     pub bytes_stored: AtomicU64,
     /// Misses answered by an identical read already running.
     pub shared: AtomicU64,
+    /// Cacheable reads of a shape the cache took as not worth a lookup (`cache.admission`).
+    pub unadmitted: AtomicU64,
 }
 
 impl Stats {
@@ -67,6 +70,7 @@ impl Stats {
             ("bytes_served", g(&self.bytes_served)),
             ("bytes_stored", g(&self.bytes_stored)),
             ("shared", g(&self.shared)),
+            ("unadmitted", g(&self.unadmitted)),
         ]
     }
 }
@@ -89,6 +93,8 @@ pub enum Lookup {
 /// The cache shared by every session.
 pub struct Cache {
     backend: Arc<dyn CacheBackend>,
+    /// Which statement shapes are worth looking up.
+    pub admission: admission::Admission,
     flights: Flights,
     /// Relation names per database.
     pub relations: Arc<relations::Relations>,
@@ -122,6 +128,7 @@ impl Cache {
         tracing::info!(backend = backend.name(), "result cache on");
         Ok(Cache {
             backend,
+            admission: Default::default(),
             flights: Flights::default(),
             relations: Arc::default(),
             stats: Arc::default(),

@@ -170,7 +170,7 @@ where
             self.note_writes(&cache, text, &class);
             return Ok(false);
         }
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || !self.cache_admits(&cache, fp) {
             return Ok(false);
         }
         let Some(deps) = self.cache_plan(&cache, text, fp, &class, &[]).await else {
@@ -179,16 +179,29 @@ where
         let key = self.cache_key(b'Q', sql, &[], &[], &[]);
         match cache.lookup(&self.topo.config.cache, key, &deps.gens).await {
             Lookup::Hit(e) => {
+                cache.admission.record(fp.0, true);
                 self.serve_hit(&cache, &e, false);
                 Ok(true)
             }
             Lookup::Miss { gens, leader } => {
+                cache.admission.record(fp.0, false);
                 self.cache
                     .start_fill(Fill::new(key, gens, deps.ttl, leader, true));
                 Ok(false)
             }
             Lookup::Bypass => Ok(false),
         }
+    }
+
+    /// Whether reads of shape `fp` are worth a cache lookup now (`cache.admission`); a read
+    /// that is not runs as if the cache were off (and may use a replica).
+    pub(super) fn cache_admits(&self, cache: &Cache, fp: tidegate_sql::Fingerprint) -> bool {
+        let adaptive = self.topo.config.cache.admission == tidegate_config::Admission::Adaptive;
+        let admitted = cache.admission.admit(fp.0, adaptive);
+        if !admitted {
+            cache.stats.unadmitted.fetch_add(1, Relaxed);
+        }
+        admitted
     }
 
     /// The dependencies of a read the cache may answer, or `None` (counted as a bypass when

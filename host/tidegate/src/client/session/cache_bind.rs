@@ -116,7 +116,7 @@ where
             .catalog
             .classes
             .classify_fingerprinted(text, fp, &self.catalog.lookup);
-        if !(class.kind == Kind::Read && class.read_only) {
+        if !(class.kind == Kind::Read && class.read_only) || !self.cache_admits(&cache, fp) {
             return Ok(false);
         }
         // Text parameters let the time range be read; binary ones stay unknown.
@@ -148,11 +148,13 @@ where
         );
         match cache.lookup(&self.topo.config.cache, key, &deps.gens).await {
             Lookup::Hit(e) if !described || !e.description.is_empty() => {
+                cache.admission.record(fp.0, true);
                 self.rbuf.advance(len);
                 self.serve_hit(&cache, &e, true);
                 Ok(true)
             }
             Lookup::Miss { gens, leader } => {
+                cache.admission.record(fp.0, false);
                 self.cache
                     .start_fill(Fill::new(key, gens, deps.ttl, leader, described));
                 Ok(false)
