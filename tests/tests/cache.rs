@@ -682,7 +682,10 @@ async fn a_shape_that_never_hits_stops_paying_for_lookups() {
         let looked_up = count(&c, "misses").await - misses;
         println!("{admission}: {looked_up} lookups, {unadmitted} reads not looked up");
         if expect_unadmitted {
-            assert!(unadmitted >= 700, "unique keys stop being looked up: {unadmitted}");
+            assert!(
+                unadmitted >= 700,
+                "unique keys stop being looked up: {unadmitted}"
+            );
             assert!(looked_up <= 300, "lookups: {looked_up}");
         } else {
             assert_eq!(unadmitted, 0);
@@ -724,6 +727,9 @@ async fn a_date_trunc_aggregate_is_cached_per_time_zone() {
     let other = broker.connect("postgres").await;
     rows(&other, "SET TimeZone = 'Asia/Kolkata'").await;
     let (hit, kolkata) = was_hit(&other, q).await;
-    assert!(!hit, "a session in another time zone does not get the UTC entry");
+    assert!(
+        !hit,
+        "a session in another time zone does not get the UTC entry"
+    );
     assert_eq!(kolkata[0][0].as_deref(), Some("2024-01-01 05:00:00+05:30"));
 }

@@ -411,12 +411,11 @@ impl Visitor for Walker<'_> {
     }
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-        match e {
-            Expr::Function(f) => self.function(f),
-            // EXTRACT and AT TIME ZONE are parsed as special forms rather than calls: like
-            // date_part and timezone(), they depend on their arguments and TimeZone only (see
-            // `determined_by_settings`), so they do not make a read uncacheable.
-            _ => {}
+        // EXTRACT and AT TIME ZONE are parsed as special forms rather than calls: like
+        // date_part and timezone(), they depend on their arguments and TimeZone only (see
+        // `determined_by_settings`), so they do not make a read uncacheable.
+        if let Expr::Function(f) = e {
+            self.function(f);
         }
         ControlFlow::Continue(())
     }

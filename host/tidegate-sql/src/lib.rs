@@ -45,7 +45,9 @@ pub use cache::ClassCache;
 pub use catalog::{parse_function_name, BadFunctionName, CatalogLookup};
 pub use classify::{classify, Classification, Kind, TableName, TxControl, RECURSION_LIMIT};
 pub use fingerprint::{fingerprint, Fingerprint};
-pub use functions::{builtin_volatility, determined_by_settings, FunctionLookup, NoLookup, Volatility};
+pub use functions::{
+    builtin_volatility, determined_by_settings, FunctionLookup, NoLookup, Volatility,
+};
 pub use lexer::{block_comment_end, literals, Literal, LiteralKind};
 pub use quote::quote_ident;
 pub use split::split_statements;

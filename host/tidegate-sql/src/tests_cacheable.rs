@@ -60,7 +60,10 @@ const CASES: &[(&str, bool)] = &[
         "SELECT date_trunc('hour', time), avg(v) FROM m GROUP BY 1",
         true,
     ),
-    ("SELECT date_part('dow', time), to_char(time, 'YYYY-MM') FROM t", true),
+    (
+        "SELECT date_part('dow', time), to_char(time, 'YYYY-MM') FROM t",
+        true,
+    ),
     ("SELECT age(b, a) FROM t", true),
     // age(x) measures from the current date: the clock.
     ("SELECT age(a) FROM t", false),

@@ -116,7 +116,7 @@ where
             .catalog
             .classes
             .classify_fingerprinted(text, fp, &self.catalog.lookup);
-        if !(class.kind == Kind::Read && class.read_only) || !self.cache_admits(&cache, fp) {
+        if !(class.kind == Kind::Read && class.read_only && self.cache_admits(&cache, fp)) {
             return Ok(false);
         }
         // Text parameters let the time range be read; binary ones stay unknown.
