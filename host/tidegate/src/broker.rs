@@ -21,9 +21,12 @@ use tokio_util::task::TaskTracker;
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The shared state or the plugin chain could not be built.
+    /// The shared state could not be built.
     #[error(transparent)]
     Setup(#[from] ServerError),
+    /// The plugin chain could not be built.
+    #[error("plugins: {0}")]
+    Plugins(#[from] plugins::ChainError),
     /// The plugin directory cannot be watched.
     #[error("watching the plugin directory: {0}")]
     PluginWatch(#[source] notify::Error),
@@ -101,13 +104,10 @@ impl Broker {
 
 impl Shared {
     /// Builds the shared state and loads the configured plugins.
-    pub async fn start(config: Config) -> Result<Shared, ServerError> {
+    pub async fn start(config: Config) -> Result<Shared, StartError> {
         let sh = Shared::new(config)?;
         let config = sh.config();
-        if let Some(chain) = crate::broker::plugins::build_chain(&sh, &config, None)
-            .await
-            .map_err(ServerError::Plugins)?
-        {
+        if let Some(chain) = crate::broker::plugins::build_chain(&sh, &config, None).await? {
             let topo = sh.build_topology((*config).clone(), 1, Some(chain))?;
             sh.current.store(Arc::new(topo));
         }

@@ -45,6 +45,26 @@ fn spec(
     }
 }
 
+/// Why the configured chain could not be built; the running chain (if any) stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The wasm engine could not be made.
+    #[error("the plugin runtime: {0}")]
+    Runtime(#[source] tidegate_plugins::LoadError),
+    /// A plugin does not load.
+    #[error("plugin {plugin}: {source}")]
+    Load {
+        /// Its name in the chain.
+        plugin: String,
+        /// Why.
+        #[source]
+        source: tidegate_plugins::LoadError,
+    },
+    /// A plugin with an audit hook, and no `audit.key`.
+    #[error("plugin {0} has an on-audit hook: set audit.key to the [[plugins.keys]] entry that keys the audit chain")]
+    NoAuditKey(String),
+}
+
 /// Builds the chain `config` asks for. A plugin whose file, configuration and keys are
 /// unchanged since `old` is reused as it is (unless quarantined). Any plugin that fails to
 /// load fails the whole build, so a reload keeps the previous chain.
@@ -52,7 +72,7 @@ pub async fn build_chain(
     sh: &Shared,
     config: &Config,
     old: Option<&Chain>,
-) -> Result<Option<Arc<Chain>>, String> {
+) -> Result<Option<Arc<Chain>>, ChainError> {
     if config.plugins.chain.is_empty() {
         return Ok(None);
     }
@@ -68,13 +88,16 @@ pub async fn build_chain(
             .filter(|p| !p.is_quarantined() && p.same_source(&spec));
         let plugin = match reused {
             Some(p) => p,
-            None => runtime.load(spec).await.map_err(|e| e.to_string())?,
+            None => runtime
+                .load(spec)
+                .await
+                .map_err(|source| ChainError::Load {
+                    plugin: e.name.clone(),
+                    source,
+                })?,
         };
         if plugin.has_audit_hook() && config.audit.key.is_empty() {
-            return Err(format!(
-                "plugin {} has an on-audit hook: set audit.key to the [[plugins.keys]] entry that keys the audit chain",
-                e.name
-            ));
+            return Err(ChainError::NoAuditKey(e.name.clone()));
         }
         entries.push(ChainEntry {
             name: e.name.clone(),
@@ -88,12 +111,12 @@ pub async fn build_chain(
     Ok(Some(Arc::new(Chain::new(entries))))
 }
 
-fn runtime(sh: &Shared, config: &Config) -> Result<Arc<Runtime>, String> {
+fn runtime(sh: &Shared, config: &Config) -> Result<Arc<Runtime>, ChainError> {
     let mut slot = sh.plugin_runtime.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(r) = slot.as_ref() {
         return Ok(r.clone());
     }
-    let r = Runtime::new(&Settings::from_config(&config.plugins)).map_err(|e| e.to_string())?;
+    let r = Runtime::new(&Settings::from_config(&config.plugins)).map_err(ChainError::Runtime)?;
     *slot = Some(r.clone());
     Ok(r)
 }

@@ -30,7 +30,7 @@ pub enum ReloadError {
     Apply(#[from] crate::broker::ServerError),
     /// A configured plugin does not load.
     #[error("plugins: {0}")]
-    Plugins(String),
+    Plugins(#[from] crate::broker::plugins::ChainError),
 }
 
 /// Settings read only at start; a reload that changes them keeps the running values.
@@ -75,9 +75,7 @@ async fn apply(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
     let mut config = Config::load(path)?;
     let old = sh.topology();
     keep_start_only(&old.config, &mut config);
-    let plugins = crate::broker::plugins::build_chain(sh, &config, old.plugins.as_deref())
-        .await
-        .map_err(ReloadError::Plugins)?;
+    let plugins = crate::broker::plugins::build_chain(sh, &config, old.plugins.as_deref()).await?;
     let topo = sh.build_topology(config, old.generation + 1, plugins)?;
     let generation = topo.generation;
     let timeouts = PoolTimeouts::from_config(&topo.config.pool);

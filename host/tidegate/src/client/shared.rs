@@ -12,18 +12,35 @@ use std::sync::Arc;
 use tidegate_config::{Config, TlsMode};
 use tokio_util::sync::CancellationToken;
 
-/// Why the server could not start.
+/// Why the shared state could not be built for a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// TLS material could not be loaded.
     #[error("tls: {0}")]
-    Tls(String),
-    /// A setting is unusable (e.g. a malformed function name).
-    #[error("{0}")]
-    Config(String),
-    /// A plugin could not be loaded.
-    #[error("plugins: {0}")]
-    Plugins(String),
+    Tls(#[from] TlsError),
+    /// A function list is malformed.
+    #[error(transparent)]
+    Catalog(#[from] crate::upstream::catalog::CatalogError),
+}
+
+/// Why the client-facing TLS acceptor could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// `tls.cert` or `tls.key` is not set.
+    #[error("tls.cert and tls.key are required")]
+    Missing,
+    /// A PEM file could not be read or parsed.
+    #[error("{path}: {source}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// rustls refused the certificate and key.
+    #[error(transparent)]
+    Rustls(#[from] tokio_rustls::rustls::Error),
 }
 
 /// State shared by every session.
@@ -87,8 +104,7 @@ impl Shared {
             TlsMode::Disable => None,
             _ => Some(load_tls(&config)?),
         };
-        let catalogs =
-            crate::upstream::catalog::Catalogs::new(&config).map_err(ServerError::Config)?;
+        let catalogs = crate::upstream::catalog::Catalogs::new(&config)?;
         Ok(Topology {
             generation,
             catalogs,
@@ -127,8 +143,7 @@ impl Shared {
     pub fn new(config: Config) -> Result<Shared, ServerError> {
         let placeholder = Topology {
             generation: 0,
-            catalogs: crate::upstream::catalog::Catalogs::new(&config)
-                .map_err(ServerError::Config)?,
+            catalogs: crate::upstream::catalog::Catalogs::new(&config)?,
             plugins: None,
             config: Arc::new(config.clone()),
             nodes: Vec::new(),
@@ -163,17 +178,22 @@ fn load_tls(config: &Config) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
-        return Err(ServerError::Tls("tls.cert and tls.key are required".into()));
+        return Err(TlsError::Missing.into());
     };
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ServerError::Tls(format!("{cert}: {e}")))?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| ServerError::Tls(format!("{key}: {e}")))?;
+        .map_err(|source| TlsError::Pem {
+            path: cert.clone(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
+        path: key.clone(),
+        source,
+    })?;
     let cfg = tokio_rustls::rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
+        .map_err(TlsError::from)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 

@@ -37,15 +37,27 @@ pub struct Catalogs {
     loading: Mutex<HashSet<String>>,
 }
 
+/// A malformed entry in a function list of `[routing]`.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {source}")]
+pub struct CatalogError {
+    /// `routing.read_only_functions` or `routing.primary_functions`.
+    pub setting: &'static str,
+    /// The entry.
+    #[source]
+    pub source: tidegate_sql::BadFunctionName,
+}
+
 impl Catalogs {
     /// Catalogs with `config`'s function lists; `Err` names a malformed entry.
-    pub fn new(config: &Config) -> Result<Catalogs, String> {
+    pub fn new(config: &Config) -> Result<Catalogs, CatalogError> {
         let r = &config.routing;
+        let bad = |setting| move |source| CatalogError { setting, source };
         let overrides = CatalogLookup::new()
             .with_allow(&r.read_only_functions)
-            .map_err(|e| format!("routing.read_only_functions: {e}"))?
+            .map_err(bad("routing.read_only_functions"))?
             .with_deny(&r.primary_functions)
-            .map_err(|e| format!("routing.primary_functions: {e}"))?;
+            .map_err(bad("routing.primary_functions"))?;
         Ok(Catalogs {
             partial: Arc::new(DbCatalog {
                 lookup: overrides.clone(),
