@@ -27,12 +27,14 @@ mod cache_bind;
 mod extended;
 mod fields;
 mod memo;
+mod messages;
 mod params;
 mod pending;
 mod policy;
 mod replies;
 mod route;
 
+use messages::Handled;
 use pending::Pending;
 use route::Ryw;
 pub use route::{login_target, pools_for};
@@ -594,173 +596,18 @@ where
                 None => return Ok(true),
             }
         }
-        let body = &msg[proto::HEADER_LEN..];
-        match tag {
-            b'Q' => {
-                let Some(sql) = body.strip_suffix(b"\0") else {
-                    self.protocol_violation("08P01", "invalid Query message".into())
-                        .await?;
-                    return Ok(false);
-                };
-                if self.pending.is_empty() {
-                    if let Some(route) = route::route_setting(sql) {
-                        // `SET tidegate.route` is the broker's own setting: answered here,
-                        // never sent to PostgreSQL, and it pins nothing.
-                        self.primary_only = route;
-                        proto::simple(&mut self.out, b'C', b"SET\0");
-                        proto::ready(&mut self.out, self.tx_status);
-                        self.audit_finish(None);
-                        return Ok(true);
-                    }
-                }
-                let effect = session_state::scan(sql);
-                if self.topo.config.cache.enabled && Box::pin(self.cache_query(sql, effect)).await?
-                {
-                    return Ok(true);
-                }
-                let read_only = self.route_read_only(sql) && !self.cache.filling();
-                if !self.attach(true, read_only).await? {
-                    return Ok(true);
-                }
-                self.note_effect(effect);
-                if let Some(b) = self.backend.as_mut() {
-                    b.unnamed = None;
-                }
-                self.pending.push_back(Pending::Query { visible: true });
-                self.bout.extend_from_slice(&msg);
-            }
-            b'P' | b'B' | b'D' => {
-                if tag == b'B' {
-                    if let Some(d) = self.open_portal(body) {
-                        self.deny(tag, d)?;
-                        return Ok(true);
-                    }
-                }
-                if tag == b'B' && self.audit.is_none() && self.audited() {
-                    if let Some(d) = self.audit_refusal() {
-                        self.deny(tag, d)?;
-                        return Ok(true);
-                    }
-                    self.audit_bind(&msg);
-                }
-                if tag == b'B' && self.data_cols.is_some() {
-                    match self.bind_data_hooks(msg).await {
-                        Ok(m) => msg = m,
-                        Err(d) => {
-                            self.deny(tag, d)?;
-                            return Ok(true);
-                        }
-                    }
-                }
-                if tag == b'B' && self.topo.config.cache.enabled {
-                    self.cache_note_state_bind(&msg);
-                }
-                if tag == b'B'
-                    && self.topo.config.cache.enabled
-                    && Box::pin(self.cache_bind(&msg)).await?
-                {
-                    return Ok(true);
-                }
-                let go_on = if tag == b'P' {
-                    self.on_parse(&msg).await?
-                } else {
-                    self.on_bind_or_describe(tag, &msg).await?
-                };
-                if go_on {
-                    self.keep_for_retry(&msg);
-                }
-                return Ok(go_on);
-            }
-            b'E' => {
-                self.audit_execute();
-                if !self.attach(false, false).await? {
-                    return Ok(true);
-                }
-                self.unsynced = true;
-                self.pending.push_back(Pending::Execute);
-                self.bout.extend_from_slice(&msg);
-            }
-            b'F' => {
-                // FunctionCall (libpq large objects): one reply, then ReadyForQuery. It calls
-                // a function by OID, out of sight of classification: under a policy chain it
-                // is refused (and audited), as an unknown statement would be.
-                match self.function_call_policy()? {
-                    None => {}
-                    Some(Some(instead)) => msg = instead,
-                    Some(None) => return Ok(true),
-                }
-                if !self.attach(true, false).await? {
-                    return Ok(true);
-                }
-                if let Some(b) = self.backend.as_mut() {
-                    b.unnamed = None;
-                }
-                self.pending.push_back(Pending::Query { visible: true });
-                self.bout.extend_from_slice(&msg);
-            }
-            b'C' => {
-                let mut r = Reader::new(body);
-                let (Some(kind), Some(name)) = (r.u8(), r.cstr()) else {
-                    self.protocol_violation("08P01", "invalid Close message".into())
-                        .await?;
-                    return Ok(false);
-                };
-                if kind == b'P' {
-                    self.portals.remove(name);
-                }
-                if kind == b'S' && !name.is_empty() {
-                    // Server-side statements are shared; only the client's name goes away.
-                    self.stmts.remove(name);
-                    self.push_synthetic(b'3');
-                } else if let Some(b) = self.backend.as_mut() {
-                    if kind == b'S' {
-                        b.unnamed = None;
-                        self.unnamed = None;
-                    }
-                    self.unsynced = true;
-                    self.pending.push_back(Pending::Close);
-                    self.bout.extend_from_slice(&msg);
-                } else {
-                    // No transaction is open, so no portal exists; the unnamed statement is
-                    // forgotten. Closing what does not exist is not an error in PostgreSQL.
-                    if kind == b'S' {
-                        self.unnamed = None;
-                    }
-                    self.push_synthetic(b'3');
-                }
-            }
-            b'S' => {
-                if self.skip_until_sync && self.backend.is_some() {
-                    // A denied Parse mid-batch: the server still owes the earlier replies
-                    // and closes the batch itself.
-                    self.skip_until_sync = false;
-                    if !self.copy_in {
-                        self.pending.push_back(Pending::Sync);
-                        self.unsynced = false;
-                    }
-                    self.bout.extend_from_slice(&msg);
-                } else if self.skip_until_sync {
-                    self.skip_until_sync = false;
-                    self.drain_synthetic();
-                    proto::ready(&mut self.out, self.tx_status);
-                    self.audit_finish(None);
-                } else if self.backend.is_some() {
-                    // The server ignores Sync during copy-in, so no ReadyForQuery is owed.
-                    if !self.copy_in {
-                        self.pending.push_back(Pending::Sync);
-                        self.unsynced = false;
-                    }
-                    self.bout.extend_from_slice(&msg);
-                } else {
-                    self.drain_synthetic();
-                    proto::ready(&mut self.out, self.tx_status);
-                    self.audit_finish(None);
-                }
-            }
+        let handled = match tag {
+            b'Q' => self.on_query(&msg).await?,
+            b'P' | b'B' | b'D' => self.on_extended(tag, &mut msg).await?,
+            b'E' => self.on_execute(&msg).await?,
+            b'F' => self.on_function_call(&mut msg).await?,
+            b'C' => self.on_close(&msg).await?,
+            b'S' => self.on_sync(&msg),
             b'H' => {
                 if self.backend.is_some() {
                     self.bout.extend_from_slice(&msg);
                 }
+                Handled::Relayed
             }
             b'd' | b'c' | b'f' => {
                 // Outside COPY these are ignored, as PostgreSQL does.
@@ -770,16 +617,20 @@ where
                     }
                     self.bout.extend_from_slice(&msg);
                 }
+                Handled::Relayed
             }
-            b'X' => return Ok(false),
+            b'X' => Handled::Return(false),
             other => {
                 self.protocol_violation(
                     "08P01",
                     format!("invalid frontend message type {}", other as char),
                 )
                 .await?;
-                return Ok(false);
+                Handled::Return(false)
             }
+        };
+        if let Handled::Return(go_on) = handled {
+            return Ok(go_on);
         }
         self.keep_for_retry(&msg);
         if self.bout.len() >= OUT_HIGH_WATER {

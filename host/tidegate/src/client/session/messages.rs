@@ -1,0 +1,196 @@
+//! One handler per client message type: each adds what it sends to the batch for the server
+//! (and says [`Handled::Relayed`]) or answers, refuses or ends the session itself.
+
+use super::{route, Pending, Result, Session};
+use crate::wire::proto::{self, Reader};
+use bytes::BytesMut;
+use tidegate_sql::session_state;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What a client message's handler did.
+pub(super) enum Handled {
+    /// It is in the batch for the server: keep it for a retry, flush when the batch is large.
+    Relayed,
+    /// Done with it: go on (`true`) or end the session (`false`).
+    Return(bool),
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// A simple Query.
+    pub(super) async fn on_query(&mut self, msg: &BytesMut) -> Result<Handled> {
+        let Some(sql) = msg[proto::HEADER_LEN..].strip_suffix(b"\0") else {
+            self.protocol_violation("08P01", "invalid Query message".into())
+                .await?;
+            return Ok(Handled::Return(false));
+        };
+        if self.pending.is_empty() {
+            if let Some(route) = route::route_setting(sql) {
+                // `SET tidegate.route` is the broker's own setting: answered here,
+                // never sent to PostgreSQL, and it pins nothing.
+                self.primary_only = route;
+                proto::simple(&mut self.out, b'C', b"SET\0");
+                proto::ready(&mut self.out, self.tx_status);
+                self.audit_finish(None);
+                return Ok(Handled::Return(true));
+            }
+        }
+        let effect = session_state::scan(sql);
+        if self.topo.config.cache.enabled && Box::pin(self.cache_query(sql, effect)).await? {
+            return Ok(Handled::Return(true));
+        }
+        let read_only = self.route_read_only(sql) && !self.cache.filling();
+        if !self.attach(true, read_only).await? {
+            return Ok(Handled::Return(true));
+        }
+        self.note_effect(effect);
+        if let Some(b) = self.backend.as_mut() {
+            b.unnamed = None;
+        }
+        self.pending.push_back(Pending::Query { visible: true });
+        self.bout.extend_from_slice(msg);
+        Ok(Handled::Relayed)
+    }
+
+    /// Parse, Bind or Describe (the hooks, the cache and the statement mapping on the way).
+    pub(super) async fn on_extended(&mut self, tag: u8, msg: &mut BytesMut) -> Result<Handled> {
+        if tag == b'B' {
+            if let Some(d) = self.open_portal(&msg[proto::HEADER_LEN..]) {
+                self.deny(tag, d)?;
+                return Ok(Handled::Return(true));
+            }
+        }
+        if tag == b'B' && self.audit.is_none() && self.audited() {
+            if let Some(d) = self.audit_refusal() {
+                self.deny(tag, d)?;
+                return Ok(Handled::Return(true));
+            }
+            self.audit_bind(msg);
+        }
+        if tag == b'B' && self.data_cols.is_some() {
+            match self.bind_data_hooks(std::mem::take(msg)).await {
+                Ok(m) => *msg = m,
+                Err(d) => {
+                    self.deny(tag, d)?;
+                    return Ok(Handled::Return(true));
+                }
+            }
+        }
+        if tag == b'B' && self.topo.config.cache.enabled {
+            self.cache_note_state_bind(msg);
+        }
+        if tag == b'B' && self.topo.config.cache.enabled && Box::pin(self.cache_bind(msg)).await? {
+            return Ok(Handled::Return(true));
+        }
+        let go_on = if tag == b'P' {
+            self.on_parse(msg).await?
+        } else {
+            self.on_bind_or_describe(tag, msg).await?
+        };
+        if go_on {
+            self.keep_for_retry(msg);
+        }
+        Ok(Handled::Return(go_on))
+    }
+
+    /// Execute.
+    pub(super) async fn on_execute(&mut self, msg: &BytesMut) -> Result<Handled> {
+        self.audit_execute();
+        if !self.attach(false, false).await? {
+            return Ok(Handled::Return(true));
+        }
+        self.unsynced = true;
+        self.pending.push_back(Pending::Execute);
+        self.bout.extend_from_slice(msg);
+        Ok(Handled::Relayed)
+    }
+
+    /// FunctionCall.
+    pub(super) async fn on_function_call(&mut self, msg: &mut BytesMut) -> Result<Handled> {
+        // FunctionCall (libpq large objects): one reply, then ReadyForQuery. It calls
+        // a function by OID, out of sight of classification: under a policy chain it
+        // is refused (and audited), as an unknown statement would be.
+        match self.function_call_policy()? {
+            None => {}
+            Some(Some(instead)) => *msg = instead,
+            Some(None) => return Ok(Handled::Return(true)),
+        }
+        if !self.attach(true, false).await? {
+            return Ok(Handled::Return(true));
+        }
+        if let Some(b) = self.backend.as_mut() {
+            b.unnamed = None;
+        }
+        self.pending.push_back(Pending::Query { visible: true });
+        self.bout.extend_from_slice(msg);
+        Ok(Handled::Relayed)
+    }
+
+    /// Close of a statement or portal.
+    pub(super) async fn on_close(&mut self, msg: &BytesMut) -> Result<Handled> {
+        let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
+        let (Some(kind), Some(name)) = (r.u8(), r.cstr()) else {
+            self.protocol_violation("08P01", "invalid Close message".into())
+                .await?;
+            return Ok(Handled::Return(false));
+        };
+        if kind == b'P' {
+            self.portals.remove(name);
+        }
+        if kind == b'S' && !name.is_empty() {
+            // Server-side statements are shared; only the client's name goes away.
+            self.stmts.remove(name);
+            self.push_synthetic(b'3');
+        } else if let Some(b) = self.backend.as_mut() {
+            if kind == b'S' {
+                b.unnamed = None;
+                self.unnamed = None;
+            }
+            self.unsynced = true;
+            self.pending.push_back(Pending::Close);
+            self.bout.extend_from_slice(msg);
+        } else {
+            // No transaction is open, so no portal exists; the unnamed statement is
+            // forgotten. Closing what does not exist is not an error in PostgreSQL.
+            if kind == b'S' {
+                self.unnamed = None;
+            }
+            self.push_synthetic(b'3');
+        }
+        Ok(Handled::Relayed)
+    }
+
+    /// Sync.
+    pub(super) fn on_sync(&mut self, msg: &BytesMut) -> Handled {
+        if self.skip_until_sync && self.backend.is_some() {
+            // A denied Parse mid-batch: the server still owes the earlier replies
+            // and closes the batch itself.
+            self.skip_until_sync = false;
+            if !self.copy_in {
+                self.pending.push_back(Pending::Sync);
+                self.unsynced = false;
+            }
+            self.bout.extend_from_slice(msg);
+        } else if self.skip_until_sync {
+            self.skip_until_sync = false;
+            self.drain_synthetic();
+            proto::ready(&mut self.out, self.tx_status);
+            self.audit_finish(None);
+        } else if self.backend.is_some() {
+            // The server ignores Sync during copy-in, so no ReadyForQuery is owed.
+            if !self.copy_in {
+                self.pending.push_back(Pending::Sync);
+                self.unsynced = false;
+            }
+            self.bout.extend_from_slice(msg);
+        } else {
+            self.drain_synthetic();
+            proto::ready(&mut self.out, self.tx_status);
+            self.audit_finish(None);
+        }
+        Handled::Relayed
+    }
+}
