@@ -261,7 +261,8 @@ async fn readyz(State(st): State<Arc<HttpState>>, headers: HeaderMap) -> Respons
 }
 
 /// For the users in `http.admin_users`: plugins (versions, counters, quarantine, the last load
-/// error), clients, the configuration generation and reload counters.
+/// error), clients, the configuration generation, reload and routing counters, and each
+/// node's reads, writes, bans and retries.
 async fn admin_status(
     State(st): State<Arc<HttpState>>,
     headers: HeaderMap,
@@ -279,6 +280,17 @@ async fn admin_status(
         "http_in_flight": st.inflight.load(Ordering::Relaxed),
         "reloads": stats.reloads.load(Ordering::Relaxed),
         "reload_failures": stats.reload_failures.load(Ordering::Relaxed),
+        "routing": {
+            "read_your_writes_redirects": stats.ryw_redirects.load(Ordering::Relaxed),
+            "no_healthy_replica": stats.no_replica.load(Ordering::Relaxed),
+        },
+        "nodes": topo.nodes.iter().map(|n| serde_json::json!({
+            "address": n.addr(),
+            "reads": n.stats.reads.load(Ordering::Relaxed),
+            "writes": n.stats.writes.load(Ordering::Relaxed),
+            "bans": n.stats.bans.load(Ordering::Relaxed),
+            "retries": n.stats.retries.load(Ordering::Relaxed),
+        })).collect::<Vec<_>>(),
         "plugins": crate::policy::status(st.sh.topology().plugins.as_deref()),
         "audit": crate::client::shared::audit_sink(&st.sh).map(|a| a.status()),
     });
