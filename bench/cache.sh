@@ -21,6 +21,7 @@ ROWS=${ROWS:-1000000}
 HOSTS=${HOSTS:-100}
 TIMESCALE=${TIMESCALE:-auto}       # auto | 1 (require TimescaleDB) | 0 (plain table)
 REDIS=${REDIS:-1}                  # 1: cache in our own redis-server; 0: in-process cache
+ADMISSION=${ADMISSION:-adaptive}   # cache.admission: adaptive | always
 
 MAX_RESULT_BYTES=1048576
 DATA_START="2024-01-01 00:00:00+00"      # data covers 3 days from here
@@ -32,6 +33,7 @@ require_positive SCALE POOL CLIENTS DURATION AGG_DURATION ROUNDS ROWS HOSTS
 [[ $HOSTS -le 10000 ]] || die "HOSTS must be at most 10000 (got $HOSTS)"
 [[ $ROWS -ge $HOSTS ]] || die "ROWS ($ROWS) must be at least HOSTS ($HOSTS)"
 [[ $REDIS =~ ^[01]$ ]] || die "REDIS must be 0 or 1 (got '$REDIS')"
+[[ $ADMISSION =~ ^(adaptive|always)$ ]] || die "ADMISSION must be adaptive or always (got '$ADMISSION')"
 check_tidegate allow-skip
 if [[ $REDIS -eq 1 && ! -x $REDIS_SERVER ]]; then die "missing redis-server ($REDIS_SERVER); or run with REDIS=0"; fi
 check_tools timeout md5sum
@@ -134,13 +136,14 @@ cache_config() {  # port cache-enabled: lib's tg_config plus [cache]
 enabled = $2
 redis_url = "$REDIS_URL"
 max_result_bytes = $MAX_RESULT_BYTES
+admission = "$ADMISSION"
 EOF
     # A plain table's time column, so its settled ranges get the long TTL as a hypertable's do.
     if [[ $USE_TS -eq 0 ]]; then echo 'time_columns = ["cpu.time"]'; fi
 }
 
 declare -A CS=()   # the last SHOW tidegate.cache, name -> value
-COUNTERS=(hits misses bypasses stores invalidations errors bytes_served bytes_stored shared)
+COUNTERS=(hits misses bypasses stores invalidations errors bytes_served bytes_stored shared unadmitted)
 read_cache() {  # fills CS from TideGate (cache on)
     local k v
     CS=()
