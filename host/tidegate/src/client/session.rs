@@ -12,13 +12,13 @@ use crate::client::shared::Shared;
 use crate::upstream::backend::{Backend, Pool, Target};
 use crate::upstream::topology::Topology;
 use crate::wire::proto::{self, FrameError, Reader, Severity};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tidegate_sql::session_state;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod audit;
@@ -32,12 +32,15 @@ mod params;
 mod pending;
 mod policy;
 mod replies;
+mod retry;
 mod route;
+mod waiting;
 
 use messages::Handled;
 use pending::Pending;
 use route::Ryw;
 pub use route::{login_target, pools_for};
+use waiting::timed;
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -75,9 +78,6 @@ struct Stmt {
     /// moves the cache key's settings digest, parameters included.
     changes_state: bool,
 }
-
-/// The most client messages kept to re-run a read elsewhere if its replica fails.
-const MAX_REPLAY_BYTES: usize = 1 << 20;
 
 /// The most named prepared statements a client may hold; a Parse of one more gets 54000.
 pub(crate) const MAX_NAMED_STATEMENTS: usize = 10_000;
@@ -298,150 +298,6 @@ where
         }
     }
 
-    /// Waits for the client or the server while a server connection is attached.
-    async fn wait_attached(&mut self) -> Result<()> {
-        let deadline = self.attached_deadline();
-        let Some(b) = self.backend.as_mut() else {
-            return Ok(());
-        };
-        if b.rbuf.capacity() - b.rbuf.len() < 4096 {
-            b.rbuf.reserve(READ_CHUNK);
-        }
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        tokio::select! {
-            biased;
-            n = b.stream.read_buf(&mut b.rbuf) => {
-                match n {
-                    Ok(0) => return self.server_lost(std::io::ErrorKind::UnexpectedEof.into()).await,
-                    Ok(_) => self.on_server_data().await?,
-                    Err(e) => return self.server_lost(e).await,
-                }
-            }
-            n = self.rd.read_buf(&mut self.rbuf) => {
-                match n.map_err(SessionError::Client)? {
-                    0 => return Err(SessionError::Terminated("client disconnected")),
-                    _ if self.timed => self.last_activity = Instant::now(),
-                    _ => {}
-                }
-            }
-            _ = sleep_until(deadline) => self.on_attached_timeout().await?,
-            _ = &mut self.force_wait => {
-                return self.terminate("57P01", "terminating connection due to administrator command", "shutdown").await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for the client while no server connection is attached.
-    async fn wait_idle(&mut self) -> Result<()> {
-        if self
-            .sh
-            .shutting_down
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return self
-                .terminate(
-                    "57P01",
-                    "terminating connection due to administrator command",
-                    "shutdown",
-                )
-                .await;
-        }
-        let deadline = self
-            .topo
-            .config
-            .pool
-            .client_idle_timeout
-            .get()
-            .map(|t| self.last_activity + t);
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        tokio::select! {
-            n = self.rd.read_buf(&mut self.rbuf) => {
-                match n.map_err(SessionError::Client)? {
-                    0 => return Err(SessionError::Terminated("client disconnected")),
-                    _ if self.timed => self.last_activity = Instant::now(),
-                    _ => {}
-                }
-            }
-            _ = sleep_until(deadline) => {
-                return self.terminate("57P05", "terminating connection due to idle-session timeout", "client idle timeout").await;
-            }
-            _ = &mut self.shutdown_wait => {
-                return self.terminate("57P01", "terminating connection due to administrator command", "shutdown").await;
-            }
-        }
-        Ok(())
-    }
-
-    fn attached_deadline(&self) -> Option<Instant> {
-        let p = &self.topo.config.pool;
-        if !self.pending.is_empty() {
-            let qt = p.query_timeout.get()?;
-            let since = self.busy_since?;
-            Some(if self.cancel_sent {
-                since + qt + Duration::from_secs(1)
-            } else {
-                since + qt
-            })
-        } else if self.tx_status != b'I' {
-            p.idle_transaction_timeout
-                .get()
-                .map(|t| self.last_activity + t)
-        } else {
-            p.client_idle_timeout.get().map(|t| self.last_activity + t)
-        }
-    }
-
-    async fn on_attached_timeout(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            if !self.cancel_sent {
-                self.cancel_sent = true;
-                tracing::warn!(user = %self.user, "query timeout: cancelling the running statement");
-                if let Some(b) = &self.backend {
-                    let (target, key) = (self.pools[self.attached].target.clone(), b.key);
-                    tokio::spawn(async move {
-                        if let Err(e) = crate::client::cancel::send_cancel(&target, key).await {
-                            tracing::warn!(error = %e, "query timeout: cancel request failed");
-                        }
-                    });
-                }
-                return Ok(());
-            }
-            // The server did not honour the cancel in time: drop the connection.
-            if let Some(b) = self.backend.take() {
-                let _ = self.cancel.detach(); // Closed either way.
-                drop(b);
-            }
-            self.pending.clear();
-            return self
-                .terminate(
-                    "57014",
-                    "canceling statement due to query timeout",
-                    "query timeout",
-                )
-                .await;
-        }
-        if self.tx_status != b'I' {
-            return self
-                .terminate(
-                    "25P03",
-                    "terminating connection due to idle-in-transaction timeout",
-                    "idle in transaction timeout",
-                )
-                .await;
-        }
-        self.terminate(
-            "57P05",
-            "terminating connection due to idle-session timeout",
-            "client idle timeout",
-        )
-        .await
-    }
-
     /// Sends a FATAL error and ends the session.
     async fn terminate(&mut self, code: &str, message: &str, why: &'static str) -> Result<()> {
         proto::error(&mut self.out, Severity::Fatal, code, message);
@@ -495,69 +351,6 @@ where
         }
         self.bout.clear();
         Ok(())
-    }
-
-    /// The server connection failed while attached: the transaction is lost, so the client
-    /// is told (08006) and disconnected — never silently retried elsewhere.
-    async fn server_lost(&mut self, e: std::io::Error) -> Result<()> {
-        if self.on_replica
-            && self.backend.is_some()
-            && !self.client_touched
-            && !self.replay.is_empty()
-        {
-            // A read on a replica failed before the client saw any of its reply: ban the
-            // replica and run the same messages again on another node.
-            let node = &self.topo.nodes[self.attached];
-            tracing::warn!(user = %self.user, node = %node.addr(), error = %e, "replica failed mid-read: retrying elsewhere");
-            node.stats
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.backend = None;
-            let _ = self.cancel.detach(); // Closed either way.
-            self.ban(self.attached);
-            self.pools[self.attached].close_idle();
-            self.pending.clear();
-            self.unsynced = false;
-            self.copy_in = false;
-            self.passthrough = 0;
-            self.bout.clear();
-            let mut again = std::mem::take(&mut self.replay);
-            again.extend_from_slice(&self.rbuf);
-            self.rbuf = again;
-            self.retry = true;
-            return Ok(());
-        }
-        if let Some(b) = self.backend.take() {
-            // Forward whatever complete messages arrived first (e.g. the server's own FATAL).
-            let mut b = b;
-            self.forward_rest(&mut b);
-            let _ = self.cancel.detach(); // Closed either way.
-                                          // The server likely restarted: its idle siblings are dead too.
-            self.pools[self.attached].close_idle();
-        }
-        self.pending.clear();
-        self.cache_connection_lost();
-        tracing::warn!(user = %self.user, error = %e, "server connection lost");
-        proto::error(
-            &mut self.out,
-            Severity::Fatal,
-            "08006",
-            "server closed the connection unexpectedly",
-        );
-        let _ = self.flush_client().await;
-        Err(SessionError::Server(e))
-    }
-
-    fn forward_rest(&mut self, b: &mut Backend) {
-        while let Ok(Some(h)) = proto::header(&b.rbuf, usize::MAX) {
-            if b.rbuf.len() < h.total {
-                break;
-            }
-            if h.tag == b'E' || h.tag == b'N' {
-                self.out.extend_from_slice(&b.rbuf[..h.total]);
-            }
-            b.rbuf.advance(h.total);
-        }
     }
 
     /// Emits replies the broker owes for messages it did not send, once all earlier replies
@@ -664,18 +457,6 @@ where
         None
     }
 
-    /// While a replica serves a read, its client messages are kept for a retry.
-    fn keep_for_retry(&mut self, msg: &[u8]) {
-        if self.on_replica
-            && self.backend.is_some()
-            && !self.client_touched
-            && !keep_bounded(&mut self.replay, msg, MAX_REPLAY_BYTES)
-        {
-            // Too much to keep: this read is not retried elsewhere if its replica fails.
-            self.client_touched = true;
-        }
-    }
-
     fn note_effect(&mut self, effect: session_state::Effect) {
         if effect.pin && !self.pinned {
             tracing::debug!(user = %self.user, "session state: pinned to its server connection");
@@ -688,65 +469,5 @@ where
                 b.unnamed = None;
             }
         }
-    }
-}
-
-/// Appends `msg` to `kept` unless that would hold more than `cap` bytes; then lets go of
-/// everything kept (its memory too) and returns `false`.
-fn keep_bounded(kept: &mut BytesMut, msg: &[u8], cap: usize) -> bool {
-    if kept.len() + msg.len() > cap {
-        *kept = BytesMut::new();
-        return false;
-    }
-    kept.extend_from_slice(msg);
-    true
-}
-
-/// Whether timeouts or debug logging need clock readings on the hot path.
-fn timed(config: &tidegate_config::Config) -> bool {
-    let p = &config.pool;
-    p.query_timeout.get().is_some()
-        || p.idle_transaction_timeout.get().is_some()
-        || p.client_idle_timeout.get().is_some()
-        || tracing::enabled!(tracing::Level::DEBUG)
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_retry_buffer_never_holds_more_than_its_cap() {
-        let mut kept = BytesMut::new();
-        let msg = vec![b'd'; 64 * 1024];
-        let mut accepted = 0;
-        for _ in 0..32 {
-            if !keep_bounded(&mut kept, &msg, MAX_REPLAY_BYTES) {
-                break;
-            }
-            accepted += 1;
-            assert!(kept.len() <= MAX_REPLAY_BYTES);
-        }
-        assert_eq!(
-            accepted,
-            MAX_REPLAY_BYTES / msg.len(),
-            "16 messages of 64 KiB fit"
-        );
-        assert_eq!(kept.capacity(), 0, "what was kept is let go");
-        // Exactly the cap still fits.
-        let mut kept = BytesMut::new();
-        assert!(keep_bounded(
-            &mut kept,
-            &vec![0; MAX_REPLAY_BYTES],
-            MAX_REPLAY_BYTES
-        ));
-        assert!(!keep_bounded(&mut kept, b"x", MAX_REPLAY_BYTES));
     }
 }

@@ -1,0 +1,172 @@
+//! Waiting for the client or the server, with the session's timeouts (query, idle in
+//! transaction, client idle).
+
+use super::{Result, Session, SessionError, READ_CHUNK};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Waits for the client or the server while a server connection is attached.
+    pub(super) async fn wait_attached(&mut self) -> Result<()> {
+        let deadline = self.attached_deadline();
+        let Some(b) = self.backend.as_mut() else {
+            return Ok(());
+        };
+        if b.rbuf.capacity() - b.rbuf.len() < 4096 {
+            b.rbuf.reserve(READ_CHUNK);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            n = b.stream.read_buf(&mut b.rbuf) => {
+                match n {
+                    Ok(0) => return self.server_lost(std::io::ErrorKind::UnexpectedEof.into()).await,
+                    Ok(_) => self.on_server_data().await?,
+                    Err(e) => return self.server_lost(e).await,
+                }
+            }
+            n = self.rd.read_buf(&mut self.rbuf) => {
+                match n.map_err(SessionError::Client)? {
+                    0 => return Err(SessionError::Terminated("client disconnected")),
+                    _ if self.timed => self.last_activity = Instant::now(),
+                    _ => {}
+                }
+            }
+            _ = sleep_until(deadline) => self.on_attached_timeout().await?,
+            _ = &mut self.force_wait => {
+                return self.terminate("57P01", "terminating connection due to administrator command", "shutdown").await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the client while no server connection is attached.
+    pub(super) async fn wait_idle(&mut self) -> Result<()> {
+        if self
+            .sh
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return self
+                .terminate(
+                    "57P01",
+                    "terminating connection due to administrator command",
+                    "shutdown",
+                )
+                .await;
+        }
+        let deadline = self
+            .topo
+            .config
+            .pool
+            .client_idle_timeout
+            .get()
+            .map(|t| self.last_activity + t);
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            n = self.rd.read_buf(&mut self.rbuf) => {
+                match n.map_err(SessionError::Client)? {
+                    0 => return Err(SessionError::Terminated("client disconnected")),
+                    _ if self.timed => self.last_activity = Instant::now(),
+                    _ => {}
+                }
+            }
+            _ = sleep_until(deadline) => {
+                return self.terminate("57P05", "terminating connection due to idle-session timeout", "client idle timeout").await;
+            }
+            _ = &mut self.shutdown_wait => {
+                return self.terminate("57P01", "terminating connection due to administrator command", "shutdown").await;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn attached_deadline(&self) -> Option<Instant> {
+        let p = &self.topo.config.pool;
+        if !self.pending.is_empty() {
+            let qt = p.query_timeout.get()?;
+            let since = self.busy_since?;
+            Some(if self.cancel_sent {
+                since + qt + Duration::from_secs(1)
+            } else {
+                since + qt
+            })
+        } else if self.tx_status != b'I' {
+            p.idle_transaction_timeout
+                .get()
+                .map(|t| self.last_activity + t)
+        } else {
+            p.client_idle_timeout.get().map(|t| self.last_activity + t)
+        }
+    }
+
+    pub(super) async fn on_attached_timeout(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            if !self.cancel_sent {
+                self.cancel_sent = true;
+                tracing::warn!(user = %self.user, "query timeout: cancelling the running statement");
+                if let Some(b) = &self.backend {
+                    let (target, key) = (self.pools[self.attached].target.clone(), b.key);
+                    tokio::spawn(async move {
+                        if let Err(e) = crate::client::cancel::send_cancel(&target, key).await {
+                            tracing::warn!(error = %e, "query timeout: cancel request failed");
+                        }
+                    });
+                }
+                return Ok(());
+            }
+            // The server did not honour the cancel in time: drop the connection.
+            if let Some(b) = self.backend.take() {
+                let _ = self.cancel.detach(); // Closed either way.
+                drop(b);
+            }
+            self.pending.clear();
+            return self
+                .terminate(
+                    "57014",
+                    "canceling statement due to query timeout",
+                    "query timeout",
+                )
+                .await;
+        }
+        if self.tx_status != b'I' {
+            return self
+                .terminate(
+                    "25P03",
+                    "terminating connection due to idle-in-transaction timeout",
+                    "idle in transaction timeout",
+                )
+                .await;
+        }
+        self.terminate(
+            "57P05",
+            "terminating connection due to idle-session timeout",
+            "client idle timeout",
+        )
+        .await
+    }
+}
+
+/// Whether timeouts or debug logging need clock readings on the hot path.
+pub(super) fn timed(config: &tidegate_config::Config) -> bool {
+    let p = &config.pool;
+    p.query_timeout.get().is_some()
+        || p.idle_transaction_timeout.get().is_some()
+        || p.client_idle_timeout.get().is_some()
+        || tracing::enabled!(tracing::Level::DEBUG)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
