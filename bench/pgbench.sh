@@ -13,6 +13,7 @@ CLIENTS=${CLIENTS:-8}
 DURATION=${DURATION:-20}
 ROUNDS=${ROUNDS:-2}
 REPLICAS=${REPLICAS:-0}   # >0: also TideGate with this many streaming replicas ("tidegate+rep")
+SYSCALLS=${SYSCALLS:-1}   # 1: one extra run per select-only workload under strace -c, syscalls per transaction
 PLUGINS=${PLUGINS:-0}     # 1: also TideGate with the four first-party plugins on ("tidegate+plugins")
 PLUGIN_DIR=${PLUGIN_DIR:-$BENCH_ROOT/plugins/target/wasm32-wasip2/release}
 
@@ -150,6 +151,32 @@ for w in "${WORKLOADS[@]}"; do
         done
     done
 done
+
+# ---- 3b. Syscalls per transaction ------------------------------------------------------
+# One short run of each broker under `strace -c -f` (which slows it: its TPS is not reported),
+# counting every system call of the broker process and its threads per transaction.
+declare -A SYSC=()
+syscalls_per_tx() {  # name args target
+    local name=$1 args=$2 t=$3 out="$TMP/strace-${1// /_}-$3" log="$TMP/strace-run-${1// /_}-$3.log" tx calls
+    strace -c -f -q -p "${PID[$t]}" -o "$out" & local st=$!
+    sleep 0.5
+    # shellcheck disable=SC2086  # $args is a deliberate word list
+    timeout --foreground -k 10 $((DURATION + 60)) pgbench -n -c "$CLIENTS" -j 2 -T 5 $args \
+        -h 127.0.0.1 -p "${PORT[$t]}" -U postgres bench >"$log" 2>&1 || true
+    kill -INT "$st" 2>/dev/null; wait "$st" 2>/dev/null || true
+    tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")
+    calls=$(awk '$NF == "total" {print $4}' "$out" 2>/dev/null)
+    SYSC[$name|$t]=$(awk -v c="${calls:-0}" -v n="${tx:-0}" 'BEGIN {if (n>0 && c>0) printf "%.2f", c/n; else print "-"}')
+}
+if [[ $SYSCALLS -eq 1 && $TIDEGATE != skip ]]; then
+    command -v strace >/dev/null || die "SYSCALLS=1 needs strace (apt-get install strace), or SYSCALLS=0"
+    echo "== syscalls per transaction: pgbench -T 5 under strace -c -f (TPS not reported)"
+    for w in "${WORKLOADS[@]:0:2}"; do
+        name=${w%%|*} args=${w#*|}
+        for t in pgbouncer tidegate; do syscalls_per_tx "$name" "$args" "$t"; done
+        printf '   %-21s  pgbouncer %s  tidegate %s\n' "$name" "${SYSC[$name|pgbouncer]}" "${SYSC[$name|tidegate]}"
+    done
+fi
 
 # ---- 4. Report -------------------------------------------------------------------------
 echo
