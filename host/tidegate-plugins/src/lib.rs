@@ -14,7 +14,9 @@ mod audit_cache;
 mod bindings;
 mod chain;
 pub mod crypto;
+mod decision;
 mod hooks;
+mod limits;
 mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;

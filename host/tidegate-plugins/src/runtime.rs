@@ -2,8 +2,11 @@
 
 use crate::bindings::{self, wit, Hooks, LogLevel, Plugin, PluginPre};
 use crate::crypto::Keys;
+use crate::decision::validate_decision;
+pub use crate::decision::PluginDecision;
+pub use crate::limits::{CallError, LoadError, Settings};
 use crate::ticker::{CallGuard, Ticker, TICK};
-use crate::types::{valid_sqlstate, Statement};
+use crate::types::Statement;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -38,80 +41,6 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:random/",
     "wasi:filesystem/",
 ];
-
-/// Limits that apply to every plugin.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// Wall-clock budget of one call.
-    pub call_timeout: Duration,
-    /// Linear memory an instance may grow to.
-    pub memory_limit: usize,
-    /// Largest plugin file.
-    pub max_file_bytes: usize,
-    /// Consecutive failures before quarantine.
-    pub quarantine_after: u32,
-}
-
-impl Settings {
-    /// From the `[plugins]` configuration.
-    pub fn from_config(p: &tidegate_config::Plugins) -> Settings {
-        Settings {
-            call_timeout: p.call_timeout.duration(),
-            memory_limit: p.memory_limit,
-            max_file_bytes: p.max_file_bytes,
-            quarantine_after: p.quarantine_after.max(1),
-        }
-    }
-}
-
-/// Why a plugin could not be loaded; the previous version, if any, stays in service.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The file could not be read or is too large.
-    #[error("{path}: {message}")]
-    File {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// It is not a valid component, imports something it may not, or does not fit the world.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// Its `init` failed or returned something invalid.
-    #[error("{path}: init: {message}")]
-    Init {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The engine could not be set up.
-    #[error("wasm engine: {0}")]
-    Engine(String),
-}
-
-/// What a plugin call ended with, when not a value.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum CallError {
-    /// It ran past its deadline.
-    #[error("plugin {0} timed out")]
-    Timeout(String),
-    /// It trapped (panic, unreachable, out of memory or stack).
-    #[error("plugin {0} failed: {1}")]
-    Trap(String, String),
-    /// It returned something invalid.
-    #[error("plugin {0} returned an invalid value: {1}")]
-    Invalid(String, String),
-    /// No instance could be made (too many at once).
-    #[error("plugin {0} is busy")]
-    Busy(String),
-}
 
 /// The per-store state: what the host functions see.
 pub(crate) struct HostState {
@@ -611,53 +540,6 @@ impl LoadedPlugin {
                 }
             }
             Err(e) => Err(self.failed(self.trap(&e))),
-        }
-    }
-}
-
-/// A plugin's answer, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PluginDecision {
-    /// No objection.
-    Allow,
-    /// Refused: reason, SQLSTATE, hint.
-    Deny(String, String, Option<String>),
-    /// Run this instead.
-    Rewrite(String),
-}
-
-fn validate_decision(d: wit::Decision) -> Result<PluginDecision, String> {
-    match d {
-        wit::Decision::Allow => Ok(PluginDecision::Allow),
-        wit::Decision::Deny(denial) => {
-            if !valid_sqlstate(&denial.sqlstate) {
-                return Err(format!(
-                    "SQLSTATE {:?} is not five digits or capitals",
-                    truncate(denial.sqlstate, 20)
-                ));
-            }
-            if denial.reason.len() > MAX_RETURN_BYTES
-                || denial
-                    .hint
-                    .as_ref()
-                    .is_some_and(|h| h.len() > MAX_RETURN_BYTES)
-            {
-                return Err("denial over 1 MiB".into());
-            }
-            Ok(PluginDecision::Deny(
-                truncate(denial.reason, 4096),
-                denial.sqlstate,
-                denial.hint.map(|h| truncate(h, 4096)),
-            ))
-        }
-        wit::Decision::Rewrite(sql) => {
-            if sql.len() > MAX_RETURN_BYTES {
-                return Err(format!("rewrite of {} bytes is over 1 MiB", sql.len()));
-            }
-            if sql.trim().is_empty() || sql.contains('\0') {
-                return Err("rewrite is empty or contains NUL".into());
-            }
-            Ok(PluginDecision::Rewrite(sql))
         }
     }
 }
