@@ -156,3 +156,44 @@ fn the_import_reader_sees_groups_and_skips_comments() {
     let found: Vec<String> = imports(text).into_iter().collect();
     assert_eq!(found, ["cache", "upstream", "wire"]);
 }
+
+/// Byte literals of letters and digits (`b'Z'`), outside comments: the form a protocol tag,
+/// transaction status or field code takes when it is matched raw.
+fn tag_literals(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("").as_bytes();
+        for w in code.windows(4) {
+            if w[0] == b'b' && w[1] == b'\'' && w[2].is_ascii_alphanumeric() && w[3] == b'\'' {
+                out.push(String::from_utf8_lossy(w).into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Modules that handle protocol messages: they name message kinds through `wire::kind`, and
+/// no raw tag byte appears outside `wire/` (item "a typed enum: no raw tag bytes outside it").
+#[test]
+fn protocol_code_outside_wire_names_message_kinds_not_tag_bytes() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for dir in ["client", "upstream", "cache", "policy", "audit", "broker"] {
+        sources(&src.join(dir), &mut files);
+    }
+    files.push(src.join("http/wire.rs"));
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read source");
+        for lit in tag_literals(&text) {
+            found.push(format!("{}: {lit}", file.display()));
+        }
+    }
+    assert!(found.is_empty(), "raw tag bytes outside wire/: {found:#?}");
+}
+
+#[test]
+fn the_tag_reader_finds_byte_literals_outside_comments() {
+    let text = "match t { b'Z' => 1, _ => 0 } // b'Q' in a comment\nlet s = b\"Q\";";
+    assert_eq!(tag_literals(text), vec!["b'Z'".to_owned()]);
+}

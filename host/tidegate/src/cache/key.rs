@@ -2,6 +2,7 @@
 //! only if the statement text, the bound parameter values and formats, the result formats, the
 //! protocol, the database, the login role and the session's settings are all equal.
 
+use crate::wire::kind::ClientMsg;
 use sha2::{Digest, Sha256};
 
 /// A cache key: the first 16 bytes of a SHA-256 over [`KeyInput`].
@@ -25,8 +26,9 @@ impl Key {
 /// Everything a cached reply depends on besides the data itself.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyInput<'a> {
-    /// `b'Q'` for a simple query, `b'E'` for Bind/Execute (the replies differ).
-    pub protocol: u8,
+    /// Query for a simple query, Execute for Bind/Execute, Describe for Bind/Describe/Execute
+    /// (the replies differ).
+    pub protocol: ClientMsg,
     /// The database the client is connected to.
     pub database: &'a str,
     /// The broker user the client logged in as …
@@ -52,7 +54,7 @@ impl KeyInput<'_> {
     pub fn key(&self) -> Key {
         let mut h = Sha256::new();
         h.update(b"tidegate-cache-v1");
-        h.update([self.protocol]);
+        h.update([self.protocol.byte()]);
         field(&mut h, self.database.as_bytes());
         field(&mut h, self.user.as_bytes());
         field(&mut h, self.role.as_bytes());
@@ -122,7 +124,7 @@ mod tests {
 
     #[derive(Debug, Clone, PartialEq)]
     struct Owned {
-        protocol: u8,
+        protocol: ClientMsg,
         database: String,
         role: String,
         settings: Vec<String>,
@@ -158,7 +160,7 @@ mod tests {
     fn owned() -> impl Strategy<Value = Owned> {
         let word = || prop::sample::select(vec!["", "a", "ab", "b", "public", "UTC"]);
         (
-            prop::sample::select(vec![b'Q', b'E']),
+            prop::sample::select(vec![ClientMsg::Query, ClientMsg::Execute]),
             word(),
             word(),
             prop::collection::vec(
@@ -169,10 +171,10 @@ mod tests {
                 ]),
                 0..3,
             ),
-            prop::collection::vec(prop::sample::select(vec![b'a', b'b', b' ', b'\'']), 0..4),
+            prop::collection::vec(prop::sample::select(b"ab '".to_vec()), 0..4),
             prop::collection::vec(
                 prop::option::of(prop::collection::vec(
-                    prop::sample::select(vec![0u8, 1, b'a']),
+                    prop::sample::select(b"\0\x01a".to_vec()),
                     0..3,
                 )),
                 0..3,
@@ -208,7 +210,7 @@ mod tests {
         fn field_boundaries_matter(s in "[a-c]{0,6}", cut in 0usize..7) {
             let cut = cut.min(s.len());
             let (x, y) = s.split_at(cut);
-            let a = Owned { protocol: b'Q', database: x.into(), role: y.into(), settings: vec![], sql: vec![], params: vec![], param_formats: vec![], result_formats: vec![] };
+            let a = Owned { protocol: ClientMsg::Query, database: x.into(), role: y.into(), settings: vec![], sql: vec![], params: vec![], param_formats: vec![], result_formats: vec![] };
             let b = Owned { database: s.clone(), role: String::new(), ..a.clone() };
             prop_assert_eq!(a == b, a.key() == b.key());
         }

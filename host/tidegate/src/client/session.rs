@@ -11,6 +11,7 @@ use crate::client::cancel::CancelSlot;
 use crate::client::shared::Shared;
 use crate::upstream::backend::{Backend, Pool, Target};
 use crate::upstream::topology::Topology;
+use crate::wire::kind::{ClientMsg, ServerMsg, TxStatus};
 use crate::wire::proto::{self, FrameError, Reader, Severity};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -131,7 +132,7 @@ pub struct Session<R, W> {
     unnamed: Option<Stmt>,
     gucs: Vec<(String, String)>,
     pinned: bool,
-    tx_status: u8,
+    tx_status: TxStatus,
     skip_until_sync: bool,
     /// The server is in copy-in mode and the client has not ended it (CopyDone/CopyFail).
     copy_in: bool,
@@ -233,7 +234,7 @@ where
             unnamed: None,
             gucs,
             pinned,
-            tx_status: b'I',
+            tx_status: TxStatus::Idle,
             skip_until_sync: false,
             copy_in: false,
             unsynced: false,
@@ -276,7 +277,7 @@ where
     async fn run_loop(&mut self) -> Result<()> {
         loop {
             while let Some((tag, msg)) = self.next_frame().await? {
-                if !self.on_client_message(tag, msg).await? {
+                if !self.on_client_message(ClientMsg::of(tag), msg).await? {
                     return Ok(());
                 }
             }
@@ -368,55 +369,57 @@ where
 
     /// Queues a reply the broker gives itself. Messages answered so while a replica is
     /// attached would be answered twice by a retry, so they make the read non-retryable.
-    fn push_synthetic(&mut self, tag: u8) {
+    fn push_synthetic(&mut self, kind: ServerMsg) {
         if self.backend.is_some() && self.on_replica {
             self.client_touched = true;
         }
-        self.pending.push_back(Pending::Synthetic(tag));
+        self.pending.push_back(Pending::Synthetic(kind));
     }
 
     /// Handles one client message. Returns `false` when the client terminated.
-    async fn on_client_message(&mut self, tag: u8, mut msg: BytesMut) -> Result<bool> {
+    async fn on_client_message(&mut self, kind: ClientMsg, mut msg: BytesMut) -> Result<bool> {
         if self.backend.is_none() {
             self.refresh_topology();
         }
-        if self.skip_until_sync && tag != b'S' && tag != b'X' {
+        if self.skip_until_sync && !matches!(kind, ClientMsg::Sync | ClientMsg::Terminate) {
             return Ok(true);
         }
-        if (tag == b'Q' || tag == b'P') && self.topo.plugins.is_some() {
-            match self.apply_policy(tag, msg).await? {
+        if matches!(kind, ClientMsg::Query | ClientMsg::Parse) && self.topo.plugins.is_some() {
+            match self.apply_policy(kind, msg).await? {
                 Some(m) => msg = m,
                 None => return Ok(true),
             }
         }
-        let handled = match tag {
-            b'Q' => self.on_query(&msg).await?,
-            b'P' | b'B' | b'D' => self.on_extended(tag, &mut msg).await?,
-            b'E' => self.on_execute(&msg).await?,
-            b'F' => self.on_function_call(&mut msg).await?,
-            b'C' => self.on_close(&msg).await?,
-            b'S' => self.on_sync(&msg),
-            b'H' => {
+        let handled = match kind {
+            ClientMsg::Query => self.on_query(&msg).await?,
+            ClientMsg::Parse | ClientMsg::Bind | ClientMsg::Describe => {
+                self.on_extended(kind, &mut msg).await?
+            }
+            ClientMsg::Execute => self.on_execute(&msg).await?,
+            ClientMsg::FunctionCall => self.on_function_call(&mut msg).await?,
+            ClientMsg::Close => self.on_close(&msg).await?,
+            ClientMsg::Sync => self.on_sync(&msg),
+            ClientMsg::Flush => {
                 if self.backend.is_some() {
                     self.bout.extend_from_slice(&msg);
                 }
                 Handled::Relayed
             }
-            b'd' | b'c' | b'f' => {
+            ClientMsg::CopyData | ClientMsg::CopyDone | ClientMsg::CopyFail => {
                 // Outside COPY these are ignored, as PostgreSQL does.
                 if self.backend.is_some() {
-                    if tag != b'd' {
+                    if kind != ClientMsg::CopyData {
                         self.copy_in = false;
                     }
                     self.bout.extend_from_slice(&msg);
                 }
                 Handled::Relayed
             }
-            b'X' => Handled::Return(false),
-            other => {
+            ClientMsg::Terminate => Handled::Return(false),
+            other @ (ClientMsg::Password | ClientMsg::Other(_)) => {
                 self.protocol_violation(
                     "08P01",
-                    format!("invalid frontend message type {}", other as char),
+                    format!("invalid frontend message type {}", other.byte() as char),
                 )
                 .await?;
                 Handled::Return(false)
@@ -435,7 +438,7 @@ where
     /// Counts the named portal a Bind opens; past [`MAX_NAMED_PORTALS`] the Bind is refused.
     fn open_portal(&mut self, body: &[u8]) -> Option<tidegate_plugins::Denial> {
         let name = Reader::new(body).cstr().filter(|n| !n.is_empty())?;
-        if self.backend.is_none() && self.tx_status == b'I' {
+        if self.backend.is_none() && self.tx_status.is_idle() {
             // No transaction is open, so none of the earlier portals exists any more.
             self.portals.clear();
         }

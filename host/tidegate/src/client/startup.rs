@@ -10,6 +10,7 @@ use crate::client::shared::{ClientGuard, Shared};
 use crate::upstream::backend::{BackendError, PoolError, Target};
 use crate::upstream::topology::Topology;
 use crate::wire::auth::{ScramError, ScramServer, MECHANISM};
+use crate::wire::kind::{ClientMsg, ServerMsg, SslAnswer, TxStatus};
 use crate::wire::proto::{self, Reader, Severity};
 use bytes::{BufMut, BytesMut};
 pub use params::{client_params, decode_startup, ClientParams};
@@ -149,7 +150,7 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
             return;
         }
     };
-    proto::simple(&mut out, b'R', &0i32.to_be_bytes());
+    proto::simple(&mut out, ServerMsg::Authentication, &0i32.to_be_bytes());
     for (k, v) in params.iter() {
         let v = gucs
             .iter()
@@ -158,7 +159,7 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
         proto::parameter_status(&mut out, k, v);
     }
     proto::backend_key(&mut out, registration.pid, registration.secret);
-    proto::ready(&mut out, b'I');
+    proto::ready(&mut out, TxStatus::Idle);
     if stream.write_all(&out).await.is_err() {
         return;
     }
@@ -369,11 +370,11 @@ async fn handshake(
                         )
                     }
                     (None, false) => {
-                        stream.write_all(b"N").await?;
+                        stream.write_all(&[SslAnswer::Refuse.byte()]).await?;
                         continue;
                     }
                 };
-                stream.write_all(b"S").await?;
+                stream.write_all(&[SslAnswer::Accept.byte()]).await?;
                 let ClientStream::Plain(tcp) = stream else {
                     return Err(StartupError::Protocol("SSLRequest after TLS".into()));
                 };
@@ -384,7 +385,9 @@ async fn handshake(
                 stream = ClientStream::Tls(Box::new(tls));
                 tls_done = true;
             }
-            GSSENC_REQUEST if packet.len() == 8 => stream.write_all(b"N").await?,
+            GSSENC_REQUEST if packet.len() == 8 => {
+                stream.write_all(&[SslAnswer::Refuse.byte()]).await?
+            }
             CANCEL_REQUEST if packet.len() == 16 => {
                 let mut r = Reader::new(&packet[8..]);
                 if let (Some(pid), Some(secret)) = (r.i32(), r.i32()) {
@@ -495,7 +498,7 @@ async fn read_auth_message<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<BytesMut, StartupError> {
     loop {
         match proto::split_frame(rbuf, MAX_STARTUP_PACKET) {
-            Ok(Some((b'p', m))) => return Ok(m),
+            Ok(Some((tag, m))) if ClientMsg::of(tag) == ClientMsg::Password => return Ok(m),
             Ok(Some((tag, _))) => {
                 return Err(send_fatal(
                     s,
@@ -528,7 +531,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     body.put_i32(10);
     body.put_slice(MECHANISM.as_bytes());
     body.put_slice(b"\0\0");
-    proto::simple(&mut out, b'R', &body);
+    proto::simple(&mut out, ServerMsg::Authentication, &body);
     s.write_all(&out).await?;
 
     let msg = read_auth_message(s, rbuf).await?;
@@ -557,7 +560,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     body.clear();
     body.put_i32(11);
     body.put_slice(server_first.as_bytes());
-    proto::simple(&mut out, b'R', &body);
+    proto::simple(&mut out, ServerMsg::Authentication, &body);
     s.write_all(&out).await?;
 
     let msg = read_auth_message(s, rbuf).await?;
@@ -567,7 +570,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             body.clear();
             body.put_i32(12);
             body.put_slice(server_final.as_bytes());
-            proto::simple(&mut out, b'R', &body);
+            proto::simple(&mut out, ServerMsg::Authentication, &body);
             s.write_all(&out).await?;
             Ok(())
         }

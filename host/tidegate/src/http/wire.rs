@@ -7,6 +7,7 @@
 
 use super::error::ApiError;
 use crate::client::shared::Shared;
+use crate::wire::kind::{ClientMsg, Field, NameKind, ServerMsg, TxStatus};
 use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use futures_util::FutureExt;
@@ -92,7 +93,7 @@ pub struct DbError {
 impl DbError {
     fn parse(msg: &[u8]) -> DbError {
         let (code, message) = proto::error_fields(msg);
-        let field = |k: u8| {
+        let field = |k: Field| {
             proto::fields(msg)
                 .find(|(f, _)| *f == k)
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
@@ -100,8 +101,8 @@ impl DbError {
         DbError {
             code,
             message,
-            detail: field(b'D'),
-            context: field(b'W'),
+            detail: field(Field::Detail),
+            context: field(Field::Context),
         }
     }
 }
@@ -115,7 +116,7 @@ pub struct Conn {
     pub cancel_key: (i32, i32),
     key: ConnKey,
     /// Transaction status from the last ReadyForQuery.
-    status: u8,
+    status: TxStatus,
     /// The session is unusable (an I/O error, or abandoned mid-statement).
     broken: bool,
     /// A statement was sent and its ReadyForQuery has not arrived.
@@ -155,14 +156,14 @@ impl Conn {
     pub async fn start(&mut self, sql: &str, params: &[Option<String>]) -> Result<(), ApiError> {
         let b = &mut self.wbuf;
         b.clear();
-        frame(b, b'P', |b| {
+        frame(b, ClientMsg::Parse, |b| {
             b.put_u8(0);
             put_cstr(b, sql);
             b.put_i16(0);
         })?;
         let count = i16::try_from(params.len())
             .map_err(|_| ApiError::bad_request("at most 32767 parameters"))?;
-        frame(b, b'B', |b| {
+        frame(b, ClientMsg::Bind, |b| {
             b.put_u8(0);
             b.put_u8(0);
             b.put_i16(0);
@@ -178,7 +179,16 @@ impl Conn {
             }
             b.put_i16(0);
         })?;
-        b.extend_from_slice(b"D\0\0\0\x06P\0E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04");
+        // Describe the unnamed portal, Execute it for all rows, Sync.
+        frame(b, ClientMsg::Describe, |b| {
+            b.put_u8(NameKind::Portal.byte());
+            b.put_u8(0);
+        })?;
+        frame(b, ClientMsg::Execute, |b| {
+            b.put_u8(0);
+            b.put_i32(0);
+        })?;
+        frame(b, ClientMsg::Sync, |_| {})?;
         self.busy = true;
         self.flush().await
     }
@@ -194,7 +204,7 @@ impl Conn {
     /// Sends one CopyData message holding `data`.
     pub async fn copy_data(&mut self, data: &[u8]) -> Result<(), ApiError> {
         self.wbuf.clear();
-        self.wbuf.put_u8(b'd');
+        self.wbuf.put_u8(ClientMsg::CopyData.byte());
         self.wbuf.put_i32(data.len() as i32 + 4);
         self.wbuf.extend_from_slice(data);
         self.flush().await
@@ -204,8 +214,8 @@ impl Conn {
     pub async fn copy_end(&mut self, fail: Option<&str>) -> Result<(), ApiError> {
         self.wbuf.clear();
         match fail {
-            None => self.wbuf.extend_from_slice(b"c\0\0\0\x04"),
-            Some(reason) => frame(&mut self.wbuf, b'f', |b| put_cstr(b, reason))?,
+            None => frame(&mut self.wbuf, ClientMsg::CopyDone, |_| {})?,
+            Some(reason) => frame(&mut self.wbuf, ClientMsg::CopyFail, |b| put_cstr(b, reason))?,
         }
         self.flush().await
     }
@@ -241,20 +251,22 @@ impl Conn {
                 }
             };
             let (tag, msg) = frame;
-            return Ok(match tag {
-                b'T' => Event::Columns(row_description(&msg)),
-                b'D' => Event::Row(Row(msg)),
-                b'C' => {
+            return Ok(match ServerMsg::of(tag) {
+                ServerMsg::RowDescription => Event::Columns(row_description(&msg)),
+                ServerMsg::DataRow => Event::Row(Row(msg)),
+                ServerMsg::CommandComplete => {
                     let body = msg.get(5..).unwrap_or(&[]);
                     let end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
                     Event::Done(String::from_utf8_lossy(&body[..end]).into_owned())
                 }
-                b'I' => Event::Done(String::new()),
-                b'E' => Event::Failed(DbError::parse(&msg)),
-                b'G' => Event::CopyIn,
-                b'Z' => {
+                ServerMsg::EmptyQuery => Event::Done(String::new()),
+                ServerMsg::Error => Event::Failed(DbError::parse(&msg)),
+                ServerMsg::CopyIn => Event::CopyIn,
+                ServerMsg::Ready => {
                     self.busy = false;
-                    self.status = msg.get(5).copied().unwrap_or(b'E');
+                    self.status = msg
+                        .get(proto::HEADER_LEN)
+                        .map_or(TxStatus::Failed, |s| TxStatus::of(*s));
                     Event::Ready
                 }
                 // ParseComplete, BindComplete, NoData, notices, parameter changes.
@@ -289,9 +301,9 @@ fn put_cstr(b: &mut BytesMut, s: &str) {
 }
 
 /// Appends one message of type `tag` whose body `f` writes; the length is filled in after.
-fn frame(b: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) -> Result<(), ApiError> {
+fn frame(b: &mut BytesMut, kind: ClientMsg, f: impl FnOnce(&mut BytesMut)) -> Result<(), ApiError> {
     let start = b.len();
-    b.put_u8(tag);
+    b.put_u8(kind.byte());
     b.put_i32(0);
     f(b);
     let len = b.len() - start - 1;
@@ -362,7 +374,7 @@ impl Conns {
             wbuf: BytesMut::with_capacity(1024),
             cancel_key: s.cancel_key,
             key,
-            status: b'I',
+            status: TxStatus::Idle,
             broken: false,
             busy: false,
             sh: sh.clone(),
@@ -371,7 +383,7 @@ impl Conns {
 
     /// Returns a session after its request: kept if it is idle outside a transaction.
     pub fn put(&self, conn: Conn) {
-        if conn.broken || conn.busy || conn.status != b'I' || !conn.rbuf.is_empty() {
+        if conn.broken || conn.busy || !conn.status.is_idle() || !conn.rbuf.is_empty() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());

@@ -5,6 +5,7 @@
 //! names, ReadyForQuery, ErrorResponse). Lengths are validated before anything is buffered.
 //! Messages the broker originates are encoded with `pgwire`'s message types.
 
+use super::kind::{ClientMsg, Field, ServerMsg, TxStatus};
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{BackendKeyData, ParameterStatus, SecretKey};
@@ -16,7 +17,7 @@ pub const HEADER_LEN: usize = 5;
 /// A decoded message header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
-    /// The message type byte.
+    /// The message type byte (see [`Header::client`] and [`Header::server`]).
     pub tag: u8,
     /// Total bytes on the wire, tag included.
     pub total: usize,
@@ -57,6 +58,20 @@ pub fn header(buf: &[u8], max: usize) -> Result<Option<Header>, FrameError> {
         tag: buf[0],
         total: len + 1,
     }))
+}
+
+impl Header {
+    /// The kind of a message a client sent.
+    #[inline]
+    pub const fn client(&self) -> ClientMsg {
+        ClientMsg::of(self.tag)
+    }
+
+    /// The kind of a message a server sent.
+    #[inline]
+    pub const fn server(&self) -> ServerMsg {
+        ServerMsg::of(self.tag)
+    }
 }
 
 /// Splits one complete message off the front of `buf`, or returns `None` if it is incomplete.
@@ -154,13 +169,13 @@ fn encode<M: Message>(m: &M, out: &mut BytesMut) {
 /// An ErrorResponse (severity ERROR) with a hint.
 pub fn error_with_hint(out: &mut BytesMut, code: &str, message: &str, hint: Option<&str>) {
     let mut fields = vec![
-        (b'S', "ERROR".to_owned()),
-        (b'V', "ERROR".to_owned()),
-        (b'C', code.to_owned()),
-        (b'M', message.to_owned()),
+        (Field::Severity.byte(), "ERROR".to_owned()),
+        (Field::SeverityRaw.byte(), "ERROR".to_owned()),
+        (Field::Code.byte(), code.to_owned()),
+        (Field::Message.byte(), message.to_owned()),
     ];
     if let Some(h) = hint {
-        fields.push((b'H', h.to_owned()));
+        fields.push((Field::Hint.byte(), h.to_owned()));
     }
     encode(&ErrorResponse::new(fields), out);
 }
@@ -170,10 +185,10 @@ pub fn error(out: &mut BytesMut, severity: Severity, code: &str, message: &str) 
     let sev = severity.as_str().to_owned();
     encode(
         &ErrorResponse::new(vec![
-            (b'S', sev.clone()),
-            (b'V', sev),
-            (b'C', code.to_owned()),
-            (b'M', message.to_owned()),
+            (Field::Severity.byte(), sev.clone()),
+            (Field::SeverityRaw.byte(), sev),
+            (Field::Code.byte(), code.to_owned()),
+            (Field::Message.byte(), message.to_owned()),
         ]),
         out,
     );
@@ -183,21 +198,21 @@ pub fn error(out: &mut BytesMut, severity: Severity, code: &str, message: &str) 
 pub fn notice(out: &mut BytesMut, code: &str, message: &str) {
     encode(
         &NoticeResponse::new(vec![
-            (b'S', "NOTICE".into()),
-            (b'V', "NOTICE".into()),
-            (b'C', code.to_owned()),
-            (b'M', message.to_owned()),
+            (Field::Severity.byte(), "NOTICE".into()),
+            (Field::SeverityRaw.byte(), "NOTICE".into()),
+            (Field::Code.byte(), code.to_owned()),
+            (Field::Message.byte(), message.to_owned()),
         ]),
         out,
     );
 }
 
-/// Appends ReadyForQuery with the given status byte (`I`, `T` or `E`).
-pub fn ready(out: &mut BytesMut, status: u8) {
+/// Appends ReadyForQuery with the given status.
+pub fn ready(out: &mut BytesMut, status: TxStatus) {
     let status = match status {
-        b'T' => TransactionStatus::Transaction,
-        b'E' => TransactionStatus::Error,
-        _ => TransactionStatus::Idle,
+        TxStatus::InBlock => TransactionStatus::Transaction,
+        TxStatus::Failed => TransactionStatus::Error,
+        TxStatus::Idle | TxStatus::Other(_) => TransactionStatus::Idle,
     };
     encode(&ReadyForQuery::new(status), out);
 }
@@ -215,16 +230,17 @@ pub fn backend_key(out: &mut BytesMut, pid: i32, secret: i32) {
     encode(&BackendKeyData::new(pid, SecretKey::I32(secret)), out);
 }
 
-/// Appends a message with an arbitrary tag and body (ParseComplete, CloseComplete, …).
-pub fn simple(out: &mut BytesMut, tag: u8, body: &[u8]) {
-    out.put_u8(tag);
+/// Appends a message of the given kind ([`ServerMsg`] or [`ClientMsg`]) with a body the
+/// caller encoded (ParseComplete, CloseComplete, DataRow, …).
+pub fn simple(out: &mut BytesMut, kind: impl Into<u8>, body: &[u8]) {
+    out.put_u8(kind.into());
     out.put_i32(body.len() as i32 + 4);
     out.put_slice(body);
 }
 
 /// Appends a simple Query message.
 pub fn query(out: &mut BytesMut, sql: &str) {
-    out.put_u8(b'Q');
+    out.put_u8(ClientMsg::Query.byte());
     out.put_i32(sql.len() as i32 + 5);
     out.put_slice(sql.as_bytes());
     out.put_u8(0);
@@ -233,19 +249,19 @@ pub fn query(out: &mut BytesMut, sql: &str) {
 /// The SQLSTATE (`C` field) of an ErrorResponse or NoticeResponse message (header included).
 pub fn sqlstate(msg: &[u8]) -> Option<&str> {
     fields(msg)
-        .find(|(k, _)| *k == b'C')
+        .find(|(k, _)| *k == Field::Code)
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 /// The fields of an ErrorResponse/NoticeResponse (header included), bounds-checked.
-pub fn fields(msg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+pub fn fields(msg: &[u8]) -> impl Iterator<Item = (Field, &[u8])> {
     let mut r = Reader::new(msg.get(HEADER_LEN..).unwrap_or(&[]));
     std::iter::from_fn(move || {
         let code = r.u8()?;
         if code == 0 {
             return None;
         }
-        Some((code, r.cstr()?))
+        Some((Field::of(code), r.cstr()?))
     })
 }
 
@@ -255,8 +271,8 @@ pub fn error_fields(msg: &[u8]) -> (String, String) {
     let (mut code, mut message) = ("XX000".to_owned(), String::new());
     for (k, v) in fields(msg) {
         match k {
-            b'C' => code = String::from_utf8_lossy(v).into_owned(),
-            b'M' => message = String::from_utf8_lossy(v).into_owned(),
+            Field::Code => code = String::from_utf8_lossy(v).into_owned(),
+            Field::Message => message = String::from_utf8_lossy(v).into_owned(),
             _ => {}
         }
     }

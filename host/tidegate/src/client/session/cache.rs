@@ -9,6 +9,7 @@ use crate::cache::deps;
 use crate::cache::flight::Leader;
 use crate::cache::key::{initial_scope, next_scope, Key, KeyInput};
 use crate::cache::{entry::Entry, Cache, Lookup};
+use crate::wire::kind::{ClientMsg, ServerMsg, TxStatus};
 use crate::wire::proto;
 use bytes::{BufMut, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
@@ -176,7 +177,7 @@ where
         let Some(deps) = self.cache_plan(&cache, text, fp, &class, &[]).await else {
             return Ok(false);
         };
-        let key = self.cache_key(b'Q', sql, &[], &[], &[]);
+        let key = self.cache_key(ClientMsg::Query, sql, &[], &[], &[]);
         match cache.lookup(&self.topo.config.cache, key, &deps.gens).await {
             Lookup::Hit(e) => {
                 cache.admission.record(fp.0, true);
@@ -217,7 +218,7 @@ where
         let config = &self.topo.config;
         if self.cache.off
             || self.copy_in
-            || (self.tx_status != b'I' && !config.cache.in_transactions)
+            || (!self.tx_status.is_idle() && !config.cache.in_transactions)
             || self.touches_declared_columns(class)
         {
             return None;
@@ -245,7 +246,7 @@ where
     /// The key of `sql` run by this session with these parameters and formats.
     pub(super) fn cache_key(
         &self,
-        protocol: u8,
+        protocol: ClientMsg,
         sql: &[u8],
         params: &[Option<&[u8]>],
         param_formats: &[i16],
@@ -270,13 +271,14 @@ where
     pub(super) fn serve_hit(&mut self, cache: &Cache, e: &Entry, bind: bool) {
         self.drain_synthetic();
         if bind {
-            proto::simple(&mut self.out, b'2', &[]);
+            proto::simple(&mut self.out, ServerMsg::BindComplete, &[]);
             self.audit_execute();
         }
         self.out.extend_from_slice(&e.description);
         self.out.extend_from_slice(&e.body);
         if self.audit.is_some() {
-            for m in messages(&e.body).filter(|m| m[0] == b'C') {
+            for m in messages(&e.body).filter(|m| ServerMsg::of(m[0]) == ServerMsg::CommandComplete)
+            {
                 self.audit_complete(m);
             }
         }
@@ -328,8 +330,8 @@ where
     }
 
     /// A message of the reply to the front request, as it is relayed.
-    pub(super) fn cache_capture(&mut self, tag: u8, msg: &[u8]) {
-        if tag == b'C' {
+    pub(super) fn cache_capture(&mut self, kind: ServerMsg, msg: &[u8]) {
+        if kind == ServerMsg::CommandComplete {
             self.cache.rolled_back = msg.get(proto::HEADER_LEN..) == Some(b"ROLLBACK\0");
         }
         let Some(f) = self.cache.fill.as_mut() else {
@@ -338,15 +340,20 @@ where
         if f.spoiled {
             return;
         }
-        match tag {
-            b'T' if f.described && self.row_plan.is_none() => f.description.extend_from_slice(msg),
-            b'D' | b'C' => f.body.extend_from_slice(msg),
+        match kind {
+            ServerMsg::RowDescription if f.described && self.row_plan.is_none() => {
+                f.description.extend_from_slice(msg)
+            }
+            ServerMsg::DataRow | ServerMsg::CommandComplete => f.body.extend_from_slice(msg),
             // ParseComplete, BindComplete, notices and parameter changes are not the result.
-            b'1' | b'2' | b'N' | b'S' => {}
+            ServerMsg::ParseComplete
+            | ServerMsg::BindComplete
+            | ServerMsg::Notice
+            | ServerMsg::ParameterStatus => {}
             _ => f.spoiled = true,
         }
         if f.description.len() + f.body.len() > self.topo.config.cache.max_result_bytes
-            || (tag == b'T' && self.row_plan.is_some())
+            || (kind == ServerMsg::RowDescription && self.row_plan.is_some())
         {
             f.spoiled = true;
             f.description = BytesMut::new();
@@ -356,7 +363,7 @@ where
 
     /// ReadyForQuery for a client request arrived with transaction `status`: the recorded
     /// reply is stored, and a committed transaction's counters are due.
-    pub(super) fn cache_ready(&mut self, status: u8) {
+    pub(super) fn cache_ready(&mut self, status: TxStatus) {
         if let Some(mut f) = self.cache.fill.take() {
             if !f.spoiled {
                 let entry = Entry {
@@ -367,7 +374,7 @@ where
                 self.cache.store_now = Some(Box::new((*f, entry)));
             }
         }
-        if status == b'I' && !self.cache.dirty.is_empty() {
+        if status.is_idle() && !self.cache.dirty.is_empty() {
             let mut gens = std::mem::take(&mut self.cache.dirty);
             if !self.cache.rolled_back {
                 gens.sort_unstable();
@@ -422,7 +429,7 @@ fn is_show_cache(text: &str) -> bool {
 }
 
 /// `SHOW tidegate.cache`: the backend and the counters, one row each.
-fn show_cache(out: &mut BytesMut, cache: &Cache, status: u8) {
+fn show_cache(out: &mut BytesMut, cache: &Cache, status: TxStatus) {
     let mut rd = BytesMut::new();
     rd.put_i16(2);
     for name in ["name", "value"] {
@@ -435,7 +442,7 @@ fn show_cache(out: &mut BytesMut, cache: &Cache, status: u8) {
         rd.put_i32(-1);
         rd.put_i16(0);
     }
-    proto::simple(out, b'T', &rd);
+    proto::simple(out, ServerMsg::RowDescription, &rd);
     let mut rows = vec![("backend", cache.backend_name().to_owned())];
     rows.extend(
         cache
@@ -451,9 +458,13 @@ fn show_cache(out: &mut BytesMut, cache: &Cache, status: u8) {
             d.put_i32(f.len() as i32);
             d.put_slice(f);
         }
-        proto::simple(out, b'D', &d);
+        proto::simple(out, ServerMsg::DataRow, &d);
     }
-    proto::simple(out, b'C', format!("SHOW {}\0", rows.len()).as_bytes());
+    proto::simple(
+        out,
+        ServerMsg::CommandComplete,
+        format!("SHOW {}\0", rows.len()).as_bytes(),
+    );
     proto::ready(out, status);
 }
 

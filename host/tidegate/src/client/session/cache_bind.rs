@@ -6,6 +6,7 @@
 use super::cache::Fill;
 use super::{Pending, Result, Session};
 use crate::cache::Lookup;
+use crate::wire::kind::{ClientMsg, NameKind};
 use crate::wire::proto::{self, Reader};
 use bytes::Buf;
 use tidegate_sql::Kind;
@@ -55,23 +56,24 @@ fn rest_of_batch(buf: &[u8], portal: &[u8]) -> Option<(bool, usize)> {
         let h = proto::header(&buf[pos..], usize::MAX).ok()??;
         let msg = buf.get(pos..pos + h.total)?;
         pos += h.total;
-        Some((h.tag, &msg[proto::HEADER_LEN..]))
+        Some((h.client(), &msg[proto::HEADER_LEN..]))
     };
-    let (mut tag, mut body) = next()?;
-    let described = tag == b'D';
+    let (mut kind, mut body) = next()?;
+    let described = kind == ClientMsg::Describe;
     if described {
         let mut r = Reader::new(body);
-        if r.u8()? != b'P' || r.cstr()? != portal || !r.rest().is_empty() {
+        if NameKind::of(r.u8()?) != NameKind::Portal || r.cstr()? != portal || !r.rest().is_empty()
+        {
             return None;
         }
-        (tag, body) = next()?;
+        (kind, body) = next()?;
     }
     let mut r = Reader::new(body);
-    if tag != b'E' || r.cstr()? != portal || r.i32()? != 0 || !r.rest().is_empty() {
+    if kind != ClientMsg::Execute || r.cstr()? != portal || r.i32()? != 0 || !r.rest().is_empty() {
         return None;
     }
-    let (tag, _) = next()?;
-    (tag == b'S').then_some((described, pos))
+    let (kind, _) = next()?;
+    (kind == ClientMsg::Sync).then_some((described, pos))
 }
 
 impl<R, W> Session<R, W>
@@ -138,7 +140,11 @@ where
             return Ok(false);
         };
         // The statement's parameter types are part of its text's meaning.
-        let protocol = if described { b'D' } else { b'E' };
+        let protocol = if described {
+            ClientMsg::Describe
+        } else {
+            ClientMsg::Execute
+        };
         let key = self.cache_key(
             protocol,
             &body,
@@ -169,8 +175,8 @@ mod tests {
     use super::*;
     use bytes::{BufMut, BytesMut};
 
-    fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
-        out.put_u8(tag);
+    fn msg(out: &mut BytesMut, kind: ClientMsg, body: &[u8]) {
+        out.put_u8(kind.byte());
         out.put_i32(4 + body.len() as i32);
         out.put_slice(body);
     }
@@ -178,9 +184,9 @@ mod tests {
     #[test]
     fn only_describe_execute_sync_batches_qualify() {
         let mut b = BytesMut::new();
-        msg(&mut b, b'D', b"P\0");
-        msg(&mut b, b'E', b"\0\0\0\0\0");
-        msg(&mut b, b'S', b"");
+        msg(&mut b, ClientMsg::Describe, b"P\0");
+        msg(&mut b, ClientMsg::Execute, b"\0\0\0\0\0");
+        msg(&mut b, ClientMsg::Sync, b"");
         assert_eq!(rest_of_batch(&b, b""), Some((true, b.len())));
         assert_eq!(rest_of_batch(&b, b"other"), None);
         assert_eq!(
@@ -189,12 +195,12 @@ mod tests {
             "Sync not buffered yet"
         );
         let mut e = BytesMut::new();
-        msg(&mut e, b'E', b"\0\0\0\0\x0a"); // a row limit: portal may be suspended
-        msg(&mut e, b'S', b"");
+        msg(&mut e, ClientMsg::Execute, b"\0\0\0\0\x0a"); // a row limit: portal may be suspended
+        msg(&mut e, ClientMsg::Sync, b"");
         assert_eq!(rest_of_batch(&e, b""), None);
         let mut f = BytesMut::new();
-        msg(&mut f, b'E', b"\0\0\0\0\0");
-        msg(&mut f, b'H', b"");
+        msg(&mut f, ClientMsg::Execute, b"\0\0\0\0\0");
+        msg(&mut f, ClientMsg::Flush, b"");
         assert_eq!(rest_of_batch(&f, b""), None);
     }
 

@@ -3,6 +3,7 @@
 
 use super::{Pending, Result, Session, SessionError, Stmt};
 use crate::upstream::statements::{body_hash, server_name};
+use crate::wire::kind::{ClientMsg, NameKind, ServerMsg};
 use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, Bytes, BytesMut};
 use tidegate_sql::session_state;
@@ -15,18 +16,7 @@ where
 {
     pub(super) async fn on_parse(&mut self, msg: &BytesMut) -> Result<bool> {
         let body = &msg[proto::HEADER_LEN..];
-        let mut r = Reader::new(body);
-        let parsed = (|| {
-            let name = r.cstr()?;
-            let query = r.cstr()?;
-            let n = r.i16()?;
-            if n < 0 {
-                return None;
-            }
-            r.bytes(n as usize * 4)?;
-            r.rest().is_empty().then_some((name, query))
-        })();
-        let Some((name, query)) = parsed else {
+        let Some((name, query)) = parse_fields(body) else {
             self.protocol_violation("08P01", "invalid Parse message".into())
                 .await?;
             return Ok(false);
@@ -44,71 +34,77 @@ where
                 hint: None,
                 plugin: "tidegate".into(),
             };
-            self.deny(b'P', d)?;
+            self.deny(ClientMsg::Parse, d)?;
             return Ok(true);
         }
         let effect = session_state::scan(query);
-        let read_only = self.sql_read_only(query);
-        let writes = self.parse_writes.take();
-        let cache_writes = self.cache_write_gens(query);
         let stmt_body = &body[name.len() + 1..];
+        let facts = StmtFacts {
+            read_only: self.sql_read_only(query),
+            writes: self.parse_writes.take(),
+            cache_writes: self.cache_write_gens(query),
+            changes_state: effect.pin,
+        };
         if !name.is_empty() && self.backend.is_none() && !effect.pin {
             // A statement some server already accepted needs no connection to be "parsed":
             // it is prepared on whichever connection later binds it.
             let shared = Bytes::copy_from_slice(stmt_body);
             let id = self.sh.statements.id(&shared);
             if self.pool.is_valid(id) {
-                let stmt = Stmt {
-                    id,
-                    body: shared,
-                    read_only,
-                    writes,
-                    cache_writes,
-                    audit: None,
-                    changes_state: effect.pin,
-                };
-                self.stmts.insert(Bytes::copy_from_slice(name), stmt);
-                self.push_synthetic(b'1');
+                self.stmts
+                    .insert(Bytes::copy_from_slice(name), facts.into_stmt(id, shared));
+                self.push_synthetic(ServerMsg::ParseComplete);
                 return Ok(true);
             }
         }
-        let route = self.batch_read_only(read_only, Some(name));
+        let route = self.batch_read_only(facts.read_only, Some(name));
         if !self.attach(false, route).await? {
             return Ok(true);
         }
         self.note_effect(effect);
+        if name.is_empty() {
+            self.parse_unnamed(msg, stmt_body, facts)
+        } else {
+            self.parse_named(name, stmt_body, facts)
+        }
+    }
+
+    /// Parse of the unnamed statement on the attached connection: relayed as it came.
+    fn parse_unnamed(
+        &mut self,
+        msg: &BytesMut,
+        stmt_body: &[u8],
+        facts: StmtFacts,
+    ) -> Result<bool> {
         let Some(b) = self.backend.as_mut() else {
             return Err(SessionError::Terminated("no server connection"));
         };
-        if name.is_empty() {
-            let id = body_hash(stmt_body);
-            // Clients re-parse the same unnamed statement for every execution (pgbench -M
-            // extended, most drivers): keep the copy we have rather than allocate anew.
-            if self.unnamed.as_ref().map(|u| u.id) != Some(id) {
-                self.unnamed = Some(Stmt {
-                    id,
-                    body: Bytes::copy_from_slice(stmt_body),
-                    read_only,
-                    writes,
-                    cache_writes,
-                    audit: None,
-                    changes_state: effect.pin,
-                });
-            }
-            b.unnamed = Some(id);
-            self.unsynced = true;
-            self.pending.push_back(Pending::Parse {
-                visible: true,
-                id: None,
-            });
-            self.bout.extend_from_slice(msg);
-            return Ok(true);
+        let id = body_hash(stmt_body);
+        // Clients re-parse the same unnamed statement for every execution (pgbench -M
+        // extended, most drivers): keep the copy we have rather than allocate anew.
+        if self.unnamed.as_ref().map(|u| u.id) != Some(id) {
+            self.unnamed = Some(facts.into_stmt(id, Bytes::copy_from_slice(stmt_body)));
         }
+        b.unnamed = Some(id);
+        self.unsynced = true;
+        self.pending.push_back(Pending::Parse {
+            visible: true,
+            id: None,
+        });
+        self.bout.extend_from_slice(msg);
+        Ok(true)
+    }
+
+    /// Parse of a named statement: mapped to the shared server-side statement, prepared on
+    /// the attached connection unless it already holds it.
+    fn parse_named(&mut self, name: &[u8], stmt_body: &[u8], facts: StmtFacts) -> Result<bool> {
+        let Some(b) = self.backend.as_mut() else {
+            return Err(SessionError::Terminated("no server connection"));
+        };
         let stmt_body = Bytes::copy_from_slice(stmt_body);
         let id = self.sh.statements.id(&stmt_body);
-        let name = Bytes::copy_from_slice(name);
         if b.prepared.contains(&id) {
-            self.push_synthetic(b'1');
+            self.push_synthetic(ServerMsg::ParseComplete);
         } else {
             b.prepared.insert(id);
             server_name(id, &mut self.name_buf);
@@ -119,59 +115,32 @@ where
                 id: Some(id),
             });
         }
-        self.stmts.insert(
-            name,
-            Stmt {
-                id,
-                body: stmt_body,
-                read_only,
-                writes,
-                cache_writes,
-                audit: None,
-                changes_state: effect.pin,
-            },
-        );
+        self.stmts
+            .insert(Bytes::copy_from_slice(name), facts.into_stmt(id, stmt_body));
         Ok(true)
     }
 
-    pub(super) async fn on_bind_or_describe(&mut self, tag: u8, msg: &BytesMut) -> Result<bool> {
+    pub(super) async fn on_bind_or_describe(
+        &mut self,
+        kind: ClientMsg,
+        msg: &BytesMut,
+    ) -> Result<bool> {
         let body = &msg[proto::HEADER_LEN..];
-        let mut r = Reader::new(body);
-        // Bind: portal, statement, rest. Describe: kind byte, name.
-        let (stmt_name, prefix_len) = if tag == b'B' {
-            let Some(portal) = r.cstr() else {
-                self.protocol_violation("08P01", "invalid Bind message".into())
-                    .await?;
-                return Ok(false);
+        let Some((stmt_name, prefix_len)) = statement_named(kind, body) else {
+            let what = if kind == ClientMsg::Bind {
+                "invalid Bind message"
+            } else {
+                "invalid Describe message"
             };
-            let Some(stmt) = r.cstr() else {
-                self.protocol_violation("08P01", "invalid Bind message".into())
-                    .await?;
-                return Ok(false);
-            };
-            (Some(stmt), portal.len() + 1)
-        } else {
-            let (Some(kind), Some(name)) = (r.u8(), r.cstr()) else {
-                self.protocol_violation("08P01", "invalid Describe message".into())
-                    .await?;
-                return Ok(false);
-            };
-            match kind {
-                b'S' => (Some(name), 1),
-                b'P' => (None, 0),
-                _ => {
-                    self.protocol_violation("08P01", "invalid Describe kind".into())
-                        .await?;
-                    return Ok(false);
-                }
-            }
+            self.protocol_violation("08P01", what.into()).await?;
+            return Ok(false);
         };
         let first = match stmt_name {
             Some([]) => self.unnamed.as_ref().is_some_and(|s| s.read_only),
             Some(name) => self.stmts.get(name).is_some_and(|s| s.read_only),
             None => false,
         };
-        if tag == b'B' {
+        if kind == ClientMsg::Bind {
             let gens = match stmt_name {
                 Some([]) => self.unnamed.as_ref().and_then(|s| s.cache_writes.clone()),
                 Some(name) => self.stmts.get(name).and_then(|s| s.cache_writes.clone()),
@@ -191,7 +160,7 @@ where
             Some(name) => self.stmts.get(name).map(|s| s.id),
             None => None,
         };
-        let next = if tag == b'B' {
+        let next = if kind == ClientMsg::Bind {
             Pending::Bind(described.and_then(|id| self.row_plans.get(&id).cloned()))
         } else {
             Pending::Describe(described)
@@ -203,34 +172,38 @@ where
                 self.ensure_unnamed();
                 self.bout.extend_from_slice(msg);
             }
-            Some(name) => {
-                match self.stmts.get(name).cloned() {
-                    Some(stmt) => {
-                        self.ensure_prepared(&stmt);
-                        server_name(stmt.id, &mut self.name_buf);
-                    }
-                    // A statement this client never prepared: the server must report 26000,
-                    // not find another client's statement (or unnamed statement) on the
-                    // connection, so the name becomes one no statement can have.
-                    None => {
-                        self.name_buf.clear();
-                        self.name_buf.extend_from_slice(b"tg-unknown:");
-                        self.name_buf.extend_from_slice(name);
-                        self.name_buf.push(0);
-                    }
-                }
-                let rest = &body[prefix_len + name.len() + 1..];
-                put_renamed(
-                    &mut self.bout,
-                    tag,
-                    &body[..prefix_len],
-                    &self.name_buf,
-                    rest,
-                );
-            }
+            Some(name) => self.send_renamed(kind, body, prefix_len, name),
         }
         self.pending.push_back(next);
         Ok(true)
+    }
+
+    /// Sends a Bind or Describe naming the client's statement `name` under its shared
+    /// server-side name, preparing it first where the connection lacks it.
+    fn send_renamed(&mut self, kind: ClientMsg, body: &[u8], prefix_len: usize, name: &[u8]) {
+        match self.stmts.get(name).cloned() {
+            Some(stmt) => {
+                self.ensure_prepared(&stmt);
+                server_name(stmt.id, &mut self.name_buf);
+            }
+            // A statement this client never prepared: the server must report 26000, not
+            // find another client's statement (or unnamed statement) on the connection, so
+            // the name becomes one no statement can have.
+            None => {
+                self.name_buf.clear();
+                self.name_buf.extend_from_slice(b"tg-unknown:");
+                self.name_buf.extend_from_slice(name);
+                self.name_buf.push(0);
+            }
+        }
+        let rest = &body[prefix_len + name.len() + 1..];
+        put_renamed(
+            &mut self.bout,
+            kind,
+            &body[..prefix_len],
+            &self.name_buf,
+            rest,
+        );
     }
 
     /// Prepares `stmt` on the attached connection if it lacks it; the reply is hidden.
@@ -264,9 +237,62 @@ where
     }
 }
 
+/// What a statement's Parse tells about it, kept with its name.
+struct StmtFacts {
+    read_only: bool,
+    writes: Option<super::fields::ParamWrites>,
+    cache_writes: Option<std::sync::Arc<[String]>>,
+    changes_state: bool,
+}
+
+impl StmtFacts {
+    fn into_stmt(self, id: u64, body: Bytes) -> Stmt {
+        Stmt {
+            id,
+            body,
+            read_only: self.read_only,
+            writes: self.writes,
+            cache_writes: self.cache_writes,
+            audit: None,
+            changes_state: self.changes_state,
+        }
+    }
+}
+
+/// A Parse body's statement name and query, if it is well formed.
+fn parse_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut r = Reader::new(body);
+    let name = r.cstr()?;
+    let query = r.cstr()?;
+    let n = r.i16()?;
+    if n < 0 {
+        return None;
+    }
+    r.bytes(n as usize * 4)?;
+    r.rest().is_empty().then_some((name, query))
+}
+
+/// The statement a Bind or Describe names (`None` inside for a Describe of a portal) and the
+/// length of what precedes the name; `None` if the message is malformed.
+fn statement_named(kind: ClientMsg, body: &[u8]) -> Option<(Option<&[u8]>, usize)> {
+    let mut r = Reader::new(body);
+    if kind == ClientMsg::Bind {
+        let portal = r.cstr()?;
+        let stmt = r.cstr()?;
+        return Some((Some(stmt), portal.len() + 1));
+    }
+    let target = NameKind::of(r.u8()?);
+    let name = r.cstr()?;
+    match target {
+        NameKind::Statement => Some((Some(name), 1)),
+        NameKind::Portal => Some((None, 0)),
+        NameKind::Other(_) => None,
+    }
+}
+
 /// Appends a Bind or Describe with `name` (NUL-terminated) in place of the client's name.
-fn put_renamed(out: &mut BytesMut, tag: u8, prefix: &[u8], name: &[u8], rest: &[u8]) {
-    out.put_u8(tag);
+fn put_renamed(out: &mut BytesMut, kind: ClientMsg, prefix: &[u8], name: &[u8], rest: &[u8]) {
+    out.put_u8(kind.byte());
     out.put_i32((4 + prefix.len() + name.len() + rest.len()) as i32);
     out.put_slice(prefix);
     out.put_slice(name);
@@ -275,7 +301,7 @@ fn put_renamed(out: &mut BytesMut, tag: u8, prefix: &[u8], name: &[u8], rest: &[
 
 /// Appends a Parse message: `name` is NUL-terminated, `body` is query, NUL, parameter types.
 pub(super) fn put_parse(out: &mut BytesMut, name: &[u8], body: &[u8]) {
-    out.put_u8(b'P');
+    out.put_u8(ClientMsg::Parse.byte());
     out.put_i32((4 + name.len() + body.len()) as i32);
     out.put_slice(name);
     out.put_slice(body);

@@ -5,6 +5,7 @@
 //! through `on-rows` before the client sees them. Both fail closed.
 
 use super::{Result, Session};
+use crate::wire::kind::{ClientMsg, ServerMsg};
 use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
@@ -296,7 +297,7 @@ where
             bind.values[*i] = v;
         }
         let mut m = BytesMut::with_capacity(msg.len() + 256);
-        m.put_u8(b'B');
+        m.put_u8(ClientMsg::Bind.byte());
         m.put_i32(0);
         m.put_slice(&body[..head]);
         bind.encode(&mut m);
@@ -338,7 +339,7 @@ where
             let Ok(Some(h)) = proto::header(&rbuf[used..], usize::MAX) else {
                 break;
             };
-            if h.tag != b'D' || rbuf.len() - used < h.total {
+            if h.server() != ServerMsg::DataRow || rbuf.len() - used < h.total {
                 break;
             }
             let msg = &rbuf[used..used + h.total];
@@ -415,7 +416,7 @@ fn rewrite_data_row(out: &mut BytesMut, msg: &[u8], indices: &[usize], values: &
         return;
     };
     let start = out.len();
-    out.put_u8(b'D');
+    out.put_u8(ServerMsg::DataRow.byte());
     out.put_i32(0);
     out.put_i16(fields.len() as i16);
     for (i, f) in fields.iter().enumerate() {

@@ -2,6 +2,7 @@
 //! (and says [`Handled::Relayed`]) or answers, refuses or ends the session itself.
 
 use super::{route, Pending, Result, Session};
+use crate::wire::kind::{ClientMsg, NameKind, ServerMsg};
 use crate::wire::proto::{self, Reader};
 use bytes::BytesMut;
 use tidegate_sql::session_state;
@@ -32,7 +33,7 @@ where
                 // `SET tidegate.route` is the broker's own setting: answered here,
                 // never sent to PostgreSQL, and it pins nothing.
                 self.primary_only = route;
-                proto::simple(&mut self.out, b'C', b"SET\0");
+                proto::simple(&mut self.out, ServerMsg::CommandComplete, b"SET\0");
                 proto::ready(&mut self.out, self.tx_status);
                 self.audit_finish(None);
                 return Ok(Handled::Return(true));
@@ -56,39 +57,46 @@ where
     }
 
     /// Parse, Bind or Describe (the hooks, the cache and the statement mapping on the way).
-    pub(super) async fn on_extended(&mut self, tag: u8, msg: &mut BytesMut) -> Result<Handled> {
-        if tag == b'B' {
+    pub(super) async fn on_extended(
+        &mut self,
+        kind: ClientMsg,
+        msg: &mut BytesMut,
+    ) -> Result<Handled> {
+        if kind == ClientMsg::Bind {
             if let Some(d) = self.open_portal(&msg[proto::HEADER_LEN..]) {
-                self.deny(tag, d)?;
+                self.deny(kind, d)?;
                 return Ok(Handled::Return(true));
             }
         }
-        if tag == b'B' && self.audit.is_none() && self.audited() {
+        if kind == ClientMsg::Bind && self.audit.is_none() && self.audited() {
             if let Some(d) = self.audit_refusal() {
-                self.deny(tag, d)?;
+                self.deny(kind, d)?;
                 return Ok(Handled::Return(true));
             }
             self.audit_bind(msg);
         }
-        if tag == b'B' && self.data_cols.is_some() {
+        if kind == ClientMsg::Bind && self.data_cols.is_some() {
             match self.bind_data_hooks(std::mem::take(msg)).await {
                 Ok(m) => *msg = m,
                 Err(d) => {
-                    self.deny(tag, d)?;
+                    self.deny(kind, d)?;
                     return Ok(Handled::Return(true));
                 }
             }
         }
-        if tag == b'B' && self.topo.config.cache.enabled {
+        if kind == ClientMsg::Bind && self.topo.config.cache.enabled {
             self.cache_note_state_bind(msg);
         }
-        if tag == b'B' && self.topo.config.cache.enabled && Box::pin(self.cache_bind(msg)).await? {
+        if kind == ClientMsg::Bind
+            && self.topo.config.cache.enabled
+            && Box::pin(self.cache_bind(msg)).await?
+        {
             return Ok(Handled::Return(true));
         }
-        let go_on = if tag == b'P' {
+        let go_on = if kind == ClientMsg::Parse {
             self.on_parse(msg).await?
         } else {
-            self.on_bind_or_describe(tag, msg).await?
+            self.on_bind_or_describe(kind, msg).await?
         };
         if go_on {
             self.keep_for_retry(msg);
@@ -132,20 +140,20 @@ where
     /// Close of a statement or portal.
     pub(super) async fn on_close(&mut self, msg: &BytesMut) -> Result<Handled> {
         let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
-        let (Some(kind), Some(name)) = (r.u8(), r.cstr()) else {
+        let (Some(target), Some(name)) = (r.u8().map(NameKind::of), r.cstr()) else {
             self.protocol_violation("08P01", "invalid Close message".into())
                 .await?;
             return Ok(Handled::Return(false));
         };
-        if kind == b'P' {
+        if target == NameKind::Portal {
             self.portals.remove(name);
         }
-        if kind == b'S' && !name.is_empty() {
+        if target == NameKind::Statement && !name.is_empty() {
             // Server-side statements are shared; only the client's name goes away.
             self.stmts.remove(name);
-            self.push_synthetic(b'3');
+            self.push_synthetic(ServerMsg::CloseComplete);
         } else if let Some(b) = self.backend.as_mut() {
-            if kind == b'S' {
+            if target == NameKind::Statement {
                 b.unnamed = None;
                 self.unnamed = None;
             }
@@ -155,10 +163,10 @@ where
         } else {
             // No transaction is open, so no portal exists; the unnamed statement is
             // forgotten. Closing what does not exist is not an error in PostgreSQL.
-            if kind == b'S' {
+            if target == NameKind::Statement {
                 self.unnamed = None;
             }
-            self.push_synthetic(b'3');
+            self.push_synthetic(ServerMsg::CloseComplete);
         }
         Ok(Handled::Relayed)
     }

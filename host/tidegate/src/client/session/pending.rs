@@ -1,6 +1,7 @@
 //! The replies a client is owed, in order.
 
 use super::fields;
+use crate::wire::kind::ServerMsg;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -13,8 +14,9 @@ pub(super) enum Pending {
         /// The shared id of a named statement; `None` for the unnamed statement.
         id: Option<u64>,
     },
-    /// A reply the broker produces itself when this reaches the front (`1` or `3`).
-    Synthetic(u8),
+    /// A reply the broker produces itself when this reaches the front (ParseComplete or
+    /// CloseComplete).
+    Synthetic(ServerMsg),
     /// An ErrorResponse the broker owes (a statement its policy denied).
     Denied(Bytes),
     /// A Parse sent to abort the server's transaction after a denial (its error is hidden).

@@ -8,10 +8,13 @@
 
 use super::fields::DataPlan;
 use super::{audit, Pending, Result, Session};
+use crate::wire::kind::ClientMsg;
 use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
-use tidegate_plugins::{Chain, Denial, Principal, Statement, StatementKind, TableRef, Verdict};
+use tidegate_plugins::{
+    Chain, Denial, HookSet, Principal, Statement, StatementKind, TableRef, Verdict,
+};
 use tidegate_sql::Kind;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -24,7 +27,7 @@ where
     /// (the same, or rewritten), or `None` when the statement was denied and answered.
     pub(super) async fn apply_policy(
         &mut self,
-        tag: u8,
+        kind: ClientMsg,
         msg: BytesMut,
     ) -> Result<Option<BytesMut>> {
         let Some(chain) = self.topo.plugins.clone() else {
@@ -36,28 +39,18 @@ where
             return Ok(Some(msg));
         }
         let body = &msg[proto::HEADER_LEN..];
-        let (sql, prefix_len) = match tag {
-            b'Q' => match body.strip_suffix(b"\0") {
-                Some(sql) => (sql, 0),
-                None => return Ok(Some(msg)), // Malformed: the session reports it.
-            },
-            _ => {
-                let mut r = Reader::new(body);
-                match (r.cstr(), r.cstr()) {
-                    (Some(name), Some(sql)) => (sql, name.len() + 1),
-                    _ => return Ok(Some(msg)),
-                }
-            }
+        let Some((sql, prefix_len)) = statement_text(kind, body) else {
+            return Ok(Some(msg)); // Malformed: the session reports it.
         };
         if hooks.audit {
             if let Some(d) = self.audit_refusal() {
                 tracing::warn!(user = %self.user, "statement refused: the audit log is unavailable");
-                return self.deny(tag, d);
+                return self.deny(kind, d);
             }
         }
         // A string of several statements is judged statement by statement, never by a
         // verdict remembered for its fingerprint.
-        if tag == b'Q' && several_statements(sql) {
+        if kind == ClientMsg::Query && several_statements(sql) {
             let text = String::from_utf8_lossy(sql);
             if let Some(parts) = tidegate_sql::split_statements(&text).filter(|p| p.len() > 1) {
                 let text = text.into_owned();
@@ -75,41 +68,14 @@ where
                 };
             }
         }
-        let fingerprint = tidegate_sql::fingerprint(sql);
-        if let Some(shape) = self
-            .memo
-            .get(&chain, &self.catalog, hooks.stamp, fingerprint.0)
-            .cloned()
-        {
-            // Settled before: the same verdict (allow), no data hook involved.
-            self.parse_writes = None;
-            if hooks.audit {
-                self.audit_shape(shape, tag == b'Q');
-            }
-            return Ok(Some(msg));
-        }
-        let stmt = self.describe_as(principal, sql, fingerprint, tag == b'P');
-        let (verdict, settled, untouched) =
-            self.judge(&chain, hooks.statement, hooks.data, &stmt).await;
-        if settled && untouched && matches!(verdict, Verdict::Allow) {
-            self.memo.put(
-                &chain,
-                &self.catalog,
-                hooks.stamp,
-                fingerprint.0,
-                audit::Shape::of(&stmt),
-            );
-        }
-        if hooks.audit {
-            self.audit_statement(&stmt, &verdict, tag == b'Q');
-        }
+        let verdict = self.judge_one(&chain, hooks, principal, kind, sql).await;
         match verdict {
             Verdict::Allow => Ok(Some(msg)),
             Verdict::Rewrite { sql: new, by } => {
                 tracing::debug!(user = %self.user, plugins = ?by, "statement rewritten by policy");
                 let rest = &body[prefix_len + sql.len() + 1..];
                 Ok(Some(rebuild(
-                    tag,
+                    kind,
                     &body[..prefix_len],
                     new.as_bytes(),
                     rest,
@@ -117,9 +83,50 @@ where
             }
             Verdict::Deny(d) => {
                 tracing::info!(user = %self.user, plugin = %d.plugin, sqlstate = %d.sqlstate, "statement denied by policy");
-                self.deny(tag, d)
+                self.deny(kind, d)
             }
         }
+    }
+
+    /// The chain's verdict on one statement, from the memo when its shape was settled before
+    /// (the verdict was allow), else judged, remembered when settled, and audited.
+    async fn judge_one(
+        &mut self,
+        chain: &Arc<Chain>,
+        hooks: HookSet,
+        principal: Arc<Principal>,
+        kind: ClientMsg,
+        sql: &[u8],
+    ) -> Verdict {
+        let fingerprint = tidegate_sql::fingerprint(sql);
+        if let Some(shape) = self
+            .memo
+            .get(chain, &self.catalog, hooks.stamp, fingerprint.0)
+            .cloned()
+        {
+            // Settled before: the same verdict (allow), no data hook involved.
+            self.parse_writes = None;
+            if hooks.audit {
+                self.audit_shape(shape, kind == ClientMsg::Query);
+            }
+            return Verdict::Allow;
+        }
+        let stmt = self.describe_as(principal, sql, fingerprint, kind == ClientMsg::Parse);
+        let (verdict, settled, untouched) =
+            self.judge(chain, hooks.statement, hooks.data, &stmt).await;
+        if settled && untouched && matches!(verdict, Verdict::Allow) {
+            self.memo.put(
+                chain,
+                &self.catalog,
+                hooks.stamp,
+                fingerprint.0,
+                audit::Shape::of(&stmt),
+            );
+        }
+        if hooks.audit {
+            self.audit_statement(&stmt, &verdict, kind == ClientMsg::Query);
+        }
+        verdict
     }
 
     /// The chain's verdict on one statement: the statement hooks, then the data hooks.
@@ -207,7 +214,7 @@ where
                 }
                 Verdict::Deny(d) => {
                     tracing::info!(user = %self.user, plugin = %d.plugin, sqlstate = %d.sqlstate, "statement of a multi-statement query denied by policy; none of it runs");
-                    return self.deny(b'Q', d).map(Each::Denied);
+                    return self.deny(ClientMsg::Query, d).map(Each::Denied);
                 }
             }
         }
@@ -241,13 +248,13 @@ where
             let stmt = self.describe(principal, b"", false);
             self.audit_statement(&stmt, &Verdict::Deny(d.clone()), true);
         }
-        self.deny(b'Q', d).map(Some)
+        self.deny(ClientMsg::Query, d).map(Some)
     }
 
     /// Answers a denied statement; returns the message to send instead, if any.
-    pub(super) fn deny(&mut self, tag: u8, d: Denial) -> Result<Option<BytesMut>> {
-        let quiet = self.backend.is_none() && self.pending.is_empty() && self.tx_status == b'I';
-        if tag == b'Q' {
+    pub(super) fn deny(&mut self, kind: ClientMsg, d: Denial) -> Result<Option<BytesMut>> {
+        let quiet = self.backend.is_none() && self.pending.is_empty() && self.tx_status.is_idle();
+        if kind == ClientMsg::Query {
             if quiet {
                 error_response(&mut self.out, &d);
                 proto::ready(&mut self.out, self.tx_status);
@@ -439,10 +446,22 @@ fn raise_sql(d: &Denial) -> String {
 }
 
 /// A Query or Parse message with `sql` in place of the original text.
-fn rebuild(tag: u8, prefix: &[u8], sql: &[u8], rest: &[u8]) -> BytesMut {
+/// The statement text of a Query or Parse body and the length of what precedes it (the
+/// statement name of a Parse); `None` if the message is malformed.
+fn statement_text(kind: ClientMsg, body: &[u8]) -> Option<(&[u8], usize)> {
+    if kind == ClientMsg::Query {
+        return body.strip_suffix(b"\0").map(|sql| (sql, 0));
+    }
+    let mut r = Reader::new(body);
+    let name = r.cstr()?;
+    let sql = r.cstr()?;
+    Some((sql, name.len() + 1))
+}
+
+fn rebuild(kind: ClientMsg, prefix: &[u8], sql: &[u8], rest: &[u8]) -> BytesMut {
     let len = 4 + prefix.len() + sql.len() + 1 + rest.len();
     let mut m = BytesMut::with_capacity(1 + len);
-    m.put_u8(tag);
+    m.put_u8(kind.byte());
     m.put_i32(len as i32);
     m.put_slice(prefix);
     m.put_slice(sql);

@@ -2,13 +2,38 @@
 //! messages; and the clean-up that makes a connection safe to lend again.
 
 use super::{Pending, Result, Session, OUT_HIGH_WATER};
-use crate::wire::proto;
+use crate::upstream::backend::Backend;
+use crate::wire::kind::{ClientMsg, Field, ServerMsg, TxStatus};
+use crate::wire::proto::{self, Header};
 use bytes::{Buf, BufMut, BytesMut};
+use std::io;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Partial DataRow/CopyData messages larger than this are streamed before they are complete.
 const STREAM_PARTIAL: usize = 64 * 1024;
+
+/// What the front of a server connection's buffer holds.
+enum Next {
+    /// A complete message.
+    Message(Header),
+    /// Bytes were passed through; look again.
+    Consumed,
+    /// Nothing complete: wait for more.
+    Wait,
+    /// Not a valid message stream.
+    Invalid(io::Error),
+}
+
+/// What became of one server message.
+enum Reply {
+    /// Handled: the client sees it (`true`) or not.
+    Forward(bool),
+    /// The connection is to be treated as lost.
+    Lost(io::Error),
+    /// The hidden startup-parameter replay failed.
+    ReplayFailed,
+}
 
 impl<R, W> Session<R, W>
 where
@@ -29,46 +54,17 @@ where
         };
         let mut release = false;
         loop {
-            if self.passthrough > 0 {
-                let n = self.passthrough.min(b.rbuf.len());
-                if n == 0 {
-                    break;
-                }
-                self.out.extend_from_slice(&b.rbuf[..n]);
-                b.rbuf.advance(n);
-                self.passthrough -= n;
-                self.client_touched = true;
-                continue;
-            }
-            let h = match proto::header(&b.rbuf, usize::MAX) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => {
+            let h = match self.next_server_message(&mut b) {
+                Next::Message(h) => h,
+                Next::Consumed => continue,
+                Next::Wait => break,
+                Next::Invalid(e) => {
                     self.backend = Some(b);
-                    return self
-                        .server_lost(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                        .await;
+                    return self.server_lost(e).await;
                 }
             };
-            if b.rbuf.len() < h.total {
-                if matches!(h.tag, b'D' | b'd')
-                    && b.rbuf.len() >= STREAM_PARTIAL
-                    && self.front_visible()
-                    && (h.tag == b'd' || self.row_plan.is_none())
-                {
-                    // A huge row: pass it through as it arrives instead of buffering it whole.
-                    self.cache.spoil();
-                    let n = b.rbuf.len();
-                    self.out.extend_from_slice(&b.rbuf[..n]);
-                    b.rbuf.advance(n);
-                    self.passthrough = h.total - n;
-                    self.client_touched = true;
-                    break;
-                }
-                b.rbuf.reserve(h.total - b.rbuf.len());
-                break;
-            }
-            if h.tag == b'D' && self.front_visible() {
+            let kind = h.server();
+            if kind == ServerMsg::DataRow && self.front_visible() {
                 if self.rows_refused {
                     b.rbuf.advance(h.total);
                     continue;
@@ -81,193 +77,20 @@ where
                     }
                 }
             }
-            let msg = &b.rbuf[..h.total];
-            let mut forward = true;
-            if matches!(
-                h.tag,
-                b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b'C' | b'I' | b's' | b'E' | b'Z'
-            ) {
-                self.drain_synthetic();
-            }
-            match h.tag {
-                b'1' => {
-                    if let Some(Pending::Parse { visible, id }) = self.pending.pop_front() {
-                        forward = visible;
-                        if let Some(id) = id {
-                            self.pool.mark_valid(id);
-                        }
-                    }
-                }
-                b'2' | b'3' => {
-                    if let Some(Pending::Bind(plan)) = self.pending.pop_front() {
-                        self.row_plan = plan;
-                    }
-                }
-                b'T' | b'n' => {
-                    let plan = if h.tag == b'T' && self.data_cols.is_some() {
-                        self.row_plan_of(msg)
-                    } else {
-                        None
-                    };
-                    match self.pending.front() {
-                        Some(Pending::Describe(described)) => {
-                            if let Some(id) = described {
-                                match &plan {
-                                    Some(p) => self.row_plans.insert(*id, p.clone()),
-                                    None => self.row_plans.remove(id),
-                                };
-                            }
-                            self.pending.pop_front();
-                        }
-                        Some(Pending::Query { visible: false }) => forward = false,
-                        _ => {}
-                    }
-                    if h.tag == b'T' {
-                        self.row_plan = plan;
-                    }
-                }
-                b'C' | b'I' | b's' => {
-                    self.copy_in = false;
-                    if h.tag == b'C' && self.audit.is_some() {
-                        self.audit_complete(msg);
-                    }
-                    match self.pending.front() {
-                        Some(Pending::Execute) => {
-                            self.pending.pop_front();
-                        }
-                        Some(Pending::Query { visible: false }) => forward = false,
-                        _ => {}
-                    }
-                }
-                b'E' if self.on_replica
-                    && !self.client_touched
-                    && proto::fields(msg).any(|(k, v)| k == b'S' && v == b"FATAL") =>
-                {
-                    // A replica going away (shutdown, crash) before the client saw anything:
-                    // treat it as a lost connection, which retries the read elsewhere.
+            match self.on_reply(&mut b, kind, h.total) {
+                Reply::Forward(forward) => self.deliver(kind, &b.rbuf[..h.total], forward),
+                Reply::Lost(e) => {
                     self.backend = Some(b);
-                    return self
-                        .server_lost(std::io::Error::new(
-                            std::io::ErrorKind::ConnectionAborted,
-                            "replica sent FATAL",
-                        ))
-                        .await;
+                    return self.server_lost(e).await;
                 }
-                b'E' => {
-                    self.copy_in = false;
-                    if self.first_error.is_none() {
-                        self.first_error = proto::sqlstate(msg)
-                            .and_then(|s| <[u8; 5]>::try_from(s.as_bytes()).ok());
-                    }
-                    match self.pending.front() {
-                        Some(Pending::Query { visible }) => {
-                            forward = *visible;
-                            if !forward && self.replay_error.is_none() {
-                                let field = |k: u8| {
-                                    proto::fields(msg)
-                                        .find(|(c, _)| *c == k)
-                                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                                        .unwrap_or_default()
-                                };
-                                self.replay_error = Some((field(b'C'), field(b'M')));
-                            }
-                        }
-                        other => {
-                            if matches!(other, Some(Pending::Abort)) {
-                                forward = false; // The client was shown the denial instead.
-                            }
-                            // The server now skips everything up to the next Sync.
-                            while let Some(p) = self.pending.front() {
-                                if matches!(p, Pending::Sync) {
-                                    break;
-                                }
-                                match self.pending.pop_front() {
-                                    Some(Pending::Parse { id: Some(id), .. }) => {
-                                        b.prepared.remove(&id);
-                                    }
-                                    // Failed or skipped: the connection's unnamed statement
-                                    // is no longer what we recorded.
-                                    Some(Pending::Parse { id: None, .. }) => b.unnamed = None,
-                                    _ => {}
-                                }
-                            }
-                        }
-                    }
-                }
-                b'Z' => {
-                    self.row_plan = None;
-                    self.rows_refused = false;
-                    let status = msg.get(proto::HEADER_LEN).copied().unwrap_or(b'I');
-                    match self.pending.pop_front() {
-                        Some(Pending::Query { visible: false }) => {
-                            forward = false;
-                            if self.replay_error.is_some() {
-                                // The connection still holds another client's settings.
-                                self.backend = Some(b);
-                                return self.replay_failed().await;
-                            }
-                            b.gucs.clone_from(&self.gucs);
-                        }
-                        _ => {
-                            self.tx_status = status;
-                            if status == b'I' {
-                                // Portals end with their transaction.
-                                self.portals.clear();
-                            }
-                            self.cache_ready(status);
-                            self.audit_finish(self.first_error);
-                            self.log_statement();
-                        }
-                    }
-                    self.cancel_sent = false;
-                }
-                b'G' => {
-                    self.copy_in = true;
-                    if matches!(self.pending.front(), Some(Pending::Execute)) {
-                        // COPY FROM STDIN via the extended protocol: the server ignores Sync
-                        // until the copy ends, so the Syncs already queued are owed nothing.
-                        let before = self.pending.len();
-                        self.pending.retain(|p| !matches!(p, Pending::Sync));
-                        if self.pending.len() != before {
-                            self.unsynced = true;
-                        }
-                    }
-                }
-                b'S' | b'N' => forward = self.front_visible(),
-                _ => {}
-            }
-            if self.rows_refused && !matches!(h.tag, b'Z' | b'N' | b'S') {
-                forward = false;
-            }
-            if forward && self.front_visible() {
-                self.cache_capture(h.tag, msg);
-            }
-            if forward {
-                self.out.extend_from_slice(msg);
-                // Notices and parameter changes are not part of a statement's reply: a read
-                // re-run elsewhere after them (e.g. after a dying replica's shutdown WARNING)
-                // still gives the client a well-formed exchange.
-                if !matches!(h.tag, b'N' | b'S') {
-                    self.client_touched = true;
+                Reply::ReplayFailed => {
+                    self.backend = Some(b);
+                    return self.replay_failed().await;
                 }
             }
             b.rbuf.advance(h.total);
-            if h.tag == b'Z' {
-                // Replies owed for messages sent after this Sync (e.g. Close + Flush).
-                self.drain_synthetic();
-                if self.pending.is_empty() {
-                    self.busy_since = None;
-                    release =
-                        self.tx_status == b'I' && !self.pinned && !self.copy_in && !self.unsynced;
-                }
-                if self.timed {
-                    // Idle time (in or out of a transaction) counts from the last reply.
-                    let now = Instant::now();
-                    self.last_activity = now;
-                    if !self.pending.is_empty() {
-                        self.busy_since = Some(now);
-                    }
-                }
+            if kind == ServerMsg::Ready {
+                release = self.after_ready();
             }
             if release {
                 break;
@@ -284,27 +107,308 @@ where
         }
         self.cache_bump_due().await;
         if release {
-            // Read-your-writes counts from the end of the primary transaction.
-            let reusable = !self.wrote || self.note_write(&mut b).await;
-            if self.cancel.detach() {
-                // A cancel for this connection may land after the next client's statement
-                // started: close it rather than lend it out.
-                tracing::debug!(
-                    backend = b.id,
-                    "a cancel is in flight: closing the connection"
-                );
-            } else if reusable && b.rbuf.is_empty() {
-                self.pools[self.attached].checkin(b);
-            } else {
-                tracing::warn!(
-                    backend = b.id,
-                    "unexpected bytes after ReadyForQuery; closing the connection"
-                );
-            }
+            self.release(b).await;
         } else {
             self.backend = Some(b);
         }
         Ok(())
+    }
+
+    /// The next complete message at the front of the connection's buffer. Bytes owed to a
+    /// message being streamed, and the start of a huge one, go to the client as they come.
+    fn next_server_message(&mut self, b: &mut Backend) -> Next {
+        if self.passthrough > 0 {
+            let n = self.passthrough.min(b.rbuf.len());
+            if n == 0 {
+                return Next::Wait;
+            }
+            self.out.extend_from_slice(&b.rbuf[..n]);
+            b.rbuf.advance(n);
+            self.passthrough -= n;
+            self.client_touched = true;
+            return Next::Consumed;
+        }
+        let h = match proto::header(&b.rbuf, usize::MAX) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Next::Wait,
+            Err(e) => return Next::Invalid(io::Error::new(io::ErrorKind::InvalidData, e)),
+        };
+        if b.rbuf.len() >= h.total {
+            return Next::Message(h);
+        }
+        let kind = h.server();
+        if matches!(kind, ServerMsg::DataRow | ServerMsg::CopyData)
+            && b.rbuf.len() >= STREAM_PARTIAL
+            && self.front_visible()
+            && (kind == ServerMsg::CopyData || self.row_plan.is_none())
+        {
+            // A huge row: pass it through as it arrives instead of buffering it whole.
+            self.cache.spoil();
+            let n = b.rbuf.len();
+            self.out.extend_from_slice(&b.rbuf[..n]);
+            b.rbuf.advance(n);
+            self.passthrough = h.total - n;
+            self.client_touched = true;
+        } else {
+            b.rbuf.reserve(h.total - b.rbuf.len());
+        }
+        Next::Wait
+    }
+
+    /// Updates the session for one complete server message (the first `total` bytes of the
+    /// connection's buffer) and says whether the client sees it.
+    fn on_reply(&mut self, b: &mut Backend, kind: ServerMsg, total: usize) -> Reply {
+        let msg = &b.rbuf[..total];
+        if kind.is_reply() && !matches!(kind, ServerMsg::DataRow | ServerMsg::CopyData) {
+            self.drain_synthetic();
+        }
+        let forward = match kind {
+            ServerMsg::ParseComplete => {
+                let mut visible = true;
+                if let Some(Pending::Parse { visible: v, id }) = self.pending.pop_front() {
+                    visible = v;
+                    if let Some(id) = id {
+                        self.pool.mark_valid(id);
+                    }
+                }
+                visible
+            }
+            ServerMsg::BindComplete | ServerMsg::CloseComplete => {
+                if let Some(Pending::Bind(plan)) = self.pending.pop_front() {
+                    self.row_plan = plan;
+                }
+                true
+            }
+            ServerMsg::RowDescription | ServerMsg::NoData => self.on_description(kind, msg),
+            ServerMsg::CommandComplete | ServerMsg::EmptyQuery | ServerMsg::PortalSuspended => {
+                self.on_complete(kind, msg)
+            }
+            ServerMsg::Error => return self.on_error(b, total),
+            ServerMsg::Ready => return self.on_ready(b, total),
+            ServerMsg::CopyIn => {
+                self.on_copy_in();
+                true
+            }
+            ServerMsg::Notice | ServerMsg::ParameterStatus => self.front_visible(),
+            _ => true,
+        };
+        Reply::Forward(forward)
+    }
+
+    /// RowDescription or NoData: the row plan of the result it describes.
+    fn on_description(&mut self, kind: ServerMsg, msg: &[u8]) -> bool {
+        let plan = if kind == ServerMsg::RowDescription && self.data_cols.is_some() {
+            self.row_plan_of(msg)
+        } else {
+            None
+        };
+        let mut forward = true;
+        match self.pending.front() {
+            Some(Pending::Describe(described)) => {
+                if let Some(id) = described {
+                    match &plan {
+                        Some(p) => self.row_plans.insert(*id, p.clone()),
+                        None => self.row_plans.remove(id),
+                    };
+                }
+                self.pending.pop_front();
+            }
+            Some(Pending::Query { visible: false }) => forward = false,
+            _ => {}
+        }
+        if kind == ServerMsg::RowDescription {
+            self.row_plan = plan;
+        }
+        forward
+    }
+
+    /// CommandComplete, EmptyQueryResponse or PortalSuspended: an Execute (or one statement
+    /// of a query) is done.
+    fn on_complete(&mut self, kind: ServerMsg, msg: &[u8]) -> bool {
+        self.copy_in = false;
+        if kind == ServerMsg::CommandComplete && self.audit.is_some() {
+            self.audit_complete(msg);
+        }
+        match self.pending.front() {
+            Some(Pending::Execute) => {
+                self.pending.pop_front();
+                true
+            }
+            Some(Pending::Query { visible: false }) => false,
+            _ => true,
+        }
+    }
+
+    /// ErrorResponse: a replica's FATAL before the client saw anything is a lost connection
+    /// (the read is retried elsewhere); otherwise the server now skips to the next Sync.
+    fn on_error(&mut self, b: &mut Backend, total: usize) -> Reply {
+        let msg = &b.rbuf[..total];
+        if self.on_replica
+            && !self.client_touched
+            && proto::fields(msg).any(|(k, v)| k == Field::Severity && v == b"FATAL")
+        {
+            // A replica going away (shutdown, crash): retry the read elsewhere.
+            return Reply::Lost(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "replica sent FATAL",
+            ));
+        }
+        self.copy_in = false;
+        if self.first_error.is_none() {
+            self.first_error =
+                proto::sqlstate(msg).and_then(|s| <[u8; 5]>::try_from(s.as_bytes()).ok());
+        }
+        match self.pending.front() {
+            Some(Pending::Query { visible }) => {
+                let visible = *visible;
+                if !visible && self.replay_error.is_none() {
+                    let field = |k: Field| {
+                        proto::fields(msg)
+                            .find(|(c, _)| *c == k)
+                            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default()
+                    };
+                    self.replay_error = Some((field(Field::Code), field(Field::Message)));
+                }
+                Reply::Forward(visible)
+            }
+            other => {
+                // After a denial the client was shown the denial instead.
+                let forward = !matches!(other, Some(Pending::Abort));
+                self.skip_to_sync(b);
+                Reply::Forward(forward)
+            }
+        }
+    }
+
+    /// Forgets the replies the server will not send after an error: everything up to the
+    /// next Sync. Statements whose Parse was skipped are not on the connection.
+    fn skip_to_sync(&mut self, b: &mut Backend) {
+        while let Some(p) = self.pending.front() {
+            if matches!(p, Pending::Sync) {
+                break;
+            }
+            match self.pending.pop_front() {
+                Some(Pending::Parse { id: Some(id), .. }) => {
+                    b.prepared.remove(&id);
+                }
+                // Failed or skipped: the connection's unnamed statement is no longer what we
+                // recorded.
+                Some(Pending::Parse { id: None, .. }) => b.unnamed = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// ReadyForQuery: the end of a batch, hidden when it answers the broker's own replay.
+    fn on_ready(&mut self, b: &mut Backend, total: usize) -> Reply {
+        self.row_plan = None;
+        self.rows_refused = false;
+        self.cancel_sent = false;
+        let status = b.rbuf[..total]
+            .get(proto::HEADER_LEN)
+            .map_or(TxStatus::Idle, |s| TxStatus::of(*s));
+        match self.pending.pop_front() {
+            Some(Pending::Query { visible: false }) => {
+                if self.replay_error.is_some() {
+                    // The connection still holds another client's settings.
+                    return Reply::ReplayFailed;
+                }
+                b.gucs.clone_from(&self.gucs);
+                Reply::Forward(false)
+            }
+            _ => {
+                self.tx_status = status;
+                if status.is_idle() {
+                    // Portals end with their transaction.
+                    self.portals.clear();
+                }
+                self.cache_ready(status);
+                self.audit_finish(self.first_error);
+                self.log_statement();
+                Reply::Forward(true)
+            }
+        }
+    }
+
+    /// CopyInResponse. COPY FROM STDIN via the extended protocol: the server ignores Sync
+    /// until the copy ends, so the Syncs already queued are owed nothing.
+    fn on_copy_in(&mut self) {
+        self.copy_in = true;
+        if matches!(self.pending.front(), Some(Pending::Execute)) {
+            let before = self.pending.len();
+            self.pending.retain(|p| !matches!(p, Pending::Sync));
+            if self.pending.len() != before {
+                self.unsynced = true;
+            }
+        }
+    }
+
+    /// Passes a handled message on to the client (or not), recording it for the cache.
+    fn deliver(&mut self, kind: ServerMsg, msg: &[u8], mut forward: bool) {
+        if self.rows_refused
+            && !matches!(
+                kind,
+                ServerMsg::Ready | ServerMsg::Notice | ServerMsg::ParameterStatus
+            )
+        {
+            forward = false;
+        }
+        if !forward {
+            return;
+        }
+        if self.front_visible() {
+            self.cache_capture(kind, msg);
+        }
+        self.out.extend_from_slice(msg);
+        // Notices and parameter changes are not part of a statement's reply: a read re-run
+        // elsewhere after them (e.g. after a dying replica's shutdown WARNING) still gives the
+        // client a well-formed exchange.
+        if kind.is_reply() {
+            self.client_touched = true;
+        }
+    }
+
+    /// After ReadyForQuery: replies owed for messages sent after its Sync, the idle clock, and
+    /// whether the connection can go back to its pool.
+    fn after_ready(&mut self) -> bool {
+        // Replies owed for messages sent after this Sync (e.g. Close + Flush).
+        self.drain_synthetic();
+        let mut release = false;
+        if self.pending.is_empty() {
+            self.busy_since = None;
+            release = self.tx_status.is_idle() && !self.pinned && !self.copy_in && !self.unsynced;
+        }
+        if self.timed {
+            // Idle time (in or out of a transaction) counts from the last reply.
+            let now = Instant::now();
+            self.last_activity = now;
+            if !self.pending.is_empty() {
+                self.busy_since = Some(now);
+            }
+        }
+        release
+    }
+
+    /// Returns the connection to its pool at the end of a transaction, or closes it.
+    async fn release(&mut self, mut b: Backend) {
+        // Read-your-writes counts from the end of the primary transaction.
+        let reusable = !self.wrote || self.note_write(&mut b).await;
+        if self.cancel.detach() {
+            // A cancel for this connection may land after the next client's statement
+            // started: close it rather than lend it out.
+            tracing::debug!(
+                backend = b.id,
+                "a cancel is in flight: closing the connection"
+            );
+        } else if reusable && b.rbuf.is_empty() {
+            self.pools[self.attached].checkin(b);
+        } else {
+            tracing::warn!(
+                backend = b.id,
+                "unexpected bytes after ReadyForQuery; closing the connection"
+            );
+        }
     }
 
     /// The startup-parameter replay failed: PostgreSQL would have refused the connection, so
@@ -373,7 +477,7 @@ where
         let cleanup = async move {
             let mut out = BytesMut::new();
             if copy_in {
-                out.put_u8(b'f');
+                out.put_u8(ClientMsg::CopyFail.byte());
                 let reason = b"client disconnected during COPY\0";
                 out.put_i32(4 + reason.len() as i32);
                 out.put_slice(reason);
@@ -386,7 +490,7 @@ where
             if readies > 0 {
                 status = b.read_until_ready(readies).await?.0;
             }
-            if status != b'I' {
+            if !status.is_idle() {
                 status = b.run_hidden("ROLLBACK").await?.0;
             }
             if pinned {
@@ -398,7 +502,9 @@ where
             Ok::<_, std::io::Error>((b, status))
         };
         match tokio::time::timeout(Duration::from_secs(5), cleanup).await {
-            Ok(Ok((b, b'I'))) if b.rbuf.is_empty() => self.pools[self.attached].checkin(b),
+            Ok(Ok((b, TxStatus::Idle))) if b.rbuf.is_empty() => {
+                self.pools[self.attached].checkin(b)
+            }
             _ => tracing::debug!(user = %self.user, "server connection closed instead of reused"),
         }
     }

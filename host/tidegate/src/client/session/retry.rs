@@ -4,6 +4,7 @@
 
 use super::{Result, Session, SessionError};
 use crate::upstream::backend::Backend;
+use crate::wire::kind::ServerMsg;
 use crate::wire::proto::{self, Severity};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -72,7 +73,7 @@ where
             if b.rbuf.len() < h.total {
                 break;
             }
-            if h.tag == b'E' || h.tag == b'N' {
+            if matches!(h.server(), ServerMsg::Error | ServerMsg::Notice) {
                 self.out.extend_from_slice(&b.rbuf[..h.total]);
             }
             b.rbuf.advance(h.total);
@@ -110,7 +111,7 @@ mod tests {
     #[test]
     pub(super) fn the_retry_buffer_never_holds_more_than_its_cap() {
         let mut kept = BytesMut::new();
-        let msg = vec![b'd'; 64 * 1024];
+        let msg = vec![0u8; 64 * 1024];
         let mut accepted = 0;
         for _ in 0..32 {
             if !keep_bounded(&mut kept, &msg, MAX_REPLAY_BYTES) {

@@ -10,6 +10,7 @@ use crate::upstream::backend::{
 };
 use crate::upstream::catalog::DbCatalog;
 use crate::upstream::topology::Topology;
+use crate::wire::kind::{ClientMsg, Field, NameKind};
 use crate::wire::proto::{self, Reader, Severity};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -172,7 +173,7 @@ where
 
     /// Whether replicas may be considered at all for the next transaction.
     fn routing_possible(&self) -> bool {
-        !self.primary_only && self.pools.len() > 1 && !self.pinned && self.tx_status == b'I'
+        !self.primary_only && self.pools.len() > 1 && !self.pinned && self.tx_status.is_idle()
     }
 
     /// Records the end of a transaction that ran on the primary and may have written: the
@@ -347,7 +348,7 @@ where
                 let msg = match &e {
                     PoolError::Connect(crate::upstream::backend::BackendError::Refused(raw)) => {
                         let m = proto::fields(raw)
-                            .find(|(k, _)| *k == b'M')
+                            .find(|(k, _)| *k == Field::Message)
                             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                             .unwrap_or_default();
                         format!("upstream refused the connection: {m}")
@@ -424,10 +425,10 @@ where
                 return false;
             };
             let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
-            let ok = match h.tag {
-                b'S' => return true,
-                b'E' | b'H' => true,
-                b'P' => match (r.cstr(), r.cstr()) {
+            let ok = match h.client() {
+                ClientMsg::Sync => return true,
+                ClientMsg::Execute | ClientMsg::Flush => true,
+                ClientMsg::Parse => match (r.cstr(), r.cstr()) {
                     (Some(name), Some(query)) => {
                         let ro = self.sql_read_only(query);
                         if name.is_empty() {
@@ -439,17 +440,17 @@ where
                     }
                     _ => false,
                 },
-                b'B' => match (r.cstr(), r.cstr()) {
+                ClientMsg::Bind => match (r.cstr(), r.cstr()) {
                     (Some(_), Some(stmt)) => {
                         named_here.contains(&stmt) || self.named_read_only(stmt, unnamed)
                     }
                     _ => false,
                 },
-                b'D' => match (r.u8(), r.cstr()) {
-                    (Some(b'S'), Some(stmt)) => {
+                ClientMsg::Describe => match (r.u8().map(NameKind::of), r.cstr()) {
+                    (Some(NameKind::Statement), Some(stmt)) => {
                         named_here.contains(&stmt) || self.named_read_only(stmt, unnamed)
                     }
-                    (Some(b'P'), Some(_)) => true,
+                    (Some(NameKind::Portal), Some(_)) => true,
                     _ => false,
                 },
                 _ => false,

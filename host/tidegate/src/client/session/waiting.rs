@@ -99,7 +99,7 @@ where
             } else {
                 since + qt
             })
-        } else if self.tx_status != b'I' {
+        } else if !self.tx_status.is_idle() {
             p.idle_transaction_timeout
                 .get()
                 .map(|t| self.last_activity + t)
@@ -137,7 +137,7 @@ where
                 )
                 .await;
         }
-        if self.tx_status != b'I' {
+        if !self.tx_status.is_idle() {
             return self
                 .terminate(
                     "25P03",

@@ -1,5 +1,6 @@
 //! One authenticated connection to PostgreSQL, with the state the broker tracks on it.
 
+use crate::wire::kind::{ServerMsg, TxStatus};
 use crate::wire::proto::{self, Reader};
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
@@ -149,8 +150,8 @@ impl Backend {
                 }
             };
             let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
-            match tag {
-                b'R' => {
+            match ServerMsg::of(tag) {
+                ServerMsg::Authentication => {
                     let code = r.i32().ok_or_else(|| unsupported("short auth message"))?;
                     let password = || {
                         target.password.as_deref().ok_or_else(|| {
@@ -222,7 +223,7 @@ impl Backend {
                         out.clear();
                     }
                 }
-                b'S' => {
+                ServerMsg::ParameterStatus => {
                     if let (Some(k), Some(v)) = (r.cstr(), r.cstr()) {
                         server_params.push((
                             String::from_utf8_lossy(k).into_owned(),
@@ -230,9 +231,9 @@ impl Backend {
                         ));
                     }
                 }
-                b'K' => key = (r.i32().unwrap_or(0), r.i32().unwrap_or(0)),
-                b'E' => return Err(BackendError::Refused(msg)),
-                b'Z' => break,
+                ServerMsg::BackendKeyData => key = (r.i32().unwrap_or(0), r.i32().unwrap_or(0)),
+                ServerMsg::Error => return Err(BackendError::Refused(msg)),
+                ServerMsg::Ready => break,
                 _ => {} // NoticeResponse, NegotiateProtocolVersion: nothing to do.
             }
         }
@@ -263,7 +264,7 @@ impl Backend {
 
     /// Runs `sql` as a simple query and reads to ReadyForQuery, discarding results.
     /// Returns the transaction status and the first error's SQLSTATE, if any.
-    pub async fn run_hidden(&mut self, sql: &str) -> std::io::Result<(u8, Option<String>)> {
+    pub async fn run_hidden(&mut self, sql: &str) -> std::io::Result<(TxStatus, Option<String>)> {
         let mut out = BytesMut::new();
         proto::query(&mut out, sql);
         self.stream.write_all(&out).await?;
@@ -296,8 +297,8 @@ impl Backend {
             match proto::header(&self.rbuf, 1 << 20) {
                 Ok(Some(h)) if self.rbuf.len() >= h.total => {
                     let msg = self.rbuf.split_to(h.total);
-                    match h.tag {
-                        b'D' if rows.len() < max => {
+                    match h.server() {
+                        ServerMsg::DataRow if rows.len() < max => {
                             let mut r = Reader::new(&msg[proto::HEADER_LEN..]);
                             let n = r.i16().unwrap_or(0).max(0) as usize;
                             let mut values = Vec::with_capacity(n);
@@ -312,8 +313,8 @@ impl Backend {
                             }
                             rows.push(values);
                         }
-                        b'E' => failed = true,
-                        b'Z' => return Ok((!failed).then_some(rows)),
+                        ServerMsg::Error => failed = true,
+                        ServerMsg::Ready => return Ok((!failed).then_some(rows)),
                         _ => {}
                     }
                     continue;
@@ -331,16 +332,16 @@ impl Backend {
     pub async fn read_until_ready(
         &mut self,
         mut n: usize,
-    ) -> std::io::Result<(u8, Option<String>)> {
-        let mut status = b'I';
+    ) -> std::io::Result<(TxStatus, Option<String>)> {
+        let mut status = TxStatus::Idle;
         let mut error = None;
         while n > 0 {
             match proto::header(&self.rbuf, usize::MAX) {
                 Ok(Some(h)) if self.rbuf.len() >= h.total => {
-                    if h.tag == b'Z' && h.total >= 6 {
-                        status = self.rbuf[5];
+                    if h.server() == ServerMsg::Ready && h.total >= 6 {
+                        status = TxStatus::of(self.rbuf[proto::HEADER_LEN]);
                         n -= 1;
-                    } else if h.tag == b'E' && error.is_none() {
+                    } else if h.server() == ServerMsg::Error && error.is_none() {
                         error = proto::sqlstate(&self.rbuf[..h.total]).map(str::to_owned);
                     }
                     self.rbuf.advance(h.total);

@@ -5,6 +5,7 @@
 //! SSLRequest, so nothing a server sends before the handshake is taken as part of the session
 //! (CVE-2021-23222's class).
 
+use crate::wire::kind::SslAnswer;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -143,19 +144,19 @@ impl UpstreamTls {
         stream.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await?;
         let mut answer = [0u8; 1];
         stream.read_exact(&mut answer).await?;
-        match answer[0] {
-            b'S' => {
+        match SslAnswer::of(answer[0]) {
+            SslAnswer::Accept => {
                 let name = pki_types::ServerName::try_from(host.to_owned())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 let tls = connector.connect(name, stream).await?;
                 Ok(ServerStream::Tls(Box::new(tls)))
             }
-            b'N' if self.mode == SslMode::Prefer => Ok(ServerStream::Plain(stream)),
-            b'N' => Err(io::Error::new(
+            SslAnswer::Refuse if self.mode == SslMode::Prefer => Ok(ServerStream::Plain(stream)),
+            SslAnswer::Refuse => Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "the server does not offer TLS, which upstream.primary.sslmode requires",
             )),
-            other => Err(io::Error::new(
+            SslAnswer::Other(other) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("unexpected answer {other:#04x} to SSLRequest"),
             )),
