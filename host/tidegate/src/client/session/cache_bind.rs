@@ -21,6 +21,24 @@ struct Bound<'a> {
     result_formats: Vec<i16>,
 }
 
+/// The Bind's parameters as text where they are sent as text: they let the time range be
+/// read; binary ones stay unknown.
+fn text_params<'a>(b: &Bound<'a>) -> Vec<Option<&'a str>> {
+    b.params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let format = match b.param_formats.as_slice() {
+                [] => 0,
+                [one] => *one,
+                many => many.get(i).copied().unwrap_or(1),
+            };
+            p.filter(|_| format == 0)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        })
+        .collect()
+}
+
 fn read_bind(body: &[u8]) -> Option<Bound<'_>> {
     let mut r = Reader::new(body);
     let portal = r.cstr()?;
@@ -121,21 +139,7 @@ where
         if !(class.kind == Kind::Read && class.read_only && self.cache_admits(&cache, fp)) {
             return Ok(false);
         }
-        // Text parameters let the time range be read; binary ones stay unknown.
-        let texts: Vec<Option<&str>> = b
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let format = match b.param_formats.as_slice() {
-                    [] => 0,
-                    [one] => *one,
-                    many => many.get(i).copied().unwrap_or(1),
-                };
-                p.filter(|_| format == 0)
-                    .and_then(|v| std::str::from_utf8(v).ok())
-            })
-            .collect();
+        let texts = text_params(&b);
         let Some(deps) = self.cache_plan(&cache, text, fp, &class, &texts).await else {
             return Ok(false);
         };

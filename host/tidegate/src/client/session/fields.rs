@@ -5,6 +5,7 @@
 //! through `on-rows` before the client sees them. Both fail closed.
 
 use super::{Result, Session};
+use crate::policy::columns::{DbColumns, TableColumns};
 use crate::wire::kind::{ClientMsg, ServerMsg};
 use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, BytesMut};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use tidegate_plugins::{
     BoundValue, Chain, Column, Denial, Principal, Statement, StatementKind, Value,
 };
-use tidegate_sql::{quote_literal, write_targets, TargetColumn, Written};
+use tidegate_sql::{quote_literal, write_targets, TargetColumn, WriteTargets, Written};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Rows decoded and sent to `on-rows` in one call at most.
@@ -135,37 +136,14 @@ where
             if stmt.kind != StatementKind::Write {
                 return Ok(DataPlan::Untouched);
             }
-            // A write through a view over a protected table stores values no hook sees.
-            let declared = chain.data_columns(&self.user, &self.login.database);
-            let config = self.topo.config.clone();
-            let db = self.login.database.clone();
-            return match self.sh.columns.get(&config, &db, &declared).await {
-                Some(c) if !stmt.tables.iter().any(|t| c.reaches_declared(&t.name)) => {
-                    Ok(DataPlan::Untouched)
-                }
-                Some(_) => Err(blind_write(&protected_column(&declared, stmt))),
-                None => Err(refusal(
-                    "statement refused: the columns the encryption policy covers could not be looked up".into(),
-                    "58000",
-                    "the broker could not read the catalog; try again",
-                )),
-            };
+            return self.write_elsewhere(&chain, stmt).await;
         }
         let db = self.login.database.clone();
-        let first = sql.split_whitespace().next().unwrap_or("");
-        let (copy, merge) = (
-            first.eq_ignore_ascii_case("copy"),
-            first.eq_ignore_ascii_case("merge"),
-        );
         let declared = chain.data_columns(&self.user, &db);
         let config = self.topo.config.clone();
         let Some(cols) = self.sh.columns.get(&config, &db, &declared).await else {
             if stmt.kind == StatementKind::Write {
-                return Err(refusal(
-                    "statement refused: the columns the encryption policy covers could not be looked up".into(),
-                    "58000",
-                    "the broker could not read the catalog; try again",
-                ));
+                return Err(columns_unknown());
             }
             return Ok(DataPlan::Send(None));
         };
@@ -175,80 +153,50 @@ where
         }
         let Some(w) = write_targets(sql) else {
             // COPY FROM, MERGE, a data-modifying CTE…: values the broker cannot see to encrypt.
-            if copy || merge || tidegate_sql::stores_values(sql) {
-                let col = protected_column(&declared, stmt);
-                return Err(blind_write(&col));
+            let first = sql.split_whitespace().next().unwrap_or("");
+            if first.eq_ignore_ascii_case("copy")
+                || first.eq_ignore_ascii_case("merge")
+                || tidegate_sql::stores_values(sql)
+            {
+                return Err(blind_write(&protected_column(&declared, stmt)));
             }
             return Ok(DataPlan::Send(None));
         };
         let Some(table) = cols.table(w.schema.as_deref(), &w.table) else {
             return Ok(DataPlan::Send(None));
         };
-        if w.opaque
-            && table
-                .columns
-                .iter()
-                .any(|(_, n, _)| cols.is_declared(&table.schema, &table.table, n))
-        {
-            return Err(refusal(
-                format!(
-                    "statement refused: {}.{} has protected columns and this statement's values cannot be attributed to them",
-                    table.schema, table.table
-                ),
-                "0A000",
-                "write protected columns with INSERT … VALUES or UPDATE … SET, as literals or parameters",
-            ));
+        let targets = bound_targets(&cols, table, &w)?;
+        if !targets.params.is_empty() {
+            self.parse_writes = Some(Arc::new(targets.params));
         }
-        let mut slots = Vec::new();
-        let mut values = Vec::new();
-        let mut params = Vec::new();
-        for t in &w.targets {
-            let (name, position) = match &t.column {
-                TargetColumn::Named(n) => (Some(n.as_str()), 0),
-                TargetColumn::Position(p) => (None, *p),
-            };
-            let Some(col) = cols.target(table, name, position) else {
-                continue;
-            };
-            match &t.value {
-                Written::Literal { start, end, value } => {
-                    slots.push((*start, *end));
-                    values.push(BoundValue {
-                        column: col,
-                        value: Some(value.clone().into_bytes()),
-                    });
-                }
-                Written::Param(n) => params.push((*n, col)),
-                Written::Nothing => {}
-                Written::Other => {
-                    return Err(refusal(
-                        format!(
-                            "statement refused: the value written to protected column {}.{} is an expression",
-                            table.table, col.name
-                        ),
-                        "0A000",
-                        "write protected columns as string literals or parameters",
-                    ))
-                }
-            }
-        }
-        if !params.is_empty() {
-            self.parse_writes = Some(Arc::new(params));
-        }
-        if values.is_empty() {
+        if targets.values.is_empty() {
             return Ok(DataPlan::Send(None));
         }
-        let out = chain.on_write_values(stmt, values).await?;
-        let mut text = sql.to_owned();
-        let replaced: Vec<((usize, usize), Value)> = slots.into_iter().zip(out).collect();
-        for ((start, end), v) in replaced.into_iter().rev() {
-            let lit = match v {
-                Some(b) => quote_literal(&String::from_utf8_lossy(&b)),
-                None => "NULL".to_owned(),
-            };
-            text.replace_range(start..end, &lit);
+        let out = chain.on_write_values(stmt, targets.values).await?;
+        Ok(DataPlan::Send(Some(replace_literals(
+            sql,
+            targets.slots,
+            out,
+        ))))
+    }
+
+    /// A write that touches no declared table by name: it passes unless it writes through a
+    /// view over a protected table, which stores values no hook sees.
+    async fn write_elsewhere(
+        &mut self,
+        chain: &Chain,
+        stmt: &Statement,
+    ) -> std::result::Result<DataPlan, Denial> {
+        let declared = chain.data_columns(&self.user, &self.login.database);
+        let config = self.topo.config.clone();
+        let db = self.login.database.clone();
+        match self.sh.columns.get(&config, &db, &declared).await {
+            Some(c) if !stmt.tables.iter().any(|t| c.reaches_declared(&t.name)) => {
+                Ok(DataPlan::Untouched)
+            }
+            Some(_) => Err(blind_write(&protected_column(&declared, stmt))),
+            None => Err(columns_unknown()),
         }
-        Ok(DataPlan::Send(Some(text)))
     }
 
     /// A Bind of a statement with parameters bound for declared columns: those values go
@@ -487,4 +435,94 @@ impl<'a> BindParams<'a> {
         }
         out.put_slice(self.results);
     }
+}
+
+/// The values a write binds for declared columns: literals (their text positions and
+/// values, for the write hooks) and parameters (by number, for the Bind).
+struct BoundTargets {
+    slots: Vec<(usize, usize)>,
+    values: Vec<BoundValue>,
+    params: Vec<(usize, Column)>,
+}
+
+/// What the write `w` into `table` binds for declared columns; refused when a value bound for
+/// one cannot be attributed (an opaque form) or is an expression.
+fn bound_targets(
+    cols: &DbColumns,
+    table: &TableColumns,
+    w: &WriteTargets,
+) -> std::result::Result<BoundTargets, Denial> {
+    if w.opaque
+        && table
+            .columns
+            .iter()
+            .any(|(_, n, _)| cols.is_declared(&table.schema, &table.table, n))
+    {
+        return Err(refusal(
+            format!(
+                "statement refused: {}.{} has protected columns and this statement's values cannot be attributed to them",
+                table.schema, table.table
+            ),
+            "0A000",
+            "write protected columns with INSERT … VALUES or UPDATE … SET, as literals or parameters",
+        ));
+    }
+    let mut bound = BoundTargets {
+        slots: Vec::new(),
+        values: Vec::new(),
+        params: Vec::new(),
+    };
+    for t in &w.targets {
+        let (name, position) = match &t.column {
+            TargetColumn::Named(n) => (Some(n.as_str()), 0),
+            TargetColumn::Position(p) => (None, *p),
+        };
+        let Some(col) = cols.target(table, name, position) else {
+            continue;
+        };
+        match &t.value {
+            Written::Literal { start, end, value } => {
+                bound.slots.push((*start, *end));
+                bound.values.push(BoundValue {
+                    column: col,
+                    value: Some(value.clone().into_bytes()),
+                });
+            }
+            Written::Param(n) => bound.params.push((*n, col)),
+            Written::Nothing => {}
+            Written::Other => {
+                return Err(refusal(
+                    format!(
+                        "statement refused: the value written to protected column {}.{} is an expression",
+                        table.table, col.name
+                    ),
+                    "0A000",
+                    "write protected columns as string literals or parameters",
+                ))
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// `sql` with the literals at `slots` replaced by the write hooks' values.
+fn replace_literals(sql: &str, slots: Vec<(usize, usize)>, values: Vec<Value>) -> String {
+    let mut text = sql.to_owned();
+    for ((start, end), v) in slots.into_iter().zip(values).rev() {
+        let lit = match v {
+            Some(b) => quote_literal(&String::from_utf8_lossy(&b)),
+            None => "NULL".to_owned(),
+        };
+        text.replace_range(start..end, &lit);
+    }
+    text
+}
+
+/// The refusal of a write when the declared columns could not be looked up.
+fn columns_unknown() -> Denial {
+    refusal(
+        "statement refused: the columns the encryption policy covers could not be looked up".into(),
+        "58000",
+        "the broker could not read the catalog; try again",
+    )
 }

@@ -303,7 +303,7 @@ where
                 }
             }
         }
-        let checkout_from_replica = checkout.is_some();
+        let from_replica = checkout.is_some();
         let (node, result) = match checkout {
             Some(c) => c,
             None => {
@@ -313,59 +313,71 @@ where
             }
         };
         match result {
-            Ok(mut b) => {
-                self.attached = node;
-                self.on_replica = checkout_from_replica;
-                // Read-your-writes follows what needed the primary, not reads that fell back.
-                self.wrote = !self.on_replica && !read_only && self.pools.len() > 1;
-                let stats = &self.topo.nodes[node].stats;
-                if read_only {
-                    stats.reads.fetch_add(1, Relaxed);
-                } else {
-                    stats.writes.fetch_add(1, Relaxed);
-                }
-                self.client_touched = false;
-                self.replay.clear();
-                if b.gucs != self.gucs {
-                    let sql = replay_sql(&self.gucs);
-                    proto::query(&mut self.bout, &sql);
-                    self.pending.push_back(Pending::Query { visible: false });
-                    // A simple query drops the unnamed statement; the applied settings are
-                    // recorded only once the replay succeeded (replies.rs).
-                    b.unnamed = None;
-                    b.gucs.clear();
-                }
-                self.cancel.attach(b.key, node);
-                self.backend = Some(b);
+            Ok(b) => {
+                self.attached_to(b, node, from_replica, read_only);
                 Ok(true)
             }
             Err(e) => {
-                let code = match &e {
-                    PoolError::CheckoutTimeout { .. } => "53300",
-                    PoolError::Connect(_) => "08006",
-                };
-                tracing::warn!(user = %self.user, error = %e, "no server connection");
-                let msg = match &e {
-                    PoolError::Connect(crate::upstream::backend::BackendError::Refused(raw)) => {
-                        let m = proto::fields(raw)
-                            .find(|(k, _)| *k == Field::Message)
-                            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                            .unwrap_or_default();
-                        format!("upstream refused the connection: {m}")
-                    }
-                    _ => e.to_string(),
-                };
-                self.drain_synthetic();
-                self.cache.drop_fill();
-                proto::error(&mut self.out, Severity::Error, code, &msg);
-                if simple_query {
-                    proto::ready(&mut self.out, self.tx_status);
-                    self.audit_finish(<[u8; 5]>::try_from(code.as_bytes()).ok());
-                } else {
-                    self.skip_until_sync = true;
-                }
+                self.no_connection(&e, simple_query);
                 Ok(false)
             }
+        }
+    }
+
+    /// Takes `b`, checked out from `node`, as the attached connection; the client's settings
+    /// are replayed on it first when it holds others.
+    fn attached_to(&mut self, mut b: Backend, node: usize, from_replica: bool, read_only: bool) {
+        self.attached = node;
+        self.on_replica = from_replica;
+        // Read-your-writes follows what needed the primary, not reads that fell back.
+        self.wrote = !self.on_replica && !read_only && self.pools.len() > 1;
+        let stats = &self.topo.nodes[node].stats;
+        if read_only {
+            stats.reads.fetch_add(1, Relaxed);
+        } else {
+            stats.writes.fetch_add(1, Relaxed);
+        }
+        self.client_touched = false;
+        self.replay.clear();
+        if b.gucs != self.gucs {
+            let sql = replay_sql(&self.gucs);
+            proto::query(&mut self.bout, &sql);
+            self.pending.push_back(Pending::Query { visible: false });
+            // A simple query drops the unnamed statement; the applied settings are recorded
+            // only once the replay succeeded (replies.rs).
+            b.unnamed = None;
+            b.gucs.clear();
+        }
+        self.cancel.attach(b.key, node);
+        self.backend = Some(b);
+    }
+
+    /// No server connection could be had: the client gets the error (and ReadyForQuery for a
+    /// simple query; an extended batch is skipped to its Sync).
+    fn no_connection(&mut self, e: &PoolError, simple_query: bool) {
+        let code = match e {
+            PoolError::CheckoutTimeout { .. } => "53300",
+            PoolError::Connect(_) => "08006",
+        };
+        tracing::warn!(user = %self.user, error = %e, "no server connection");
+        let msg = match e {
+            PoolError::Connect(crate::upstream::backend::BackendError::Refused(raw)) => {
+                let m = proto::fields(raw)
+                    .find(|(k, _)| *k == Field::Message)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                format!("upstream refused the connection: {m}")
+            }
+            _ => e.to_string(),
+        };
+        self.drain_synthetic();
+        self.cache.drop_fill();
+        proto::error(&mut self.out, Severity::Error, code, &msg);
+        if simple_query {
+            proto::ready(&mut self.out, self.tx_status);
+            self.audit_finish(<[u8; 5]>::try_from(code.as_bytes()).ok());
+        } else {
+            self.skip_until_sync = true;
         }
     }
 
