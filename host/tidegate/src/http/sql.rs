@@ -338,43 +338,14 @@ async fn pump(
         match event {
             Event::Columns(cols) => {
                 convs = cols.iter().map(|c| values::conv_for(c.type_oid)).collect();
-                match format {
-                    Format::Csv => {
-                        for (i, c) in cols.iter().enumerate() {
-                            if i > 0 {
-                                out.push(b',');
-                            }
-                            values::write_csv_field(&mut out, Some(c.name.as_bytes()));
-                        }
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    _ => {
-                        out.extend_from_slice(b"{\"columns\":");
-                        write_columns(&mut out, &cols);
-                        out.extend_from_slice(b"}\n");
-                    }
-                }
+                write_header(&mut out, format, &cols);
                 if let Some(h) = head.take() {
                     let _ = h.send(Ok(()));
                 }
             }
             Event::Row(r) => {
                 rows += 1;
-                match format {
-                    Format::Csv => {
-                        for (i, v) in r.values().enumerate() {
-                            if i > 0 {
-                                out.push(b',');
-                            }
-                            values::write_csv_field(&mut out, v);
-                        }
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    _ => {
-                        write_row(&mut out, &convs, &r);
-                        out.push(b'\n');
-                    }
-                }
+                write_line(&mut out, format, &convs, &r);
                 if out.len() >= STREAM_CHUNK
                     && tx
                         .send(Ok(Bytes::from(std::mem::take(&mut out))))
@@ -398,16 +369,31 @@ async fn pump(
             Event::Ready => break,
         }
     }
-    match (failed, head.take()) {
+    finish(out, format, failed, head, &tag, rows, &tx).await;
+    Ok(())
+}
+
+/// Ends the stream: the error (as the response, when nothing was sent yet, or as its last
+/// line) or the command's outcome.
+async fn finish(
+    mut out: Vec<u8>,
+    format: Format,
+    failed: Option<DbError>,
+    head: Option<tokio::sync::oneshot::Sender<Result<(), ApiError>>>,
+    tag: &str,
+    rows: u64,
+    tx: &tokio::sync::mpsc::Sender<Chunk>,
+) {
+    match (failed, head) {
         (Some(e), Some(h)) => {
             let _ = h.send(Err(ApiError::from_db(&e)));
-            return Ok(());
+            return;
         }
         (Some(e), None) => {
             if format == Format::Csv {
                 let _ = tx.send(Ok(Bytes::from(out))).await;
                 let _ = tx.send(Err(std::io::Error::other(e.message))).await;
-                return Ok(());
+                return;
             }
             let err = ApiError::from_db(&e);
             out.extend_from_slice(err.body().to_string().as_bytes());
@@ -420,13 +406,51 @@ async fn pump(
             }
             if format != Format::Csv {
                 out.push(b'{');
-                write_outcome(&mut out, &tag, rows);
+                write_outcome(&mut out, tag, rows);
                 out.extend_from_slice(b"}\n");
             }
         }
     }
     let _ = tx.send(Ok(Bytes::from(out))).await;
-    Ok(())
+}
+
+/// The stream's first line: the column names (CSV) or `{"columns":[…]}` (NDJSON).
+fn write_header(out: &mut Vec<u8>, format: Format, cols: &[Column]) {
+    match format {
+        Format::Csv => {
+            for (i, c) in cols.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                values::write_csv_field(out, Some(c.name.as_bytes()));
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => {
+            out.extend_from_slice(b"{\"columns\":");
+            write_columns(out, cols);
+            out.extend_from_slice(b"}\n");
+        }
+    }
+}
+
+/// One row as a CSV record or an NDJSON array.
+fn write_line(out: &mut Vec<u8>, format: Format, convs: &[ColumnConv], r: &Row) {
+    match format {
+        Format::Csv => {
+            for (i, v) in r.values().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                values::write_csv_field(out, v);
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => {
+            write_row(out, convs, r);
+            out.push(b'\n');
+        }
+    }
 }
 
 #[cfg(test)]
