@@ -43,8 +43,52 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
 }
 
+/// What only the broker's own tasks touch — reloads, plugin loading, continuous-aggregate
+/// discovery — beside the state its sessions share. Sessions never see it.
+pub struct Control {
+    /// The sessions' state.
+    pub shared: Arc<Shared>,
+    /// Serializes reloads.
+    reload_lock: tokio::sync::Mutex<()>,
+    /// The wasm engine, made when the first plugin is configured.
+    plugin_runtime: std::sync::Mutex<Option<Arc<tidegate_plugins::Runtime>>>,
+    /// Continuous aggregates discovered for each optimizer plugin entry, by entry name.
+    caggs: std::sync::Mutex<std::collections::HashMap<String, Vec<serde_json::Value>>>,
+}
+
+impl Control {
+    /// Builds the shared state and loads the configured plugins.
+    pub async fn start(config: Config) -> Result<Control, StartError> {
+        let ctl = Control {
+            shared: Arc::new(Shared::new(config)?),
+            reload_lock: tokio::sync::Mutex::new(()),
+            plugin_runtime: std::sync::Mutex::new(None),
+            caggs: Default::default(),
+        };
+        let config = ctl.shared.config();
+        if let Some(chain) = crate::broker::plugins::build_chain(&ctl, &config, None).await? {
+            let topo = ctl
+                .shared
+                .build_topology((*config).clone(), 1, Some(chain))?;
+            ctl.shared.current.store(Arc::new(topo));
+        }
+        Ok(ctl)
+    }
+
+    /// The topology in force.
+    pub fn topology(&self) -> Arc<crate::upstream::topology::Topology> {
+        self.shared.topology()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config()
+    }
+}
+
 /// A broker built from a configuration, ready to [`run`](Broker::run).
 pub struct Broker {
+    control: Arc<Control>,
     shared: Arc<Shared>,
     /// Tasks that live as long as the broker runs (plugin and configuration watches).
     tasks: Vec<JoinHandle<()>>,
@@ -54,12 +98,16 @@ impl Broker {
     /// Builds the shared state for `config`, loads the plugin chain and watches the plugin
     /// directory (when `plugins.watch`).
     pub async fn start(config: Config) -> Result<Broker, StartError> {
-        let shared = Arc::new(Shared::start(config).await?);
+        let control = Arc::new(Control::start(config).await?);
         let mut tasks = Vec::new();
-        if let Some(t) = plugins::watch(shared.clone()).map_err(StartError::PluginWatch)? {
+        if let Some(t) = plugins::watch(control.clone()).map_err(StartError::PluginWatch)? {
             tasks.push(t);
         }
-        Ok(Broker { shared, tasks })
+        Ok(Broker {
+            shared: control.shared.clone(),
+            control,
+            tasks,
+        })
     }
 
     /// The state the broker's sessions share (tests and the HTTP endpoint read it).
@@ -69,7 +117,7 @@ impl Broker {
 
     /// Reloads the configuration from `path` on SIGHUP.
     pub fn reload_on_sighup(&mut self, path: PathBuf) -> Result<(), StartError> {
-        let task = reload::on_sighup(self.shared.clone(), path).map_err(StartError::Signal)?;
+        let task = reload::on_sighup(self.control.clone(), path).map_err(StartError::Signal)?;
         self.tasks.push(task);
         Ok(())
     }
@@ -80,7 +128,7 @@ impl Broker {
         if !self.shared.config().runtime.watch_config {
             return;
         }
-        match reload::watch(self.shared.clone(), path) {
+        match reload::watch(self.control.clone(), path) {
             Ok(t) => self.tasks.push(t),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the configuration file; SIGHUP still reloads");
@@ -95,23 +143,12 @@ impl Broker {
         let http = listeners
             .http
             .map(|l| tokio::spawn(crate::http::serve(l, self.shared.clone())));
+        let caggs = tokio::spawn(caggs::refresh(self.control.clone()));
         serve(listeners.sql, self.shared.clone(), shutdown).await;
+        caggs.abort();
         for t in self.tasks.iter().chain(&http) {
             t.abort();
         }
-    }
-}
-
-impl Shared {
-    /// Builds the shared state and loads the configured plugins.
-    pub async fn start(config: Config) -> Result<Shared, StartError> {
-        let sh = Shared::new(config)?;
-        let config = sh.config();
-        if let Some(chain) = crate::broker::plugins::build_chain(&sh, &config, None).await? {
-            let topo = sh.build_topology((*config).clone(), 1, Some(chain))?;
-            sh.current.store(Arc::new(topo));
-        }
-        Ok(sh)
     }
 }
 
@@ -130,7 +167,6 @@ async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future<Out
         let sh = sh.clone();
         crate::upstream::health::monitor(move || sh.topology())
     });
-    let caggs = tokio::spawn(crate::broker::caggs::refresh(sh.clone()));
     tokio::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "accepting PostgreSQL connections");
@@ -174,7 +210,6 @@ async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future<Out
         }
     }
     monitor.abort();
-    caggs.abort();
     for pool in sh.pools.all() {
         pool.close_idle();
     }

@@ -9,7 +9,7 @@
 //! `continuous_aggregates` win over discovery. The catalog is read when the chain is built
 //! (start, reload) and every `plugins.cagg_refresh`; a change swaps the plugin in place.
 
-use crate::broker::Shared;
+use crate::broker::Control;
 use serde_json::{json, Map, Value};
 use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, SetExpr};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -43,13 +43,13 @@ fn injects(entry: &PluginEntry) -> bool {
 }
 
 /// `entry`'s configuration as the plugin gets it, with the discovered aggregates.
-pub fn plugin_config(sh: Option<&Shared>, entry: &PluginEntry) -> Value {
+pub fn plugin_config(ctl: Option<&Control>, entry: &PluginEntry) -> Value {
     let mut v = serde_json::to_value(&entry.config).unwrap_or_else(|_| json!({}));
     if !injects(entry) {
         return v;
     }
-    let found = sh.and_then(|sh| {
-        sh.caggs
+    let found = ctl.and_then(|ctl| {
+        ctl.caggs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&entry.name)
@@ -63,9 +63,9 @@ pub fn plugin_config(sh: Option<&Shared>, entry: &PluginEntry) -> Value {
     v
 }
 
-/// Reads the aggregates of every optimizer entry's database into `sh.caggs`; returns whether
+/// Reads the aggregates of every optimizer entry's database into `ctl.caggs`; returns whether
 /// anything changed. A database that cannot be read keeps what was known.
-pub async fn discover(sh: &Shared, config: &Config) -> bool {
+pub async fn discover(ctl: &Control, config: &Config) -> bool {
     let mut found: HashMap<String, Vec<Value>> = HashMap::new();
     let mut by_db: HashMap<String, Option<Vec<Value>>> = HashMap::new();
     for e in config.plugins.chain.iter().filter(|e| injects(e)) {
@@ -84,14 +84,14 @@ pub async fn discover(sh: &Shared, config: &Config) -> bool {
                 found.insert(e.name.clone(), list);
             }
             None => {
-                let old = sh.caggs.lock().unwrap_or_else(|e| e.into_inner());
+                let old = ctl.caggs.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(list) = old.get(&e.name) {
                     found.insert(e.name.clone(), list.clone());
                 }
             }
         }
     }
-    let mut current = sh.caggs.lock().unwrap_or_else(|e| e.into_inner());
+    let mut current = ctl.caggs.lock().unwrap_or_else(|e| e.into_inner());
     let changed = *current != found;
     *current = found;
     changed
@@ -129,7 +129,8 @@ async fn read(config: &Config, database: &str) -> Result<Vec<Value>, sqlx::Error
 
 /// Re-reads the aggregates every `plugins.cagg_refresh` and swaps optimizer plugins whose
 /// aggregates changed. Runs until shutdown.
-pub async fn refresh(sh: Arc<Shared>) {
+pub async fn refresh(ctl: Arc<Control>) {
+    let sh = ctl.shared.clone();
     loop {
         let every = sh.config().plugins.cagg_refresh.get();
         let Some(every) = every else {
@@ -143,9 +144,9 @@ pub async fn refresh(sh: Arc<Shared>) {
             _ = sh.shutdown.cancelled() => return,
         }
         let topo = sh.topology();
-        if topo.plugins.is_some() && discover(&sh, &topo.config).await {
+        if topo.plugins.is_some() && discover(&ctl, &topo.config).await {
             tracing::info!("continuous aggregates changed: reloading the optimizer plugins");
-            crate::broker::plugins::swap_changed(&sh).await;
+            crate::broker::plugins::swap_changed(&ctl).await;
         }
     }
 }

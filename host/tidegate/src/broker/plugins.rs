@@ -3,7 +3,7 @@
 //! file changed — atomically, calls in flight finishing on the old version. A file that does
 //! not load keeps the old version in service; the reason is logged and counted.
 
-use crate::broker::Shared;
+use crate::broker::Control;
 use crate::policy::keys;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ fn keys_digest(config: &Config, allowed: &[String]) -> String {
 }
 
 fn spec(
-    sh: &Shared,
+    sh: &Control,
     config: &Config,
     entry: &tidegate_config::PluginEntry,
     all_keys: &Keys,
@@ -69,7 +69,7 @@ pub enum ChainError {
 /// unchanged since `old` is reused as it is (unless quarantined). Any plugin that fails to
 /// load fails the whole build, so a reload keeps the previous chain.
 pub async fn build_chain(
-    sh: &Shared,
+    sh: &Control,
     config: &Config,
     old: Option<&Chain>,
 ) -> Result<Option<Arc<Chain>>, ChainError> {
@@ -111,7 +111,7 @@ pub async fn build_chain(
     Ok(Some(Arc::new(Chain::new(entries))))
 }
 
-fn runtime(sh: &Shared, config: &Config) -> Result<Arc<Runtime>, ChainError> {
+fn runtime(sh: &Control, config: &Config) -> Result<Arc<Runtime>, ChainError> {
     let mut slot = sh.plugin_runtime.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(r) = slot.as_ref() {
         return Ok(r.clone());
@@ -122,7 +122,7 @@ fn runtime(sh: &Shared, config: &Config) -> Result<Arc<Runtime>, ChainError> {
 }
 
 /// Reloads the plugins whose files changed in the plugin directory. Runs until aborted.
-pub fn watch(sh: Arc<Shared>) -> notify::Result<Option<tokio::task::JoinHandle<()>>> {
+pub fn watch(sh: Arc<Control>) -> notify::Result<Option<tokio::task::JoinHandle<()>>> {
     let config = sh.config();
     if config.plugins.chain.is_empty() || !config.plugins.watch {
         return Ok(None);
@@ -137,7 +137,7 @@ pub fn watch(sh: Arc<Shared>) -> notify::Result<Option<tokio::task::JoinHandle<(
 
 /// Loads every plugin of the current chain whose file (or injected configuration) differs from
 /// the version in service and swaps it in; a file that fails keeps the old version.
-pub async fn swap_changed(sh: &Shared) {
+pub async fn swap_changed(sh: &Control) {
     let topo = sh.topology();
     let Some(chain) = topo.plugins.as_ref() else {
         return;

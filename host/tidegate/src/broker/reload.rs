@@ -8,7 +8,7 @@
 //! changes nothing closes no connection. A file that does not validate changes nothing: the
 //! running configuration stays, and the error is logged with its line and column.
 
-use crate::broker::Shared;
+use crate::broker::Control;
 use crate::upstream::backend::{PoolSettings, PoolTimeouts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -51,9 +51,10 @@ fn keep_start_only(old: &Config, new: &mut Config) {
 
 /// Reads `path` and puts it in service. On error nothing changes and
 /// `config_reload_failures` counts one more.
-pub async fn reload(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
-    let _one_at_a_time = sh.reload_lock.lock().await;
-    let result = apply(sh, path).await;
+pub async fn reload(ctl: &Control, path: &Path) -> Result<u64, ReloadError> {
+    let _one_at_a_time = ctl.reload_lock.lock().await;
+    let result = apply(ctl, path).await;
+    let sh = &ctl.shared;
     match &result {
         Ok(generation) => {
             sh.stats.reloads.fetch_add(1, Relaxed);
@@ -71,11 +72,12 @@ pub async fn reload(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
     result
 }
 
-async fn apply(sh: &Shared, path: &Path) -> Result<u64, ReloadError> {
+async fn apply(ctl: &Control, path: &Path) -> Result<u64, ReloadError> {
+    let sh = &ctl.shared;
     let mut config = Config::load(path)?;
     let old = sh.topology();
     keep_start_only(&old.config, &mut config);
-    let plugins = crate::broker::plugins::build_chain(sh, &config, old.plugins.as_deref()).await?;
+    let plugins = crate::broker::plugins::build_chain(ctl, &config, old.plugins.as_deref()).await?;
     let topo = sh.build_topology(config, old.generation + 1, plugins)?;
     let generation = topo.generation;
     let timeouts = PoolTimeouts::from_config(&topo.config.pool);
@@ -145,7 +147,7 @@ impl DirWatch {
 /// directory, not the file, sees editors' rename-saves and Kubernetes' `..data` link swaps;
 /// a burst of events is debounced into one reload, and a rewrite with the same bytes is
 /// ignored. Runs until the returned task is aborted.
-pub fn watch(sh: Arc<Shared>, path: PathBuf) -> notify::Result<tokio::task::JoinHandle<()>> {
+pub fn watch(sh: Arc<Control>, path: PathBuf) -> notify::Result<tokio::task::JoinHandle<()>> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -166,7 +168,7 @@ pub fn watch(sh: Arc<Shared>, path: PathBuf) -> notify::Result<tokio::task::Join
 }
 
 /// Reloads on every SIGHUP. Runs until the returned task is aborted.
-pub fn on_sighup(sh: Arc<Shared>, path: PathBuf) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn on_sighup(sh: Arc<Control>, path: PathBuf) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {

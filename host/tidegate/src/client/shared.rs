@@ -51,10 +51,6 @@ pub struct Shared {
     pub nodes: NodeRegistry,
     /// Routing and reload counters.
     pub stats: RouteStats,
-    /// Serializes reloads.
-    pub reload_lock: tokio::sync::Mutex<()>,
-    /// The wasm engine, made when the first plugin is configured.
-    pub plugin_runtime: std::sync::Mutex<Option<Arc<tidegate_plugins::Runtime>>>,
     /// Backend pools.
     pub pools: Pools,
     /// Broker-issued cancel keys.
@@ -78,8 +74,6 @@ pub struct Shared {
     /// The result cache, made when `cache.enabled` is first seen (its backend is fixed then:
     /// a changed `cache.redis_url` needs a restart).
     pub cache: std::sync::OnceLock<Option<Arc<crate::cache::Cache>>>,
-    /// Continuous aggregates discovered for each optimizer plugin entry, by entry name.
-    pub caggs: std::sync::Mutex<std::collections::HashMap<String, Vec<serde_json::Value>>>,
 }
 
 impl Shared {
@@ -153,8 +147,6 @@ impl Shared {
             current: ArcSwap::from_pointee(placeholder),
             nodes: NodeRegistry::default(),
             stats: RouteStats::default(),
-            reload_lock: tokio::sync::Mutex::new(()),
-            plugin_runtime: std::sync::Mutex::new(None),
             pools: Pools::default(),
             cancels: CancelRegistry::default(),
             statements: StatementRegistry::default(),
@@ -166,7 +158,6 @@ impl Shared {
             audit: std::sync::OnceLock::new(),
             columns: Default::default(),
             cache: std::sync::OnceLock::new(),
-            caggs: Default::default(),
         };
         sh.current
             .store(Arc::new(sh.build_topology(config, 1, None)?));
