@@ -297,6 +297,8 @@ pub struct Broker {
     /// The HTTP endpoint's address.
     pub http: SocketAddr,
     pub shared: Arc<Shared>,
+    /// The broker's own side: reloads, plugin loading.
+    pub control: Arc<tidegate::broker::Control>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -350,6 +352,7 @@ impl Broker {
             broker.watch_config_file(path.to_path_buf());
         }
         let shared = broker.shared().clone();
+        let control = broker.control().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let listeners = Listeners {
             sql,
@@ -362,6 +365,7 @@ impl Broker {
             addr,
             http: http_addr,
             shared,
+            control,
             shutdown: Some(tx),
             task: Some(task),
         }

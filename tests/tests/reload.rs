@@ -138,7 +138,7 @@ async fn an_invalid_file_keeps_the_running_configuration() {
     ];
     for (i, (name, contents, expect)) in cases.iter().enumerate() {
         std::fs::write(&path, contents).expect("write");
-        let err = tidegate::broker::reload::reload(&sh, &path)
+        let err = tidegate::broker::reload::reload(&broker.control, &path)
             .await
             .expect_err(name)
             .to_string();
@@ -157,14 +157,14 @@ async fn an_invalid_file_keeps_the_running_configuration() {
     assert!(sh.stats.reload_failures.load(Relaxed) >= cases.len() as u64);
     // A config error names its line and column.
     std::fs::write(&path, good.replace("port = ", "port = \"x\" #")).expect("write");
-    let err = tidegate::broker::reload::reload(&sh, &path)
+    let err = tidegate::broker::reload::reload(&broker.control, &path)
         .await
         .expect_err("bad port")
         .to_string();
     assert!(err.contains("tidegate.toml:6:"), "{err}");
     // The good file again: applied.
     std::fs::write(&path, &good).expect("write");
-    tidegate::broker::reload::reload(&sh, &path)
+    tidegate::broker::reload::reload(&broker.control, &path)
         .await
         .expect("good file");
     assert!(sh.topology().generation >= 2);
@@ -195,7 +195,7 @@ async fn a_reload_that_changes_nothing_disconnects_no_backend() {
     let before = backend_pids(&pg);
     assert_eq!(before.len(), 4, "{before:?}");
     for _ in 0..3 {
-        tidegate::broker::reload::reload(&broker.shared, &path)
+        tidegate::broker::reload::reload(&broker.control, &path)
             .await
             .expect("same file");
     }
@@ -227,7 +227,7 @@ async fn a_transaction_open_across_a_reload_finishes_on_its_old_backend() {
         replica.port
     );
     std::fs::write(&path, base_config(&pg, &changed)).expect("write");
-    tidegate::broker::reload::reload(&broker.shared, &path)
+    tidegate::broker::reload::reload(&broker.control, &path)
         .await
         .expect("valid change");
     // The larger pool lets a second client in while the first still holds its connection.
@@ -262,7 +262,7 @@ async fn a_smaller_pool_takes_effect_as_connections_return() {
         base_config(&pg, "[pool]\nsize = 1\ncheckout_timeout = \"300ms\"\n"),
     )
     .expect("write");
-    tidegate::broker::reload::reload(&broker.shared, &path)
+    tidegate::broker::reload::reload(&broker.control, &path)
         .await
         .expect("valid");
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -753,13 +753,13 @@ async fn function_volatility_comes_from_pg_proc_and_config_lists() {
     );
     // A reload that lists ro_fn for the primary takes effect for the same client.
     std::fs::write(&path, lists(", \"ro_fn\"")).expect("write");
-    tidegate::broker::reload::reload(&broker.shared, &path)
+    tidegate::broker::reload::reload(&broker.control, &path)
         .await
         .expect("reload");
     assert!(!on_replica("ro_fn").await, "reloaded primary_functions");
     // A malformed entry is refused with the key's name; the running lists stay.
     std::fs::write(&path, lists(", \"a.b.c\"")).expect("write");
-    let err = tidegate::broker::reload::reload(&broker.shared, &path)
+    let err = tidegate::broker::reload::reload(&broker.control, &path)
         .await
         .expect_err("malformed function name")
         .to_string();

@@ -110,6 +110,11 @@ impl Broker {
         })
     }
 
+    /// The broker's own side: reloads and plugin loading (tests drive reloads through it).
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
     /// The state the broker's sessions share (tests and the HTTP endpoint read it).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared

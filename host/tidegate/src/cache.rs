@@ -184,7 +184,8 @@ impl Cache {
         }
     }
 
-    /// Stores a recorded reply, after handing it to the reads waiting on the same key.
+    /// Stores a recorded reply, after handing it to the reads waiting on the same key (and to
+    /// those that join until it is stored).
     pub async fn store(
         &self,
         cfg: &tidegate_config::Cache,
@@ -195,8 +196,10 @@ impl Cache {
     ) {
         let entry = Arc::new(entry);
         let value = entry.encode();
-        if let Some(l) = leader {
-            l.complete(entry);
+        // Published first; the flight lasts until the store is done (`_flight` drops last).
+        let _flight = leader;
+        if let Some(l) = &_flight {
+            l.publish(entry);
         }
         if !self.usable(cfg).await {
             return;

@@ -58,9 +58,17 @@ pub struct Leader {
 }
 
 impl Leader {
-    /// Hands `entry` to every waiter.
+    /// Hands `entry` to every waiter and ends the flight.
     pub fn complete(self, entry: Arc<Entry>) {
-        if let Some(tx) = self.take() {
+        self.publish(entry);
+    }
+
+    /// Hands `entry` to every waiter, and to every read that joins until the leader is
+    /// dropped (while the reply is being stored, a read of the same key is answered from
+    /// memory instead of missing). Each reader still checks the entry's counters.
+    pub fn publish(&self, entry: Arc<Entry>) {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(&self.key) {
             tx.send_replace(Some(entry));
         }
     }

@@ -270,6 +270,7 @@ where
             let _ = self.wr.write_all(&self.out).await;
         }
         let _ = self.wr.shutdown().await;
+        self.cache_store_due().await;
         self.release_on_exit().await;
         result
     }
@@ -287,6 +288,7 @@ where
             }
             self.drain_synthetic();
             self.flush_client().await?;
+            self.cache_store_due().await;
             if self.timed && self.busy_since.is_none() && !self.pending.is_empty() {
                 self.busy_since = Some(Instant::now());
             }

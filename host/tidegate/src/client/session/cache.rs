@@ -385,31 +385,38 @@ where
         self.cache.rolled_back = false;
     }
 
-    /// Stores the reply just recorded and bumps the counters of transactions that just
-    /// committed, before their ReadyForQuery is written to the client.
+    /// Bumps the counters of transactions that just committed, before their ReadyForQuery is
+    /// written to the client.
     pub(super) async fn cache_bump_due(&mut self) {
-        if self.cache.bump_now.is_empty() && self.cache.store_now.is_none() {
+        if self.cache.bump_now.is_empty() {
             return;
         }
         // Boxed: its backend futures would otherwise enlarge every session's future.
-        Box::pin(self.cache_after_reply()).await;
+        Box::pin(self.cache_bump()).await;
     }
 
-    async fn cache_after_reply(&mut self) {
-        let Some(cache) = self.result_cache() else {
-            return;
-        };
-        let cfg = &self.topo.config.cache;
-        if let Some(stored) = self.cache.store_now.take() {
-            let (f, entry) = *stored;
-            cache.store(cfg, f.key, entry, f.ttl, f.leader).await;
-        }
-        if !self.cache.bump_now.is_empty() {
-            let gens = std::mem::take(&mut self.cache.bump_now);
+    async fn cache_bump(&mut self) {
+        let gens = std::mem::take(&mut self.cache.bump_now);
+        if let Some(cache) = self.result_cache() {
             cache
                 .invalidate(&self.topo.config, &self.login.database, &gens)
                 .await;
         }
+    }
+
+    /// Stores the reply recorded for the cache, once the client has it: the client never
+    /// waits for the backend's round trip. Reads of the same key by other sessions meanwhile
+    /// get the entry from its flight; this session's next message waits for the store.
+    pub(super) async fn cache_store_due(&mut self) {
+        let Some(stored) = self.cache.store_now.take() else {
+            return;
+        };
+        let Some(cache) = self.result_cache() else {
+            return;
+        };
+        let (f, entry) = *stored;
+        // Boxed: its backend futures would otherwise enlarge every session's future.
+        Box::pin(cache.store(&self.topo.config.cache, f.key, entry, f.ttl, f.leader)).await;
     }
 
     /// The server connection was lost: whatever was written may have committed.
