@@ -65,6 +65,18 @@ pub fn scan(sql: &[u8]) -> Effect {
     effect
 }
 
+/// The bytes [`Statements`] must look at: all others are skipped in one search.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut k = 0;
+    let bytes = *b";'\"-/$";
+    while k < bytes.len() {
+        t[bytes[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
+
 /// Splits a query string at the semicolons that end statements, skipping those inside quotes,
 /// dollar quotes and comments.
 struct Statements<'a> {
@@ -89,6 +101,11 @@ impl<'a> Iterator for Statements<'a> {
         let start = self.pos;
         let mut i = start;
         while i < sql.len() {
+            // Jump to the next byte that can end a statement or open a quote or comment.
+            match sql[i..].iter().position(|&b| SPECIAL[usize::from(b)]) {
+                Some(p) => i += p,
+                None => break,
+            }
             match sql[i] {
                 b';' => {
                     self.pos = i + 1;
@@ -212,10 +229,17 @@ fn is_word_byte(b: u8) -> bool {
 
 /// Whether `needle` (ASCII) occurs in `hay`, ignoring case.
 pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.len() >= needle.len()
-        && hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some((first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    // Candidates by their first byte; only those are compared whole.
+    let first = first.to_ascii_lowercase();
+    hay[..=last_start].iter().enumerate().any(|(i, b)| {
+        b.to_ascii_lowercase() == first && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
+    })
 }
 
 #[cfg(test)]
