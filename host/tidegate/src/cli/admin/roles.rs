@@ -31,7 +31,7 @@
 //! alone. Running it again changes nothing.
 
 use super::edit::{self, AccessConfig};
-use super::rules::{quote_ident, Grant, Object, Pattern, Privilege, Rule};
+use super::rules::{quote_ident, Grant, Grants, Object, Pattern, Privilege, Rule};
 use anyhow::Context;
 use live::{holds, live, statements};
 use sqlx::postgres::PgConnection;
