@@ -194,8 +194,9 @@ impl Writer {
                             "the audit chain moved on (another writer shares the table); relinking"
                         );
                         self.sink.relinked.fetch_add(1, Relaxed);
-                        // Only the head is read; the tables are opened again (ensure()) only
-                        // when the head row is gone or cannot be read.
+                        // Only the head is read; the tables are opened again (ensure(), which
+                        // puts a deleted head back) only when the head row is gone or cannot be
+                        // read.
                         (seq, prev) = match self.store.last().await {
                             Ok(Some(head)) => head,
                             _ => self.open().await,
@@ -243,13 +244,13 @@ impl Writer {
         }
     }
 
-    /// Creates the table if needed and finds where the chain stands, retrying until the
-    /// database answers (statements are refused meanwhile).
+    /// Brings the audit tables up to date (TideGate's migrations) and finds where the chain
+    /// stands, retrying until the database answers (statements are refused meanwhile).
     async fn open(&self) -> (i64, Vec<u8>) {
         loop {
-            let r = async {
+            let r: Result<_, store::StoreError> = async {
                 self.store.ensure().await?;
-                self.store.last().await
+                Ok(self.store.last().await?)
             }
             .await;
             match r {
