@@ -435,3 +435,62 @@ async fn an_unwritable_audit_table_refuses_statements_and_loses_nothing() {
     let (code, text) = verify(&file).await;
     assert_eq!(code, 0, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_applies_the_migrations_and_refuses_statements_when_it_cannot() {
+    let (pg, _dir, file) = setup();
+    // The writer brings its database up to date with TideGate's migrations, which alone
+    // define the audit tables.
+    let broker = Broker::start_file(&file).await;
+    let app = broker.connect("postgres").await;
+    assert_eq!(first_value(&app, "SELECT 1").await, "1");
+    written(&broker, 1).await;
+    let recorded = "SELECT string_agg(version || ':' || success, ',' ORDER BY version) \
+                    FROM _sqlx_migrations";
+    assert_eq!(
+        pg.sql("postgres", recorded),
+        "1:true,2:true,3:true,4:true,5:true"
+    );
+    // A chain head deleted by hand is put back at the newest record, and the chain goes on.
+    pg.sql("postgres", "DELETE FROM tidegate_audit.events_head");
+    assert_eq!(first_value(&app, "SELECT 2").await, "2");
+    written(&broker, 2).await;
+    broker.shutdown().await;
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT max(seq) || ':' || (SELECT seq FROM tidegate_audit.events_head) \
+             FROM tidegate_audit.events"
+        ),
+        "2:2"
+    );
+    let (code, text) = verify(&file).await;
+    assert_eq!(code, 0, "{text}");
+
+    // A migration changed after it was applied: the writer cannot bring the tables up to
+    // date, statements are refused, and the operator is told what to run.
+    pg.sql(
+        "postgres",
+        "UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 2",
+    );
+    let broker = Broker::start_file(&file).await;
+    let app = broker.connect("postgres").await;
+    let err = app.simple_query("SELECT 3").await.expect_err("fail closed");
+    assert_eq!(sqlstate(&err).as_deref(), Some("58000"));
+    let sink = broker.shared.audit.get().expect("sink");
+    let mut why = String::new();
+    let told = wait_for(Duration::from_secs(10), || {
+        why = sink.available().err().unwrap_or_default();
+        why.contains("migration 2 was changed")
+    })
+    .await;
+    assert!(told, "{why}");
+    assert!(why.contains("run `tidegate migrate`"), "{why}");
+    let err = app
+        .simple_query("SELECT 4")
+        .await
+        .expect_err("still closed");
+    assert_eq!(sqlstate(&err).as_deref(), Some("58000"));
+    broker.shutdown().await;
+    assert_eq!(records(&pg), 2);
+}

@@ -10,8 +10,9 @@ use serde::Deserialize;
 pub struct Audit {
     /// Database holding the audit table, on the primary (default: `upstream.primary.database`).
     pub database: String,
-    /// The audit table, `schema.table` (created if missing; a hypertable when TimescaleDB is
-    /// installed in that database), with its one-row chain head `<table>_head` beside it.
+    /// The audit table: only [`Audit::TABLE`], the table TideGate's migrations (`migrations/`)
+    /// create, with its one-row chain head `events_head` beside it. The key stays so that
+    /// files naming it keep loading.
     pub table: String,
     /// Name of the `[[plugins.keys]]` entry whose highest id keys the HMAC chain.
     pub key: String,
@@ -36,7 +37,7 @@ impl Default for Audit {
     fn default() -> Self {
         Audit {
             database: String::new(),
-            table: "tidegate_audit.events".into(),
+            table: Audit::TABLE.into(),
             key: String::new(),
             checkpoint_file: String::new(),
             checkpoint_every: 1000,
@@ -49,6 +50,10 @@ impl Default for Audit {
 }
 
 impl Audit {
+    /// The audit table, `schema.table`, as TideGate's migrations (`migrations/`) define it:
+    /// they own its DDL, and sqlx migrations are fixed SQL, so the name is fixed too.
+    pub const TABLE: &'static str = "tidegate_audit.events";
+
     /// The database holding the table.
     pub fn database<'a>(&'a self, config: &'a Config) -> &'a str {
         if self.database.is_empty() {
@@ -66,22 +71,18 @@ impl Audit {
     }
 }
 
-fn identifier(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c == b'_')
-        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-        && s.len() <= 63
-}
-
 impl Config {
     pub(crate) fn check_audit(&self) -> Result<(), (String, String)> {
         let a = &self.audit;
         let err = |p: &str, m: &str| Err((format!("audit.{p}"), m.to_owned()));
-        let (schema, table) = a.table_parts();
-        if !identifier(schema) || !identifier(table) || a.table.matches('.').count() > 1 {
+        if a.table != Audit::TABLE {
             return err(
                 "table",
-                "must be `schema.table` in lower-case letters, digits and _",
+                &format!(
+                    "must be {:?} (or left out): TideGate's migrations create the audit table \
+                     and name it",
+                    Audit::TABLE
+                ),
             );
         }
         if a.batch_size == 0 || a.queue == 0 || a.checkpoint_every == 0 {

@@ -204,6 +204,33 @@ key = "{audit_key}"
 }
 
 #[test]
+fn the_audit_table_is_the_one_the_migrations_create() {
+    let with_table = |t: &str| format!("{MIN}\n[audit]\ntable = \"{t}\"\n");
+    let c = Config::from_toml(&with_table("tidegate_audit.events")).expect("the default");
+    assert_eq!(c.audit.table_parts(), ("tidegate_audit", "events"));
+    assert_eq!(
+        Config::from_toml(MIN).expect("valid").audit.table,
+        Audit::TABLE
+    );
+    for other in [
+        "tidegate_audit.other",
+        "audit.events",
+        "events",
+        "Tidegate_audit.events",
+    ] {
+        let e = Config::from_toml(&with_table(other))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("audit.table"), "{other}: {e}");
+        assert!(e.contains("migrations"), "{other}: {e}");
+    }
+    let e = Config::from_toml_with_env(MIN, "t.toml", vars(&[("TIDEGATE__AUDIT__TABLE", "a.b")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("audit.table"), "{e}");
+}
+
+#[test]
 fn verifiers_match_their_password_only() {
     let v = ScramVerifier::derive("app", b"0123456789abcdef", 64);
     assert!(v.matches("app"));

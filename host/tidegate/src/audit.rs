@@ -183,37 +183,7 @@ impl Writer {
             let mut texts = Texts::default();
             rows.clear();
             rows.extend(records.into_iter().map(|(p, r)| row(&mut texts, p, r)));
-            self.link(&mut rows, seq, &prev);
-            loop {
-                match self.store.insert(&rows, seq, &mut buf).await {
-                    Ok(Written::Yes) => break,
-                    Ok(Written::Moved) => {
-                        // Another writer extended the chain: continue after its newest record.
-                        tracing::info!(
-                            after = seq,
-                            "the audit chain moved on (another writer shares the table); relinking"
-                        );
-                        self.sink.relinked.fetch_add(1, Relaxed);
-                        // Only the head is read; the tables are opened again (ensure()) only
-                        // when the head row is gone or cannot be read.
-                        (seq, prev) = match self.store.last().await {
-                            Ok(Some(head)) => head,
-                            _ => self.open().await,
-                        };
-                        self.link(&mut rows, seq, &prev);
-                    }
-                    Err(e) => {
-                        self.sink
-                            .set_health(Some(format!("audit table unavailable: {e}")));
-                        tracing::error!(error = %e, records = rows.len(), "audit records not written yet; statements are refused until they are");
-                        tokio::time::sleep(RETRY).await;
-                    }
-                }
-            }
-            if let Some(last) = rows.last() {
-                seq = last.seq;
-                prev.clone_from(&last.hash);
-            }
+            self.write(&mut rows, &mut seq, &mut prev, &mut buf).await;
             self.sink.set_health(None);
             self.sink.written.fetch_add(rows.len() as u64, Relaxed);
             self.sink.depth.fetch_sub(events.len(), Relaxed);
@@ -232,6 +202,44 @@ impl Writer {
         }
     }
 
+    /// Writes `rows`, linked after (`seq`, `prev`), until the table takes them, and moves
+    /// (`seq`, `prev`) to their newest. A batch that finds the chain moved on is linked again
+    /// after the other writer's newest record; while the table cannot be written, it is retried
+    /// (statements are refused meanwhile).
+    async fn write(&self, rows: &mut [Row], seq: &mut i64, prev: &mut Vec<u8>, buf: &mut Vec<u8>) {
+        self.link(rows, *seq, prev);
+        loop {
+            match self.store.insert(rows, *seq, buf).await {
+                Ok(Written::Yes) => break,
+                Ok(Written::Moved) => {
+                    // Another writer extended the chain: continue after its newest record.
+                    tracing::info!(
+                        after = *seq,
+                        "the audit chain moved on (another writer shares the table); relinking"
+                    );
+                    self.sink.relinked.fetch_add(1, Relaxed);
+                    // Only the head is read; the tables are opened again (ensure(), which puts
+                    // a deleted head back) only when the head row is gone or cannot be read.
+                    (*seq, *prev) = match self.store.last().await {
+                        Ok(Some(head)) => head,
+                        _ => self.open().await,
+                    };
+                    self.link(rows, *seq, prev);
+                }
+                Err(e) => {
+                    self.sink
+                        .set_health(Some(format!("audit table unavailable: {e}")));
+                    tracing::error!(error = %e, records = rows.len(), "audit records not written yet; statements are refused until they are");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+        if let Some(last) = rows.last() {
+            *seq = last.seq;
+            prev.clone_from(&last.hash);
+        }
+    }
+
     /// Numbers and seals `rows` after (`seq`, `prev`).
     fn link(&self, rows: &mut [Row], mut seq: i64, prev: &[u8]) {
         let mut prev = prev.to_vec();
@@ -243,13 +251,13 @@ impl Writer {
         }
     }
 
-    /// Creates the table if needed and finds where the chain stands, retrying until the
-    /// database answers (statements are refused meanwhile).
+    /// Brings the audit tables up to date (TideGate's migrations) and finds where the chain
+    /// stands, retrying until the database answers (statements are refused meanwhile).
     async fn open(&self) -> (i64, Vec<u8>) {
         loop {
-            let r = async {
+            let r: Result<_, store::StoreError> = async {
                 self.store.ensure().await?;
-                self.store.last().await
+                Ok(self.store.last().await?)
             }
             .await;
             match r {

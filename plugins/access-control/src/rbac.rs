@@ -1,5 +1,7 @@
 //! Role-based access control as plain functions over plain values: what the plugin's
-//! `on-statement` decides, and what a user may do (for a CLI's "check privileges").
+//! `on-statement` decides, and what a user may do (for a CLI's "check privileges"). The rule
+//! grammar — kinds, table patterns and their matching, a rule's checks — is `tidegate-rbac`'s,
+//! shared with the `tidegate role` commands so that both accept exactly the same rules.
 
 use serde::Deserialize;
 use tidegate_plugin_sdk::prelude::*;
@@ -50,74 +52,33 @@ pub struct RuleConfig {
     pub tables: Vec<String>,
 }
 
-/// A table pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pattern {
-    /// `*`: every table.
-    Any,
-    /// `schema.*`: every table of a schema.
-    Schema(String),
-    /// `schema.table`.
-    Qualified(String, String),
-    /// `table`: a table of that name in any schema.
-    Bare(String),
-}
+pub use tidegate_rbac::{Kind, Pattern, Rule, RuleError};
 
-impl Pattern {
-    /// Reads a pattern.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("invalid table pattern {text:?} (expected *, schema.*, schema.table or table)")
-        };
-        let ok = |s: &str| !s.is_empty() && !s.contains('*') && !s.contains('.');
-        if text == "*" {
-            return Ok(Pattern::Any);
-        }
-        match text.split_once('.') {
-            Some((schema, "*")) if ok(schema) => Ok(Pattern::Schema(schema.to_owned())),
-            Some((schema, table)) if ok(schema) && ok(table) => {
-                Ok(Pattern::Qualified(schema.to_owned(), table.to_owned()))
-            }
-            None if ok(text) => Ok(Pattern::Bare(text.to_owned())),
-            _ => Err(bad()),
-        }
-    }
-
+/// A table pattern's match against the table a statement names (the grammar's
+/// [`Pattern::covers`], on the SDK's [`TableRef`]).
+pub trait MatchesTable {
     /// Whether it covers `table`, whose schema is `table.schema` or else `unqualified_schema`.
-    pub fn matches(&self, table: &TableRef, unqualified_schema: Option<&str>) -> bool {
-        let schema = table.schema.as_deref().or(unqualified_schema);
-        match self {
-            Pattern::Any => true,
-            Pattern::Schema(s) => schema == Some(s.as_str()),
-            Pattern::Qualified(s, t) => schema == Some(s.as_str()) && *t == table.name,
-            Pattern::Bare(t) => *t == table.name,
-        }
+    fn matches(&self, table: &TableRef, unqualified_schema: Option<&str>) -> bool;
+}
+
+impl MatchesTable for Pattern {
+    fn matches(&self, table: &TableRef, unqualified_schema: Option<&str>) -> bool {
+        let table = tidegate_rbac::Table {
+            schema: table.schema.as_deref(),
+            name: &table.name,
+        };
+        self.covers(table, unqualified_schema)
     }
 }
 
-impl core::fmt::Display for Pattern {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Pattern::Any => f.write_str("*"),
-            Pattern::Schema(s) => write!(f, "{s}.*"),
-            Pattern::Qualified(s, t) => write!(f, "{s}.{t}"),
-            Pattern::Bare(t) => f.write_str(t),
-        }
-    }
-}
-
-/// A checked rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// The kinds it permits.
-    pub kinds: Vec<StatementKind>,
-    /// The tables it permits them on.
-    pub tables: Vec<Pattern>,
-}
-
-impl Rule {
-    fn permits_kind(&self, kind: StatementKind) -> bool {
-        self.kinds.contains(&kind)
+/// The grammar's name for a statement's kind.
+fn kind_of(kind: StatementKind) -> Kind {
+    match kind {
+        StatementKind::Read => Kind::Read,
+        StatementKind::Write => Kind::Write,
+        StatementKind::Ddl => Kind::Ddl,
+        StatementKind::Utility => Kind::Utility,
+        StatementKind::Transaction => Kind::Transaction,
     }
 }
 
@@ -172,22 +133,6 @@ impl Privileges {
     }
 }
 
-fn kinds(names: &[String]) -> Result<Vec<StatementKind>, String> {
-    let mut out = Vec::new();
-    for name in names {
-        if name == "*" {
-            return Ok(StatementKind::ALL.to_vec());
-        }
-        let kind = StatementKind::parse(name).ok_or_else(|| {
-            format!("unknown statement kind {name:?} (read, write, ddl, utility, transaction, *)")
-        })?;
-        if !out.contains(&kind) {
-            out.push(kind);
-        }
-    }
-    Ok(out)
-}
-
 impl Policy {
     /// Checks a configuration: kinds and patterns must parse, rules must name a kind and a
     /// table, and the `users` map may grant only defined roles.
@@ -196,20 +141,10 @@ impl Policy {
         for (role, rules) in config.roles {
             let mut checked = Vec::new();
             for (i, rule) in rules.into_iter().enumerate() {
-                let at = |e: String| format!("roles.{role}[{i}]: {e}");
-                let kinds = kinds(&rule.kinds).map_err(at)?;
-                let tables = rule
-                    .tables
-                    .iter()
-                    .map(|t| Pattern::parse(t))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(at)?;
-                if kinds.is_empty() || tables.is_empty() {
-                    return Err(at(
-                        "a rule needs at least one kind and one table pattern".into()
-                    ));
-                }
-                checked.push(Rule { kinds, tables });
+                checked.push(
+                    Rule::new(rule.kinds, rule.tables)
+                        .map_err(|e| format!("roles.{role}[{i}]: {e}"))?,
+                );
             }
             roles.insert(role, checked);
         }
@@ -291,7 +226,7 @@ impl Policy {
             .rules
             .iter()
             .map(|(_, rule)| rule)
-            .filter(|rule| rule.permits_kind(kind))
+            .filter(|rule| rule.permits(kind_of(kind)))
             .collect();
         let who = privileges.roles.join(", ");
         if tables.is_empty() {

@@ -1,4 +1,6 @@
-use crate::rbac::{check_user_privileges, Config, Pattern, Policy, Privileges, SQLSTATE};
+use crate::rbac::{
+    check_user_privileges, Config, MatchesTable, Pattern, Policy, Privileges, SQLSTATE,
+};
 use crate::AccessControl;
 use tidegate_plugin_sdk::prelude::*;
 use tidegate_plugin_sdk::testing::{principal, statement};

@@ -1,5 +1,7 @@
-//! The audit table in PostgreSQL, through `sqlx`: created on first use (a hypertable when
-//! TimescaleDB is installed there), written in batches, read back in chain order.
+//! The audit table in PostgreSQL, through `sqlx`: brought up to date with TideGate's
+//! migrations before first use, written in batches, read back in chain order. The migrations
+//! (`migrations/`, embedded: [`crate::upstream::migrations`]) alone define the table, its chain
+//! head and, with TimescaleDB, the hypertable; this module only reads and writes them.
 //!
 //! The table has no index. Each index costs the primary CPU on every record, and every
 //! statement through the broker leaves one. What a unique index on `seq` used to do — refuse a
@@ -8,18 +10,42 @@
 //! in the same transaction as its `COPY`, or is not written at all.
 
 use super::chain::{Row, GENESIS};
+use crate::upstream::migrations::{self, MigrateError};
 use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row as _};
 use std::sync::Arc;
 use tidegate_config::Config;
 
+/// Why the audit tables could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// TideGate's migrations could not be applied to the audit database, so its audit tables
+    /// may be missing or out of date.
+    #[error(
+        "the audit tables in database {database:?} could not be brought up to date: {source}; \
+         run `tidegate migrate` against that database (`[migrations] database`, default the \
+         upstream database)"
+    )]
+    Migrations {
+        /// The audit database.
+        database: String,
+        /// Why the migrations failed.
+        #[source]
+        source: MigrateError,
+    },
+    /// A connection or query failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// The audit table of one configuration.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// The database holding the tables.
+    database: String,
     /// `"schema"."table"`, from validated identifiers.
     table: String,
-    schema: String,
     /// The one-row chain head beside the table: the newest record's (seq, hash).
     head: String,
     /// The `COPY … FROM STDIN` every batch is written with.
@@ -45,67 +71,50 @@ const COLUMNS: &str = "seq, at, plugin, username, role, database, kind, tables, 
 impl Store {
     /// Connects lazily to the audit database on the primary.
     pub fn new(config: &Config) -> Store {
-        let pool = crate::upstream::own_db::lazy_pool(
-            config,
-            config.audit.database(config),
-            "tidegate-audit",
-            2,
-        );
-        let (schema, table) = config.audit.table_parts();
-        let head = format!("\"{schema}\".{}", sibling(table, "head"));
-        let table = format!("\"{schema}\".\"{table}\"");
+        let database = config.audit.database(config);
+        let pool = crate::upstream::own_db::lazy_pool(config, database, "tidegate-audit", 2);
+        let (table, head) = names(config);
         Store {
             pool,
             copy: format!("COPY {table} ({COLUMNS}) FROM STDIN (FORMAT binary)"),
             advance: format!("UPDATE {head} SET seq = $1, hash = $2 WHERE seq = $3"),
             table,
             head,
-            schema: format!("\"{schema}\""),
+            database: database.to_owned(),
         }
     }
 
-    /// Creates the table if it is missing, as a hypertable when TimescaleDB is installed, and
-    /// its chain head, set from the newest record when the head is new. The indexes of older
-    /// versions, which only cost CPU on every record, are dropped (migrations v4 and v5 do the
-    /// same).
-    pub async fn ensure(&self) -> sqlx::Result<()> {
-        let t = &self.table;
-        let head = &self.head;
-        let ddl = format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};
-             CREATE TABLE IF NOT EXISTS {t} (
-                 seq bigint NOT NULL,
-                 at timestamptz NOT NULL,
-                 plugin text NOT NULL,
-                 username text NOT NULL,
-                 role text NOT NULL,
-                 database text NOT NULL,
-                 kind text NOT NULL,
-                 tables text NOT NULL,
-                 fingerprint text NOT NULL,
-                 decision text NOT NULL,
-                 decided_by text,
-                 rows bigint NOT NULL,
-                 duration_us bigint NOT NULL,
-                 sqlstate text,
-                 labels text NOT NULL,
-                 key_id integer NOT NULL,
-                 hash bytea NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS {head} (
-                 one boolean PRIMARY KEY DEFAULT true CHECK (one),
-                 seq bigint NOT NULL,
-                 hash bytea NOT NULL
-             );
-             DROP INDEX IF EXISTS {schema}.{idx};
-             DROP INDEX IF EXISTS {schema}.{uidx};",
-            schema = self.schema,
-            idx = sibling(t, "seq"),
-            uidx = sibling(t, "user_at"),
-        );
-        sqlx::raw_sql(&ddl).execute(&self.pool).await?;
-        // Only a new head reads the table (a full scan: there is no index); the NOT EXISTS is
-        // checked once, before the scan.
+    /// Brings the audit database up to date with TideGate's migrations (advisory-locked, as
+    /// `tidegate migrate` runs them: what another process applied is not applied again), then
+    /// gives the chain a head if it has none. Migration v5 creates the head at the newest
+    /// record, or at seq 0 and the all-zero genesis hash for an empty table; a head row
+    /// deleted since is put back the same way.
+    pub async fn ensure(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        match migrations::apply(&mut conn).await {
+            Ok(applied) => {
+                for m in applied {
+                    tracing::info!(
+                        version = m.version,
+                        description = m.description,
+                        database = %self.database,
+                        "audit: migration applied"
+                    );
+                }
+            }
+            Err(source) => {
+                // Ending the session releases the advisory lock sqlx may still hold.
+                let _ = conn.close().await;
+                return Err(StoreError::Migrations {
+                    database: self.database.clone(),
+                    source,
+                });
+            }
+        }
+        drop(conn);
+        // Only a missing head reads the table (a full scan: there is no index); the NOT EXISTS
+        // is checked once, before the scan.
+        let (t, head) = (&self.table, &self.head);
         sqlx::query(&format!(
             "INSERT INTO {head} (seq, hash) \
              SELECT seq, hash FROM ((SELECT seq, hash FROM {t} ORDER BY seq DESC LIMIT 1) \
@@ -116,17 +125,6 @@ impl Store {
         .bind(&GENESIS[..])
         .execute(&self.pool)
         .await?;
-        if crate::upstream::own_db::has_timescaledb(&self.pool).await? {
-            // No default time index: chunk exclusion on `at` does its work, and every index
-            // costs the primary CPU on every record (see migration v4).
-            sqlx::query(
-                "SELECT create_hypertable($1::regclass, 'at', if_not_exists => true, \
-                 migrate_data => true, create_default_indexes => false)",
-            )
-            .bind(t)
-            .execute(&self.pool)
-            .await?;
-        }
         Ok(())
     }
 
@@ -305,6 +303,13 @@ fn row_of(r: &sqlx::postgres::PgRow) -> Row {
     }
 }
 
+/// The audit table and its chain head, `"schema"."table"` and `"schema"."table_head"`.
+fn names(config: &Config) -> (String, String) {
+    let (schema, table) = config.audit.table_parts();
+    let head = format!("\"{schema}\".{}", sibling(table, "head"));
+    (format!("\"{schema}\".\"{table}\""), head)
+}
+
 /// The quoted name `<table>_<suffix>` of an index or table beside `table` (bare or
 /// `"schema"."table"`).
 fn sibling(table: &str, suffix: &str) -> String {
@@ -315,4 +320,33 @@ fn sibling(table: &str, suffix: &str) -> String {
         .trim_matches('"')
         .to_owned();
     format!("\"{bare}_{suffix}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What this store reads and writes — the table, its columns, the head — is what the
+    /// migrations create.
+    #[test]
+    fn the_migrations_create_what_the_store_uses() {
+        let config =
+            Config::from_toml("[[users]]\nname = \"app\"\npassword = \"app\"\n").expect("valid");
+        let (table, head) = names(&config);
+        assert_eq!(table, "\"tidegate_audit\".\"events\"");
+        let sql: String = migrations::migrator()
+            .iter()
+            .map(|m| m.sql.to_string())
+            .collect();
+        for t in [&table, &head] {
+            assert!(
+                sql.contains(&format!("CREATE TABLE IF NOT EXISTS {t} (")),
+                "{t}"
+            );
+        }
+        for column in COLUMNS.split(", ") {
+            assert!(sql.contains(&format!("\n    {column} ")), "{column}");
+        }
+        assert!(sql.contains(&format!("INSERT INTO {head} (seq, hash)")));
+    }
 }

@@ -20,7 +20,7 @@ pub mod signal;
 
 use anyhow::Context;
 use edit::{AccessConfig, ConfigFile, EditError};
-use rules::{Kind, Rule, RuleError};
+use rules::{Kind, RoleError, Rule};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,7 +161,7 @@ pub fn role(cmd: RoleCommand) -> anyhow::Result<()> {
 async fn create(a: CreateArgs) -> anyhow::Result<()> {
     rules::check_role_name(&a.name)?;
     if a.allow.is_empty() {
-        return Err(RuleError::NoRules.into());
+        return Err(RoleError::NoRules.into());
     }
     let rules = a
         .allow

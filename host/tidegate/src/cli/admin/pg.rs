@@ -2,7 +2,7 @@
 //! PostgreSQL's own privilege answers. Every identifier is quoted ([`quote_ident`]); every
 //! value is a bound parameter.
 
-use super::rules::{quote_ident, statements, Grant, Object, Rule};
+use super::rules::{quote_ident, statements, Grant, Grants, Object, Rule};
 use super::rules::{Kind, Privilege};
 use anyhow::Context;
 use sqlx::postgres::PgConnection;

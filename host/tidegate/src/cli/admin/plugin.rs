@@ -1,7 +1,7 @@
 //! The configured access-control plugin itself, loaded as the broker loads it, so the CLI's
 //! verdicts and validation are the plugin's own and not a re-implementation.
 
-use super::rules::Kind;
+use super::rules::{statement_kind, Kind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +78,7 @@ impl Plugin {
             principal: principal.clone(),
             sql: format!("/* tidegate role check: {kind} */"),
             fingerprint: 0,
-            kind: kind.statement_kind(),
+            kind: statement_kind(kind),
             read_only: kind == Kind::Read,
             tables: tables.to_vec(),
             prepared: false,

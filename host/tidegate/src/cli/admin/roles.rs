@@ -1,12 +1,12 @@
 //! `tidegate roles sync`: PostgreSQL's own GRANTs as the second wall behind the access-control
 //! plugin. For every role of the plugin's `roles`, a PostgreSQL role `tidegate_<role>` that can
 //! log in and is not a superuser holds exactly the privileges the role's rules imply
-//! ([`Rule::grants`]) on the schemas, tables and sequences of the configured database, and
+//! ([`Grants::grants`]) on the schemas, tables and sequences of the configured database, and
 //! nothing more: privileges beyond them, role memberships and superuser-like attributes are
 //! revoked. Broker users act as those roles (`[[users]] role = "tidegate_reader"`), so a
 //! statement the classifier misjudges meets a permission error from the server.
 //!
-//! What a rule means (the mapping is [`Rule::grants`]'s, shared with `tidegate role create`):
+//! What a rule means (the mapping is [`Grants::grants`]'s, shared with `tidegate role create`):
 //! - `read`: USAGE on the schema, SELECT on its tables, views, materialized views, foreign
 //!   tables and sequences;
 //! - `write`: USAGE on the schema, INSERT, UPDATE, DELETE and TRUNCATE (TideGate classifies
@@ -31,7 +31,7 @@
 //! alone. Running it again changes nothing.
 
 use super::edit::{self, AccessConfig};
-use super::rules::{quote_ident, Grant, Object, Pattern, Privilege, Rule};
+use super::rules::{quote_ident, Grant, Grants, Object, Pattern, Privilege, Rule};
 use anyhow::Context;
 use live::{holds, live, statements};
 use sqlx::postgres::PgConnection;

@@ -1,156 +1,47 @@
-//! The access-control plugin's rule syntax as the CLI reads it (`KIND[,KIND]:PATTERN[,PATTERN]`),
-//! checked exactly as the plugin's `init` checks it (plugins/access-control/src/rbac.rs), and
-//! what a rule means in PostgreSQL privileges.
+//! What an access-control rule means in PostgreSQL privileges. The rules themselves — kinds,
+//! table patterns, `KIND[,KIND]:PATTERN[,PATTERN]` — are the `tidegate-rbac` crate's grammar,
+//! the one the access-control plugin's `init` checks with; it is re-exported here.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
-/// A statement kind, as the plugin names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// `read`
-    Read,
-    /// `write`
-    Write,
-    /// `ddl`
-    Ddl,
-    /// `utility`
-    Utility,
-    /// `transaction`
-    Transaction,
-}
+pub use tidegate_rbac::{parse_kinds, Kind, Pattern, Rule, RuleError};
 
-impl Kind {
-    /// Every kind, in the plugin's order.
-    pub const ALL: [Kind; 5] = [
-        Kind::Read,
-        Kind::Write,
-        Kind::Ddl,
-        Kind::Utility,
-        Kind::Transaction,
-    ];
-
-    /// The plugin's name for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Read => "read",
-            Kind::Write => "write",
-            Kind::Ddl => "ddl",
-            Kind::Utility => "utility",
-            Kind::Transaction => "transaction",
-        }
-    }
-
-    /// Reads one kind name (not `*`).
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// The plugin host's kind.
-    pub fn statement_kind(self) -> tidegate_plugins::StatementKind {
-        use tidegate_plugins::StatementKind as S;
-        match self {
-            Kind::Read => S::Read,
-            Kind::Write => S::Write,
-            Kind::Ddl => S::Ddl,
-            Kind::Utility => S::Utility,
-            Kind::Transaction => S::Transaction,
-        }
+/// The plugin host's kind for a rule's kind.
+pub fn statement_kind(kind: Kind) -> tidegate_plugins::StatementKind {
+    use tidegate_plugins::StatementKind as S;
+    match kind {
+        Kind::Read => S::Read,
+        Kind::Write => S::Write,
+        Kind::Ddl => S::Ddl,
+        Kind::Utility => S::Utility,
+        Kind::Transaction => S::Transaction,
     }
 }
 
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The schema PostgreSQL grants on for `pattern`: an unqualified pattern means `public`.
+fn schema_of(pattern: &Pattern) -> &str {
+    match pattern {
+        Pattern::Schema(s) | Pattern::Qualified(s, _) => s,
+        Pattern::Any | Pattern::Bare(_) => "public",
     }
 }
 
-/// A table pattern: `*`, `schema.*`, `schema.table` or `table`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Pattern {
-    /// `*`
-    Any,
-    /// `schema.*`
-    Schema(String),
-    /// `schema.table`
-    Qualified(String, String),
-    /// `table`
-    Bare(String),
-}
-
-impl Pattern {
-    /// Reads a pattern with the plugin's rules.
-    pub fn parse(text: &str) -> Result<Pattern, RuleError> {
-        let ok = |s: &str| !s.is_empty() && !s.contains('*') && !s.contains('.');
-        if text == "*" {
-            return Ok(Pattern::Any);
-        }
-        match text.split_once('.') {
-            Some((schema, "*")) if ok(schema) => Ok(Pattern::Schema(schema.to_owned())),
-            Some((schema, table)) if ok(schema) && ok(table) => {
-                Ok(Pattern::Qualified(schema.to_owned(), table.to_owned()))
-            }
-            None if ok(text) => Ok(Pattern::Bare(text.to_owned())),
-            _ => Err(RuleError::BadPattern(text.to_owned())),
-        }
-    }
-
-    /// The schema PostgreSQL grants on: an unqualified pattern means `public`.
-    fn schema(&self) -> &str {
-        match self {
-            Pattern::Schema(s) | Pattern::Qualified(s, _) => s,
-            Pattern::Any | Pattern::Bare(_) => "public",
-        }
-    }
-
-    /// The table objects PostgreSQL grants on.
-    fn tables(&self) -> Object {
-        match self {
-            Pattern::Any => Object::AllTablesIn("public".into()),
-            Pattern::Schema(s) => Object::AllTablesIn(s.clone()),
-            Pattern::Qualified(s, t) => Object::Table(s.clone(), t.clone()),
-            Pattern::Bare(t) => Object::Table("public".into(), t.clone()),
-        }
+/// The table objects PostgreSQL grants on for `pattern`.
+fn tables_of(pattern: &Pattern) -> Object {
+    match pattern {
+        Pattern::Any => Object::AllTablesIn("public".into()),
+        Pattern::Schema(s) => Object::AllTablesIn(s.clone()),
+        Pattern::Qualified(s, t) => Object::Table(s.clone(), t.clone()),
+        Pattern::Bare(t) => Object::Table("public".into(), t.clone()),
     }
 }
 
-impl fmt::Display for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Pattern::Any => f.write_str("*"),
-            Pattern::Schema(s) => write!(f, "{s}.*"),
-            Pattern::Qualified(s, t) => write!(f, "{s}.{t}"),
-            Pattern::Bare(t) => f.write_str(t),
-        }
-    }
-}
-
-/// One rule: kinds permitted on tables. `kinds` keeps what was written (`*` stays `*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// The kind names as written (`read`, …, or `*`).
-    pub kind_names: Vec<String>,
-    /// The kinds they mean.
-    pub kinds: Vec<Kind>,
-    /// The table patterns.
-    pub tables: Vec<Pattern>,
-}
-
-/// Why a rule or name is refused.
+/// Why `tidegate role create` refuses its arguments.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuleError {
-    /// No `:` between kinds and patterns.
-    #[error("rule {0:?} is not KIND[,KIND]:PATTERN[,PATTERN] (e.g. read,write:public.*)")]
-    Syntax(String),
-    /// A kind the plugin does not know.
-    #[error("unknown statement kind {0:?} (read, write, ddl, utility, transaction, *)")]
-    UnknownKind(String),
-    /// A malformed table pattern.
-    #[error("invalid table pattern {0:?} (expected *, schema.*, schema.table or table)")]
-    BadPattern(String),
-    /// A rule with no kind or no pattern.
-    #[error("rule {0:?} needs at least one kind and one table pattern")]
-    Empty(String),
+pub enum RoleError {
+    /// A rule that does not parse.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
     /// A role name that PostgreSQL or the configuration cannot hold.
     #[error("invalid role name {0:?}: {1}")]
     BadRoleName(String, &'static str),
@@ -159,67 +50,14 @@ pub enum RuleError {
     NoRules,
 }
 
-/// Kind names as configured: each known, `*` meaning all.
-pub fn parse_kinds(names: &[String]) -> Result<Vec<Kind>, RuleError> {
-    let mut out = Vec::new();
-    for name in names {
-        if name == "*" {
-            return Ok(Kind::ALL.to_vec());
-        }
-        let k = Kind::parse(name).ok_or_else(|| RuleError::UnknownKind(name.clone()))?;
-        if !out.contains(&k) {
-            out.push(k);
-        }
-    }
-    Ok(out)
+/// What a rule means in PostgreSQL privileges.
+pub trait Grants {
+    /// The PostgreSQL privileges it means (see [`Grant`]).
+    fn grants(&self) -> BTreeSet<Grant>;
 }
 
-impl Rule {
-    /// Reads `KIND[,KIND]:PATTERN[,PATTERN]`.
-    pub fn parse_arg(arg: &str) -> Result<Rule, RuleError> {
-        let (kinds, tables) = arg
-            .split_once(':')
-            .ok_or_else(|| RuleError::Syntax(arg.to_owned()))?;
-        let split = |s: &str| -> Vec<String> {
-            s.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        Rule::new(split(kinds), split(tables)).map_err(|e| match e {
-            RuleError::Empty(_) => RuleError::Empty(arg.to_owned()),
-            e => e,
-        })
-    }
-
-    /// Checks configured kind names and patterns.
-    pub fn new(kind_names: Vec<String>, tables: Vec<String>) -> Result<Rule, RuleError> {
-        let kinds = parse_kinds(&kind_names)?;
-        let tables = tables
-            .iter()
-            .map(|t| Pattern::parse(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        if kinds.is_empty() || tables.is_empty() {
-            return Err(RuleError::Empty(format!(
-                "{}:{}",
-                kind_names.join(","),
-                tables
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )));
-        }
-        Ok(Rule {
-            kind_names,
-            kinds,
-            tables,
-        })
-    }
-
-    /// The PostgreSQL privileges this rule means (see [`Grant`]).
-    pub fn grants(&self) -> BTreeSet<Grant> {
+impl Grants for Rule {
+    fn grants(&self) -> BTreeSet<Grant> {
         let mut out = BTreeSet::new();
         for kind in &self.kinds {
             let privileges: &[Privilege] = match kind {
@@ -241,13 +79,13 @@ impl Rule {
                 // Tables in a schema other than public are unreachable without USAGE on it.
                 out.insert(Grant {
                     privilege: Privilege::Usage,
-                    on: Object::Schema(table.schema().to_owned()),
+                    on: Object::Schema(schema_of(table).to_owned()),
                 });
                 for &privilege in privileges {
                     let on = if privilege == Privilege::Create {
-                        Object::Schema(table.schema().to_owned())
+                        Object::Schema(schema_of(table).to_owned())
                     } else {
-                        table.tables()
+                        tables_of(table)
                     };
                     out.insert(Grant { privilege, on });
                 }
@@ -258,8 +96,8 @@ impl Rule {
 }
 
 /// Checks a name that becomes both an access-control role and a PostgreSQL role.
-pub fn check_role_name(name: &str) -> Result<(), RuleError> {
-    let bad = |why| Err(RuleError::BadRoleName(name.to_owned(), why));
+pub fn check_role_name(name: &str) -> Result<(), RoleError> {
+    let bad = |why| Err(RoleError::BadRoleName(name.to_owned(), why));
     if name.is_empty() || name.len() > 63 {
         return bad("must be 1 to 63 bytes (PostgreSQL truncates longer names)");
     }
