@@ -81,6 +81,17 @@ impl ChainEntry {
             && (self.users.is_empty() || self.users.iter().any(|u| u == user))
     }
 
+    /// Its denial of a statement, counted.
+    fn denial(&self, reason: String, sqlstate: String, hint: Option<String>) -> Denial {
+        self.stats.denials.fetch_add(1, Relaxed);
+        Denial {
+            reason,
+            sqlstate,
+            hint,
+            plugin: self.name.clone(),
+        }
+    }
+
     /// Puts a new version in service.
     pub fn swap(&self, plugin: Arc<LoadedPlugin>) {
         self.current.store(plugin);
@@ -170,22 +181,10 @@ impl Chain {
             let key = (plugin.deterministic && current.is_none())
                 .then_some((plugin.version, s.fingerprint));
             settled &= key.is_some();
-            if let Some(k) = key {
-                let hit = self
-                    .cache
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(s.principal.user.as_str())
-                    .and_then(|m| m.get(s.principal.database.as_str()))
-                    .and_then(|m| m.get(&k))
-                    .cloned();
-                if let Some(cached) = hit {
-                    entry.stats.cache_hits.fetch_add(1, Relaxed);
-                    match cached {
-                        Some(d) => return (Verdict::Deny(d), false),
-                        None => continue,
-                    }
-                }
+            match key.and_then(|k| self.recall(entry, &s.principal, k)) {
+                Some(Some(d)) => return (Verdict::Deny(d), false),
+                Some(None) => continue,
+                None => {}
             }
             match plugin.on_statement(s).await {
                 Ok(PluginDecision::Allow) => {
@@ -194,13 +193,7 @@ impl Chain {
                     }
                 }
                 Ok(PluginDecision::Deny(reason, sqlstate, hint)) => {
-                    entry.stats.denials.fetch_add(1, Relaxed);
-                    let d = Denial {
-                        reason,
-                        sqlstate,
-                        hint,
-                        plugin: entry.name.clone(),
-                    };
+                    let d = entry.denial(reason, sqlstate, hint);
                     if let Some(k) = key {
                         self.remember(&s.principal, k, Some(d.clone()));
                     }
@@ -423,6 +416,28 @@ impl Chain {
         self.entries
             .iter()
             .filter(move |e| e.applies(user, db) && hook(&e.current.load()))
+    }
+
+    /// The deterministic decision kept for `who` under `key` (`Some(None)`: allowed), counted
+    /// as a cache hit of `entry`; `None` when there is none.
+    fn recall(
+        &self,
+        entry: &ChainEntry,
+        who: &Principal,
+        key: (u64, u128),
+    ) -> Option<Option<Denial>> {
+        let hit = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(who.user.as_str())
+            .and_then(|m| m.get(who.database.as_str()))
+            .and_then(|m| m.get(&key))
+            .cloned();
+        if hit.is_some() {
+            entry.stats.cache_hits.fetch_add(1, Relaxed);
+        }
+        hit
     }
 
     fn remember(&self, who: &Principal, key: (u64, u128), value: Option<Denial>) {

@@ -238,71 +238,16 @@ const MAX_AUDIT_FIELD: usize = 4096;
 /// Labels one record may carry.
 const MAX_LABELS: usize = 64;
 
+/// The record a plugin returned, once [`check_record`] accepts it, as the host keeps it
+/// (sharing `principal` when the record names it unchanged).
 fn from_wit_record(r: wit::AuditRecord, principal: &Arc<Principal>) -> Result<AuditRecord, String> {
+    check_record(&r)?;
     let e = r.event;
-    // PostgreSQL text cannot hold NUL: such a record could never be written.
-    let text = |what: &str, s: &str| {
-        if s.len() > MAX_AUDIT_FIELD {
-            Err(format!("audit {what} over {MAX_AUDIT_FIELD} bytes"))
-        } else if s.contains('\0') {
-            Err(format!("audit {what} contains NUL"))
-        } else {
-            Ok(())
-        }
-    };
-    text("user", &e.principal.user)?;
-    text("role", &e.principal.role)?;
-    text("database", &e.principal.database)?;
-    text("fingerprint", &e.fingerprint)?;
-    text("decision", &e.decision)?;
-    if e.tables.len() > 1000 || e.principal.roles.len() > 1000 || r.labels.len() > MAX_LABELS {
-        return Err("audit record with too many tables, roles or labels".into());
-    }
-    for t in &e.tables {
-        text("table", t.schema.as_deref().unwrap_or_default())?;
-        text("table", &t.name)?;
-    }
-    if let Some(by) = &e.decided_by {
-        text("decided-by", by)?;
-    }
-    for (k, v) in &r.labels {
-        text("label", k)?;
-        text("label", v)?;
-    }
-    if let Some(s) = &e.sqlstate {
-        if !valid_sqlstate(s) {
-            return Err(format!(
-                "audit SQLSTATE {:?} is malformed",
-                truncate(s.clone(), 20)
-            ));
-        }
-    }
-    // The same principal as given is shared, not copied.
-    let same = e.principal.user == principal.user
-        && e.principal.role == principal.role
-        && e.principal.roles == principal.roles
-        && e.principal.database == principal.database;
-    let principal = if same {
-        principal.clone()
-    } else {
-        Arc::new(Principal {
-            user: e.principal.user,
-            role: e.principal.role,
-            roles: e.principal.roles,
-            database: e.principal.database,
-        })
-    };
     Ok(AuditRecord {
         event: AuditEvent {
-            principal,
+            principal: shared_principal(e.principal, principal),
             fingerprint: e.fingerprint.into(),
-            kind: match e.kind {
-                wit::StatementKind::Read => StatementKind::Read,
-                wit::StatementKind::Write => StatementKind::Write,
-                wit::StatementKind::Ddl => StatementKind::Ddl,
-                wit::StatementKind::Transaction => StatementKind::Transaction,
-                wit::StatementKind::Utility => StatementKind::Utility,
-            },
+            kind: from_wit_kind(e.kind),
             tables: e
                 .tables
                 .into_iter()
@@ -320,6 +265,81 @@ fn from_wit_record(r: wit::AuditRecord, principal: &Arc<Principal>) -> Result<Au
         },
         labels: r.labels,
     })
+}
+
+/// Refuses an audit record the host could not persist: a text field over [`MAX_AUDIT_FIELD`]
+/// bytes or holding NUL, too many tables, roles or labels, a malformed SQLSTATE.
+fn check_record(r: &wit::AuditRecord) -> Result<(), String> {
+    let e = &r.event;
+    check_text("user", &e.principal.user)?;
+    check_text("role", &e.principal.role)?;
+    check_text("database", &e.principal.database)?;
+    check_text("fingerprint", &e.fingerprint)?;
+    check_text("decision", &e.decision)?;
+    if e.tables.len() > 1000 || e.principal.roles.len() > 1000 || r.labels.len() > MAX_LABELS {
+        return Err("audit record with too many tables, roles or labels".into());
+    }
+    for t in &e.tables {
+        check_text("table", t.schema.as_deref().unwrap_or_default())?;
+        check_text("table", &t.name)?;
+    }
+    if let Some(by) = &e.decided_by {
+        check_text("decided-by", by)?;
+    }
+    for (k, v) in &r.labels {
+        check_text("label", k)?;
+        check_text("label", v)?;
+    }
+    if let Some(s) = &e.sqlstate {
+        if !valid_sqlstate(s) {
+            return Err(format!(
+                "audit SQLSTATE {:?} is malformed",
+                truncate(s.clone(), 20)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an audit text field (`what`) over [`MAX_AUDIT_FIELD`] bytes, or holding NUL:
+/// PostgreSQL text cannot hold NUL, so such a record could never be written.
+fn check_text(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > MAX_AUDIT_FIELD {
+        Err(format!("audit {what} over {MAX_AUDIT_FIELD} bytes"))
+    } else if s.contains('\0') {
+        Err(format!("audit {what} contains NUL"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The principal a record names: `given` itself (shared, not copied) when it is the same.
+fn shared_principal(p: wit::Principal, given: &Arc<Principal>) -> Arc<Principal> {
+    let same = p.user == given.user
+        && p.role == given.role
+        && p.roles == given.roles
+        && p.database == given.database;
+    if same {
+        given.clone()
+    } else {
+        Arc::new(Principal {
+            user: p.user,
+            role: p.role,
+            roles: p.roles,
+            database: p.database,
+        })
+    }
+}
+
+/// The host's statement kind for a WIT one (the inverse of [`to_wit_kind`]).
+fn from_wit_kind(k: wit::StatementKind) -> StatementKind {
+    match k {
+        wit::StatementKind::Read => StatementKind::Read,
+        wit::StatementKind::Write => StatementKind::Write,
+        wit::StatementKind::Ddl => StatementKind::Ddl,
+        wit::StatementKind::Transaction => StatementKind::Transaction,
+        wit::StatementKind::Utility => StatementKind::Utility,
+    }
 }
 
 #[cfg(test)]

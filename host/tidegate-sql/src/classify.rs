@@ -119,23 +119,9 @@ impl Classification {
 
 /// Classifies `sql` (one or more statements) with PostgreSQL's dialect.
 pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
-    if crate::lexer::readings_may_differ(sql.as_bytes()) {
-        // sqlparser's reading may not be PostgreSQL's (`1 </* ' */ 2; DELETE …` is one
-        // SELECT to sqlparser, a SELECT and a DELETE to PostgreSQL): nothing it says holds.
-        return Classification::unparsable("PostgreSQL and sqlparser may read it differently");
-    }
-    let dialect = PostgreSqlDialect {};
-    let parsed = Parser::new(&dialect)
-        .with_recursion_limit(RECURSION_LIMIT)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements());
-    let statements = match parsed {
-        Ok(s) if !s.is_empty() => s,
-        Ok(_) => return Classification::unparsable("empty"),
-        Err(_) => match table_command(sql) {
-            Some(s) => s,
-            None => return Classification::unparsable("not parsable"),
-        },
+    let statements = match parse(sql) {
+        Ok(s) => s,
+        Err(why) => return Classification::unparsable(why),
     };
     let mut walker = Walker {
         lookup,
@@ -178,12 +164,7 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
     }
     walker.tables.sort();
     walker.tables.dedup();
-    let catalogs = walker.tables.iter().any(|t| {
-        matches!(
-            t.schema.as_deref(),
-            Some("pg_catalog" | "information_schema")
-        ) || (t.schema.is_none() && t.name.starts_with("pg_"))
-    });
+    let catalogs = names_a_catalog(&walker.tables);
     let time_bounds = match statements.as_slice() {
         [stmt] => time_bounds(stmt, sql),
         _ => Vec::new(),
@@ -202,6 +183,37 @@ pub fn classify(sql: &str, lookup: &dyn FunctionLookup) -> Classification {
         refused,
         time_bounds,
     }
+}
+
+/// The statements of `sql` as sqlparser reads them, or why there are none to trust: the text
+/// may not read the same to PostgreSQL, is empty, or does not parse.
+fn parse(sql: &str) -> Result<Vec<Statement>, &'static str> {
+    if crate::lexer::readings_may_differ(sql.as_bytes()) {
+        // sqlparser's reading may not be PostgreSQL's (`1 </* ' */ 2; DELETE …` is one
+        // SELECT to sqlparser, a SELECT and a DELETE to PostgreSQL): nothing it says holds.
+        return Err("PostgreSQL and sqlparser may read it differently");
+    }
+    let dialect = PostgreSqlDialect {};
+    let parsed = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements());
+    match parsed {
+        Ok(s) if !s.is_empty() => Ok(s),
+        Ok(_) => Err("empty"),
+        Err(_) => table_command(sql).ok_or("not parsable"),
+    }
+}
+
+/// Whether one of `tables` is a system catalog: in `pg_catalog` or `information_schema`, or
+/// an unqualified `pg_…` name.
+fn names_a_catalog(tables: &[TableName]) -> bool {
+    tables.iter().any(|t| {
+        matches!(
+            t.schema.as_deref(),
+            Some("pg_catalog" | "information_schema")
+        ) || (t.schema.is_none() && t.name.starts_with("pg_"))
+    })
 }
 
 /// `TABLE name …`, which sqlparser does not parse, read as the `SELECT * FROM name …` it is

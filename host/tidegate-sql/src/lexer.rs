@@ -118,11 +118,7 @@ fn continuation(sql: &[u8], mut i: usize) -> Option<usize> {
                 i += 1;
             }
             b' ' | b'\t' | b'\x0b' | b'\x0c' => i += 1,
-            b'-' if sql.get(i + 1) == Some(&b'-') => {
-                while i < n && sql[i] != b'\n' && sql[i] != b'\r' {
-                    i += 1;
-                }
-            }
+            b'-' if sql.get(i + 1) == Some(&b'-') => i = line_end(sql, i),
             b'\'' if newline => return Some(i + 1),
             _ => return None,
         }
@@ -222,13 +218,71 @@ fn number_end(sql: &[u8], start: usize) -> (usize, bool) {
 /// readings could lose step, everything from there to the end of the text is: the fingerprint
 /// may only ever distinguish more.
 #[inline]
-pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
+pub(crate) fn lex<'a>(sql: &'a [u8], emit: impl FnMut(Token<'a>)) {
     let n = sql.len();
+    let mut put = with_uescape(sql, emit);
+    // Whether the last token was an operator character: sqlparser reads a comment start
+    // right after one (`</*`, `=--`) as more of the operator, PostgreSQL as a comment.
+    let mut after_op = false;
     let mut i = 0;
-    // After a `U&` constant or identifier: 1, then 2 after its `UESCAPE` keyword, whose string
-    // is hashed exactly (it changes what a `U&"…"` identifier names).
+    // Each scanner returns where lexing resumes; `REST_EMITTED` is past any end.
+    while i < n {
+        let c = sql[i];
+        let was_op = std::mem::take(&mut after_op);
+        i = match c {
+            b'-' | b'/'
+                if was_op && sql.get(i + 1) == Some(if c == b'-' { &b'-' } else { &b'*' }) =>
+            {
+                rest_exact(sql, i, &mut put)
+            }
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => {
+                put(Token::Space, false);
+                i + 1
+            }
+            b'-' if sql.get(i + 1) == Some(&b'-') => {
+                put(Token::Space, false);
+                line_end(sql, i)
+            }
+            b'/' if sql.get(i + 1) == Some(&b'*') => block_comment_token(sql, i, &mut put),
+            b'\'' => quoted(
+                sql,
+                i,
+                i + 1,
+                Quoting::Standard,
+                LiteralKind::String,
+                &mut put,
+            ),
+            b'"' => quoted_ident(sql, i, &mut put),
+            b'$' => dollar(sql, i, &mut put),
+            // A number, or a fraction starting with its point.
+            b'0'..=b'9' | b'.' if c != b'.' || sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                number(sql, i, &mut put)
+            }
+            c if is_ident_start(c) => word(sql, i, &mut put),
+            _ => {
+                put(Token::Byte(c), false);
+                after_op = OPERATOR_CHARS.contains(&c);
+                i + 1
+            }
+        };
+    }
+}
+
+/// PostgreSQL's operator characters.
+const OPERATOR_CHARS: &[u8] = b"~!@#^&|`?+-*/%<>=";
+
+/// Where a scanner that emitted the rest of the text tells [`lex`] to resume: past any end.
+const REST_EMITTED: usize = usize::MAX;
+
+/// Wraps `emit` into the `put(token, unicode)` every scanner calls, `unicode` saying the token
+/// is a `U&` constant or identifier. When such a token is followed by a `UESCAPE` keyword, the
+/// string after that is hashed exactly (it changes what a `U&"…"` identifier names); spaces in
+/// between do not count.
+#[inline]
+fn with_uescape<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) -> impl FnMut(Token<'a>, bool) {
+    // After a `U&` constant or identifier: 1, then 2 after its `UESCAPE` keyword.
     let mut uescape = 0u8;
-    let mut put = |t: Token<'a>, unicode: bool| {
+    move |t: Token<'a>, unicode: bool| {
         match &t {
             Token::Space => {}
             Token::Word(w) if uescape == 1 && w.eq_ignore_ascii_case(b"uescape") => {
@@ -244,211 +298,214 @@ pub(crate) fn lex<'a>(sql: &'a [u8], mut emit: impl FnMut(Token<'a>)) {
             _ => uescape = if unicode { 1 } else { 0 },
         }
         emit(t);
-    };
-    // Everything from `at` on, byte for byte: the readings may lose step here.
-    macro_rules! desync {
-        ($at:expr) => {{
-            put(Token::Exact(&sql[$at..]), false);
-            return;
-        }};
     }
-    // Whether the last token was an operator character: sqlparser reads a comment start
-    // right after one (`</*`, `=--`) as more of the operator, PostgreSQL as a comment.
-    let mut after_op = false;
-    while i < n {
-        let c = sql[i];
-        let start = i;
-        let was_op = std::mem::take(&mut after_op);
-        match c {
-            b'-' | b'/'
-                if was_op && sql.get(i + 1) == Some(if c == b'-' { &b'-' } else { &b'*' }) =>
-            {
-                desync!(start);
-            }
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => {
-                put(Token::Space, false);
-                i += 1;
-            }
-            b'-' if sql.get(i + 1) == Some(&b'-') => {
-                // PostgreSQL (and sqlparser) end it at either newline byte.
-                while i < n && sql[i] != b'\n' && sql[i] != b'\r' {
-                    i += 1;
-                }
-                put(Token::Space, false);
-            }
-            b'/' if sql.get(i + 1) == Some(&b'*') => match block_comment(sql, i) {
-                Some(end) => {
-                    i = end;
-                    put(Token::Space, false);
-                }
-                None => {
-                    i = n;
-                    put(Token::Unterminated, false);
-                }
-            },
-            b'\'' => {
-                i = quoted(
-                    sql,
-                    start,
-                    start + 1,
-                    Quoting::Standard,
-                    LiteralKind::String,
-                    &mut put,
-                );
-                if i == usize::MAX {
-                    return;
-                }
-            }
-            b'"' => {
-                // A quoted identifier keeps its case and contents.
-                let end = ident_end(sql, i + 1);
-                i = end.unwrap_or(n);
-                put(Token::QuotedIdent(&sql[start..i]), false);
-                if end.is_none() {
-                    put(Token::Unterminated, false);
-                }
-            }
-            b'$' => {
-                let rest = &sql[i + 1..];
-                if rest.first().is_some_and(u8::is_ascii_digit) {
-                    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-                    if rest.get(digits).is_some_and(|b| is_ident_cont(*b)) {
-                        // `$1abc`, `$1_0`, `$1$…`: trailing junk to PostgreSQL 15+, a parameter
-                        // and a name to older ones, a placeholder or a dollar quote tagged `1` to
-                        // sqlparser.
-                        desync!(start);
-                    }
-                    // $1: a parameter.
-                    let number = rest[..digits].iter().try_fold(0usize, |acc, d| {
-                        acc.checked_mul(10)?.checked_add((d - b'0') as usize)
-                    });
-                    i += 1 + digits;
-                    let kind = LiteralKind::Param(number.unwrap_or(usize::MAX));
-                    put(Token::Literal(kind, start, i), false);
-                    continue;
-                }
-                let tag_len = if rest.first().is_some_and(|b| is_ident_start(*b)) {
-                    rest.iter()
-                        .take_while(|b| is_ident_cont(**b) && **b != b'$')
-                        .count()
-                } else {
-                    0
-                };
-                if rest.get(tag_len) == Some(&b'$') {
-                    // $tag$ … $tag$: a dollar-quoted constant.
-                    let tag = &sql[i..i + tag_len + 2];
-                    if tag.iter().any(|b| *b >= 0x80) {
-                        // sqlparser takes only alphanumeric characters into a tag.
-                        desync!(start);
-                    }
-                    let body_start = i + tag.len();
-                    match sql[body_start..].windows(tag.len()).position(|w| w == tag) {
-                        Some(p) => {
-                            i = body_start + p + tag.len();
-                            put(Token::Literal(LiteralKind::DollarQuoted, start, i), false);
-                        }
-                        None => {
-                            i = n;
-                            put(Token::Literal(LiteralKind::DollarQuoted, start, i), false);
-                            put(Token::Unterminated, false);
-                        }
-                    }
-                } else if tag_len > 0 {
-                    // `$abc`: `$` and a name to PostgreSQL (a syntax error), one placeholder to
-                    // sqlparser, which also takes a prefix letter (`$E'…'`, `$U&'…'`) with it.
-                    desync!(start);
-                } else {
-                    put(Token::Byte(b'$'), false);
-                    i += 1;
-                }
-            }
-            // A number, or a fraction starting with its point.
-            b'0'..=b'9' | b'.' if c != b'.' || sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                let (end, plain) = number_end(sql, i);
-                i = end;
-                if matches!(sql.get(i), Some(b'.' | b'L')) {
-                    // `1..2`: PostgreSQL reads `1` `.` `.2`, sqlparser `1.` `.2`; sqlparser
-                    // takes an `L` suffix into the number (`1LE'x'` is `1L`, `E'x'`).
-                    desync!(start);
-                }
-                if plain {
-                    put(Token::Literal(LiteralKind::Number, start, i), false);
-                } else {
-                    // `1_000`, `0x1F`: one constant to PostgreSQL 16, a number and a name to
-                    // older versions.
-                    put(Token::Exact(&sql[start..i]), false);
-                }
-            }
-            c if is_ident_start(c) => {
-                // A keyword or identifier; B'..' and X'..' bit strings, E'..', N'..' and U&'..'
-                // strings are constants whose prefix belongs to the constant, U&".." an
-                // identifier.
-                while i < n && is_ident_cont(sql[i]) {
-                    i += 1;
-                }
-                let word = &sql[start..i];
-                if word.len() == 1 && sql.get(i) == Some(&b'\'') {
-                    let kind = match word[0] | 0x20 {
-                        b'b' | b'x' => Some((LiteralKind::BitString, Quoting::Bits)),
-                        b'e' => Some((LiteralKind::EscapeString, Quoting::Escape)),
-                        b'n' => Some((LiteralKind::NationalString, Quoting::Standard)),
-                        _ => None,
-                    };
-                    if let Some((kind, q)) = kind {
-                        i = quoted(sql, start, i + 1, q, kind, &mut put);
-                        if i == usize::MAX {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-                if word.len() == 1 && word[0] | 0x20 == b'u' && sql.get(i) == Some(&b'&') {
-                    match sql.get(i + 1) {
-                        Some(b'\'') => {
-                            i = quoted(
-                                sql,
-                                start,
-                                i + 2,
-                                Quoting::Standard,
-                                LiteralKind::UnicodeString,
-                                &mut put,
-                            );
-                            if i == usize::MAX {
-                                return;
-                            }
-                            continue;
-                        }
-                        Some(b'"') => {
-                            // U&"…": the identifier and its prefix, byte for byte.
-                            let end = ident_end(sql, i + 2);
-                            let j = end.unwrap_or(n);
-                            put(Token::Exact(&sql[start..j]), true);
-                            if end.is_none() {
-                                put(Token::Unterminated, false);
-                            }
-                            i = j;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                }
-                put(Token::Word(word), false);
-            }
-            _ => {
-                put(Token::Byte(c), false);
-                after_op = OPERATOR_CHARS.contains(&c);
-                i += 1;
-            }
+}
+
+/// Emits everything from `at` on, byte for byte (the readings may lose step there).
+#[inline]
+fn rest_exact<'a>(sql: &'a [u8], at: usize, put: &mut impl FnMut(Token<'a>, bool)) -> usize {
+    put(Token::Exact(&sql[at..]), false);
+    REST_EMITTED
+}
+
+/// Where the `--` comment at `i` ends: at `\n` or `\r` (PostgreSQL and sqlparser end it at
+/// either newline byte), or at the end of `sql`.
+#[inline]
+fn line_end(sql: &[u8], mut i: usize) -> usize {
+    while i < sql.len() && sql[i] != b'\n' && sql[i] != b'\r' {
+        i += 1;
+    }
+    i
+}
+
+/// The block comment at `start` (at `/*`): a space, or the end of an unterminated text.
+#[inline]
+fn block_comment_token<'a>(
+    sql: &'a [u8],
+    start: usize,
+    put: &mut impl FnMut(Token<'a>, bool),
+) -> usize {
+    match block_comment(sql, start) {
+        Some(end) => {
+            put(Token::Space, false);
+            end
+        }
+        None => {
+            put(Token::Unterminated, false);
+            sql.len()
         }
     }
 }
 
-/// PostgreSQL's operator characters.
-const OPERATOR_CHARS: &[u8] = b"~!@#^&|`?+-*/%<>=";
+/// The quoted identifier at `start` (at `"`): it keeps its case and contents.
+#[inline]
+fn quoted_ident<'a>(sql: &'a [u8], start: usize, put: &mut impl FnMut(Token<'a>, bool)) -> usize {
+    let end = ident_end(sql, start + 1);
+    let i = end.unwrap_or(sql.len());
+    put(Token::QuotedIdent(&sql[start..i]), false);
+    if end.is_none() {
+        put(Token::Unterminated, false);
+    }
+    i
+}
+
+/// What starts with `$` at `start`: a parameter, a dollar-quoted constant, or a `$` alone.
+#[inline]
+fn dollar<'a>(sql: &'a [u8], start: usize, put: &mut impl FnMut(Token<'a>, bool)) -> usize {
+    let rest = &sql[start + 1..];
+    if rest.first().is_some_and(u8::is_ascii_digit) {
+        return parameter(sql, start, put);
+    }
+    let tag_len = if rest.first().is_some_and(|b| is_ident_start(*b)) {
+        rest.iter()
+            .take_while(|b| is_ident_cont(**b) && **b != b'$')
+            .count()
+    } else {
+        0
+    };
+    if rest.get(tag_len) == Some(&b'$') {
+        dollar_quoted(sql, start, tag_len, put)
+    } else if tag_len > 0 {
+        // `$abc`: `$` and a name to PostgreSQL (a syntax error), one placeholder to
+        // sqlparser, which also takes a prefix letter (`$E'…'`, `$U&'…'`) with it.
+        rest_exact(sql, start, put)
+    } else {
+        put(Token::Byte(b'$'), false);
+        start + 1
+    }
+}
+
+/// The `$` and digits at `start`: a parameter (`$1`).
+#[inline]
+fn parameter<'a>(sql: &'a [u8], start: usize, put: &mut impl FnMut(Token<'a>, bool)) -> usize {
+    let rest = &sql[start + 1..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if rest.get(digits).is_some_and(|b| is_ident_cont(*b)) {
+        // `$1abc`, `$1_0`, `$1$…`: trailing junk to PostgreSQL 15+, a parameter and a name to
+        // older ones, a placeholder or a dollar quote tagged `1` to sqlparser.
+        return rest_exact(sql, start, put);
+    }
+    let number = rest[..digits].iter().try_fold(0usize, |acc, d| {
+        acc.checked_mul(10)?.checked_add((d - b'0') as usize)
+    });
+    let end = start + 1 + digits;
+    let kind = LiteralKind::Param(number.unwrap_or(usize::MAX));
+    put(Token::Literal(kind, start, end), false);
+    end
+}
+
+/// The dollar-quoted constant at `start` whose tag (`$tag$`, `$$`) holds `tag_len` name bytes:
+/// `$tag$ … $tag$`.
+#[inline]
+fn dollar_quoted<'a>(
+    sql: &'a [u8],
+    start: usize,
+    tag_len: usize,
+    put: &mut impl FnMut(Token<'a>, bool),
+) -> usize {
+    let tag = &sql[start..start + tag_len + 2];
+    if tag.iter().any(|b| *b >= 0x80) {
+        // sqlparser takes only alphanumeric characters into a tag.
+        return rest_exact(sql, start, put);
+    }
+    let body_start = start + tag.len();
+    match sql[body_start..].windows(tag.len()).position(|w| w == tag) {
+        Some(p) => {
+            let end = body_start + p + tag.len();
+            put(Token::Literal(LiteralKind::DollarQuoted, start, end), false);
+            end
+        }
+        None => {
+            let end = sql.len();
+            put(Token::Literal(LiteralKind::DollarQuoted, start, end), false);
+            put(Token::Unterminated, false);
+            end
+        }
+    }
+}
+
+/// The numeric constant at `start` (a digit, or `.` and a digit).
+#[inline]
+fn number<'a>(sql: &'a [u8], start: usize, put: &mut impl FnMut(Token<'a>, bool)) -> usize {
+    let (end, plain) = number_end(sql, start);
+    if matches!(sql.get(end), Some(b'.' | b'L')) {
+        // `1..2`: PostgreSQL reads `1` `.` `.2`, sqlparser `1.` `.2`; sqlparser takes an `L`
+        // suffix into the number (`1LE'x'` is `1L`, `E'x'`).
+        return rest_exact(sql, start, put);
+    }
+    if plain {
+        put(Token::Literal(LiteralKind::Number, start, end), false);
+    } else {
+        // `1_000`, `0x1F`: one constant to PostgreSQL 16, a number and a name to older
+        // versions.
+        put(Token::Exact(&sql[start..end]), false);
+    }
+    end
+}
+
+/// The keyword or identifier at `start`, or the constant or identifier it is the prefix of.
+#[inline]
+fn word<'a>(sql: &'a [u8], start: usize, put: &mut impl FnMut(Token<'a>, bool)) -> usize {
+    let mut i = start;
+    while i < sql.len() && is_ident_cont(sql[i]) {
+        i += 1;
+    }
+    let word = &sql[start..i];
+    if word.len() == 1 {
+        if let Some(end) = prefixed(sql, start, put) {
+            return end;
+        }
+    }
+    put(Token::Word(word), false);
+    i
+}
+
+/// When the one-letter word at `start` is the prefix of a constant or identifier — `B'…'` and
+/// `X'…'` bit strings, `E'…'`, `N'…'` and `U&'…'` strings (constants whose prefix belongs to
+/// the constant), a `U&"…"` identifier — scans and emits it: where lexing resumes. `None` when
+/// the letter is a word of its own.
+#[inline]
+fn prefixed<'a>(
+    sql: &'a [u8],
+    start: usize,
+    put: &mut impl FnMut(Token<'a>, bool),
+) -> Option<usize> {
+    let after = start + 1;
+    let (body, q, kind) = match (sql[start] | 0x20, sql.get(after)) {
+        (b'b' | b'x', Some(b'\'')) => (after + 1, Quoting::Bits, LiteralKind::BitString),
+        (b'e', Some(b'\'')) => (after + 1, Quoting::Escape, LiteralKind::EscapeString),
+        (b'n', Some(b'\'')) => (after + 1, Quoting::Standard, LiteralKind::NationalString),
+        (b'u', Some(b'&')) => match sql.get(after + 1) {
+            Some(b'\'') => (after + 2, Quoting::Standard, LiteralKind::UnicodeString),
+            Some(b'"') => return Some(unicode_ident(sql, start, after + 2, put)),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(quoted(sql, start, body, q, kind, put))
+}
+
+/// The `U&"…"` identifier whose prefix starts at `start` and whose body starts at `body`: the
+/// identifier and its prefix, byte for byte.
+#[inline]
+fn unicode_ident<'a>(
+    sql: &'a [u8],
+    start: usize,
+    body: usize,
+    put: &mut impl FnMut(Token<'a>, bool),
+) -> usize {
+    let end = ident_end(sql, body);
+    let i = end.unwrap_or(sql.len());
+    put(Token::Exact(&sql[start..i]), true);
+    if end.is_none() {
+        put(Token::Unterminated, false);
+    }
+    i
+}
 
 /// Scans a quoted constant whose prefix starts at `start` and whose body starts at `body`
 /// (past the opening quote), with PostgreSQL's continuation, and emits it. Returns where
-/// lexing resumes, or `usize::MAX` when it emitted the rest of the text (the readings may
+/// lexing resumes, or [`REST_EMITTED`] when it emitted the rest of the text (the readings may
 /// lose step).
 fn quoted<'a>(
     sql: &'a [u8],
@@ -466,8 +523,7 @@ fn quoted<'a>(
     };
     if q == Quoting::Bits && (sql[body..end].contains(&b'\\') || sql.get(end) == Some(&b'\'')) {
         // sqlparser reads backslash escapes in X'…' and `''` in B'…' and X'…'.
-        put(Token::Exact(&sql[start..]), false);
-        return usize::MAX;
+        return rest_exact(sql, start, put);
     }
     let mut continued = false;
     while let Some(next) = continuation(sql, end) {
@@ -476,21 +532,16 @@ fn quoted<'a>(
             Some(e) => {
                 if q == Quoting::Escape && sql[next..e].contains(&b'\\') {
                     // sqlparser reads the continued part as a plain string.
-                    put(Token::Exact(&sql[start..]), false);
-                    return usize::MAX;
+                    return rest_exact(sql, start, put);
                 }
                 if q == Quoting::Bits
                     && (sql[next..e].contains(&b'\\') || sql.get(e) == Some(&b'\''))
                 {
-                    put(Token::Exact(&sql[start..]), false);
-                    return usize::MAX;
+                    return rest_exact(sql, start, put);
                 }
                 end = e;
             }
-            None => {
-                put(Token::Exact(&sql[start..]), false);
-                return usize::MAX;
-            }
+            None => return rest_exact(sql, start, put),
         }
     }
     if continued {
