@@ -224,34 +224,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rules_parse_like_the_plugin() {
-        let r = Rule::parse_arg("read,write:public.*,metrics").expect("valid");
-        assert_eq!(r.kinds, vec![Kind::Read, Kind::Write]);
-        assert_eq!(
-            r.tables,
-            vec![
-                Pattern::Schema("public".into()),
-                Pattern::Bare("metrics".into())
-            ]
-        );
-        assert_eq!(Rule::parse_arg("*:*").expect("valid").kinds, Kind::ALL);
-        assert_eq!(
-            Rule::parse_arg("reed:*"),
-            Err(RuleError::UnknownKind("reed".into()))
-        );
-        for bad in ["a.b.c", ".t", "s.", "*.t", "s.t*", "**"] {
-            assert_eq!(
-                Rule::parse_arg(&format!("read:{bad}")),
-                Err(RuleError::BadPattern(bad.into())),
-                "{bad}"
-            );
-        }
-        assert!(matches!(Rule::parse_arg("read"), Err(RuleError::Syntax(_))));
-        assert!(matches!(Rule::parse_arg("read:"), Err(RuleError::Empty(_))));
-        assert!(matches!(Rule::parse_arg(":*"), Err(RuleError::Empty(_))));
-    }
-
-    #[test]
     fn rules_mean_quoted_grants() {
         let r = Rule::parse_arg("read,write:*,s.t,bare").expect("valid");
         let sql: Vec<String> = statements(&r.grants(), "ro\"le", false)
