@@ -260,7 +260,7 @@ impl StmtFacts {
 }
 
 /// A Parse body's statement name and query, if it is well formed.
-fn parse_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn parse_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let mut r = Reader::new(body);
     let name = r.cstr()?;
     let query = r.cstr()?;

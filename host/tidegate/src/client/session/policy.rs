@@ -9,7 +9,7 @@
 use super::fields::DataPlan;
 use super::{audit, Pending, Result, Session};
 use crate::wire::kind::ClientMsg;
-use crate::wire::proto::{self, Reader};
+use crate::wire::proto;
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
 use tidegate_plugins::{
@@ -452,9 +452,7 @@ fn statement_text(kind: ClientMsg, body: &[u8]) -> Option<(&[u8], usize)> {
     if kind == ClientMsg::Query {
         return body.strip_suffix(b"\0").map(|sql| (sql, 0));
     }
-    let mut r = Reader::new(body);
-    let name = r.cstr()?;
-    let sql = r.cstr()?;
+    let (name, sql) = super::extended::parse_fields(body)?;
     Some((sql, name.len() + 1))
 }
 
