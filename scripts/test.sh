@@ -6,6 +6,15 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# A full disk shows up as a linker crash (SIGBUS) deep in the build: say so plainly first.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_kb=$(df -Pk "$target_dir" | awk 'NR==2 {print $4}')
+echo "== disk: $((free_kb / 1024 / 1024)) GiB free for $target_dir (the build needs about 15)"
+if [ "$free_kb" -lt $((8 * 1024 * 1024)) ]; then
+  echo "error: less than 8 GiB free for $target_dir; free space (cargo clean) and run again" >&2
+  exit 1
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
