@@ -21,6 +21,14 @@ pub struct Effect {
 
 /// Scans one query string (possibly several statements).
 pub fn scan(sql: &[u8]) -> Effect {
+    if plain(sql) {
+        return Effect::default();
+    }
+    scan_statements(sql)
+}
+
+/// [`scan`], statement by statement.
+fn scan_statements(sql: &[u8]) -> Effect {
     let mut effect = Effect::default();
     for stmt in Statements::new(sql) {
         let s = skip_space_and_comments(stmt);
@@ -64,6 +72,63 @@ pub fn scan(sql: &[u8]) -> Effect {
     }
     effect
 }
+
+/// Whether `sql` is one statement that [`scan`] would find nothing in, decided in one pass:
+/// its first keyword is none of those `scan` looks at, and it has no quote, comment, dollar
+/// quote (a `$` that is not a parameter), parenthesis (function call), second statement or
+/// `into`. Anything else takes the full scan; this only spares the common plain statement its
+/// several searches.
+fn plain(sql: &[u8]) -> bool {
+    let (first, _) = word(skip_space_and_comments(sql));
+    if matches!(
+        first.as_slice(),
+        b"set"
+            | b"reset"
+            | b"listen"
+            | b"prepare"
+            | b"load"
+            | b"do"
+            | b"call"
+            | b"discard"
+            | b"deallocate"
+            | b"create"
+            | b"declare"
+    ) {
+        return false;
+    }
+    let mut i = 0;
+    while let Some(p) = sql[i..].iter().position(|&b| PLAIN_STOP[b as usize]) {
+        i += p;
+        match sql[i] {
+            b';' => return sql[i + 1..].iter().all(u8::is_ascii_whitespace),
+            // `$1` is a parameter; any other `$` may open a dollar quote.
+            b'$' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {}
+            b'i' | b'I' => {
+                if sql
+                    .get(i + 1..i + 4)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"nto"))
+                {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The bytes [`plain`] stops at: quotes, comments, dollar quotes, calls, statement ends, `into`.
+static PLAIN_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let stops = b"'\"-/$(;iI";
+    let mut k = 0;
+    while k < stops.len() {
+        t[stops[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
 
 /// The position of the next byte [`Statements`] must look at (a semicolon, a quote, or what
 /// may open a comment or a dollar quote): two vectorized searches instead of a loop.
@@ -298,6 +363,7 @@ mod tests {
         ];
         for s in pins {
             assert!(scan(s.as_bytes()).pin, "{s}");
+            assert!(!plain(s.as_bytes()), "{s}");
         }
         let plain = [
             "SELECT 1",
@@ -318,7 +384,37 @@ mod tests {
         for s in plain {
             assert!(!scan(s.as_bytes()).pin, "{s}");
         }
+        // The one-pass check takes the plain statements it can and agrees with the full scan.
+        assert!(super::plain(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 5;"
+        ));
+        assert!(super::plain(b"UPDATE t SET a = 1"));
+        assert!(super::plain(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = $1;"
+        ));
+        assert!(!super::plain(b"SELECT $a$;$a$"));
+        for s in pins
+            .iter()
+            .chain(&plain)
+            .chain(&["SELECT 1;  ", "select a from pinto"])
+        {
+            if super::plain(s.as_bytes()) {
+                assert_eq!(scan_statements(s.as_bytes()), Effect::default(), "{s}");
+            }
+        }
+        assert!(!super::plain(b"select a from pinto"));
         assert!(scan(b"DISCARD ALL").drops_prepared);
         assert!(!scan(b"SET x = 1").drops_prepared);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_check_agrees_with_the_full_scan(
+            s in "((SET|set|SELECT|LISTEN|CREATE|DISCARD|do|INTO|into|TEMP|temp|unlogged|pg_advisory_lock|set_config|hold|'|\"|;|--|/\\*|\\*/|\\(|\\$|\\$\\$|\\$1|1|a|i|nto|\n| ){0,12})",
+        ) {
+            if super::plain(s.as_bytes()) {
+                proptest::prop_assert_eq!(scan_statements(s.as_bytes()), Effect::default(), "{}", s);
+            }
+        }
     }
 }
