@@ -25,6 +25,15 @@ const PRIMARY_HINT: &[u8] = b"/* tidegate:primary */";
 /// Recognizes `SET tidegate.route = 'primary' | 'any'` (also `TO`, unquoted, a trailing `;`)
 /// and `RESET tidegate.route`; returns whether reads must stay on the primary.
 pub(super) fn route_setting(sql: &[u8]) -> Option<bool> {
+    // Every query passes here: look no further unless it starts with SET or RESET.
+    let head = sql.trim_ascii_start();
+    let starts = |kw: &[u8]| {
+        head.get(..kw.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(kw))
+    };
+    if !starts(b"set") && !starts(b"reset") {
+        return None;
+    }
     let text = std::str::from_utf8(sql)
         .ok()?
         .trim()
