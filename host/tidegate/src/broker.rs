@@ -199,13 +199,12 @@ async fn serve(listener: TcpListener, sh: Arc<Shared>, shutdown: impl Future<Out
         clients = sh.clients.load(Ordering::Acquire),
         "shutting down: draining clients"
     );
-    sh.shutting_down.store(true, Ordering::Relaxed);
-    sh.shutdown.cancel();
+    sh.shutdown.raise();
     tracker.close();
     let drain = sh.config().limits.shutdown_timeout.duration();
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         tracing::warn!("shutdown timeout: disconnecting the remaining clients");
-        sh.force.cancel();
+        sh.force.raise();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
     reaper.abort();

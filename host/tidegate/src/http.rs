@@ -211,7 +211,7 @@ async fn healthz() -> Response {
 async fn readyz(State(st): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
     let sh = &st.sh;
     let topo = sh.topology();
-    let shutting_down = sh.shutting_down.load(Ordering::Relaxed);
+    let shutting_down = sh.shutdown.is_raised();
     let pool = st
         .probe
         .get(&topo.config, &topo.config.upstream.primary.database);
@@ -312,7 +312,7 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "accepting HTTP requests");
     }
-    let shutdown = sh.shutdown.clone();
+    let shutdown = sh.shutdown.token().clone();
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {

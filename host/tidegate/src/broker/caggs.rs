@@ -136,12 +136,12 @@ pub async fn refresh(ctl: Arc<Control>) {
         let Some(every) = every else {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
-                _ = sh.shutdown.cancelled() => return,
+                _ = sh.shutdown.token().cancelled() => return,
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = sh.shutdown.cancelled() => return,
+            _ = sh.shutdown.token().cancelled() => return,
         }
         let topo = sh.topology();
         if topo.plugins.is_some() && discover(&ctl, &topo.config).await {

@@ -15,12 +15,10 @@ use crate::wire::kind::{ClientMsg, ServerMsg, TxStatus};
 use crate::wire::proto::{self, FrameError, Reader, Severity};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tidegate_sql::session_state;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod audit;
 mod cache;
@@ -41,7 +39,7 @@ use messages::Handled;
 use pending::Pending;
 use route::Ryw;
 pub use route::{login_target, pools_for};
-use waiting::timed;
+use waiting::{timed, Latch};
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -168,8 +166,8 @@ pub struct Session<R, W> {
     name_buf: Vec<u8>,
     /// Whether any timeout or statement logging needs clock readings on the hot path.
     timed: bool,
-    shutdown_wait: Pin<Box<WaitForCancellationFutureOwned>>,
-    force_wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown_wait: Latch,
+    force_wait: Latch,
 }
 
 const READ_CHUNK: usize = 32 * 1024;
@@ -199,9 +197,8 @@ where
         let catalog = route::catalog_for(&topo, &login.database, &pools[0]);
         let timed = timed(&topo.config);
         let ryw_mode = route::ryw_mode(&topo.config, &user);
-        // Long-lived waits: registering a fresh waiter per loop would take a lock each time.
-        let shutdown_wait = Box::pin(sh.shutdown.clone().cancelled_owned());
-        let force_wait = Box::pin(sh.force.clone().cancelled_owned());
+        let shutdown_wait = Latch::new(sh.clone(), |sh| &sh.shutdown);
+        let force_wait = Latch::new(sh.clone(), |sh| &sh.force);
         let session_cache = cache::SessionCache::new(&gucs);
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         rbuf.extend_from_slice(&leftover);

@@ -57,12 +57,10 @@ pub struct Shared {
     pub cancels: CancelRegistry,
     /// Shared server-side prepared statement names.
     pub statements: StatementRegistry,
-    /// Cancelled when shutdown starts: stop accepting, close idle clients.
-    pub shutdown: CancellationToken,
-    /// Set with `shutdown`; a plain flag for the per-transaction check.
-    pub shutting_down: AtomicBool,
-    /// Cancelled when the drain time is over: close everyone.
-    pub force: CancellationToken,
+    /// Raised when shutdown starts: stop accepting, close idle clients.
+    pub shutdown: Signal,
+    /// Raised when the drain time is over: close everyone.
+    pub force: Signal,
     /// Admitted clients.
     pub clients: AtomicUsize,
     /// Seeds fake SCRAM salts for unknown users.
@@ -150,9 +148,8 @@ impl Shared {
             pools: Pools::default(),
             cancels: CancelRegistry::default(),
             statements: StatementRegistry::default(),
-            shutdown: CancellationToken::new(),
-            shutting_down: AtomicBool::new(false),
-            force: CancellationToken::new(),
+            shutdown: Signal::default(),
+            force: Signal::default(),
             clients: AtomicUsize::new(0),
             mock_secret: rand::random(),
             audit: std::sync::OnceLock::new(),
@@ -230,4 +227,30 @@ pub fn result_cache(sh: &Arc<Shared>) -> Option<Arc<crate::cache::Cache>> {
             }
         })
         .clone()
+}
+
+/// A one-way broadcast (shutdown, forced close): a cancellation token to wait on, and a flag
+/// that is cheap to read on every transaction.
+#[derive(Default)]
+pub struct Signal {
+    token: CancellationToken,
+    raised: AtomicBool,
+}
+
+impl Signal {
+    /// Raises it: the flag first, so whoever the token wakes sees it set.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Whether it was raised.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// The token, to wait on.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
 }

@@ -2,8 +2,14 @@
 //! transaction, client idle).
 
 use super::{Result, Session, SessionError, READ_CHUNK};
+use crate::client::shared::{Shared, Signal};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 impl<R, W> Session<R, W>
 where
@@ -48,11 +54,7 @@ where
 
     /// Waits for the client while no server connection is attached.
     pub(super) async fn wait_idle(&mut self) -> Result<()> {
-        if self
-            .sh
-            .shutting_down
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.sh.shutdown.is_raised() {
             return self
                 .terminate(
                     "57P01",
@@ -168,5 +170,52 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Waits for a [`Signal`], cheaply enough to sit in every `select!` of the session loop: the
+/// first poll registers the task's waker with the signal's token, and later polls by the same
+/// task only read the signal's flag (re-polling the token would take its lock each time).
+pub(super) struct Latch {
+    sh: Arc<Shared>,
+    signal: fn(&Shared) -> &Signal,
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The waker the token holds.
+    registered: Option<Waker>,
+}
+
+impl Latch {
+    pub(super) fn new(sh: Arc<Shared>, signal: fn(&Shared) -> &Signal) -> Latch {
+        let wait = Box::pin(signal(&sh).token().clone().cancelled_owned());
+        Latch {
+            sh,
+            signal,
+            wait,
+            registered: None,
+        }
+    }
+}
+
+impl Future for Latch {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if (this.signal)(&this.sh).is_raised() {
+            return Poll::Ready(());
+        }
+        if this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            // Raising sets the flag before it wakes the registered waker.
+            return Poll::Pending;
+        }
+        let polled = this.wait.as_mut().poll(cx);
+        if polled.is_pending() {
+            this.registered = Some(cx.waker().clone());
+        }
+        polled
     }
 }
