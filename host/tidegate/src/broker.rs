@@ -70,7 +70,7 @@ impl Control {
             let topo = ctl
                 .shared
                 .build_topology((*config).clone(), 1, Some(chain))?;
-            ctl.shared.current.store(Arc::new(topo));
+            ctl.shared.install(topo);
         }
         Ok(ctl)
     }

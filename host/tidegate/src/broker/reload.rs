@@ -87,7 +87,7 @@ async fn apply(ctl: &Control, path: &Path) -> Result<u64, ReloadError> {
         .iter()
         .map(|n| (n.host.clone(), n.port))
         .collect();
-    sh.current.store(Arc::new(topo));
+    sh.install(topo);
     sh.columns.clear();
     sh.pools.reconfigure(|key| {
         let i = servers

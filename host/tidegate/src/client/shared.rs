@@ -7,7 +7,7 @@ use crate::upstream::backend::Pools;
 use crate::upstream::statements::StatementRegistry;
 use crate::upstream::topology::{NodeRegistry, RouteStats, Topology};
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tidegate_config::{Config, TlsMode};
 use tokio_util::sync::CancellationToken;
@@ -45,8 +45,10 @@ pub enum TlsError {
 
 /// State shared by every session.
 pub struct Shared {
-    /// The configuration and servers in force; replaced whole by a reload.
+    /// The configuration and servers in force; replaced whole by a reload ([`Shared::install`]).
     pub current: ArcSwap<Topology>,
+    /// The generation of `current`, for the per-transaction "did a reload happen" check.
+    generation: AtomicU64,
     /// Every configured node, so reloads keep their health and counters.
     pub nodes: NodeRegistry,
     /// Routing and reload counters.
@@ -78,6 +80,19 @@ impl Shared {
     /// The topology in force.
     pub fn topology(&self) -> Arc<Topology> {
         self.current.load_full()
+    }
+
+    /// Puts `topo` in force.
+    pub fn install(&self, topo: Topology) {
+        let generation = topo.generation;
+        self.current.store(Arc::new(topo));
+        // After the store: whoever sees the new generation loads the new topology.
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// The generation of the topology in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The configuration in force.
@@ -143,6 +158,7 @@ impl Shared {
         };
         let sh = Shared {
             current: ArcSwap::from_pointee(placeholder),
+            generation: AtomicU64::new(0),
             nodes: NodeRegistry::default(),
             stats: RouteStats::default(),
             pools: Pools::default(),
@@ -156,8 +172,7 @@ impl Shared {
             columns: Default::default(),
             cache: std::sync::OnceLock::new(),
         };
-        sh.current
-            .store(Arc::new(sh.build_topology(config, 1, None)?));
+        sh.install(sh.build_topology(config, 1, None)?);
         Ok(sh)
     }
 }

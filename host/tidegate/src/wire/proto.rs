@@ -101,7 +101,7 @@ impl<'a> Reader<'a> {
     /// A NUL-terminated string (without the NUL).
     pub fn cstr(&mut self) -> Option<&'a [u8]> {
         let rest = self.buf.get(self.pos..)?;
-        let nul = rest.iter().position(|&b| b == 0)?;
+        let nul = memchr::memchr(0, rest)?;
         self.pos += nul + 1;
         Some(&rest[..nul])
     }

@@ -156,7 +156,7 @@ where
     /// Moves to the configuration in force if a reload replaced this session's. Only called
     /// with no server connection attached, so no transaction ever changes servers.
     pub(super) fn refresh_topology(&mut self) {
-        if self.sh.current.load().generation == self.topo.generation || self.backend.is_some() {
+        if self.sh.generation() == self.topo.generation || self.backend.is_some() {
             if !self.catalog.complete && self.topo.has_replicas() {
                 if let Some(c) = self.topo.catalogs.get(&self.login.database) {
                     self.catalog = c;

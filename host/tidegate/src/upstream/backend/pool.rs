@@ -10,7 +10,7 @@
 
 use super::conn::{Backend, BackendError, Target};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -77,6 +77,8 @@ pub struct Pool {
     replica: bool,
     size: AtomicUsize,
     timeouts: Mutex<PoolTimeouts>,
+    /// `timeouts.check_after` in nanoseconds, read without the lock on every checkout.
+    check_after_ns: AtomicU64,
     /// Left the configuration: connections coming back are closed.
     retired: AtomicBool,
     slots: Arc<Semaphore>,
@@ -99,6 +101,7 @@ impl Pool {
             replica: settings.replica,
             size: AtomicUsize::new(size),
             timeouts: Mutex::new(settings.timeouts),
+            check_after_ns: AtomicU64::new(nanos(settings.timeouts.check_after)),
             retired: AtomicBool::new(false),
             slots: Arc::new(Semaphore::new(size)),
             idle: Mutex::new(Vec::with_capacity(size)),
@@ -120,14 +123,12 @@ impl Pool {
     /// Lends a connection: an idle one if any is alive, else a new one, waiting at most the
     /// checkout timeout for a slot.
     pub async fn checkout(&self) -> Result<Backend, PoolError> {
-        let timeouts = self.timeouts();
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 let start = Instant::now();
-                match tokio::time::timeout(timeouts.checkout, self.slots.clone().acquire_owned())
-                    .await
-                {
+                let wait = self.timeouts().checkout;
+                match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
                     Ok(Ok(p)) => p,
                     _ => {
                         return Err(PoolError::CheckoutTimeout {
@@ -140,14 +141,14 @@ impl Pool {
                 }
             }
         };
+        let check_after = Duration::from_nanos(self.check_after_ns.load(Ordering::Relaxed));
         loop {
             let candidate = self.idle().pop();
             match candidate {
                 // Replicas come and go: their connections are always checked (one non-blocking
                 // read), the primary's only after sitting idle for a while.
                 Some(b)
-                    if (self.replica || b.idle_since.elapsed() >= timeouts.check_after)
-                        && b.is_closed() =>
+                    if (self.replica || b.idle_since.elapsed() >= check_after) && b.is_closed() =>
                 {
                     tracing::debug!(backend = b.id, "pooled connection was closed by the server");
                     continue;
@@ -159,7 +160,7 @@ impl Pool {
                 None => break,
             }
         }
-        let mut b = Backend::connect(&self.target, timeouts.connect).await?;
+        let mut b = Backend::connect(&self.target, self.timeouts().connect).await?;
         self.remember_params(&b);
         b.permit = Some(permit);
         Ok(b)
@@ -268,6 +269,10 @@ impl Pool {
     }
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl PoolTimeouts {
     /// The timeouts `[pool]` sets.
     pub fn from_config(p: &tidegate_config::Pool) -> PoolTimeouts {
@@ -296,6 +301,8 @@ impl Pool {
     /// slots back as connections are returned (no connection is cut).
     fn apply(&self, settings: PoolSettings) {
         *self.timeouts.lock().unwrap_or_else(|e| e.into_inner()) = settings.timeouts;
+        self.check_after_ns
+            .store(nanos(settings.timeouts.check_after), Ordering::Relaxed);
         let old = self.size.swap(settings.size, Ordering::Relaxed);
         if settings.size > old {
             self.slots.add_permits(settings.size - old);
