@@ -561,14 +561,22 @@ impl Postgres {
     /// A server with TimescaleDB preloaded and the extension created in `postgres`; `None`
     /// (after printing `skipped: TimescaleDB not installed`) when it is not installed.
     pub fn start_timescale() -> Option<Postgres> {
+        Self::start_timescale_with(&[])
+    }
+
+    /// [`Postgres::start_timescale`] with more settings (e.g.
+    /// `timescaledb.max_background_workers = 0`: no policy job runs by itself).
+    pub fn start_timescale_with(settings: &[(&str, &str)]) -> Option<Postgres> {
         if !timescaledb_installed() {
             println!("skipped: TimescaleDB not installed");
             return None;
         }
-        let pg = Self::start_with(&[
+        let mut all = vec![
             ("shared_preload_libraries", "timescaledb"),
             ("timescaledb.telemetry_level", "off"),
-        ]);
+        ];
+        all.extend_from_slice(settings);
+        let pg = Self::start_with(&all);
         pg.sql("postgres", "CREATE EXTENSION IF NOT EXISTS timescaledb");
         Some(pg)
     }

@@ -12,6 +12,7 @@ mod error;
 mod http;
 mod plugins;
 mod scram;
+mod timescale;
 mod types;
 mod upstream;
 
@@ -22,6 +23,10 @@ pub use error::{ConfigError, Location};
 pub use http::{Http, HttpToken, Migrations};
 pub use plugins::{FailPolicy, PluginEntry, PluginKey, PluginKind, Plugins};
 pub use scram::{constant_time_eq, hmac_sha256, ScramVerifier};
+pub use timescale::{
+    order_by_terms, qualified, Compression, ContinuousAggregate, Hypertable, Interval,
+    IntervalUnit, Refresh, Retention, Space, Timescale, AGGREGATES,
+};
 pub use types::*;
 pub use upstream::{Replica, Server, SslMode, Upstream};
 

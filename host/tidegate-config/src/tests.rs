@@ -264,3 +264,103 @@ fn verify_full_needs_the_ca_certificates() {
         SslMode::Prefer
     );
 }
+
+const TIMESCALE: &str = r#"
+[[timescale.hypertables]]
+table = "public.time_series_data"
+time_column = "time"
+chunk_interval = "1d"
+space = { column = "series_id", partitions = 4 }
+compression = { after = "7d", segment_by = ["series_id"], order_by = "time DESC" }
+retention = { drop_after = "90d" }
+[[timescale.hypertables.continuous_aggregates]]
+name = "public.time_series_hourly"
+bucket = "1h"
+group_by = ["series_id"]
+aggregates = { value = ["avg", "min", "max"] }
+refresh = { start_offset = "3d", end_offset = "1h", every = "30m" }
+retention = { drop_after = "2y" }
+
+[[timescale.hypertables]]
+table = "metrics"
+time_column = "ts"
+"#;
+
+#[test]
+fn the_declared_timescale_lifecycle_parses() {
+    let c = Config::from_toml(&format!("{MIN}{TIMESCALE}")).expect("valid");
+    let t = &c.timescale;
+    assert_eq!(t.hypertables.len(), 2);
+    let h = &t.hypertables[0];
+    assert_eq!(h.chunk_interval.sql(), "INTERVAL '1 day'");
+    assert_eq!(h.space.as_ref().map(|s| s.partitions), Some(4));
+    let a = &h.continuous_aggregates[0];
+    assert_eq!(a.aggregates["value"], ["avg", "min", "max"]);
+    assert_eq!(
+        a.retention.as_ref().map(|r| r.drop_after.pg()).as_deref(),
+        Some("2 years")
+    );
+    assert_eq!(a.refresh.as_ref().map(|r| r.every.seconds()), Some(1800.0));
+    // The default chunk interval is TimescaleDB's: seven days.
+    assert_eq!(t.hypertables[1].chunk_interval.pg(), "7 days");
+    assert_eq!(t.database(&c.upstream.primary.database), "postgres");
+}
+
+#[test]
+fn timescale_mistakes_are_reported_at_their_line() {
+    let src = format!("{MIN}{TIMESCALE}");
+    let line_of = |needle: &str| src[..src.find(needle).expect(needle)].lines().count() + 1;
+    let check = |bad: &str, good: &str, message: &str, line: usize| {
+        let text = src.replacen(good, bad, 1);
+        let e = Config::from_toml_with_env(&text, "ts.toml", vec![])
+            .expect_err(bad)
+            .to_string();
+        assert!(e.contains(message), "{bad}: {e}");
+        assert!(e.starts_with(&format!("ts.toml:{line}:")), "{bad}: {e}");
+    };
+    // An unknown key, a bad unit and a bad function name, each at its own line.
+    check(
+        "chunk_interval = \"1d\"\nchunk_size = 3",
+        "chunk_interval = \"1d\"",
+        "unknown field `chunk_size`",
+        line_of("chunk_interval") + 1,
+    );
+    check(
+        "bucket = \"1 hour\"",
+        "bucket = \"1h\"",
+        "invalid interval unit",
+        line_of("bucket ="),
+    );
+    check(
+        "aggregates = { value = [\"median\"] }",
+        "aggregates = { value = [\"avg\", \"min\", \"max\"] }",
+        "\"median\" is not one of",
+        line_of("aggregates ="),
+    );
+    // A refresh window of less than two buckets; a name that is no identifier; the second
+    // hypertable's time column.
+    check(
+        "refresh = { start_offset = \"1h\", end_offset = \"1h\", every = \"30m\" }",
+        "refresh = { start_offset = \"3d\", end_offset = \"1h\", every = \"30m\" }",
+        "at least two buckets",
+        line_of("refresh ="),
+    );
+    check(
+        "name = \"public.time series\"",
+        "name = \"public.time_series_hourly\"",
+        "is not `schema.view`",
+        line_of("name = \"public.time_series_hourly\""),
+    );
+    check(
+        "time_column = \"ts; drop\"",
+        "time_column = \"ts\"",
+        "is not a column name",
+        line_of("time_column = \"ts\""),
+    );
+    check(
+        "order_by = \"time DESC; DROP TABLE x\"",
+        "order_by = \"time DESC\"",
+        "order_by",
+        line_of("compression ="),
+    );
+}

@@ -39,6 +39,8 @@ pub struct Config {
     pub http: crate::Http,
     /// TideGate's schema migrations.
     pub migrations: crate::Migrations,
+    /// The declared time-series lifecycle (`tidegate timescale plan|apply|status`).
+    pub timescale: crate::Timescale,
     /// Broker users.
     pub users: Vec<User>,
 }
@@ -422,6 +424,7 @@ impl Config {
         self.check_plugins()?;
         self.check_audit()?;
         self.check_cache()?;
+        self.timescale.check()?;
         if self.users.is_empty() {
             return err("users", "at least one [[users]] entry is required");
         }

@@ -1,7 +1,8 @@
 //! The command line: its subcommands ([`commands`]), administration commands ([`admin`]), schema migrations
-//! ([`migrate`]) and logging set-up ([`logging`]). The top layer: nothing imports it.
+//! ([`migrate`]), the time-series lifecycle ([`timescale`]) and logging set-up ([`logging`]). The top layer: nothing imports it.
 
 pub mod admin;
 pub mod commands;
 pub mod logging;
 pub mod migrate;
+pub mod timescale;

@@ -11,7 +11,7 @@
 //! | 5 | [`cli`] |
 //! | 4 | [`broker`] |
 //! | 3 | [`client`], [`http`] |
-//! | 2 | [`policy`], [`cache`], [`audit`] |
+//! | 2 | [`policy`], [`cache`], [`audit`], [`timescale`] |
 //! | 1 | [`upstream`] |
 //! | 0 | [`wire`] |
 
@@ -24,6 +24,7 @@ pub mod client;
 pub mod fuzzing;
 pub mod http;
 pub mod policy;
+pub mod timescale;
 pub mod upstream;
 pub mod wire;
 

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("policy", 2),
     ("cache", 2),
     ("audit", 2),
+    ("timescale", 2),
     ("client", 3),
     ("http", 3),
     ("broker", 4),

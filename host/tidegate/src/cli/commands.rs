@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// The time-series lifecycle declared in `[timescale]`: plan, apply, status.
+    Timescale {
+        #[command(subcommand)]
+        command: crate::cli::timescale::TimescaleCommand,
+    },
     /// Apply TideGate's pending schema migrations to the primary (advisory-locked: concurrent
     /// runs apply each migration once), then `roles sync` when the chain has an access-control
     /// plugin; or list the migrations' state with `--status`. Exit status: 0 done, 1 failed
@@ -287,6 +292,7 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { config } => serve_command(config),
+        Command::Timescale { command } => std::process::exit(crate::cli::timescale::run(command)),
     }
 }
 

@@ -1,0 +1,599 @@
+//! The plan: what `apply` would change to make the live catalog ([`Live`]) what the
+//! configuration declares, as SQL statements with one line of why each. A pure function of the
+//! two, so every rule is unit-tested without a server.
+
+use super::live::{self, Live, Name};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tidegate_config::{
+    order_by_terms, qualified, Compression, ContinuousAggregate, Hypertable, Interval, Retention,
+    Timescale,
+};
+use tidegate_sql::quote_ident as quote;
+
+/// What `apply` would do.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Plan {
+    /// The changes, in the order they run.
+    pub changes: Vec<Change>,
+    /// What the declared state cannot make so and leaves alone (said, never silent).
+    pub notes: Vec<String>,
+    /// Why the declared state cannot be applied at all (an unknown table or column).
+    pub errors: Vec<String>,
+}
+
+/// One object's change: its statements run in one transaction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// The table or aggregate it changes.
+    pub object: String,
+    /// Why, in one line.
+    pub why: String,
+    /// The statements.
+    pub statements: Vec<String>,
+    /// Whether it drops and recreates a continuous aggregate (needs `--allow-recreate`).
+    pub recreate: bool,
+}
+
+impl Plan {
+    /// Whether applying it would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The plan for people: one block per change.
+    pub fn human(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for e in &self.errors {
+            let _ = writeln!(out, "error: {e}");
+        }
+        for c in &self.changes {
+            let _ = writeln!(out, "-- {}: {}", c.object, c.why);
+            for s in &c.statements {
+                let _ = writeln!(out, "{s};");
+            }
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        let _ = match self.changes.len() {
+            0 if self.errors.is_empty() => writeln!(out, "timescale: in sync, nothing to change"),
+            0 => writeln!(out, "timescale: cannot plan"),
+            n => writeln!(out, "timescale: {n} change(s) to make"),
+        };
+        out
+    }
+}
+
+/// `"schema"."name"`
+pub fn qname(name: &Name) -> String {
+    format!("{}.{}", quote(&name.0), quote(&name.1))
+}
+
+/// A string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Two intervals in seconds are the same (PostgreSQL's epoch arithmetic is exact enough).
+fn same(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 0.5)
+}
+
+/// The plan that makes `live` what `decl` declares.
+pub fn plan(decl: &Timescale, live: &Live) -> Plan {
+    let mut p = Plan::default();
+    for h in &decl.hypertables {
+        let Some(name) = qualified(&h.table) else {
+            continue;
+        };
+        hypertable(&mut p, h, &name, live);
+    }
+    p
+}
+
+fn hypertable(p: &mut Plan, h: &Hypertable, name: &Name, live: &Live) {
+    let object = qname(name);
+    let Some(table) = live.tables.get(name) else {
+        p.errors.push(format!(
+            "{object} does not exist: create the table first (a migration), then apply"
+        ));
+        return;
+    };
+    let missing: Vec<String> = columns_used(h)
+        .into_iter()
+        .filter(|c| !table.columns.iter().any(|t| t == c))
+        .collect();
+    if !missing.is_empty() {
+        p.errors.push(format!(
+            "{object} has no column {}",
+            missing
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        return;
+    }
+    let reg = literal(&object);
+    match &table.hypertable {
+        None => {
+            let rows = table.rows.unwrap_or(0);
+            let mut args = vec![reg.clone(), literal(&h.time_column)];
+            if let Some(s) = &h.space {
+                args.push(format!("partitioning_column => {}", literal(&s.column)));
+                args.push(format!("number_partitions => {}", s.partitions));
+            }
+            args.push(format!("chunk_time_interval => {}", h.chunk_interval.sql()));
+            args.push(format!("migrate_data => {}", rows > 0));
+            p.changes.push(Change {
+                object: object.clone(),
+                why: if rows > 0 {
+                    format!("a plain table: becomes a hypertable; migrate_data moves its {rows} rows into chunks")
+                } else {
+                    "a plain table: becomes a hypertable".into()
+                },
+                statements: vec![format!("SELECT create_hypertable({})", args.join(", "))],
+                recreate: false,
+            });
+        }
+        Some(live_h) => {
+            if live_h.time_column != h.time_column {
+                p.errors.push(format!(
+                    "{object} is a hypertable on {:?}, declared on {:?}: its time dimension cannot change",
+                    live_h.time_column, h.time_column
+                ));
+                return;
+            }
+            if !same(live_h.chunk_seconds, h.chunk_interval.seconds()) {
+                p.changes.push(Change {
+                    object: object.clone(),
+                    why: format!(
+                        "chunk interval is {}, declared {} (new chunks only)",
+                        seconds_text(live_h.chunk_seconds),
+                        h.chunk_interval
+                    ),
+                    statements: vec![format!(
+                        "SELECT set_chunk_time_interval({reg}, {})",
+                        h.chunk_interval.sql()
+                    )],
+                    recreate: false,
+                });
+            }
+            space(p, h, &object, live_h);
+        }
+    }
+    let live_h = table.hypertable.as_ref();
+    compression(p, h.compression.as_ref(), name, live_h, live);
+    retention(p, h.retention.as_ref(), name, live);
+    for a in &h.continuous_aggregates {
+        cagg(p, h, name, a, live);
+    }
+}
+
+/// Every column the declaration names on the table.
+fn columns_used(h: &Hypertable) -> Vec<String> {
+    let mut cols = vec![h.time_column.clone()];
+    if let Some(s) = &h.space {
+        cols.push(s.column.clone());
+    }
+    if let Some(c) = &h.compression {
+        cols.extend(c.segment_by.iter().cloned());
+        if let Some(o) = &c.order_by {
+            cols.extend(
+                order_by_terms(o)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| t.0),
+            );
+        }
+    }
+    for a in &h.continuous_aggregates {
+        cols.extend(a.group_by.iter().cloned());
+        cols.extend(a.aggregates.keys().cloned());
+    }
+    cols.dedup();
+    cols
+}
+
+fn seconds_text(s: Option<f64>) -> String {
+    match s {
+        None => "not a time interval".into(),
+        Some(s) if s % 86_400.0 == 0.0 => format!("{} day(s)", s / 86_400.0),
+        Some(s) if s % 3_600.0 == 0.0 => format!("{} hour(s)", s / 3_600.0),
+        Some(s) => format!("{s} s"),
+    }
+}
+
+fn space(p: &mut Plan, h: &Hypertable, object: &str, live_h: &live::Hypertable) {
+    let reg = literal(object);
+    match (&h.space, live_h.space.first()) {
+        (None, None) => {}
+        (None, Some((col, _))) => p.notes.push(format!(
+            "{object} is space-partitioned on {col:?}, which is not declared: a dimension cannot be removed, it stays"
+        )),
+        (Some(s), None) => p.changes.push(Change {
+            object: object.into(),
+            why: format!(
+                "no space partitioning: add {} hash partitions on {:?} (new chunks only)",
+                s.partitions, s.column
+            ),
+            statements: vec![format!(
+                "SELECT add_dimension({reg}, by_hash({}, {}))",
+                literal(&s.column),
+                s.partitions
+            )],
+            recreate: false,
+        }),
+        (Some(s), Some((col, n))) if *col == s.column => {
+            if i64::from(*n) != i64::from(s.partitions) {
+                p.changes.push(Change {
+                    object: object.into(),
+                    why: format!(
+                        "{n} hash partitions on {col:?}, declared {} (new chunks only)",
+                        s.partitions
+                    ),
+                    statements: vec![format!(
+                        "SELECT set_number_partitions({reg}, {}, {})",
+                        s.partitions,
+                        literal(col)
+                    )],
+                    recreate: false,
+                });
+            }
+        }
+        (Some(s), Some((col, _))) => p.errors.push(format!(
+            "{object} is space-partitioned on {col:?}, declared on {:?}: a dimension cannot be changed",
+            s.column
+        )),
+    }
+}
+
+/// The declared `order_by` as `(column, descending, nulls first)`.
+fn order_by(o: &str) -> Vec<(String, bool, bool)> {
+    order_by_terms(o)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(col, rest)| {
+            let desc = rest.starts_with("DESC");
+            let nulls_first = if rest.ends_with("NULLS FIRST") {
+                true
+            } else if rest.ends_with("NULLS LAST") {
+                false
+            } else {
+                desc
+            };
+            (col, desc, nulls_first)
+        })
+        .collect()
+}
+
+fn compression(
+    p: &mut Plan,
+    decl: Option<&Compression>,
+    name: &Name,
+    live_h: Option<&live::Hypertable>,
+    live: &Live,
+) {
+    let object = qname(name);
+    let job = live
+        .jobs
+        .iter()
+        .find(|j| j.proc == live::COMPRESSION && j.object == *name);
+    let Some(c) = decl else {
+        if let Some(j) = job {
+            p.changes.push(remove_policy(
+                &object,
+                "remove_compression_policy",
+                j.id,
+                "compression",
+            ));
+        }
+        if live_h.is_some_and(|h| h.compression) {
+            p.notes.push(format!(
+                "{object} has compression enabled but none declared: compressed chunks stay compressed, the setting stays"
+            ));
+        }
+        return;
+    };
+    let settings_differ = match live_h {
+        None => true,
+        Some(h) => {
+            !h.compression
+                || h.segment_by != c.segment_by
+                || c.order_by
+                    .as_deref()
+                    .is_some_and(|o| order_by(o) != h.order_by)
+        }
+    };
+    if settings_differ {
+        let mut opts = vec![
+            "timescaledb.compress".to_owned(),
+            format!(
+                "timescaledb.compress_segmentby = {}",
+                literal(&c.segment_by.join(", "))
+            ),
+        ];
+        if let Some(o) = &c.order_by {
+            opts.push(format!("timescaledb.compress_orderby = {}", literal(o)));
+        }
+        p.changes.push(Change {
+            object: object.clone(),
+            why: match live_h {
+                Some(h) if h.compression => {
+                    "compression settings differ from the declared segment_by / order_by".into()
+                }
+                _ => "compression is not enabled".into(),
+            },
+            statements: vec![format!("ALTER TABLE {object} SET ({})", opts.join(", "))],
+            recreate: false,
+        });
+    }
+    let add = format!(
+        "SELECT add_compression_policy({}, compress_after => {})",
+        literal(&object),
+        c.after.sql()
+    );
+    policy(
+        p,
+        &object,
+        job,
+        c.after,
+        None,
+        "remove_compression_policy",
+        add,
+        "compression",
+    );
+}
+
+fn retention(p: &mut Plan, decl: Option<&Retention>, name: &Name, live: &Live) {
+    let object = qname(name);
+    let job = live
+        .jobs
+        .iter()
+        .find(|j| j.proc == live::RETENTION && j.object == *name);
+    match decl {
+        None => {
+            if let Some(j) = job {
+                p.changes.push(remove_policy(
+                    &object,
+                    "remove_retention_policy",
+                    j.id,
+                    "retention",
+                ));
+            }
+        }
+        Some(r) => {
+            let add = format!(
+                "SELECT add_retention_policy({}, drop_after => {})",
+                literal(&object),
+                r.drop_after.sql()
+            );
+            policy(
+                p,
+                &object,
+                job,
+                r.drop_after,
+                None,
+                "remove_retention_policy",
+                add,
+                "retention",
+            );
+        }
+    }
+}
+
+fn remove_policy(object: &str, remove: &str, id: i32, what: &str) -> Change {
+    Change {
+        object: object.into(),
+        why: format!("a {what} policy (job {id}) that is not declared"),
+        statements: vec![format!("SELECT {remove}({})", literal(object))],
+        recreate: false,
+    }
+}
+
+/// Adds the policy when missing; replaces it when its interval (or a refresh policy's end
+/// offset or schedule) differs.
+#[allow(clippy::too_many_arguments)]
+fn policy(
+    p: &mut Plan,
+    object: &str,
+    job: Option<&live::Job>,
+    after: Interval,
+    refresh_end_and_every: Option<(Interval, Interval)>,
+    remove: &str,
+    add: String,
+    what: &str,
+) {
+    let Some(j) = job else {
+        p.changes.push(Change {
+            object: object.into(),
+            why: format!("no {what} policy"),
+            statements: vec![add],
+            recreate: false,
+        });
+        return;
+    };
+    let differs = !same(j.after_seconds, after.seconds())
+        || refresh_end_and_every.is_some_and(|(end, every)| {
+            !same(j.end_seconds, end.seconds()) || !same(Some(j.schedule_seconds), every.seconds())
+        });
+    if differs {
+        p.changes.push(Change {
+            object: object.into(),
+            why: format!(
+                "the {what} policy (job {}) differs from the declared one",
+                j.id
+            ),
+            statements: vec![format!("SELECT {remove}({})", literal(object)), add],
+            recreate: false,
+        });
+    }
+}
+
+/// The declared definition, as recorded in the aggregate's comment.
+#[derive(Serialize)]
+struct Definition<'a> {
+    hypertable: String,
+    time_column: &'a str,
+    bucket: String,
+    group_by: &'a [String],
+    aggregates: &'a BTreeMap<String, Vec<String>>,
+}
+
+/// The comment TideGate puts on an aggregate it creates: the definition it was made from.
+pub fn definition_comment(h: &Hypertable, table: &Name, a: &ContinuousAggregate) -> String {
+    let d = Definition {
+        hypertable: qname(table),
+        time_column: &h.time_column,
+        bucket: a.bucket.pg(),
+        group_by: &a.group_by,
+        aggregates: &a.aggregates,
+    };
+    format!(
+        "tidegate: {}",
+        serde_json::to_string(&d).unwrap_or_default()
+    )
+}
+
+/// `CREATE MATERIALIZED VIEW … WITH (timescaledb.continuous)` for `a` over `table`. Columns:
+/// `bucket`, the group-by columns, then `<column>_<function>` per aggregate.
+pub fn create_cagg(h: &Hypertable, table: &Name, view: &Name, a: &ContinuousAggregate) -> String {
+    let time = quote(&h.time_column);
+    let mut cols = vec![format!("time_bucket({}, {time}) AS bucket", a.bucket.sql())];
+    cols.extend(a.group_by.iter().map(|g| quote(g)));
+    for (col, fns) in &a.aggregates {
+        for f in fns {
+            let arg = match f.as_str() {
+                "first" | "last" => format!("{}, {time}", quote(col)),
+                _ => quote(col),
+            };
+            cols.push(format!("{f}({arg}) AS {}", quote(&format!("{col}_{f}"))));
+        }
+    }
+    let mut group = vec!["bucket".to_owned()];
+    group.extend(a.group_by.iter().map(|g| quote(g)));
+    format!(
+        "CREATE MATERIALIZED VIEW {} WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS \
+         SELECT {} FROM {} GROUP BY {} WITH NO DATA",
+        qname(view),
+        cols.join(", "),
+        qname(table),
+        group.join(", ")
+    )
+}
+
+fn cagg(p: &mut Plan, h: &Hypertable, table: &Name, a: &ContinuousAggregate, live: &Live) {
+    let Some(view) = qualified(&a.name) else {
+        return;
+    };
+    let object = qname(&view);
+    if let Some(kind) = live.squatters.get(&view) {
+        p.errors.push(format!(
+            "{object} exists and is not a continuous aggregate (relkind {kind}): rename or drop it"
+        ));
+        return;
+    }
+    let comment = definition_comment(h, table, a);
+    let create = vec![
+        create_cagg(h, table, &view, a),
+        format!("COMMENT ON VIEW {object} IS {}", literal(&comment)),
+    ];
+    let mut fresh = true;
+    match live.caggs.get(&view) {
+        None => p.changes.push(Change {
+            object: object.clone(),
+            why: format!("no continuous aggregate: create it (over {})", qname(table)),
+            statements: create,
+            recreate: false,
+        }),
+        Some(c) if c.comment.as_deref() == Some(comment.as_str()) => fresh = false,
+        Some(c) => {
+            let mut statements = vec![format!("DROP MATERIALIZED VIEW {object}")];
+            statements.extend(create);
+            let how = if c
+                .comment
+                .as_deref()
+                .is_some_and(|t| t.starts_with("tidegate: "))
+            {
+                "its definition differs from the declared one"
+            } else {
+                "it was not created from this declaration (no TideGate definition recorded)"
+            };
+            p.changes.push(Change {
+                object: object.clone(),
+                why: format!(
+                    "{how}: drop and recreate, {} rows to re-materialize",
+                    c.rows
+                ),
+                statements,
+                recreate: true,
+            });
+        }
+    }
+    // A created or recreated aggregate has no policies yet.
+    let job = |proc: &str| {
+        (!fresh)
+            .then(|| {
+                live.jobs
+                    .iter()
+                    .find(|j| j.proc == proc && j.object == view)
+            })
+            .flatten()
+    };
+    match (&a.refresh, job(live::REFRESH)) {
+        (None, None) => {}
+        (None, Some(j)) => p.changes.push(remove_policy(
+            &object,
+            "remove_continuous_aggregate_policy",
+            j.id,
+            "refresh",
+        )),
+        (Some(r), j) => {
+            let add = format!(
+                "SELECT add_continuous_aggregate_policy({}, start_offset => {}, end_offset => {}, schedule_interval => {})",
+                literal(&object),
+                r.start_offset.sql(),
+                r.end_offset.sql(),
+                r.every.sql()
+            );
+            policy(
+                p,
+                &object,
+                j,
+                r.start_offset,
+                Some((r.end_offset, r.every)),
+                "remove_continuous_aggregate_policy",
+                add,
+                "refresh",
+            );
+        }
+    }
+    match (&a.retention, job(live::RETENTION)) {
+        (None, None) => {}
+        (None, Some(j)) => p.changes.push(remove_policy(
+            &object,
+            "remove_retention_policy",
+            j.id,
+            "retention",
+        )),
+        (Some(r), j) => {
+            let add = format!(
+                "SELECT add_retention_policy({}, drop_after => {})",
+                literal(&object),
+                r.drop_after.sql()
+            );
+            policy(
+                p,
+                &object,
+                j,
+                r.drop_after,
+                None,
+                "remove_retention_policy",
+                add,
+                "retention",
+            );
+        }
+    }
+}

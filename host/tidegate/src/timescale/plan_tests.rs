@@ -1,0 +1,232 @@
+//! The plan's rules, on hand-made live states (no server).
+
+use super::live::{self, Cagg, Job, Live, Table};
+use super::plan::{definition_comment, plan};
+use tidegate_config::Config;
+
+fn declared(extra: &str) -> Config {
+    Config::from_toml(&format!(
+        r#"
+[[users]]
+name = "app"
+password = "app"
+[[timescale.hypertables]]
+table = "metrics"
+time_column = "time"
+chunk_interval = "1d"
+compression = {{ after = "7d", segment_by = ["host"], order_by = "time DESC" }}
+retention = {{ drop_after = "90d" }}
+{extra}
+"#
+    ))
+    .expect("valid")
+}
+
+fn name(s: &str) -> (String, String) {
+    ("public".into(), s.into())
+}
+
+fn columns() -> Vec<String> {
+    ["time", "host", "cpu"].map(String::from).to_vec()
+}
+
+/// `metrics` exactly as declared (without aggregates).
+fn in_sync() -> Live {
+    let mut live = Live::default();
+    live.tables.insert(
+        name("metrics"),
+        Table {
+            columns: columns(),
+            hypertable: Some(live::Hypertable {
+                time_column: "time".into(),
+                chunk_seconds: Some(86_400.0),
+                space: vec![],
+                compression: true,
+                segment_by: vec!["host".into()],
+                order_by: vec![("time".into(), true, true)],
+                has_chunks: true,
+            }),
+            rows: None,
+        },
+    );
+    for (id, proc, after) in [
+        (1000, live::COMPRESSION, 7.0 * 86_400.0),
+        (1001, live::RETENTION, 90.0 * 86_400.0),
+    ] {
+        live.jobs.push(Job {
+            id,
+            proc: proc.into(),
+            object: name("metrics"),
+            schedule_seconds: 43_200.0,
+            after_seconds: Some(after),
+            end_seconds: None,
+        });
+    }
+    live
+}
+
+#[test]
+fn a_catalog_as_declared_plans_nothing() {
+    let p = plan(&declared("").timescale, &in_sync());
+    assert!(p.is_empty(), "{}", p.human());
+    assert!(p.errors.is_empty());
+    assert!(p.human().contains("in sync, nothing to change"));
+}
+
+#[test]
+fn a_plain_table_becomes_a_hypertable_moving_its_rows() {
+    let mut live = Live::default();
+    live.tables.insert(
+        name("metrics"),
+        Table {
+            columns: columns(),
+            hypertable: None,
+            rows: Some(1234),
+        },
+    );
+    let p = plan(&declared("").timescale, &live);
+    let first = &p.changes[0];
+    assert!(first.why.contains("moves its 1234 rows"), "{}", first.why);
+    assert!(first.statements[0].contains("migrate_data => true"));
+    // Then the compression settings, the compression policy and the retention policy.
+    let all = p.human();
+    assert!(
+        all.contains("timescaledb.compress_orderby = 'time DESC'"),
+        "{all}"
+    );
+    assert!(all.contains("add_compression_policy"), "{all}");
+    assert!(all.contains("add_retention_policy"), "{all}");
+    assert_eq!(p.changes.len(), 4, "{all}");
+}
+
+#[test]
+fn differences_become_changes_and_undeclared_policies_go() {
+    let mut live = in_sync();
+    let h = live
+        .tables
+        .get_mut(&name("metrics"))
+        .and_then(|t| t.hypertable.as_mut());
+    let h = h.expect("hypertable");
+    h.chunk_seconds = Some(7.0 * 86_400.0);
+    h.order_by = vec![("time".into(), false, false)];
+    live.jobs[0].after_seconds = Some(3.0 * 86_400.0);
+    let p = plan(&declared("").timescale, &live);
+    let all = p.human();
+    assert!(
+        all.contains("set_chunk_time_interval('\"public\".\"metrics\"', INTERVAL '1 day')"),
+        "{all}"
+    );
+    assert!(all.contains("compression settings differ"), "{all}");
+    assert!(
+        all.contains("SELECT remove_compression_policy('\"public\".\"metrics\"');\nSELECT add_compression_policy"),
+        "{all}"
+    );
+    assert_eq!(p.changes.len(), 3, "{all}");
+
+    // Retention no longer declared: its policy is removed.
+    let mut decl = declared("").timescale;
+    decl.hypertables[0].retention = None;
+    let p = plan(&decl, &in_sync());
+    assert_eq!(p.changes.len(), 1);
+    assert!(p.changes[0].statements[0].starts_with("SELECT remove_retention_policy"));
+}
+
+const CAGG: &str = r#"
+[[timescale.hypertables.continuous_aggregates]]
+name = "metrics_hourly"
+bucket = "1h"
+group_by = ["host"]
+aggregates = { cpu = ["avg", "last"] }
+refresh = { start_offset = "3d", end_offset = "1h", every = "30m" }
+"#;
+
+#[test]
+fn an_aggregate_is_created_then_recreated_only_when_its_definition_changes() {
+    let config = declared(CAGG);
+    let p = plan(&config.timescale, &in_sync());
+    let all = p.human();
+    assert!(
+        all.contains(
+            "CREATE MATERIALIZED VIEW \"public\".\"metrics_hourly\" WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS \
+             SELECT time_bucket(INTERVAL '1 hour', \"time\") AS bucket, \"host\", avg(\"cpu\") AS \"cpu_avg\", last(\"cpu\", \"time\") AS \"cpu_last\" \
+             FROM \"public\".\"metrics\" GROUP BY bucket, \"host\" WITH NO DATA"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("COMMENT ON VIEW \"public\".\"metrics_hourly\" IS 'tidegate: {"),
+        "{all}"
+    );
+    assert!(all.contains("add_continuous_aggregate_policy"), "{all}");
+    assert!(p.changes.iter().all(|c| !c.recreate));
+
+    // Created from this declaration, with its policy: nothing to do.
+    let h = &config.timescale.hypertables[0];
+    let a = &h.continuous_aggregates[0];
+    let mut live = in_sync();
+    live.caggs.insert(
+        name("metrics_hourly"),
+        Cagg {
+            hypertable: name("metrics"),
+            comment: Some(definition_comment(h, &name("metrics"), a)),
+            rows: 42,
+        },
+    );
+    live.jobs.push(Job {
+        id: 1002,
+        proc: live::REFRESH.into(),
+        object: name("metrics_hourly"),
+        schedule_seconds: 1_800.0,
+        after_seconds: Some(3.0 * 86_400.0),
+        end_seconds: Some(3_600.0),
+    });
+    assert!(plan(&config.timescale, &live).is_empty());
+
+    // Another definition (or none recorded): drop and recreate, marked so.
+    live.caggs
+        .get_mut(&name("metrics_hourly"))
+        .expect("cagg")
+        .comment = None;
+    let p = plan(&config.timescale, &live);
+    let c = &p.changes[0];
+    assert!(c.recreate);
+    assert!(
+        c.why
+            .contains("drop and recreate, 42 rows to re-materialize"),
+        "{}",
+        c.why
+    );
+    assert!(c.statements[0].starts_with("DROP MATERIALIZED VIEW"));
+    // The recreated aggregate gets its policy again.
+    assert!(
+        p.human().contains("add_continuous_aggregate_policy"),
+        "{}",
+        p.human()
+    );
+}
+
+#[test]
+fn unknown_tables_and_columns_are_errors_not_changes() {
+    let mut live = Live::default();
+    let p = plan(&declared("").timescale, &live);
+    assert!(p.is_empty());
+    assert!(
+        p.errors[0].contains("\"public\".\"metrics\" does not exist"),
+        "{:?}",
+        p.errors
+    );
+    live.tables.insert(
+        name("metrics"),
+        Table {
+            columns: vec!["time".into()],
+            hypertable: None,
+            rows: Some(0),
+        },
+    );
+    let p = plan(&declared("").timescale, &live);
+    assert!(
+        p.errors[0].contains("has no column \"host\""),
+        "{:?}",
+        p.errors
+    );
+}

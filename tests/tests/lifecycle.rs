@@ -1,0 +1,367 @@
+//! `tidegate timescale plan | apply | status` against a real TimescaleDB (skipped, saying so,
+//! where the extension is not installed): the declared lifecycle is shown as a plan, applied
+//! idempotently under an advisory lock, and reported.
+//!
+//! The data set is scaled down for CI: 30 days × 50 series at ten-minute resolution (216,000
+//! rows) instead of 30 days × 1,000 series at one minute.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tidegate_tests::{base_config, fresh_dir, tidegate_bin, Postgres};
+
+const ROWS: i64 = 30 * 144 * 50;
+
+/// No policy job runs by itself: the tests see the catalog as `apply` left it.
+const QUIET: &[(&str, &str)] = &[("timescaledb.max_background_workers", "0")];
+
+/// The seed's table, loaded with 30 days of data ending now.
+fn load(pg: &Postgres) {
+    pg.sql(
+        "postgres",
+        "CREATE TABLE public.time_series_data (time timestamptz NOT NULL, series_id int NOT NULL, \
+           value float8); \
+         INSERT INTO public.time_series_data \
+           SELECT t, s, (s * 7 + extract(epoch FROM t)::int8 % 97)::float8 \
+           FROM generate_series(date_trunc('minute', now()) - interval '30 days' + interval '10 minutes', \
+                                date_trunc('minute', now()), interval '10 minutes') t, \
+                generate_series(1, 50) s",
+    );
+}
+
+fn declared(aggregates: &str, compress_after: &str) -> String {
+    format!(
+        r#"
+[[timescale.hypertables]]
+table = "public.time_series_data"
+time_column = "time"
+chunk_interval = "1d"
+space = {{ column = "series_id", partitions = 4 }}
+compression = {{ after = "{compress_after}", segment_by = ["series_id"], order_by = "time DESC" }}
+retention = {{ drop_after = "20d" }}
+[[timescale.hypertables.continuous_aggregates]]
+name = "public.time_series_hourly"
+bucket = "1h"
+group_by = ["series_id"]
+aggregates = {{ value = {aggregates} }}
+refresh = {{ start_offset = "3d", end_offset = "1h", every = "30m" }}
+retention = {{ drop_after = "2y" }}
+"#
+    )
+}
+
+fn write_config(dir: &Path, pg: &Postgres, timescale: &str) -> PathBuf {
+    let path = dir.join("tidegate.toml");
+    std::fs::write(&path, base_config(pg, timescale)).expect("write config");
+    path
+}
+
+fn tidegate(args: &[&str], config: &Path) -> Output {
+    Command::new(tidegate_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run tidegate")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exit status")
+}
+
+fn count(pg: &Postgres, sql: &str) -> i64 {
+    pg.sql("postgres", sql).parse().expect(sql)
+}
+
+#[test]
+fn the_declared_lifecycle_is_planned_applied_once_and_reported() {
+    let Some(pg) = Postgres::start_timescale_with(QUIET) else {
+        return;
+    };
+    load(&pg);
+    let dir = fresh_dir().expect("dir");
+    let config = write_config(&dir, &pg, &declared(r#"["avg", "min", "max"]"#, "7d"));
+
+    // The plan names every change and why, and exits 2 (a difference).
+    let plan = tidegate(&["timescale", "plan"], &config);
+    let shown = text(&plan);
+    assert_eq!(code(&plan), 2, "{shown}");
+    for expected in [
+        &format!("migrate_data moves its {ROWS} rows into chunks"),
+        "SELECT create_hypertable('\"public\".\"time_series_data\"', 'time', partitioning_column => 'series_id', number_partitions => 4, chunk_time_interval => INTERVAL '1 day', migrate_data => true);",
+        "timescaledb.compress_segmentby = 'series_id'",
+        "add_compression_policy('\"public\".\"time_series_data\"', compress_after => INTERVAL '7 days')",
+        "add_retention_policy('\"public\".\"time_series_data\"', drop_after => INTERVAL '20 days')",
+        "CREATE MATERIALIZED VIEW \"public\".\"time_series_hourly\" WITH (timescaledb.continuous",
+        "add_continuous_aggregate_policy('\"public\".\"time_series_hourly\"', start_offset => INTERVAL '3 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes')",
+        "add_retention_policy('\"public\".\"time_series_hourly\"', drop_after => INTERVAL '2 years')",
+    ] {
+        assert!(shown.contains(expected), "plan lacks {expected}:\n{shown}");
+    }
+    // Planning changed nothing.
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM timescaledb_information.hypertables"
+        ),
+        0
+    );
+
+    let apply = tidegate(&["timescale", "apply"], &config);
+    assert_eq!(code(&apply), 0, "{}", text(&apply));
+    assert!(
+        text(&apply).contains("7 change(s) applied"),
+        "{}",
+        text(&apply)
+    );
+
+    // The catalog is as declared, and no row was lost moving into chunks.
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM public.time_series_data"),
+        ROWS
+    );
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT string_agg(column_name || ':' || coalesce(time_interval::text, num_partitions::text), ',' ORDER BY dimension_number) \
+             FROM timescaledb_information.dimensions WHERE hypertable_name = 'time_series_data'"
+        ),
+        "time:1 day,series_id:4"
+    );
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT string_agg(proc_name || '@' || hypertable_name, ',' ORDER BY proc_name, hypertable_name) \
+             FROM timescaledb_information.jobs WHERE job_id >= 1000"
+        ),
+        "policy_compression@time_series_data,policy_refresh_continuous_aggregate@time_series_hourly,\
+         policy_retention@time_series_data,policy_retention@time_series_hourly"
+    );
+
+    // A second plan is empty and exits 0; a second apply changes nothing.
+    let again = tidegate(&["timescale", "plan"], &config);
+    assert_eq!(code(&again), 0, "{}", text(&again));
+    assert!(text(&again).contains("in sync, nothing to change"));
+    let again = tidegate(&["timescale", "apply"], &config);
+    assert!(
+        text(&again).contains("0 change(s) applied"),
+        "{}",
+        text(&again)
+    );
+
+    // Compress what the policy would, materialize the aggregate, then read the status.
+    pg.sql(
+        "postgres",
+        "SELECT count(compress_chunk(c)) FROM show_chunks('time_series_data', older_than => interval '7 days') c",
+    );
+    pg.sql(
+        "postgres",
+        "CALL refresh_continuous_aggregate('time_series_hourly', NULL, now() - interval '1 hour')",
+    );
+    let status = tidegate(&["timescale", "status", "--json"], &config);
+    assert_eq!(code(&status), 0, "{}", text(&status));
+    let s: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let h = &s["hypertables"][0];
+    assert_eq!(h["name"], "\"public\".\"time_series_data\"");
+    let chunks = count(&pg, "SELECT count(*) FROM show_chunks('time_series_data')");
+    assert_eq!(h["chunks"].as_i64(), Some(chunks));
+    assert!(h["compressed_chunks"].as_i64().unwrap_or(0) > 0, "{h}");
+    let direct: f64 = pg
+        .sql(
+            "postgres",
+            "SELECT sum(before_compression_total_bytes)::float8 / sum(after_compression_total_bytes) \
+             FROM hypertable_compression_stats('time_series_data')",
+        )
+        .parse()
+        .expect("ratio");
+    let ratio = h["compression_ratio"].as_f64().expect("ratio");
+    assert!((ratio - direct).abs() < 1e-9, "{ratio} vs {direct}");
+    assert!(ratio > 1.0, "{ratio}");
+    let c = &s["continuous_aggregates"][0];
+    assert_eq!(c["name"], "\"public\".\"time_series_hourly\"");
+    assert!(c["watermark"].is_string(), "{c}");
+    assert!(
+        c["lag_seconds"]
+            .as_f64()
+            .is_some_and(|l| l >= 0.0 && l < 7200.0),
+        "{c}"
+    );
+    assert_eq!(s["jobs"].as_array().map(Vec::len), Some(4));
+    let human = tidegate(&["timescale", "status"], &config);
+    assert!(text(&human).contains("ratio"), "{}", text(&human));
+
+    // A changed aggregate definition is never applied silently.
+    let changed = write_config(
+        &dir,
+        &pg,
+        &declared(r#"["avg", "min", "max", "sum"]"#, "5d"),
+    );
+    let plan = tidegate(&["timescale", "plan"], &changed);
+    assert_eq!(code(&plan), 2);
+    let rows = count(&pg, "SELECT count(*) FROM time_series_hourly");
+    assert!(
+        text(&plan).contains(&format!("drop and recreate, {rows} rows to re-materialize")),
+        "{}",
+        text(&plan)
+    );
+    assert!(
+        text(&plan).contains("remove_compression_policy"),
+        "{}",
+        text(&plan)
+    );
+    let refused = tidegate(&["timescale", "apply"], &changed);
+    assert_eq!(code(&refused), 1);
+    assert!(
+        text(&refused).contains("--allow-recreate"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'time_series_hourly' AND column_name = 'value_sum'"
+        ),
+        0,
+        "nothing changed without --allow-recreate"
+    );
+    let apply = tidegate(&["timescale", "apply", "--allow-recreate"], &changed);
+    assert_eq!(code(&apply), 0, "{}", text(&apply));
+    let plan = tidegate(&["timescale", "plan"], &changed);
+    assert_eq!(code(&plan), 0, "{}", text(&plan));
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT config->>'compress_after' FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
+        ),
+        "5 days"
+    );
+}
+
+#[test]
+fn two_applies_at_once_make_the_declared_state_once() {
+    let Some(pg) = Postgres::start_timescale_with(QUIET) else {
+        return;
+    };
+    load(&pg);
+    let dir = fresh_dir().expect("dir");
+    let config = write_config(&dir, &pg, &declared(r#"["avg"]"#, "7d"));
+    let spawn = || {
+        Command::new(tidegate_bin())
+            .args(["timescale", "apply", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    assert_eq!(code(&a), 0, "{}", text(&a));
+    assert_eq!(code(&b), 0, "{}", text(&b));
+    // One made every change; the other waited for it and found nothing left to do.
+    let applied: Vec<bool> = [&a, &b]
+        .iter()
+        .map(|o| text(o).contains(" 0 change(s) applied"))
+        .collect();
+    assert!(
+        applied == [true, false] || applied == [false, true],
+        "{}\n{}",
+        text(&a),
+        text(&b)
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000"
+        ),
+        4
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM timescaledb_information.continuous_aggregates"
+        ),
+        1
+    );
+    assert_eq!(code(&tidegate(&["timescale", "plan"], &config)), 0);
+}
+
+#[test]
+fn a_declaration_naming_what_does_not_exist_is_refused_before_any_change() {
+    let Some(pg) = Postgres::start_timescale() else {
+        return;
+    };
+    pg.sql(
+        "postgres",
+        "CREATE TABLE readings (ts timestamptz NOT NULL, v float8)",
+    );
+    let dir = fresh_dir().expect("dir");
+    let config = write_config(
+        &dir,
+        &pg,
+        r#"
+[[timescale.hypertables]]
+table = "readings"
+time_column = "ts"
+compression = { after = "7d", segment_by = ["device"] }
+[[timescale.hypertables]]
+table = "public.missing"
+time_column = "time"
+"#,
+    );
+    let plan = tidegate(&["timescale", "plan"], &config);
+    assert_eq!(code(&plan), 1, "{}", text(&plan));
+    assert!(
+        text(&plan).contains("\"public\".\"readings\" has no column \"device\""),
+        "{}",
+        text(&plan)
+    );
+    assert!(
+        text(&plan).contains("\"public\".\"missing\" does not exist"),
+        "{}",
+        text(&plan)
+    );
+    let apply = tidegate(&["timescale", "apply"], &config);
+    assert_eq!(code(&apply), 1);
+    assert!(
+        text(&apply).contains("cannot be applied"),
+        "{}",
+        text(&apply)
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM timescaledb_information.hypertables"
+        ),
+        0,
+        "nothing was applied"
+    );
+}
+
+/// Without the extension the commands say so and fail (this runs on every machine).
+#[test]
+fn without_timescaledb_the_commands_say_so() {
+    let pg = Postgres::start();
+    let dir = fresh_dir().expect("dir");
+    let config = write_config(&dir, &pg, &declared(r#"["avg"]"#, "7d"));
+    for cmd in ["plan", "apply", "status"] {
+        let out = tidegate(&["timescale", cmd], &config);
+        assert_eq!(code(&out), 1, "{cmd}: {}", text(&out));
+        assert!(
+            text(&out).contains("TimescaleDB is not installed in database \"postgres\""),
+            "{cmd}: {}",
+            text(&out)
+        );
+    }
+}
