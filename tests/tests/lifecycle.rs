@@ -365,3 +365,238 @@ fn without_timescaledb_the_commands_say_so() {
         );
     }
 }
+
+fn json(out: &Output) -> Value {
+    assert_eq!(code(out), 0, "{}", text(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+/// A checksum of every row, in a stable order.
+const CHECKSUM: &str = "SELECT md5(string_agg(time::text || ':' || series_id || ':' || value, ',' \
+                        ORDER BY time, series_id)) FROM public.time_series_data";
+
+#[test]
+fn retention_compression_aggregates_chunks_and_jobs_as_commands() {
+    let Some(pg) = Postgres::start_timescale_with(QUIET) else {
+        return;
+    };
+    load(&pg);
+    let dir = fresh_dir().expect("dir");
+    let config = write_config(&dir, &pg, &declared(r#"["avg"]"#, "7d"));
+    assert_eq!(code(&tidegate(&["timescale", "apply"], &config)), 0);
+
+    // Retention: the dry run reports exactly the chunks and rows the real run removes.
+    let before = count(&pg, "SELECT count(*) FROM public.time_series_data");
+    let table = "public.time_series_data";
+    let dry = json(&tidegate(
+        &["retention", "apply", table, "--dry-run", "--json"],
+        &config,
+    ));
+    let real = json(&tidegate(&["retention", "apply", table, "--json"], &config));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["tables"][0]["chunks"], real["tables"][0]["chunks"]);
+    assert_eq!(dry["tables"][0]["rows"], real["tables"][0]["rows"]);
+    let removed = real["tables"][0]["rows"].as_i64().expect("rows");
+    assert!(removed > 0, "{real}");
+    assert_eq!(
+        before - count(&pg, "SELECT count(*) FROM public.time_series_data"),
+        removed
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM public.time_series_data WHERE time < now() - interval '21 days'"
+        ),
+        0
+    );
+    let chunks = real["tables"][0]["chunks"]
+        .as_array()
+        .expect("chunks")
+        .len() as i64;
+    assert!(chunks >= 9, "{real}");
+
+    // Compression leaves every row as it was and reports the ratio TimescaleDB measures.
+    let sum = pg.sql("postgres", CHECKSUM);
+    let dry = json(&tidegate(&["compress", "--dry-run", "--json"], &config));
+    let done = json(&tidegate(&["compress", "--json"], &config));
+    assert_eq!(dry["tables"][0]["chunks"], done["tables"][0]["chunks"]);
+    let n = done["tables"][0]["chunks"].as_array().map_or(0, Vec::len) as i64;
+    assert!(n >= 12, "{done}");
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed"
+        ),
+        n
+    );
+    let ratio = done["tables"][0]["ratio"].as_f64().expect("ratio");
+    let direct: f64 = pg
+        .sql(
+            "postgres",
+            "SELECT sum(before_compression_total_bytes)::float8 / sum(after_compression_total_bytes) \
+             FROM chunk_compression_stats('time_series_data') WHERE compression_status = 'Compressed'",
+        )
+        .parse()
+        .expect("ratio");
+    assert!(
+        (ratio - direct).abs() < 1e-9 && ratio > 1.0,
+        "{ratio} vs {direct}"
+    );
+    assert_eq!(
+        pg.sql("postgres", CHECKSUM),
+        sum,
+        "compression changed no row"
+    );
+    // A second run finds nothing left to compress.
+    let again = json(&tidegate(&["compress", "--json"], &config));
+    assert_eq!(
+        again["tables"][0]["chunks"].as_array().map(Vec::len),
+        Some(0)
+    );
+    let out = tidegate(
+        &[
+            "decompress",
+            table,
+            "--from",
+            &pg.sql("postgres", "SELECT (now() - interval '12 days')::text"),
+            "--to",
+            &pg.sql("postgres", "SELECT (now() - interval '10 days')::text"),
+        ],
+        &config,
+    );
+    assert!(text(&out).contains("decompressed"), "{}", text(&out));
+    assert!(
+        count(
+            &pg,
+            "SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed"
+        ) < n
+    );
+    assert_eq!(pg.sql("postgres", CHECKSUM), sum);
+
+    // Chunks as TimescaleDB lists them.
+    let listed = json(&tidegate(&["chunks", table, "--json"], &config));
+    assert_eq!(
+        listed.as_array().map(Vec::len) as Option<usize>,
+        Some(count(&pg, "SELECT count(*) FROM show_chunks('time_series_data')") as usize)
+    );
+
+    // Aggregates: refresh sets the watermark; drop, then create from the declaration.
+    let view = "public.time_series_hourly";
+    let out = tidegate(&["caggs", "refresh", view], &config);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let list = json(&tidegate(&["caggs", "list", "--json"], &config));
+    assert!(list[0]["watermark"].is_string(), "{list}");
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM time_series_hourly"),
+        count(
+            &pg,
+            "SELECT count(DISTINCT (time_bucket('1 hour', time), series_id)) FROM time_series_data"
+        )
+    );
+    let out = tidegate(&["caggs", "drop", view], &config);
+    assert!(
+        text(&out).contains("the next `timescale apply` creates it again"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(code(&tidegate(&["timescale", "plan"], &config)), 2);
+    let out = tidegate(&["caggs", "create", view], &config);
+    assert!(text(&out).contains("3 change(s) applied"), "{}", text(&out));
+    assert_eq!(code(&tidegate(&["timescale", "plan"], &config)), 0);
+
+    // Jobs: listed, run by hand, errors listed.
+    let jobs = json(&tidegate(&["jobs", "--json"], &config));
+    let jobs = jobs.as_array().expect("jobs");
+    assert_eq!(jobs.len(), 4, "{jobs:?}");
+    let compression = jobs
+        .iter()
+        .find(|j| j["proc"] == "policy_compression")
+        .and_then(|j| j["id"].as_i64())
+        .expect("compression job");
+    let id = compression.to_string();
+    let out = tidegate(&["jobs", "run", &id], &config);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let failed = json(&tidegate(&["jobs", "--failed", "--json"], &config));
+    assert_eq!(failed.as_array().map(Vec::len), Some(0), "{failed}");
+}
+
+/// `cleanup` on a plain table (no TimescaleDB needed): the rows one `DELETE … WHERE time < X`
+/// removes, in batches no larger than configured, and a run killed half way is finished by
+/// the next without losing a row that should stay.
+#[test]
+fn cleanup_of_a_plain_table_deletes_in_batches_and_survives_a_kill() {
+    let pg = Postgres::start();
+    pg.sql(
+        "postgres",
+        "CREATE TABLE readings (ts timestamptz NOT NULL, sensor int, v float8); \
+         INSERT INTO readings SELECT now() - interval '5 minutes' - k * interval '10 minutes', s, k \
+           FROM generate_series(0, 30 * 144 - 1) k, generate_series(1, 10) s; \
+         CREATE TABLE expected AS SELECT * FROM readings; \
+         DELETE FROM expected WHERE ts < now() - interval '20 days'; \
+         CREATE TABLE batches (n int8); \
+         CREATE FUNCTION log_batch() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN INSERT INTO batches SELECT count(*) FROM gone; PERFORM pg_sleep(0.01); RETURN NULL; END $$; \
+         CREATE TRIGGER log_batch AFTER DELETE ON readings REFERENCING OLD TABLE AS gone \
+           FOR EACH STATEMENT EXECUTE FUNCTION log_batch()",
+    );
+    let dir = fresh_dir().expect("dir");
+    let config = write_config(
+        &dir,
+        &pg,
+        r#"
+[timescale]
+cleanup_batch_rows = 100
+[[timescale.hypertables]]
+table = "readings"
+time_column = "ts"
+retention = { drop_after = "20d" }
+"#,
+    );
+    let to_remove =
+        count(&pg, "SELECT count(*) FROM readings") - count(&pg, "SELECT count(*) FROM expected");
+    assert_eq!(to_remove, 10 * 144 * 10);
+    let dry = json(&tidegate(&["cleanup", "--dry-run", "--json"], &config));
+    assert_eq!(dry["tables"][0]["rows"].as_i64(), Some(to_remove));
+    assert_eq!(dry["tables"][0]["method"], "batched delete");
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM batches"),
+        0,
+        "a dry run deletes nothing"
+    );
+
+    // Killed after a few batches: those stay committed.
+    let mut child = Command::new(tidegate_bin())
+        .args(["cleanup", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while count(&pg, "SELECT count(*) FROM batches") < 5 {
+        assert!(start.elapsed().as_secs() < 60, "cleanup made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let left =
+        count(&pg, "SELECT count(*) FROM readings") - count(&pg, "SELECT count(*) FROM expected");
+    assert!(
+        left > 0 && left < to_remove,
+        "killed half way: {left} of {to_remove} left"
+    );
+
+    let rerun = json(&tidegate(&["cleanup", "--json"], &config));
+    assert_eq!(rerun["tables"][0]["rows"].as_i64(), Some(left));
+    // Exactly the rows of one DELETE … WHERE ts < now() - 20 days are gone.
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM ((SELECT * FROM readings EXCEPT ALL SELECT * FROM expected) \
+                    UNION ALL (SELECT * FROM expected EXCEPT ALL SELECT * FROM readings)) d"
+        ),
+        0
+    );
+    assert_eq!(count(&pg, "SELECT max(n) FROM batches WHERE n > 0"), 100);
+    assert_eq!(count(&pg, "SELECT sum(n) FROM batches"), to_remove);
+}

@@ -4,6 +4,8 @@
 //! [`status`] reports chunks, compression, aggregates' watermarks and jobs.
 
 pub mod live;
+pub mod objects;
+pub mod ops;
 pub mod plan;
 pub mod status;
 
@@ -54,8 +56,11 @@ pub enum TimescaleError {
     },
 }
 
-/// A connection as the upstream user to the declared objects' database, with the extension.
-pub async fn connect(config: &Config) -> Result<PgConnection, TimescaleError> {
+/// A connection as the upstream user to the declared objects' database, and the extension's
+/// version there (`None`: not installed).
+pub async fn connect_any(
+    config: &Config,
+) -> Result<(PgConnection, Option<String>), TimescaleError> {
     let database = config
         .timescale
         .database(&config.upstream.primary.database)
@@ -67,10 +72,21 @@ pub async fn connect(config: &Config) -> Result<PgConnection, TimescaleError> {
                 database: database.clone(),
                 source,
             })?;
-    if live::extension(&mut conn).await?.is_none() {
-        return Err(TimescaleError::NotInstalled(database));
+    let version = live::extension(&mut conn).await?;
+    Ok((conn, version))
+}
+
+/// [`connect_any`] where the extension is required.
+pub async fn connect(config: &Config) -> Result<PgConnection, TimescaleError> {
+    match connect_any(config).await? {
+        (conn, Some(_)) => Ok(conn),
+        (_, None) => Err(TimescaleError::NotInstalled(
+            config
+                .timescale
+                .database(&config.upstream.primary.database)
+                .to_owned(),
+        )),
     }
-    Ok(conn)
 }
 
 /// The plan for `config`'s declared state against the live catalog.
@@ -132,6 +148,16 @@ impl Applied {
 /// statements per transaction. Refuses, before changing anything, a plan with errors or one
 /// that recreates an aggregate unless `allow_recreate`.
 pub async fn apply(config: &Config, allow_recreate: bool) -> Result<Applied, TimescaleError> {
+    apply_to(config, allow_recreate, None).await
+}
+
+/// [`apply`] limited to the changes of one object (`"schema"."name"`), e.g. `tidegate caggs
+/// create NAME`.
+pub async fn apply_to(
+    config: &Config,
+    allow_recreate: bool,
+    only: Option<&str>,
+) -> Result<Applied, TimescaleError> {
     let start = Instant::now();
     let mut conn = connect(config).await?;
     sqlx::query("SELECT pg_advisory_lock($1)")
@@ -139,7 +165,7 @@ pub async fn apply(config: &Config, allow_recreate: bool) -> Result<Applied, Tim
         .execute(&mut conn)
         .await?;
     let waited = start.elapsed();
-    let result = apply_locked(&mut conn, config, allow_recreate).await;
+    let result = apply_locked(&mut conn, config, allow_recreate, only).await;
     // Closing the connection would release the lock too; unlock explicitly all the same.
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(LOCK_KEY)
@@ -159,8 +185,12 @@ async fn apply_locked(
     conn: &mut PgConnection,
     config: &Config,
     allow_recreate: bool,
+    only: Option<&str>,
 ) -> Result<(Vec<Change>, Vec<String>), TimescaleError> {
-    let plan = plan_on(conn, config).await?;
+    let mut plan = plan_on(conn, config).await?;
+    if let Some(only) = only {
+        plan.changes.retain(|c| c.object == only);
+    }
     if !plan.errors.is_empty() {
         return Err(TimescaleError::Invalid(plan.errors));
     }

@@ -64,11 +64,8 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
-    /// The time-series lifecycle declared in `[timescale]`: plan, apply, status.
-    Timescale {
-        #[command(subcommand)]
-        command: crate::cli::timescale::TimescaleCommand,
-    },
+    #[command(flatten)]
+    Lifecycle(crate::cli::timescale::Lifecycle),
     /// Apply TideGate's pending schema migrations to the primary (advisory-locked: concurrent
     /// runs apply each migration once), then `roles sync` when the chain has an access-control
     /// plugin; or list the migrations' state with `--status`. Exit status: 0 done, 1 failed
@@ -292,7 +289,7 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { config } => serve_command(config),
-        Command::Timescale { command } => std::process::exit(crate::cli::timescale::run(command)),
+        Command::Lifecycle(command) => std::process::exit(crate::cli::timescale::run(command)),
     }
 }
 
