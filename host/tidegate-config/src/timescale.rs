@@ -20,6 +20,10 @@ pub struct Timescale {
     pub hypertables: Vec<Hypertable>,
     /// Rows per batch of `tidegate cleanup`'s `DELETE` on plain tables.
     pub cleanup_batch_rows: u32,
+    /// How often a caching broker reads TimescaleDB's job runs (`job_stats`): a finished
+    /// refresh or retention run invalidates the cached reads of its aggregate or hypertable
+    /// (0 = never).
+    pub watch_interval: crate::Millis,
 }
 
 /// One declared hypertable.
@@ -401,6 +405,7 @@ impl Default for Timescale {
             database: None,
             hypertables: Vec::new(),
             cleanup_batch_rows: 10_000,
+            watch_interval: crate::Millis(5_000),
         }
     }
 }

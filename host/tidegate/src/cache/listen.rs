@@ -83,7 +83,9 @@ impl Cache {
                     dbs.insert(database.to_owned(), s.clone());
                     let (me, config, db) = (self.clone(), config.clone(), database.to_owned());
                     let st = s.clone();
+                    let (me2, config2, db2) = (self.clone(), config.clone(), database.to_owned());
                     tokio::spawn(async move { me.listen_loop(config, db, st).await });
+                    tokio::spawn(async move { me2.watch_jobs(config2, db2).await });
                     s
                 }
             }
@@ -126,17 +128,7 @@ impl Cache {
                         self.lost_bump();
                     }
                     Ok(Some(n)) => {
-                        let table = n.payload();
-                        let rels = self.relations.get(&config, &db, false);
-                        let family = rels
-                            .as_ref()
-                            .and_then(|r| r.by_name.get(table))
-                            .map(|r| r.family.clone())
-                            .unwrap_or_default();
-                        let gens: Vec<String> = std::iter::once(table.to_owned())
-                            .chain(family)
-                            .map(|t| format!("tg:t:{db}:{t}"))
-                            .collect();
+                        let gens = self.table_gens(&config, &db, std::iter::once(n.payload()));
                         self.invalidate(&config, &db, &gens).await;
                     }
                     Ok(None) => {
@@ -151,5 +143,111 @@ impl Cache {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Invalidates the cached reads of aggregates and hypertables whose refresh or retention
+    /// jobs ran (see [`JobWatch`]); never returns.
+    async fn watch_jobs(self: Arc<Self>, config: Arc<Config>, db: String) {
+        let mut jobs = JobWatch::new(&config, &db);
+        loop {
+            let ran = jobs.next().await;
+            if !ran.is_empty() {
+                tracing::debug!(database = %db, relations = ?ran, "cache: TimescaleDB jobs ran");
+                let gens = self.table_gens(&config, &db, ran.iter().map(String::as_str));
+                self.invalidate(&config, &db, &gens).await;
+            }
+        }
+    }
+
+    /// The generation keys of `tables` and their families (partitions, parents, chunks).
+    fn table_gens<'a>(
+        &self,
+        config: &Arc<Config>,
+        db: &str,
+        tables: impl Iterator<Item = &'a str>,
+    ) -> Vec<String> {
+        let rels = self.relations.get(config, db, false);
+        let mut gens = Vec::new();
+        for table in tables {
+            let family = rels
+                .as_ref()
+                .and_then(|r| r.by_name.get(table))
+                .map(|r| r.family.clone())
+                .unwrap_or_default();
+            gens.extend(
+                std::iter::once(table.to_owned())
+                    .chain(family)
+                    .map(|t| format!("tg:t:{db}:{t}")),
+            );
+        }
+        gens
+    }
+}
+
+/// TimescaleDB's jobs that change what reads return — continuous-aggregate refreshes and
+/// retention — with the aggregate or hypertable they work on and their run counters. A run
+/// that ends in failure may have committed part of its work (a refresh commits batch by batch),
+/// so any change of the counters counts.
+const JOB_RUNS: &str = "\
+SELECT j.job_id, j.hypertable_name::text, \
+       concat_ws(':', s.total_runs, s.total_successes, s.total_failures) \
+FROM timescaledb_information.jobs j \
+JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id \
+WHERE j.proc_name IN ('policy_refresh_continuous_aggregate', 'policy_retention') \
+  AND j.hypertable_name IS NOT NULL";
+
+/// Reads [`JOB_RUNS`] every `timescale.watch_interval` and yields the relations whose jobs
+/// started or ended a run since the last read (a run TideGate did not make: the scheduler's, or
+/// `CALL run_job` in psql). Without TimescaleDB, or with the interval 0, it never yields.
+struct JobWatch {
+    pool: Option<sqlx::PgPool>,
+    every: Option<Duration>,
+    seen: Option<std::collections::HashMap<i32, String>>,
+}
+
+impl JobWatch {
+    fn new(config: &Config, db: &str) -> JobWatch {
+        let every = config.timescale.watch_interval.get();
+        JobWatch {
+            pool: every
+                .map(|_| crate::upstream::own_db::lazy_pool(config, db, "tidegate-job-watch", 1)),
+            every,
+            seen: None,
+        }
+    }
+
+    /// Waits one interval, then returns what ran since the last call.
+    async fn next(&mut self) -> Vec<String> {
+        let (Some(pool), Some(every)) = (&self.pool, self.every) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep(every).await;
+        let runs: Result<Vec<(i32, String, String)>, sqlx::Error> = async {
+            if !crate::upstream::own_db::has_timescaledb(pool).await? {
+                return Ok(Vec::new());
+            }
+            sqlx::query_as(JOB_RUNS).fetch_all(pool).await
+        }
+        .await;
+        let runs = match runs {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "cache: job runs not read");
+                return Vec::new();
+            }
+        };
+        let changed = match &self.seen {
+            // The first read is the baseline: whatever ran before was covered by the LISTEN's
+            // own start.
+            None => Vec::new(),
+            Some(before) => runs
+                .iter()
+                .filter(|(id, _, counters)| before.get(id) != Some(counters))
+                .map(|(_, name, _)| name.clone())
+                .collect(),
+        };
+        let now = runs.into_iter().map(|(id, _, c)| (id, c)).collect();
+        self.seen = Some(now);
+        changed
     }
 }
