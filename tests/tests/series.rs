@@ -501,8 +501,9 @@ async fn reads_equal_direct_queries_over_random_data() {
     assert_rows(&filled, &Value::from(want), "fill=true", seed);
 }
 
-/// Latest: the newest `limit` per series, by series then time descending, equal to a direct
-/// `row_number()` query (on TimescaleDB, limit 1 is answered with DISTINCT ON / SkipScan).
+/// Latest, as the seed's get_latest: without series ids the newest `limit` points over all
+/// series; with ids the newest `limit` of each, by series then time descending — equal to the
+/// direct SQL.
 async fn check_latest(api: &Api, c: &tokio_postgres::Client, seed: u64) {
     for (limit, ids) in [
         ("1", None),
@@ -511,16 +512,20 @@ async fn check_latest(api: &Api, c: &tokio_postgres::Client, seed: u64) {
         ("1", Some("5")),
     ] {
         let mut q = vec![("limit", limit)];
-        let mut filter = String::new();
-        if let Some(ids) = ids {
-            q.push(("series_id", ids));
-            filter = format!("AND series_id IN ({ids})");
-        }
-        let sql = format!(
-            "SELECT coalesce(json_agg({POINT} ORDER BY series_id, time DESC), '[]')::text FROM \
-             (SELECT *, row_number() OVER (PARTITION BY series_id ORDER BY time DESC) AS rn \
-              FROM time_series_data) q WHERE rn <= {limit} {filter}"
-        );
+        let sql = match ids {
+            Some(ids) => {
+                q.push(("series_id", ids));
+                format!(
+                    "SELECT coalesce(json_agg({POINT} ORDER BY series_id, time DESC), '[]')::text FROM \
+                     (SELECT *, row_number() OVER (PARTITION BY series_id ORDER BY time DESC) AS rn \
+                      FROM time_series_data) q WHERE rn <= {limit} AND series_id IN ({ids})"
+                )
+            }
+            None => format!(
+                "SELECT coalesce(json_agg({POINT} ORDER BY time DESC, series_id), '[]')::text FROM \
+                 (SELECT * FROM time_series_data ORDER BY time DESC, series_id LIMIT {limit}) q"
+            ),
+        };
         let want = direct(c, &sql).await;
         assert_rows(
             &rows(api, LATEST, &q).await,
@@ -747,5 +752,105 @@ async fn sigkill_during_ingest_leaves_only_whole_batches() {
         "{} batches acknowledged, {} present",
         acked.len(),
         present.len()
+    );
+}
+
+/// The seed's `get_latest` under the example config's optimizer guard (`unbounded =
+/// "reject"` on `public.time_series_data`): `ORDER BY time DESC LIMIT n` is a bounded read —
+/// TimescaleDB's ordered append executes the newest chunks only (the plan shows it) — so
+/// `latest` answers, with and without `series_id`, equal to the direct SQL, while an unbounded
+/// read of the hypertable is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_passes_the_unbounded_scan_guard_as_a_bounded_read() {
+    let Some(pg) = Postgres::start_timescale() else {
+        return;
+    };
+    migrate(&pg).await;
+    pg.sql(
+        "postgres",
+        "INSERT INTO time_series_data (time, series_id, value) \
+         SELECT t, s, s * 1000 + extract(epoch FROM t)::int8 % 1000 \
+         FROM generate_series(now() - interval '10 days', now(), interval '10 minutes') t, \
+              generate_series(1, 20) s; \
+         ANALYZE time_series_data",
+    );
+    let dir = tidegate_tests::plugin_dir_with(&["optimizer.wasm"]);
+    let extra = format!(
+        r#"
+[plugins]
+dir = "{}"
+[[plugins.chain]]
+name = "optimizer"
+file = "optimizer.wasm"
+kind = "optimizer"
+[plugins.chain.config]
+hypertables = ["public.time_series_data"]
+time_column = "time"
+unbounded = "reject"
+"#,
+        dir.display()
+    );
+    let (_broker, addr) = Broker::start_http(&pg, &extra).await;
+    let api = Api::app(addr);
+    let c = pg.connect("postgres").await;
+    c.batch_execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1")
+        .await
+        .expect("session settings");
+    for (q, direct_sql) in [
+        (
+            vec![("series_id", "7"), ("limit", "1")],
+            "SELECT * FROM time_series_data WHERE series_id = 7 ORDER BY time DESC LIMIT 1",
+        ),
+        (
+            vec![("limit", "1")],
+            "SELECT * FROM time_series_data ORDER BY time DESC, series_id LIMIT 1",
+        ),
+        (
+            vec![("limit", "30")],
+            "SELECT * FROM time_series_data ORDER BY time DESC, series_id LIMIT 30",
+        ),
+    ] {
+        let want = direct(
+            &c,
+            &format!(
+                "SELECT coalesce(json_agg({POINT} ORDER BY time DESC, series_id), '[]')::text \
+                 FROM ({direct_sql}) q"
+            ),
+        )
+        .await;
+        assert_rows(
+            &rows(&api, LATEST, &q).await,
+            &want,
+            &format!("latest {q:?}"),
+            0,
+        );
+    }
+    // The guard is on: an unbounded read is refused with 54000.
+    let (status, v) = api
+        .sql("SELECT avg(value) FROM time_series_data", json!([]))
+        .await;
+    assert_eq!(v["error"]["code"], "54000", "{status}: {v}");
+    // The plan of latest without series_id: ordered append, newest chunks first, the rest
+    // never executed.
+    let plan = pg.sql(
+        "postgres",
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) \
+         SELECT * FROM time_series_data p ORDER BY p.time DESC, p.series_id LIMIT 1",
+    );
+    println!("{plan}");
+    assert!(plan.contains("Custom Scan (ChunkAppend)"), "{plan}");
+    assert!(plan.contains("Order: p.\"time\" DESC"), "{plan}");
+    let never = plan.matches("(never executed)").count();
+    let chunks: usize = pg
+        .sql(
+            "postgres",
+            "SELECT count(*) FROM show_chunks('time_series_data')",
+        )
+        .parse()
+        .expect("chunks");
+    assert!(chunks >= 40, "{chunks} chunks");
+    assert!(
+        never >= chunks - 8,
+        "{never} of {chunks} chunks never executed:\n{plan}"
     );
 }

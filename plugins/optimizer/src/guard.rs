@@ -10,10 +10,56 @@ pub const BOUNDING_OPS: &[&str] = &["<", "<=", ">", ">=", "="];
 /// Whether some WHERE clause of the query holds, as a conjunct (not under OR or NOT, not inside
 /// a function call), a comparison of a column named `column` (bare or qualified) by `<`, `<=`,
 /// `>`, `>=`, `=`, `BETWEEN` or `IN (…)`, on either side.
+///
+/// Or whether some (sub)query orders by that column first and takes a fixed number of rows —
+/// `ORDER BY time DESC LIMIT n` (or `ASC`, `FETCH FIRST n ROWS`): TimescaleDB's ordered append
+/// reads chunks newest (oldest) first and stops when it has `n` rows.
 pub fn bounded(scan: &Scan<'_>, column: &str) -> bool {
     scan.where_clauses()
         .into_iter()
         .any(|clause| bounded_in(scan, column, clause))
+        || ordered_limit(scan, column)
+}
+
+/// `ORDER BY <column> [ASC|DESC] [NULLS FIRST|LAST] [, …] LIMIT <number or $n>` at one depth.
+fn ordered_limit(scan: &Scan<'_>, column: &str) -> bool {
+    (0..scan.len()).any(|i| {
+        if !(scan.is_word(i, "order") && scan.is_word(i + 1, "by")) {
+            return false;
+        }
+        let d = scan.depth[i];
+        let Some((parts, mut j)) = scan.colref(i + 2) else {
+            return false;
+        };
+        if parts.last().map(String::as_str) != Some(column) || scan.is(j, Kind::Open) {
+            return false;
+        }
+        // The rest of the ORDER BY list, to the clause that follows it at this depth.
+        while j < scan.len() && scan.depth[j] >= d {
+            if scan.depth[j] == d
+                && (scan.is(j, Kind::Close)
+                    || scan.is(j, Kind::Semicolon)
+                    || scan.is_word(j, "limit")
+                    || scan.is_word(j, "fetch")
+                    || scan.is_word(j, "offset")
+                    || scan.is_word(j, "for"))
+            {
+                break;
+            }
+            j += 1;
+        }
+        let fixed = |k: usize| scan.is(k, Kind::Number) || scan.is(k, Kind::Param);
+        if scan.is_word(j, "offset") {
+            return false; // OFFSET before LIMIT reads (and skips) rows first: not a bound
+        }
+        if scan.is_word(j, "limit") {
+            return scan.depth.get(j + 1) == Some(&d) && fixed(j + 1);
+        }
+        // FETCH FIRST|NEXT n ROW|ROWS ONLY
+        scan.is_word(j, "fetch")
+            && (scan.is_word(j + 1, "first") || scan.is_word(j + 1, "next"))
+            && fixed(j + 2)
+    })
 }
 
 fn bounded_in(scan: &Scan<'_>, column: &str, (start, end): (usize, usize)) -> bool {
@@ -95,6 +141,12 @@ mod tests {
         "SELECT count(*) FROM (SELECT * FROM metrics WHERE time > $1) s",
         "SELECT * FROM metrics WHERE time > $1;",
         "SELECT * FROM metrics /* where nothing */ WHERE -- no\n time > $1",
+        "SELECT * FROM metrics ORDER BY time DESC LIMIT 1",
+        "SELECT * FROM metrics p ORDER BY p.time DESC NULLS LAST, host LIMIT $1",
+        "SELECT * FROM metrics ORDER BY time LIMIT 10",
+        "SELECT * FROM metrics ORDER BY time DESC FETCH FIRST 5 ROWS ONLY",
+        "SELECT * FROM ids CROSS JOIN LATERAL (SELECT * FROM metrics x WHERE x.host = ids.id \
+         ORDER BY x.time DESC LIMIT $1::integer) p",
     ];
 
     const UNBOUNDED: &[&str] = &[
@@ -126,6 +178,15 @@ mod tests {
         "SELECT * FROM metrics GROUP BY host HAVING max(time) > $1",
         "SELECT * FROM metrics WHERE CASE WHEN time > $1 THEN true END",
         "SELECT * FROM metrics WHERE time(3) > $1",
+        "SELECT * FROM metrics ORDER BY time DESC",
+        "SELECT * FROM metrics ORDER BY host, time DESC LIMIT 1",
+        "SELECT * FROM metrics ORDER BY time DESC LIMIT ALL",
+        "SELECT * FROM metrics ORDER BY time DESC LIMIT NULL",
+        "SELECT * FROM metrics ORDER BY time DESC OFFSET 10 LIMIT 1",
+        "SELECT * FROM metrics ORDER BY time(x) LIMIT 1",
+        "SELECT * FROM metrics ORDER BY times DESC LIMIT 1",
+        "SELECT * FROM metrics ORDER BY time DESC LIMIT (SELECT count(*) FROM metrics)",
+        "SELECT host FROM (SELECT * FROM metrics ORDER BY time DESC) s LIMIT 1",
     ];
 
     #[test]

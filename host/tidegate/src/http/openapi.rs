@@ -128,10 +128,10 @@ pub fn spec() -> Value {
                     param("fill", "query", false, "true: empty buckets as rows of nulls")]),
                 "responses": with_errors(result_ok()) } },
             "/v1/series/{table}/latest": { "get": {
-                "summary": "get_latest: the newest points of each series",
+                "summary": "get_latest: the newest points (of each named series)",
                 "parameters": [ table_param(),
                     param("series_id", "query", false, "Series ids, comma-separated (default: all)"),
-                    param("limit", "query", false, "Points per series (default 1)") ],
+                    param("limit", "query", false, "Points: in all, or per named series (default 1)") ],
                 "responses": with_errors(result_ok()) } },
             "/v1/series/{table}/points": { "post": {
                 "summary": "Store points: one COPY, one transaction; replied after commit",

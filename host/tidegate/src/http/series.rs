@@ -437,10 +437,11 @@ struct LatestQuery {
     limit: Option<u32>,
 }
 
-/// get_latest: the newest `limit` points of each series (all series, or those named). Each
-/// series is one index probe on `(series, time DESC)`; the series themselves are found by a
-/// loose index scan, so the cost follows the number of series, not of rows. On TimescaleDB the
-/// newest point per series is a DISTINCT ON, which its SkipScan answers the same way.
+/// get_latest, as the seed's: without `series_id` the newest `limit` points over all series
+/// (`ORDER BY time DESC LIMIT n`: on TimescaleDB an ordered append that reads the newest chunks
+/// only); with `series_id` the newest `limit` points of each series named, one index probe on
+/// `(series, time DESC)` per series. Both read a bounded number of rows, which the optimizer's
+/// unbounded-scan guard recognizes.
 async fn latest(
     State(st): State<Arc<HttpState>>,
     Path(table): Path<String>,
@@ -467,44 +468,24 @@ fn latest_sql(info: &TableInfo, q: &LatestQuery) -> Result<Stmt, ApiError> {
         .map(|c| format!("p.{}", quote_ident(c)))
         .collect();
     let table = info.qualified();
-    if limit == 1 && info.timescaledb {
-        // TimescaleDB answers DISTINCT ON with SkipScan on the (series, time DESC) index: one
-        // jump per series and chunk (a per-series probe may pick the time index instead).
-        let mut params = Vec::new();
-        let mut sql = format!(
-            "SELECT DISTINCT ON ({sid}) {} FROM {table} p",
-            cols.join(", ")
-        );
-        if let Some(ids) = &q.series_id {
-            params.push(Some(series_param(ids)?));
-            sql.push_str(&format!(" WHERE p.{sid} = ANY ($1)"));
-        }
-        sql.push_str(&format!(" ORDER BY p.{sid}, p.{t} DESC"));
-        return Ok(Stmt { sql, params });
-    }
-    let probe = format!(
-        "CROSS JOIN LATERAL (SELECT * FROM {table} x WHERE x.{sid} = ids.id ORDER BY x.{t} DESC LIMIT $1::integer) p"
-    );
-    let mut params = vec![Some(limit.to_string())];
-    let sql = match &q.series_id {
-        Some(ids) => {
-            params.push(Some(series_param(ids)?));
-            let ty = info.column_type(&s.series).unwrap_or("text");
-            format!(
-                "SELECT {} FROM (SELECT DISTINCT unnest($2::{ty}[]) AS id) ids {probe} ORDER BY p.{sid}, p.{t} DESC",
+    let Some(ids) = &q.series_id else {
+        return Ok(Stmt {
+            sql: format!(
+                "SELECT {} FROM {table} p ORDER BY p.{t} DESC, p.{sid} LIMIT $1::integer",
                 cols.join(", ")
-            )
-        }
-        None => format!(
-            "WITH RECURSIVE ids AS ( \
-               (SELECT {sid} AS id FROM {table} ORDER BY {sid} LIMIT 1) \
-               UNION ALL \
-               SELECT (SELECT {sid} FROM {table} WHERE {sid} > ids.id ORDER BY {sid} LIMIT 1) \
-                 FROM ids WHERE ids.id IS NOT NULL) \
-             SELECT {} FROM ids {probe} WHERE ids.id IS NOT NULL ORDER BY p.{sid}, p.{t} DESC",
-            cols.join(", ")
-        ),
+            ),
+            params: vec![Some(limit.to_string())],
+        });
     };
+    let ty = info.column_type(&s.series).unwrap_or("text");
+    let sql = format!(
+        "SELECT {} FROM (SELECT DISTINCT unnest($2::{ty}[]) AS id) ids \
+         CROSS JOIN LATERAL (SELECT * FROM {table} x WHERE x.{sid} = ids.id \
+           ORDER BY x.{t} DESC LIMIT $1::integer) p \
+         ORDER BY p.{sid}, p.{t} DESC",
+        cols.join(", ")
+    );
+    let params = vec![Some(limit.to_string()), Some(series_param(ids)?)];
     Ok(Stmt { sql, params })
 }
 
