@@ -757,3 +757,54 @@ refresh = { start_offset = "7d", end_offset = "1h", every = "1h" }
     }
     broker.shutdown().await;
 }
+
+/// The same plan, apply and status as JSON under the admin HTTP API, for `http.admin_users`
+/// only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_http_api_plans_applies_and_reports() {
+    use tidegate_tests::{send_json, Api, ApiAuth};
+    let Some(pg) = Postgres::start_timescale_with(QUIET) else {
+        return;
+    };
+    load(&pg);
+    let extra = format!(
+        "[http]\nadmin_users = [\"app\"]\n{}\n[[users]]\nname = \"other\"\npassword = \"other\"\n",
+        declared(r#"["avg"]"#, "7d")
+    );
+    let (broker, addr) = tidegate_tests::Broker::start_http(&pg, &extra).await;
+    let admin = Api::app(addr);
+    let other = Api::new(addr, ApiAuth::Basic("other".into(), "other".into()));
+    for path in ["/admin/timescale/plan", "/admin/timescale/status"] {
+        let (s, v) = send_json(other.get(path)).await;
+        assert_eq!(s, 403, "{path}: {v}");
+    }
+    let (s, _) = send_json(other.post("/admin/timescale/apply")).await;
+    assert_eq!(s, 403);
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM timescaledb_information.hypertables"
+        ),
+        0
+    );
+
+    let (s, plan) = send_json(admin.get("/admin/timescale/plan")).await;
+    assert_eq!(s, 200, "{plan}");
+    assert_eq!(plan["changes"].as_array().map(Vec::len), Some(7), "{plan}");
+    assert!(plan["changes"][0]["why"]
+        .as_str()
+        .is_some_and(|w| w.contains(&format!("moves its {ROWS} rows"))));
+    let (s, applied) = send_json(admin.post("/admin/timescale/apply")).await;
+    assert_eq!(s, 200, "{applied}");
+    assert_eq!(applied["changes"].as_array().map(Vec::len), Some(7));
+    let (_, plan) = send_json(admin.get("/admin/timescale/plan")).await;
+    assert_eq!(plan["changes"].as_array().map(Vec::len), Some(0), "{plan}");
+    let (s, status) = send_json(admin.get("/admin/timescale/status")).await;
+    assert_eq!(s, 200, "{status}");
+    assert_eq!(
+        status["hypertables"][0]["name"],
+        "\"public\".\"time_series_data\""
+    );
+    assert_eq!(status["jobs"].as_array().map(Vec::len), Some(4));
+    broker.shutdown().await;
+}

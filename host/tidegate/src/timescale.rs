@@ -160,17 +160,11 @@ pub async fn apply_to(
 ) -> Result<Applied, TimescaleError> {
     let start = Instant::now();
     let mut conn = connect(config).await?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(LOCK_KEY)
-        .execute(&mut conn)
-        .await?;
+    lock(&mut conn, "pg_advisory_lock").await?;
     let waited = start.elapsed();
     let result = apply_locked(&mut conn, config, allow_recreate, only).await;
     // Closing the connection would release the lock too; unlock explicitly all the same.
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(LOCK_KEY)
-        .execute(&mut conn)
-        .await;
+    let _ = lock(&mut conn, "pg_advisory_unlock").await;
     let _ = conn.close().await;
     let (changes, notes) = result?;
     Ok(Applied {
@@ -205,18 +199,7 @@ async fn apply_locked(
     }
     for change in &plan.changes {
         tracing::info!(object = %change.object, why = %change.why, "timescale apply");
-        let mut tx = conn.begin().await?;
-        for statement in &change.statements {
-            sqlx::raw_sql(statement)
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| TimescaleError::Statement {
-                    object: change.object.clone(),
-                    statement: statement.clone(),
-                    source,
-                })?;
-        }
-        tx.commit().await?;
+        run_in_transaction(conn, change).await?;
     }
     Ok((plan.changes, plan.notes))
 }
@@ -240,3 +223,29 @@ pub async fn status(config: &Config) -> Result<Status, TimescaleError> {
 
 #[cfg(test)]
 mod plan_tests;
+
+/// Runs one change's statements in one transaction (rolled back on the first failure).
+async fn run_in_transaction(
+    conn: &mut PgConnection,
+    change: &Change,
+) -> Result<(), TimescaleError> {
+    sqlx::query("BEGIN").execute(&mut *conn).await?;
+    for statement in &change.statements {
+        if let Err(source) = sqlx::query(statement).execute(&mut *conn).await {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(TimescaleError::Statement {
+                object: change.object.clone(),
+                statement: statement.clone(),
+                source,
+            });
+        }
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// `SELECT pg_advisory_lock(LOCK_KEY)` (or `_unlock`).
+async fn lock(conn: &mut PgConnection, function: &str) -> Result<(), sqlx::Error> {
+    let sql = format!("SELECT {function}({LOCK_KEY})");
+    sqlx::query(&sql).execute(conn).await.map(drop)
+}

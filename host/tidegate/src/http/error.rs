@@ -107,6 +107,11 @@ impl ApiError {
         e
     }
 
+    /// 409: the request conflicts with the database's state.
+    pub fn conflict(message: &str) -> ApiError {
+        Self::new(StatusCode::CONFLICT, "tidegate.conflict", message)
+    }
+
     /// 422: the request is well-formed but its content is not acceptable.
     pub fn unprocessable(message: &str) -> ApiError {
         Self::new(
