@@ -349,21 +349,79 @@ time_column = "time"
     );
 }
 
-/// Without the extension the commands say so and fail (this runs on every machine).
-#[test]
-fn without_timescaledb_the_commands_say_so() {
+/// Without the extension (this runs on every machine): v6 partitioned `time_series_data`
+/// natively; `plan` and `apply` keep its daily partitions a week ahead — a missing one is
+/// created and the rows of its range move out of the default partition — and say what only
+/// TimescaleDB does; `status` and the TimescaleDB-only commands say it is not installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_timescaledb_native_partitions_are_kept_ahead() {
     let pg = Postgres::start();
+    tidegate_tests::migrate(&pg).await;
     let dir = fresh_dir().expect("dir");
     let config = write_config(&dir, &pg, &declared(r#"["avg"]"#, "7d"));
-    for cmd in ["plan", "apply", "status"] {
-        let out = tidegate(&["timescale", cmd], &config);
-        assert_eq!(code(&out), 1, "{cmd}: {}", text(&out));
+    let plan = tidegate(&["timescale", "plan"], &config);
+    assert_eq!(code(&plan), 0, "{}", text(&plan));
+    assert!(
+        text(&plan).contains(
+            "TimescaleDB is not installed: space partitions, compression, a retention policy \
+             (`tidegate cleanup` applies retention), continuous aggregates not applied"
+        ),
+        "{}",
+        text(&plan)
+    );
+    for cmd in [
+        &["timescale", "status"][..],
+        &["compress"],
+        &["chunks", "time_series_data"],
+    ] {
+        let out = tidegate(cmd, &config);
+        assert_eq!(code(&out), 1, "{cmd:?}: {}", text(&out));
         assert!(
             text(&out).contains("TimescaleDB is not installed in database \"postgres\""),
-            "{cmd}: {}",
+            "{cmd:?}: {}",
             text(&out)
         );
     }
+
+    // Tomorrow's partition gone, a row for tomorrow lands in the default partition.
+    let tomorrow = pg.sql(
+        "postgres",
+        "SELECT to_char((now() AT TIME ZONE 'UTC')::date + 1, 'YYYYMMDD')",
+    );
+    let part = format!("time_series_data_p{tomorrow}_000000");
+    pg.sql(
+        "postgres",
+        &format!(
+            "DROP TABLE {part}; \
+             INSERT INTO time_series_data VALUES ((now() AT TIME ZONE 'UTC')::date + 1 + interval '1 hour', 1, 1, NULL), \
+                                                 ('2001-01-01', 1, 1, NULL)"
+        ),
+    );
+    let where_rows =
+        "SELECT string_agg(tableoid::regclass::text, ',' ORDER BY time) FROM time_series_data";
+    assert_eq!(
+        pg.sql("postgres", where_rows),
+        "time_series_data_default,time_series_data_default"
+    );
+    let plan = tidegate(&["timescale", "plan"], &config);
+    assert_eq!(code(&plan), 2, "{}", text(&plan));
+    assert!(
+        text(&plan).contains(&format!("ATTACH PARTITION \"public\".\"{part}\"")),
+        "{}",
+        text(&plan)
+    );
+    let apply = tidegate(&["timescale", "apply"], &config);
+    assert_eq!(code(&apply), 0, "{}", text(&apply));
+    assert!(
+        text(&apply).contains("1 change(s) applied"),
+        "{}",
+        text(&apply)
+    );
+    assert_eq!(
+        pg.sql("postgres", where_rows),
+        format!("time_series_data_default,{part}")
+    );
+    assert_eq!(code(&tidegate(&["timescale", "plan"], &config)), 0);
 }
 
 fn json(out: &Output) -> Value {

@@ -1,10 +1,10 @@
 //! Schema migrations (reliability scenario 29), run as the real `tidegate` binary against real
-//! PostgreSQL: `tidegate migrate` applies v1–v3 once and `--status` reports them; three brokers
+//! PostgreSQL: `tidegate migrate` applies v1–v6 once and `--status` reports them; three brokers
 //! started at once with `[migrations] on_start = true` apply them exactly once between them
 //! and all serve; a checksum mismatch and a failed migration stop both `migrate` and `serve`
 //! with a message naming the version, leaving `_sqlx_migrations` consistent; with TimescaleDB
-//! `time_series_data` becomes a compressed, space-partitioned hypertable, and without it stays
-//! a plain table, saying so.
+//! `time_series_data` becomes a compressed, space-partitioned hypertable, and without it a
+//! natively partitioned table, saying so.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -15,6 +15,10 @@ use tidegate_tests::{free_port, fresh_dir, run_tool, tidegate_bin, Postgres};
 /// v3's notice on a server without TimescaleDB.
 const NO_TIMESCALE: &str = "TimescaleDB is not installed: time_series_data stays a plain table \
                             (no hypertable, space partitioning or compression)";
+
+/// v6's notice on a server without TimescaleDB.
+const NATIVE: &str =
+    "TimescaleDB is not installed: time_series_data is partitioned natively, by day";
 
 /// A private directory for configuration files and logs, removed when dropped (unless
 /// `TIDEGATE_KEEP_TEST_DIRS` is set, as for the harness's servers).
@@ -218,19 +222,23 @@ async fn migrate_applies_once_reports_status_and_keeps_plain_tables_without_time
     let config = write_config(&pg, &dir, "tidegate", free_port());
 
     let (stdout, stderr) = migrate_ok(&config, &[]).await;
-    assert!(stdout.contains("5 applied by this run"), "{stdout}");
+    assert!(stdout.contains("6 applied by this run"), "{stdout}");
     for line in [
         "1 initial schema  applied ",
         "2 indexes  applied ",
         "3 partitioning  applied ",
         "4 audit indexes  applied ",
         "5 audit chain head  applied ",
+        "6 native partitioning  applied ",
+        "time_series_data: natively partitioned by range on time (10 partitions, the default one included; TimescaleDB is not installed)",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
     }
-    // (f) Without TimescaleDB, v3 says what it did not do, and the table is not partitioned.
+    // (f) Without TimescaleDB, v3 says what it did not do, and v6 partitions the table
+    // natively: a partition per day from yesterday to a week ahead, and a default one.
     assert!(stderr.contains(NO_TIMESCALE), "stderr:\n{stderr}");
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
+    assert!(stderr.contains(NATIVE), "stderr:\n{stderr}");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true,6:true");
     assert_eq!(
         pg.sql(
             "postgres",
@@ -239,8 +247,27 @@ async fn migrate_applies_once_reports_status_and_keeps_plain_tables_without_time
              (SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb') \
              FROM pg_class c WHERE c.oid = 'public.time_series_data'::regclass"
         ),
-        "r:0:0"
+        "p:10:0"
     );
+    // Today's rows go into today's partition; far-off times into the default one.
+    pg.sql(
+        "postgres",
+        "INSERT INTO time_series_data VALUES (now(), 1, 1.5, NULL), ('2001-01-01', 1, 2, NULL)",
+    );
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT string_agg(tableoid::regclass::text, ',' ORDER BY time) FROM time_series_data"
+        ),
+        format!(
+            "time_series_data_default,time_series_data_p{}_000000",
+            pg.sql(
+                "postgres",
+                "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')"
+            )
+        )
+    );
+    pg.sql("postgres", "DELETE FROM time_series_data");
     assert_eq!(
         pg.sql(
             "postgres",
@@ -259,16 +286,21 @@ async fn migrate_applies_once_reports_status_and_keeps_plain_tables_without_time
         "public.time_series_data time series_id {value} metadata"
     );
 
-    // `--status` changes nothing and lists all five as applied.
+    // `--status` changes nothing and lists all six as applied, then the table's layout.
     let (status, _) = migrate_ok(&config, &["--status"]).await;
     let lines: Vec<&str> = status.lines().collect();
-    assert_eq!(lines.len(), 5, "{status}");
+    assert_eq!(lines.len(), 7, "{status}");
+    assert!(
+        lines[6].starts_with("time_series_data: natively partitioned"),
+        "{status}"
+    );
     for (line, prefix) in lines.iter().zip([
         "1 initial schema  applied 20",
         "2 indexes  applied 20",
         "3 partitioning  applied 20",
         "4 audit indexes  applied 20",
         "5 audit chain head  applied 20",
+        "6 native partitioning  applied 20",
     ]) {
         assert!(line.starts_with(prefix), "{line:?} vs {prefix:?}");
     }
@@ -280,7 +312,7 @@ async fn migrate_applies_once_reports_status_and_keeps_plain_tables_without_time
     );
     let (stdout, _) = migrate_ok(&config, &[]).await;
     assert!(stdout.contains("0 applied by this run"), "{stdout}");
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true,6:true");
     assert_eq!(
         pg.sql(
             "postgres",
@@ -328,13 +360,13 @@ async fn three_brokers_starting_at_once_apply_migrations_once_and_all_serve() {
     for b in &mut brokers {
         b.wait_listening();
     }
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true,6:true");
     assert_eq!(
         pg.sql(
             "postgres",
             "SELECT count(*) || ':' || count(DISTINCT version) FROM _sqlx_migrations"
         ),
-        "5:5"
+        "6:6"
     );
     assert_eq!(
         pg.sql(
@@ -346,9 +378,9 @@ async fn three_brokers_starting_at_once_apply_migrations_once_and_all_serve() {
         "t"
     );
     let applied: Vec<u64> = brokers.iter().map(Served::applied).collect();
-    assert_eq!(applied.iter().sum::<u64>(), 5, "per instance: {applied:?}");
+    assert_eq!(applied.iter().sum::<u64>(), 6, "per instance: {applied:?}");
     assert!(
-        applied.contains(&5),
+        applied.contains(&6),
         "one instance applied all: {applied:?}"
     );
     for b in &brokers {
@@ -391,7 +423,7 @@ async fn a_changed_migration_stops_migrate_and_serve_naming_its_version() {
 
     serve_refuses(&config, &dir, listen, needle);
     // Nothing was re-run or recorded anew.
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true,6:true");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,6 +465,10 @@ async fn a_failed_migration_is_rolled_back_unrecorded_and_the_broker_never_ready
     assert!(status.contains("3 partitioning  pending"), "{status}");
     assert!(status.contains("4 audit indexes  pending"), "{status}");
     assert!(status.contains("5 audit chain head  pending"), "{status}");
+    assert!(
+        status.contains("6 native partitioning  pending"),
+        "{status}"
+    );
 
     serve_refuses(&config, &dir, listen, "migration 2 (indexes) failed");
     assert_eq!(recorded(&pg), "1:true");
@@ -443,8 +479,8 @@ async fn a_failed_migration_is_rolled_back_unrecorded_and_the_broker_never_ready
         "ALTER TABLE public.time_series_data ADD COLUMN series_id integer NOT NULL",
     );
     let (stdout, _) = migrate_ok(&config, &[]).await;
-    assert!(stdout.contains("4 applied by this run"), "{stdout}");
-    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true");
+    assert!(stdout.contains("5 applied by this run"), "{stdout}");
+    assert_eq!(recorded(&pg), "1:true,2:true,3:true,4:true,5:true,6:true");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,8 +492,17 @@ async fn with_timescaledb_time_series_data_is_a_compressed_space_partitioned_hyp
     let dir = WorkDir::new();
     let config = write_config(&pg, &dir, "tidegate", free_port());
     let (stdout, stderr) = migrate_ok(&config, &[]).await;
-    assert!(stdout.contains("5 applied by this run"), "{stdout}");
+    assert!(stdout.contains("6 applied by this run"), "{stdout}");
     assert!(!stderr.contains(NO_TIMESCALE), "stderr:\n{stderr}");
+    assert!(!stderr.contains(NATIVE), "stderr:\n{stderr}");
+    assert!(
+        stdout.contains("time_series_data: a hypertable (TimescaleDB 2."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("partitioned on time by 1 day, series_id in 4 hash partitions"),
+        "{stdout}"
+    );
     let q = |sql: &str| pg.sql("postgres", sql);
     assert_eq!(
         q(
@@ -512,7 +557,7 @@ async fn with_timescaledb_time_series_data_is_a_compressed_space_partitioned_hyp
     )
     .expect("write config");
     let (stdout, _) = migrate_ok(&fresh, &[]).await;
-    assert!(stdout.contains("5 applied by this run"), "{stdout}");
+    assert!(stdout.contains("6 applied by this run"), "{stdout}");
     assert_eq!(
         pg.sql(
             "fresh",

@@ -159,7 +159,7 @@ pub async fn apply_to(
     only: Option<&str>,
 ) -> Result<Applied, TimescaleError> {
     let start = Instant::now();
-    let mut conn = connect(config).await?;
+    let (mut conn, _) = connect_any(config).await?;
     lock(&mut conn, "pg_advisory_lock").await?;
     let waited = start.elapsed();
     let result = apply_locked(&mut conn, config, allow_recreate, only).await;
@@ -206,7 +206,7 @@ async fn apply_locked(
 
 /// The plan for `config` (connects, reads the catalog, changes nothing).
 pub async fn plan(config: &Config) -> Result<Plan, TimescaleError> {
-    let mut conn = connect(config).await?;
+    let (mut conn, _) = connect_any(config).await?;
     let plan = plan_on(&mut conn, config).await;
     let _ = conn.close().await;
     plan

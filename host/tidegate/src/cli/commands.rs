@@ -209,6 +209,10 @@ fn migrate_command(config: PathBuf, status_only: bool) -> anyhow::Result<()> {
     if let Some(applied) = applied {
         println!("{} applied by this run", applied.len());
     }
+    match rt.block_on(migrate::time_series_layout(&cfg)) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("time_series_data: not inspected: {e}"),
+    }
     if let Some(s) = status.iter().find(|s| s.checksum_mismatch) {
         fail(&migrate::MigrateError::Changed(s.version));
     }

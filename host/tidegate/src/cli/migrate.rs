@@ -37,3 +37,60 @@ pub async fn sync_roles(
 ) -> anyhow::Result<Option<crate::cli::admin::roles::Report>> {
     crate::cli::admin::roles::sync_for_migrate(config).await
 }
+
+/// What v3 and v6 made of `public.time_series_data` in the migrations database: a hypertable
+/// (with TimescaleDB), native range partitions (without), or a plain table — one line for
+/// `tidegate migrate` to print.
+pub async fn time_series_layout(config: &Config) -> Result<String, sqlx::Error> {
+    use sqlx::Connection as _;
+    let opts = crate::upstream::own_db::options(config, config.migrations_database(), APPLICATION);
+    let mut conn = sqlx::postgres::PgConnection::connect_with(&opts).await?;
+    let kind: Option<String> = sqlx::query_scalar(
+        "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('public.time_series_data')",
+    )
+    .fetch_optional(&mut conn)
+    .await?;
+    let tsdb: Option<String> = sqlx::query_scalar(
+        "SELECT extversion::text FROM pg_extension WHERE extname = 'timescaledb'",
+    )
+    .fetch_optional(&mut conn)
+    .await?;
+    let line = match (kind.as_deref(), &tsdb) {
+        (None, _) => "time_series_data: absent".to_owned(),
+        (Some(_), Some(v)) => {
+            let dims: Vec<String> = sqlx::query_scalar(
+                "SELECT CASE WHEN dimension_type = 'Time' \
+                   THEN column_name || ' by ' || time_interval::text \
+                   ELSE column_name || ' in ' || num_partitions || ' hash partitions' END \
+                 FROM timescaledb_information.dimensions \
+                 WHERE hypertable_schema = 'public' AND hypertable_name = 'time_series_data' \
+                 ORDER BY dimension_number",
+            )
+            .fetch_all(&mut conn)
+            .await?;
+            if dims.is_empty() {
+                format!("time_series_data: a plain table (TimescaleDB {v} is installed, but it is no hypertable)")
+            } else {
+                format!(
+                    "time_series_data: a hypertable (TimescaleDB {v}), partitioned on {}",
+                    dims.join(", ")
+                )
+            }
+        }
+        (Some("p"), None) => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.time_series_data'::regclass",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            format!(
+                "time_series_data: natively partitioned by range on time ({n} partitions, the default one included; TimescaleDB is not installed)"
+            )
+        }
+        (Some(_), None) => {
+            "time_series_data: a plain table (TimescaleDB is not installed)".to_owned()
+        }
+    };
+    let _ = conn.close().await;
+    Ok(line)
+}

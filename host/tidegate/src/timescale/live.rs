@@ -22,6 +22,10 @@ pub struct Live {
     pub squatters: HashMap<Name, String>,
     /// The policy jobs (compression, retention, refresh) of the database.
     pub jobs: Vec<Job>,
+    /// Whether TimescaleDB is installed in the database.
+    pub timescaledb: bool,
+    /// The server's `now()`, in seconds since the epoch (where native partitions are kept).
+    pub now: f64,
 }
 
 /// A declared table as it is.
@@ -33,6 +37,19 @@ pub struct Table {
     pub hypertable: Option<Hypertable>,
     /// Its rows, when it is a plain table (what `migrate_data` would move).
     pub rows: Option<i64>,
+    /// Its native range partitioning, if it is partitioned that way.
+    pub native: Option<Native>,
+}
+
+/// A table partitioned natively (`PARTITION BY RANGE (column)`).
+#[derive(Debug, Default, Clone)]
+pub struct Native {
+    /// The partition key column.
+    pub key: String,
+    /// The partitions with timestamp bounds, as seconds since the epoch `[from, to)`.
+    pub ranges: Vec<(String, f64, f64)>,
+    /// The default partition, if any.
+    pub default: Option<String>,
 }
 
 /// A hypertable's dimensions and compression settings.
@@ -106,14 +123,23 @@ fn seconds(key: &str) -> String {
 
 /// Reads what the catalog holds for `decl`.
 pub async fn read(conn: &mut PgConnection, decl: &Timescale) -> Result<Live, sqlx::Error> {
-    let mut live = Live::default();
+    let mut live = Live {
+        timescaledb: extension(&mut *conn).await?.is_some(),
+        now: sqlx::query_scalar("SELECT extract(epoch FROM now())::float8")
+            .fetch_one(&mut *conn)
+            .await?,
+        ..Live::default()
+    };
     for h in &decl.hypertables {
         let Some(name) = tidegate_config::qualified(&h.table) else {
             continue;
         };
-        if let Some(t) = table(conn, &name).await? {
+        if let Some(t) = table(conn, &name, live.timescaledb).await? {
             live.tables.insert(name, t);
         }
+    }
+    if !live.timescaledb {
+        return Ok(live);
     }
     for row in sqlx::query(
         "SELECT c.view_schema::text, c.view_name::text, c.hypertable_schema::text, \
@@ -193,7 +219,11 @@ pub async fn read(conn: &mut PgConnection, decl: &Timescale) -> Result<Live, sql
 }
 
 /// One declared table's columns and hypertable settings; `None` when it does not exist.
-async fn table(conn: &mut PgConnection, name: &Name) -> Result<Option<Table>, sqlx::Error> {
+async fn table(
+    conn: &mut PgConnection,
+    name: &Name,
+    timescaledb: bool,
+) -> Result<Option<Table>, sqlx::Error> {
     let columns: Vec<String> = sqlx::query_scalar(
         "SELECT a.attname::text FROM pg_attribute a \
          JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -207,6 +237,19 @@ async fn table(conn: &mut PgConnection, name: &Name) -> Result<Option<Table>, sq
     if columns.is_empty() {
         return Ok(None);
     }
+    let native = native(conn, name).await?;
+    if native.is_some() || !timescaledb {
+        let rows = match native {
+            Some(_) => None,
+            None => Some(count(conn, name).await?),
+        };
+        return Ok(Some(Table {
+            columns,
+            hypertable: None,
+            rows,
+            native,
+        }));
+    }
     let dims = sqlx::query(
         "SELECT column_name::text, dimension_type::text, \
                 extract(epoch FROM time_interval)::float8, num_partitions::int4 \
@@ -218,17 +261,11 @@ async fn table(conn: &mut PgConnection, name: &Name) -> Result<Option<Table>, sq
     .fetch_all(&mut *conn)
     .await?;
     if dims.is_empty() {
-        let rows: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {}.{}",
-            quote(&name.0),
-            quote(&name.1)
-        ))
-        .fetch_one(&mut *conn)
-        .await?;
         return Ok(Some(Table {
             columns,
             hypertable: None,
-            rows: Some(rows),
+            rows: Some(count(conn, name).await?),
+            native: None,
         }));
     }
     let mut h = Hypertable::default();
@@ -280,5 +317,66 @@ async fn table(conn: &mut PgConnection, name: &Name) -> Result<Option<Table>, sq
         columns,
         hypertable: Some(h),
         rows: None,
+        native: None,
     }))
+}
+
+async fn count(conn: &mut PgConnection, name: &Name) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.{}",
+        quote(&name.0),
+        quote(&name.1)
+    ))
+    .fetch_one(conn)
+    .await
+}
+
+/// The native range partitioning of `name` on one column, if so.
+async fn native(conn: &mut PgConnection, name: &Name) -> Result<Option<Native>, sqlx::Error> {
+    let key: Option<String> = sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_partitioned_table pt \
+         JOIN pg_class c ON c.oid = pt.partrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] \
+         WHERE n.nspname = $1 AND c.relname = $2 AND pt.partstrat = 'r' AND pt.partnatts = 1",
+    )
+    .bind(&name.0)
+    .bind(&name.1)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let mut native = Native {
+        key,
+        ..Native::default()
+    };
+    // Bounds written `FROM ('…') TO ('…')`; MINVALUE/MAXVALUE bounds are left out (they
+    // match nothing here, and the plan does not add partitions over them).
+    for row in sqlx::query(
+        "SELECT p.relname::text, b = 'DEFAULT', \
+                extract(epoch FROM (m[1])::timestamptz)::float8, \
+                extract(epoch FROM (m[2])::timestamptz)::float8 \
+         FROM pg_inherits i \
+         JOIN pg_class p ON p.oid = i.inhrelid \
+         JOIN pg_class c ON c.oid = i.inhparent JOIN pg_namespace n ON n.oid = c.relnamespace, \
+         LATERAL (SELECT pg_get_expr(p.relpartbound, p.oid) AS b) e, \
+         LATERAL (SELECT regexp_match(e.b, 'FROM \\(''([^'']*)''\\) TO \\(''([^'']*)''\\)') AS m) r \
+         WHERE n.nspname = $1 AND c.relname = $2 ORDER BY 3",
+    )
+    .bind(&name.0)
+    .bind(&name.1)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let part: String = row.try_get(0)?;
+        if row.try_get::<Option<bool>, _>(1)?.unwrap_or(false) {
+            native.default = Some(part);
+        } else if let (Some(from), Some(to)) = (
+            row.try_get::<Option<f64>, _>(2)?,
+            row.try_get::<Option<f64>, _>(3)?,
+        ) {
+            native.ranges.push((part, from, to));
+        }
+    }
+    Ok(Some(native))
 }

@@ -273,9 +273,12 @@ async fn batched_delete(
         .await?;
         return Ok(removal);
     }
+    // A row is (tableoid, ctid): a ctid alone repeats across the partitions of a natively
+    // partitioned table.
     let sql = format!(
-        "WITH d AS (DELETE FROM {object} WHERE ctid = ANY (ARRAY ( \
-           SELECT ctid FROM {object} WHERE {time} < $1::timestamptz LIMIT $2)) RETURNING 1) \
+        "WITH d AS (DELETE FROM {object} WHERE (tableoid, ctid) IN ( \
+           SELECT tableoid, ctid FROM {object} WHERE {time} < $1::timestamptz LIMIT $2) \
+           RETURNING 1) \
          SELECT count(*) FROM d"
     );
     loop {

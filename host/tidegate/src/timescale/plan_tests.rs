@@ -30,9 +30,16 @@ fn columns() -> Vec<String> {
     ["time", "host", "cpu"].map(String::from).to_vec()
 }
 
+fn with_timescaledb() -> Live {
+    Live {
+        timescaledb: true,
+        ..Live::default()
+    }
+}
+
 /// `metrics` exactly as declared (without aggregates).
 fn in_sync() -> Live {
-    let mut live = Live::default();
+    let mut live = with_timescaledb();
     live.tables.insert(
         name("metrics"),
         Table {
@@ -47,6 +54,7 @@ fn in_sync() -> Live {
                 has_chunks: true,
             }),
             rows: None,
+            native: None,
         },
     );
     for (id, proc, after) in [
@@ -75,13 +83,14 @@ fn a_catalog_as_declared_plans_nothing() {
 
 #[test]
 fn a_plain_table_becomes_a_hypertable_moving_its_rows() {
-    let mut live = Live::default();
+    let mut live = with_timescaledb();
     live.tables.insert(
         name("metrics"),
         Table {
             columns: columns(),
             hypertable: None,
             rows: Some(1234),
+            native: None,
         },
     );
     let p = plan(&declared("").timescale, &live);
@@ -207,7 +216,7 @@ fn an_aggregate_is_created_then_recreated_only_when_its_definition_changes() {
 
 #[test]
 fn unknown_tables_and_columns_are_errors_not_changes() {
-    let mut live = Live::default();
+    let mut live = with_timescaledb();
     let p = plan(&declared("").timescale, &live);
     assert!(p.is_empty());
     assert!(
@@ -221,6 +230,7 @@ fn unknown_tables_and_columns_are_errors_not_changes() {
             columns: vec!["time".into()],
             hypertable: None,
             rows: Some(0),
+            native: None,
         },
     );
     let p = plan(&declared("").timescale, &live);
@@ -228,5 +238,78 @@ fn unknown_tables_and_columns_are_errors_not_changes() {
         p.errors[0].contains("has no column \"host\""),
         "{:?}",
         p.errors
+    );
+}
+
+/// 2026-12-05 12:00:00 UTC.
+const NOON: f64 = 1_796_472_000.0;
+
+#[test]
+fn without_timescaledb_native_partitions_are_kept_ahead_and_the_rest_is_said() {
+    let day = 86_400.0;
+    let midnight = NOON - 12.0 * 3_600.0;
+    let mut live = Live {
+        now: NOON,
+        ..Live::default()
+    };
+    live.tables.insert(
+        name("metrics"),
+        Table {
+            columns: columns(),
+            hypertable: None,
+            rows: None,
+            native: Some(live::Native {
+                key: "time".into(),
+                // Yesterday and today exist; a week ahead does not.
+                ranges: vec![
+                    ("metrics_p20261204_000000".into(), midnight - day, midnight),
+                    ("metrics_p20261205_000000".into(), midnight, midnight + day),
+                ],
+                default: Some("metrics_default".into()),
+            }),
+        },
+    );
+    let p = plan(&declared("").timescale, &live);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(p.changes.len(), 7, "{}", p.human());
+    let first = &p.changes[0];
+    assert!(
+        first
+            .why
+            .contains("[2026-12-06 00:00:00+00, 2026-12-07 00:00:00+00)"),
+        "{}",
+        first.why
+    );
+    assert_eq!(
+        first.statements,
+        [
+            "CREATE TABLE \"public\".\"metrics_p20261206_000000\" (LIKE \"public\".\"metrics\" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+            "WITH moved AS (DELETE FROM \"public\".\"metrics_default\" WHERE \"time\" >= '2026-12-06 00:00:00+00' AND \"time\" < '2026-12-07 00:00:00+00' RETURNING *) INSERT INTO \"public\".\"metrics_p20261206_000000\" SELECT * FROM moved",
+            "ALTER TABLE \"public\".\"metrics\" ATTACH PARTITION \"public\".\"metrics_p20261206_000000\" FOR VALUES FROM ('2026-12-06 00:00:00+00') TO ('2026-12-07 00:00:00+00')",
+        ]
+    );
+    assert!(
+        p.changes[6].why.contains("[2026-12-12 00:00:00+00"),
+        "{}",
+        p.changes[6].why
+    );
+    // Compression and the retention policy need TimescaleDB: said, not planned.
+    assert!(
+        p.notes[0].contains("TimescaleDB is not installed: compression, a retention policy"),
+        "{:?}",
+        p.notes
+    );
+
+    // A plain table without TimescaleDB: nothing to do, and said so.
+    live.tables
+        .get_mut(&name("metrics"))
+        .expect("metrics")
+        .native = None;
+    let p = plan(&declared("").timescale, &live);
+    assert!(p.is_empty() && p.errors.is_empty());
+    assert!(
+        p.notes.iter().any(|n| n.contains("nothing to partition")),
+        "{:?}",
+        p.notes
     );
 }

@@ -39,12 +39,13 @@ macro_rules! migration {
 
 /// Every migration: (version, description, file name, SQL), in version order. Version and
 /// description are those sqlx derives from the file name (checked by a test).
-const MIGRATIONS: [(i64, &str, &str, &str); 5] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 6] = [
     migration!(1, "initial schema", "0001_initial_schema.sql"),
     migration!(2, "indexes", "0002_indexes.sql"),
     migration!(3, "partitioning", "0003_partitioning.sql"),
     migration!(4, "audit indexes", "0004_audit_indexes.sql"),
     migration!(5, "audit chain head", "0005_audit_chain_head.sql"),
+    migration!(6, "native partitioning", "0006_native_partitioning.sql"),
 ];
 
 /// Why migrations could not be applied or inspected. Messages never carry the password.
