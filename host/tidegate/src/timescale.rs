@@ -11,7 +11,7 @@ pub mod status;
 
 use crate::upstream::own_db;
 use sqlx::postgres::PgConnection;
-use sqlx::Connection as _;
+use sqlx::{ConnectOptions as _, Connection as _};
 use std::time::{Duration, Instant};
 use tidegate_config::Config;
 
@@ -65,13 +65,16 @@ pub async fn connect_any(
         .timescale
         .database(&config.upstream.primary.database)
         .to_owned();
-    let mut conn =
-        PgConnection::connect_with(&own_db::options(config, &database, "tidegate-timescale"))
-            .await
-            .map_err(|source| TimescaleError::Connect {
-                database: database.clone(),
-                source,
-            })?;
+    let mut conn = PgConnection::connect_with(
+        // Chunk compression and aggregate refreshes are slow by nature: no slow-statement
+        // warnings for them.
+        &own_db::options(config, &database, "tidegate-timescale").disable_statement_logging(),
+    )
+    .await
+    .map_err(|source| TimescaleError::Connect {
+        database: database.clone(),
+        source,
+    })?;
     let version = live::extension(&mut conn).await?;
     Ok((conn, version))
 }

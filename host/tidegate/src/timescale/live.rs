@@ -78,7 +78,7 @@ pub struct Cagg {
     pub hypertable: Name,
     /// TideGate's record of the definition it was created from (the view's comment).
     pub comment: Option<String>,
-    /// Rows materialized.
+    /// Rows materialized (counted only where the plan would recreate it; else 0).
     pub rows: i64,
 }
 
@@ -151,18 +151,35 @@ pub async fn read(conn: &mut PgConnection, decl: &Timescale) -> Result<Live, sql
     .await?
     {
         let view: Name = (row.try_get(0)?, row.try_get(1)?);
-        let rows: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {}.{}",
-            quote(&view.0),
-            quote(&view.1)
-        ))
-        .fetch_one(&mut *conn)
-        .await?;
+        let comment: Option<String> = row.try_get(4)?;
+        // The rows matter only to an aggregate the plan would drop and recreate (a declared
+        // one whose recorded definition differs): count those alone, counting is a scan.
+        let recreated = decl.hypertables.iter().any(|h| {
+            let table = tidegate_config::qualified(&h.table);
+            h.continuous_aggregates.iter().any(|a| {
+                tidegate_config::qualified(&a.name).as_ref() == Some(&view)
+                    && table.as_ref().is_some_and(|t| {
+                        comment.as_deref()
+                            != Some(super::plan::definition_comment(h, t, a).as_str())
+                    })
+            })
+        });
+        let rows: i64 = if recreated {
+            sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {}.{}",
+                quote(&view.0),
+                quote(&view.1)
+            ))
+            .fetch_one(&mut *conn)
+            .await?
+        } else {
+            0
+        };
         live.caggs.insert(
             view,
             Cagg {
                 hypertable: (row.try_get(2)?, row.try_get(3)?),
-                comment: row.try_get(4)?,
+                comment,
                 rows,
             },
         );

@@ -425,17 +425,42 @@ pub async fn compress(
             ratio: None,
         };
         if !dry_run && !done.chunks.is_empty() {
+            let mut gone = Vec::new();
             for (i, c) in done.chunks.iter().enumerate() {
-                sqlx::query("SELECT compress_chunk($1::regclass, if_not_compressed => true)")
+                let n = done.chunks.len();
+                let compressed = compress_chunk(&mut conn, c).await;
+                if let Err(source) = compressed {
+                    // TimescaleDB's own compression job may compress the chunk first, a
+                    // retention run may drop it: then there is nothing left to do for it.
+                    let state: Option<bool> = sqlx::query_scalar(
+                        "SELECT k.is_compressed FROM timescaledb_information.chunks k \
+                         WHERE format('%I.%I', k.chunk_schema, k.chunk_name) = $1",
+                    )
                     .bind(c)
-                    .execute(&mut conn)
+                    .fetch_optional(&mut conn)
                     .await?;
-                progress(&format!(
-                    "{object}: compressed {}/{} {c}",
-                    i + 1,
-                    done.chunks.len()
-                ));
+                    match state {
+                        Some(true) => {
+                            progress(&format!("{object}: {}/{n} {c} compressed meanwhile", i + 1));
+                            continue;
+                        }
+                        None => {
+                            progress(&format!("{object}: {}/{n} {c} dropped meanwhile", i + 1));
+                            gone.push(c.clone());
+                            continue;
+                        }
+                        Some(false) => {
+                            return Err(TimescaleError::Statement {
+                                object: object.clone(),
+                                statement: format!("compress_chunk({c})"),
+                                source,
+                            })
+                        }
+                    }
+                }
+                progress(&format!("{object}: compressed {}/{n} {c}", i + 1));
             }
+            done.chunks.retain(|c| !gone.contains(c));
             let stats = sqlx::query(
                 "SELECT coalesce(sum(before_compression_total_bytes), 0)::int8, \
                         coalesce(sum(after_compression_total_bytes), 0)::int8 \
@@ -497,4 +522,25 @@ pub async fn decompress(
         }
     }
     Ok(chunks)
+}
+
+/// `compress_chunk`, tried again after a deadlock or a lock timeout: TimescaleDB's own
+/// compression job may be compressing the same chunk (then it is found compressed).
+async fn compress_chunk(conn: &mut PgConnection, chunk: &str) -> Result<(), sqlx::Error> {
+    let mut tries = 0;
+    loop {
+        let done = sqlx::query("SELECT compress_chunk($1::regclass, if_not_compressed => true)")
+            .bind(chunk)
+            .execute(&mut *conn)
+            .await;
+        match done {
+            Err(sqlx::Error::Database(e))
+                if tries < 3 && matches!(e.code().as_deref(), Some("40P01" | "55P03")) =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
+            }
+            other => return other.map(drop),
+        }
+    }
 }

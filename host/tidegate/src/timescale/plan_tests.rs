@@ -313,3 +313,138 @@ fn without_timescaledb_native_partitions_are_kept_ahead_and_the_rest_is_said() {
         p.notes
     );
 }
+
+mod names {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A TOML basic string holding `s`.
+    fn toml_string(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// Names from the hostile end: quotes, semicolons, comments, dollar quotes, NUL, reserved
+    /// words, 64-byte names, any Unicode.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,70}",
+            "[a-z_][a-z0-9_$]{0,70}",
+            Just("select".to_owned()),
+            Just("table\"; DROP TABLE x; --".to_owned()),
+            Just("a'b".to_owned()),
+            Just("x\0y".to_owned()),
+            Just("$$".to_owned()),
+            Just("é_名前".to_owned()),
+            Just("a".repeat(64)),
+        ]
+    }
+
+    /// Declares the names; `Ok(false)` when the configuration refuses them, `Ok(true)` when
+    /// they reach the generated DDL only quoted and each statement is exactly one statement.
+    fn check(
+        schema: &str,
+        table: &str,
+        time: &str,
+        col: &str,
+        view: &str,
+    ) -> Result<bool, TestCaseError> {
+        let src = format!(
+            "[[users]]\nname = \"app\"\npassword = \"app\"\n\
+             [[timescale.hypertables]]\ntable = {}\ntime_column = {}\n\
+             compression = {{ after = \"7d\", segment_by = [{}], order_by = {} }}\n\
+             retention = {{ drop_after = \"30d\" }}\n\
+             [[timescale.hypertables.continuous_aggregates]]\nname = {}\nbucket = \"1h\"\n\
+             group_by = [{}]\naggregates = {{ {} = [\"avg\", \"last\"] }}\n\
+             refresh = {{ start_offset = \"3d\", end_offset = \"1h\", every = \"1h\" }}\n",
+            toml_string(&format!("{schema}.{table}")),
+            toml_string(time),
+            toml_string(col),
+            toml_string(&format!("{time} DESC")),
+            toml_string(&format!("{schema}.{view}")),
+            toml_string(col),
+            toml_string(col),
+        );
+        let Ok(config) = Config::from_toml(&src) else {
+            return Ok(false);
+        };
+        let mut live = with_timescaledb();
+        live.tables.insert(
+            (schema.to_owned(), table.to_owned()),
+            Table {
+                columns: vec![time.to_owned(), col.to_owned()],
+                hypertable: None,
+                rows: Some(5),
+                native: None,
+            },
+        );
+        let p = plan(&config.timescale, &live);
+        prop_assert!(p.errors.is_empty(), "{:?}", p.errors);
+        prop_assert_eq!(p.changes.len(), 6);
+        for c in &p.changes {
+            for s in &c.statements {
+                let parts = tidegate_sql::split_statements(s);
+                prop_assert!(parts.as_ref().is_some_and(|p| p.len() == 1), "{}", s);
+                prop_assert!(
+                    s.contains(&tidegate_sql::quote_ident(table))
+                        || s.contains(&tidegate_sql::quote_ident(view)),
+                    "{}",
+                    s
+                );
+            }
+        }
+        Ok(true)
+    }
+
+    #[test]
+    fn odd_but_valid_names_are_quoted_and_hostile_ones_refused() {
+        let long = "a".repeat(63);
+        for good in ["select", "é_名前", "a$b", "Mixed", long.as_str()] {
+            let r = check("public", good, good, "v", "h");
+            assert!(matches!(r, Ok(true)), "{good}: {r:?}");
+        }
+        let longer = "a".repeat(64);
+        for bad in [
+            "a\"b",
+            "a'b",
+            "x;y",
+            "x\0y",
+            "$$",
+            "a b",
+            "",
+            "1a",
+            longer.as_str(),
+        ] {
+            assert_eq!(
+                check("public", bad, "time", "v", "h").ok(),
+                Some(false),
+                "{bad:?}"
+            );
+            assert_eq!(
+                check("public", "t", bad, "v", "h").ok(),
+                Some(false),
+                "{bad:?}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Scenario 21: a declared name is refused by the configuration, or it reaches the
+        /// generated DDL only quoted, and every generated statement is exactly one statement.
+        #[test]
+        fn declared_names_are_refused_or_quoted_into_single_statements(
+            schema in name(), table in name(), time in name(), col in name(), view in name(),
+        ) {
+            check(&schema, &table, &time, &col, &view)?;
+        }
+    }
+}

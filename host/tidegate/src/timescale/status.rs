@@ -165,7 +165,8 @@ pub async fn read(conn: &mut PgConnection, version: String) -> Result<Status, sq
                 Ok(row) => {
                     watermark = row.try_get(0)?;
                     newest_raw = row.try_get(1)?;
-                    lag_seconds = row.try_get(2)?;
+                    // A watermark at the end of the newest bucket may pass the newest row.
+                    lag_seconds = row.try_get::<Option<f64>, _>(2)?.map(|l| l.max(0.0));
                 }
                 Err(e) => tracing::debug!(view = %qname(&view), error = %e, "no lag"),
             }
