@@ -191,7 +191,7 @@ fn the_declared_lifecycle_is_planned_applied_once_and_reported() {
     assert!(
         c["lag_seconds"]
             .as_f64()
-            .is_some_and(|l| l >= 0.0 && l < 7200.0),
+            .is_some_and(|l| (0.0..7200.0).contains(&l)),
         "{c}"
     );
     assert_eq!(s["jobs"].as_array().map(Vec::len), Some(4));

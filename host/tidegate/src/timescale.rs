@@ -122,15 +122,7 @@ impl Applied {
     pub fn human(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        for c in &self.changes {
-            let _ = writeln!(out, "-- {}: {}", c.object, c.why);
-            for s in &c.statements {
-                let _ = writeln!(out, "{s};");
-            }
-        }
-        for n in &self.notes {
-            let _ = writeln!(out, "note: {n}");
-        }
+        plan::write_changes(&mut out, &self.changes, &self.notes);
         let _ = writeln!(
             out,
             "timescale apply: {} change(s) applied in {} ms{}",

@@ -48,21 +48,27 @@ impl Plan {
         for e in &self.errors {
             let _ = writeln!(out, "error: {e}");
         }
-        for c in &self.changes {
-            let _ = writeln!(out, "-- {}: {}", c.object, c.why);
-            for s in &c.statements {
-                let _ = writeln!(out, "{s};");
-            }
-        }
-        for n in &self.notes {
-            let _ = writeln!(out, "note: {n}");
-        }
+        write_changes(&mut out, &self.changes, &self.notes);
         let _ = match self.changes.len() {
             0 if self.errors.is_empty() => writeln!(out, "timescale: in sync, nothing to change"),
             0 => writeln!(out, "timescale: cannot plan"),
             n => writeln!(out, "timescale: {n} change(s) to make"),
         };
         out
+    }
+}
+
+/// The changes as SQL, each after a `-- object: why` line, then the notes.
+pub fn write_changes(out: &mut String, changes: &[Change], notes: &[String]) {
+    use std::fmt::Write as _;
+    for c in changes {
+        let _ = writeln!(out, "-- {}: {}", c.object, c.why);
+        for s in &c.statements {
+            let _ = writeln!(out, "{s};");
+        }
+    }
+    for n in notes {
+        let _ = writeln!(out, "note: {n}");
     }
 }
 
@@ -281,19 +287,8 @@ fn compression(
     live: &Live,
 ) {
     let object = qname(name);
-    let job = live
-        .jobs
-        .iter()
-        .find(|j| j.proc == live::COMPRESSION && j.object == *name);
     let Some(c) = decl else {
-        if let Some(j) = job {
-            p.changes.push(remove_policy(
-                &object,
-                "remove_compression_policy",
-                j.id,
-                "compression",
-            ));
-        }
+        reconcile(p, &COMPRESSION, name, live, None);
         if live_h.is_some_and(|h| h.compression) {
             p.notes.push(format!(
                 "{object} has compression enabled but none declared: compressed chunks stay compressed, the setting stays"
@@ -334,106 +329,129 @@ fn compression(
             recreate: false,
         });
     }
-    let add = format!(
-        "SELECT add_compression_policy({}, compress_after => {})",
-        literal(&object),
-        c.after.sql()
-    );
-    policy(
-        p,
-        &object,
-        job,
-        c.after,
-        None,
-        "remove_compression_policy",
-        add,
-        "compression",
-    );
+    // After the settings: a policy needs compression enabled.
+    let wanted = Wanted {
+        after: c.after,
+        refresh: None,
+    };
+    reconcile(p, &COMPRESSION, name, live, Some(wanted));
 }
 
 fn retention(p: &mut Plan, decl: Option<&Retention>, name: &Name, live: &Live) {
-    let object = qname(name);
+    let wanted = decl.map(|r| Wanted {
+        after: r.drop_after,
+        refresh: None,
+    });
+    reconcile(p, &RETENTION, name, live, wanted);
+}
+
+/// One kind of policy job: its procedure and the functions that add and remove it.
+struct PolicyKind {
+    /// `timescaledb_information.jobs.proc_name`
+    proc: &'static str,
+    /// The function adding it, and the name of its interval argument.
+    add: &'static str,
+    after_arg: &'static str,
+    /// The function removing it.
+    remove: &'static str,
+    /// How the plan names it.
+    what: &'static str,
+}
+
+const COMPRESSION: PolicyKind = PolicyKind {
+    proc: live::COMPRESSION,
+    add: "add_compression_policy",
+    after_arg: "compress_after",
+    remove: "remove_compression_policy",
+    what: "compression",
+};
+
+const RETENTION: PolicyKind = PolicyKind {
+    proc: live::RETENTION,
+    add: "add_retention_policy",
+    after_arg: "drop_after",
+    remove: "remove_retention_policy",
+    what: "retention",
+};
+
+const REFRESH: PolicyKind = PolicyKind {
+    proc: live::REFRESH,
+    add: "add_continuous_aggregate_policy",
+    after_arg: "start_offset",
+    remove: "remove_continuous_aggregate_policy",
+    what: "refresh",
+};
+
+/// What a declared policy's job must hold: its interval, and for a refresh policy the end
+/// offset and schedule.
+struct Wanted {
+    after: Interval,
+    refresh: Option<(Interval, Interval)>,
+}
+
+/// Makes `object`'s policy of `kind` what is declared: added when missing, removed and added
+/// again when its intervals differ, removed when none is declared.
+fn reconcile(p: &mut Plan, kind: &PolicyKind, object: &Name, live: &Live, wanted: Option<Wanted>) {
     let job = live
         .jobs
         .iter()
-        .find(|j| j.proc == live::RETENTION && j.object == *name);
-    match decl {
-        None => {
-            if let Some(j) = job {
-                p.changes.push(remove_policy(
-                    &object,
-                    "remove_retention_policy",
-                    j.id,
-                    "retention",
+        .find(|j| j.proc == kind.proc && j.object == *object);
+    let name = qname(object);
+    let remove = format!("SELECT {}({})", kind.remove, literal(&name));
+    let (why, statements) = match (wanted, job) {
+        (None, None) => return,
+        (None, Some(j)) => (
+            format!("a {} policy (job {}) that is not declared", kind.what, j.id),
+            vec![remove],
+        ),
+        (Some(w), job) => {
+            let mut add = format!(
+                "SELECT {}({}, {} => {}",
+                kind.add,
+                literal(&name),
+                kind.after_arg,
+                w.after.sql()
+            );
+            if let Some((end, every)) = w.refresh {
+                add.push_str(&format!(
+                    ", end_offset => {}, schedule_interval => {}",
+                    end.sql(),
+                    every.sql()
                 ));
             }
+            add.push(')');
+            let Some(j) = job else {
+                p.changes.push(Change {
+                    object: name,
+                    why: format!("no {} policy", kind.what),
+                    statements: vec![add],
+                    recreate: false,
+                });
+                return;
+            };
+            let differs = !same(j.after_seconds, w.after.seconds())
+                || w.refresh.is_some_and(|(end, every)| {
+                    !same(j.end_seconds, end.seconds())
+                        || !same(Some(j.schedule_seconds), every.seconds())
+                });
+            if !differs {
+                return;
+            }
+            (
+                format!(
+                    "the {} policy (job {}) differs from the declared one",
+                    kind.what, j.id
+                ),
+                vec![remove, add],
+            )
         }
-        Some(r) => {
-            let add = format!(
-                "SELECT add_retention_policy({}, drop_after => {})",
-                literal(&object),
-                r.drop_after.sql()
-            );
-            policy(
-                p,
-                &object,
-                job,
-                r.drop_after,
-                None,
-                "remove_retention_policy",
-                add,
-                "retention",
-            );
-        }
-    }
-}
-
-fn remove_policy(object: &str, remove: &str, id: i32, what: &str) -> Change {
-    Change {
-        object: object.into(),
-        why: format!("a {what} policy (job {id}) that is not declared"),
-        statements: vec![format!("SELECT {remove}({})", literal(object))],
-        recreate: false,
-    }
-}
-
-/// Adds the policy when missing; replaces it when its interval (or a refresh policy's end
-/// offset or schedule) differs.
-#[allow(clippy::too_many_arguments)]
-fn policy(
-    p: &mut Plan,
-    object: &str,
-    job: Option<&live::Job>,
-    after: Interval,
-    refresh_end_and_every: Option<(Interval, Interval)>,
-    remove: &str,
-    add: String,
-    what: &str,
-) {
-    let Some(j) = job else {
-        p.changes.push(Change {
-            object: object.into(),
-            why: format!("no {what} policy"),
-            statements: vec![add],
-            recreate: false,
-        });
-        return;
     };
-    let differs = !same(j.after_seconds, after.seconds())
-        || refresh_end_and_every.is_some_and(|(end, every)| {
-            !same(j.end_seconds, end.seconds()) || !same(Some(j.schedule_seconds), every.seconds())
-        });
-    if differs {
-        p.changes.push(Change {
-            object: object.into(),
-            why: format!(
-                "the {what} policy (job {}) differs from the declared one",
-                j.id
-            ),
-            statements: vec![format!("SELECT {remove}({})", literal(object)), add],
-            recreate: false,
-        });
-    }
+    p.changes.push(Change {
+        object: name,
+        why,
+        statements,
+        recreate: false,
+    });
 }
 
 /// The declared definition, as recorded in the aggregate's comment.
@@ -536,70 +554,19 @@ fn cagg(p: &mut Plan, h: &Hypertable, table: &Name, a: &ContinuousAggregate, liv
             });
         }
     }
-    // A created or recreated aggregate has no policies yet.
-    let job = |proc: &str| {
-        (!fresh)
-            .then(|| {
-                live.jobs
-                    .iter()
-                    .find(|j| j.proc == proc && j.object == view)
-            })
-            .flatten()
-    };
-    match (&a.refresh, job(live::REFRESH)) {
-        (None, None) => {}
-        (None, Some(j)) => p.changes.push(remove_policy(
-            &object,
-            "remove_continuous_aggregate_policy",
-            j.id,
-            "refresh",
-        )),
-        (Some(r), j) => {
-            let add = format!(
-                "SELECT add_continuous_aggregate_policy({}, start_offset => {}, end_offset => {}, schedule_interval => {})",
-                literal(&object),
-                r.start_offset.sql(),
-                r.end_offset.sql(),
-                r.every.sql()
-            );
-            policy(
-                p,
-                &object,
-                j,
-                r.start_offset,
-                Some((r.end_offset, r.every)),
-                "remove_continuous_aggregate_policy",
-                add,
-                "refresh",
-            );
-        }
-    }
-    match (&a.retention, job(live::RETENTION)) {
-        (None, None) => {}
-        (None, Some(j)) => p.changes.push(remove_policy(
-            &object,
-            "remove_retention_policy",
-            j.id,
-            "retention",
-        )),
-        (Some(r), j) => {
-            let add = format!(
-                "SELECT add_retention_policy({}, drop_after => {})",
-                literal(&object),
-                r.drop_after.sql()
-            );
-            policy(
-                p,
-                &object,
-                j,
-                r.drop_after,
-                None,
-                "remove_retention_policy",
-                add,
-                "retention",
-            );
-        }
-    }
+    // A created or recreated aggregate has no policies yet: every declared one is added.
+    let none = Live::default();
+    let jobs = if fresh { &none } else { live };
+    let refresh = a.refresh.as_ref().map(|r| Wanted {
+        after: r.start_offset,
+        refresh: Some((r.end_offset, r.every)),
+    });
+    reconcile(p, &REFRESH, &view, jobs, refresh);
+    let retention = a.retention.as_ref().map(|r| Wanted {
+        after: r.drop_after,
+        refresh: None,
+    });
+    reconcile(p, &RETENTION, &view, jobs, retention);
 }
 
 /// Partitions kept ahead of time on a natively partitioned table: from one interval before
