@@ -2,30 +2,39 @@
 //! where the extension is not installed): the declared lifecycle is shown as a plan, applied
 //! idempotently under an advisory lock, and reported.
 //!
-//! The data set is scaled down for CI: 30 days × 50 series at ten-minute resolution (216,000
-//! rows) instead of 30 days × 1,000 series at one minute.
+//! The data set of the first test is scaled down for CI from 30 days × 1,000 series at one
+//! minute (43.2M rows) to 30 days × 100 series at one minute (4.32M rows); the others use 30
+//! days × 50 series at ten minutes (216,000 rows).
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tidegate_tests::{base_config, fresh_dir, tidegate_bin, Postgres};
 
+/// Rows of the small data set ([`load`]).
 const ROWS: i64 = 30 * 144 * 50;
 
 /// No policy job runs by itself: the tests see the catalog as `apply` left it.
 const QUIET: &[(&str, &str)] = &[("timescaledb.max_background_workers", "0")];
 
-/// The seed's table, loaded with 30 days of data ending now.
+/// The seed's table, loaded with 30 days of data ending now: 50 series at ten minutes.
 fn load(pg: &Postgres) {
+    load_with(pg, 50, 10);
+}
+
+/// 30 days of `series` series every `minutes` minutes, ending now.
+fn load_with(pg: &Postgres, series: u32, minutes: u32) {
     pg.sql(
         "postgres",
-        "CREATE TABLE public.time_series_data (time timestamptz NOT NULL, series_id int NOT NULL, \
-           value float8); \
-         INSERT INTO public.time_series_data \
-           SELECT t, s, (s * 7 + extract(epoch FROM t)::int8 % 97)::float8 \
-           FROM generate_series(date_trunc('minute', now()) - interval '30 days' + interval '10 minutes', \
-                                date_trunc('minute', now()), interval '10 minutes') t, \
-                generate_series(1, 50) s",
+        &format!(
+            "CREATE TABLE public.time_series_data (time timestamptz NOT NULL, series_id int NOT NULL, \
+               value float8); \
+             INSERT INTO public.time_series_data \
+               SELECT t, s, (s * 7 + extract(epoch FROM t)::int8 % 97)::float8 \
+               FROM generate_series(date_trunc('minute', now()) - interval '30 days' + interval '{minutes} minutes', \
+                                    date_trunc('minute', now()), interval '{minutes} minutes') t, \
+                    generate_series(1, {series}) s"
+        ),
     );
 }
 
@@ -86,7 +95,9 @@ fn the_declared_lifecycle_is_planned_applied_once_and_reported() {
     let Some(pg) = Postgres::start_timescale_with(QUIET) else {
         return;
     };
-    load(&pg);
+    // 30 days × 100 series × one minute.
+    const ROWS: i64 = 30 * 1_440 * 100;
+    load_with(&pg, 100, 1);
     let dir = fresh_dir().expect("dir");
     let config = write_config(&dir, &pg, &declared(r#"["avg", "min", "max"]"#, "7d"));
 

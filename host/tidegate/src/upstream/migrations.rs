@@ -349,7 +349,7 @@ mod tests {
     fn versions_ascend_and_run_in_transactions() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         assert!(m.iter().all(|m| !m.no_tx));
         assert!(m.locking);
     }
