@@ -152,9 +152,12 @@ pub fn watch(sh: Arc<Control>, path: PathBuf) -> notify::Result<tokio::task::Joi
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // What the file holds now, read before the watch exists and before this returns: read
+    // in the task instead, a change made right after the broker started could be taken for
+    // the starting content and never reloaded.
+    let mut last = std::fs::read(&path).ok();
     let mut changes = DirWatch::new(&dir)?;
     Ok(tokio::spawn(async move {
-        let mut last = std::fs::read(&path).ok();
         while changes.settled().await.is_some() {
             let now = std::fs::read(&path).ok();
             if now.is_none() || now == last {
