@@ -25,6 +25,21 @@ pub struct Http {
     pub tokens: Vec<HttpToken>,
     /// Broker users who may read `GET /admin/status`.
     pub admin_users: Vec<String>,
+    /// Who may read `GET /metrics`.
+    pub metrics: MetricsAccess,
+}
+
+/// `http.metrics`: who may scrape `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Anyone who reaches the HTTP listener (as PgDog's and most exporters' endpoints).
+    #[default]
+    Open,
+    /// `http.admin_users` only.
+    Admin,
+    /// No `/metrics` (404).
+    Off,
 }
 
 /// One `[[http.tokens]]` entry.
@@ -58,6 +73,7 @@ impl Default for Http {
             max_connections: 4096,
             max_response_bytes: 64 << 20,
             tokens: Vec::new(),
+            metrics: MetricsAccess::Open,
             admin_users: Vec::new(),
         }
     }

@@ -20,7 +20,7 @@ pub use audit::Audit;
 pub use cache::{Admission, Cache, CacheRule};
 pub use duration::{parse_duration, Millis};
 pub use error::{ConfigError, Location};
-pub use http::{Http, HttpToken, Migrations};
+pub use http::{Http, HttpToken, MetricsAccess, Migrations};
 pub use plugins::{FailPolicy, PluginEntry, PluginKey, PluginKind, Plugins};
 pub use scram::{constant_time_eq, hmac_sha256, ScramVerifier};
 pub use timescale::{

@@ -11,6 +11,7 @@ mod auth;
 pub mod error;
 mod ingest;
 mod lifecycle;
+mod metrics;
 mod openapi;
 mod series;
 mod sql;
@@ -167,6 +168,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .merge(ingest::routes())
         .merge(tables::routes())
         .merge(lifecycle::routes())
+        .merge(metrics::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit))
