@@ -262,6 +262,20 @@ impl Cache {
         true
     }
 
+    /// Whether the breaker stops the backend's use now (read only: no probe is started).
+    pub fn breaker_is_open(&self) -> bool {
+        self.breaker
+            .open_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether the backend is Redis (not the in-process cache).
+    pub fn is_remote(&self, config: &Config) -> bool {
+        !config.cache.redis_url.trim().is_empty()
+    }
+
     fn breaker_open(&self, cfg: &tidegate_config::Cache) -> bool {
         let mut open = self
             .breaker

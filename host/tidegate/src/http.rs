@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod error;
+mod health;
 mod ingest;
 mod lifecycle;
 mod metrics;
@@ -216,23 +217,26 @@ async fn readyz(State(st): State<Arc<HttpState>>, headers: HeaderMap) -> Respons
     let sh = &st.sh;
     let topo = sh.topology();
     let shutting_down = sh.shutdown.is_raised();
-    let pool = st
-        .probe
-        .get(&topo.config, &topo.config.upstream.primary.database);
-    let primary = matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&pool)
-        )
-        .await,
-        Ok(Ok(_))
-    );
+    let checks = health::checks(&st).await;
+    let primary = checks
+        .first()
+        .is_some_and(|c| c.status == health::Status::Ok);
     let plugins = crate::policy::status(sh.topology().plugins.as_deref());
     let plugins_ok = plugins.iter().all(|p| p["ready"] == true)
         && (topo.config.plugins.chain.is_empty() || topo.plugins.is_some());
     let audit = crate::client::shared::audit_sink(sh);
     let audit_ok = audit.as_ref().map(|a| a.available().is_ok());
     let ready = !shutting_down && primary && plugins_ok && audit_ok != Some(false);
+    // Not ready is down; otherwise the worst part (a replica, Redis, jobs) decides.
+    let health = if ready {
+        checks
+            .iter()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(health::Status::Ok)
+    } else {
+        health::Status::Down
+    };
     let admin = headers.contains_key(axum::http::header::AUTHORIZATION)
         && match st.auth.authenticate(sh, &headers).await {
             Ok(user) => st.is_admin(&user),
@@ -249,13 +253,18 @@ async fn readyz(State(st): State<Arc<HttpState>>, headers: HeaderMap) -> Respons
             audit_ok.map(|ok| serde_json::json!({ "ready": ok })).into(),
         )
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "shutting_down": shutting_down,
         "primary": primary,
         "plugins": plugins,
         "audit": audit,
     });
+    // Others get the bare status above; admins each part's.
+    if admin {
+        body["health"] = serde_json::to_value(health).unwrap_or_default();
+        body["checks"] = serde_json::to_value(&checks).unwrap_or_default();
+    }
     let status = if ready {
         StatusCode::OK
     } else {
