@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod commands;
+pub mod health;
 pub mod logging;
 pub mod migrate;
 pub mod timescale;

@@ -9,7 +9,7 @@
 
 mod auth;
 pub mod error;
-mod health;
+pub mod health;
 mod ingest;
 mod lifecycle;
 mod metrics;

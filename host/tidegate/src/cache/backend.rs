@@ -163,6 +163,20 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Waits up to `within` for the connection, then sends a PING.
+    pub async fn ping(&self, within: Duration) -> Result<(), BackendError> {
+        use fred::prelude::*;
+        tokio::time::timeout(within, async {
+            self.client.wait_for_connect().await.map_err(redis_err)?;
+            self.client.ping::<String>(None).await.map_err(redis_err)?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| BackendError(format!("no answer within {within:?}")))?
+    }
+}
+
 fn redis_err(e: fred::error::Error) -> BackendError {
     BackendError(e.to_string())
 }

@@ -64,6 +64,9 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Check the broker, the primary, each replica, Redis and TimescaleDB's jobs. Exit status:
+    /// 0 ok, 1 degraded, 2 down.
+    Health(crate::cli::health::HealthArgs),
     #[command(flatten)]
     Lifecycle(crate::cli::timescale::Lifecycle),
     /// Apply TideGate's pending schema migrations to the primary (advisory-locked: concurrent
@@ -294,6 +297,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Serve { config } => serve_command(config),
         Command::Lifecycle(command) => std::process::exit(crate::cli::timescale::run(command)),
+        Command::Health(args) => std::process::exit(crate::cli::health::run(args)),
     }
 }
 
