@@ -64,6 +64,12 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// `pg_dump` (directory format, parallel) with a manifest of versions, counts and
+    /// checksums; `--verify DIR` restores a backup into a scratch database and compares.
+    Backup(crate::cli::backup::BackupArgs),
+    /// Restore a backup into a new database: checksums and the TimescaleDB version checked
+    /// first, `timescaledb_pre_restore()`/`post_restore()` around `pg_restore`, counts compared.
+    Restore(crate::cli::backup::RestoreArgs),
     /// Check the broker, the primary, each replica, Redis and TimescaleDB's jobs. Exit status:
     /// 0 ok, 1 degraded, 2 down.
     Health(crate::cli::health::HealthArgs),
@@ -298,6 +304,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::Serve { config } => serve_command(config),
         Command::Lifecycle(command) => std::process::exit(crate::cli::timescale::run(command)),
         Command::Health(args) => std::process::exit(crate::cli::health::run(args)),
+        Command::Backup(args) => std::process::exit(crate::cli::backup::run_backup(args)),
+        Command::Restore(args) => std::process::exit(crate::cli::backup::run_restore(args)),
     }
 }
 
