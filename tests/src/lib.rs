@@ -453,6 +453,25 @@ pub fn tidegate_bin() -> PathBuf {
     bin
 }
 
+/// Runs `tidegate ARGS --config CONFIG` to completion.
+pub fn tidegate_with(args: &[&str], config: &Path) -> Output {
+    Command::new(tidegate_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run tidegate")
+}
+
+/// A finished command's standard output, then its standard error.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Writes `contents` to `path` as editors do: a temporary file renamed over the old one.
 pub fn save_by_rename(path: &std::path::Path, contents: &str) {
     let tmp = path.with_extension("toml.tmp");

@@ -7,23 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tidegate_tests::{base_config, fresh_dir, tidegate_bin, Postgres};
+use tidegate_tests::{base_config, fresh_dir, Postgres};
 
 fn tidegate(args: &[&str], config: &Path) -> Output {
-    Command::new(tidegate_bin())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run tidegate")
+    tidegate_tests::tidegate_with(args, config)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    tidegate_tests::output_text(out)
 }
 
 fn copy(from: &Path, to: &Path) {

@@ -66,20 +66,11 @@ fn write_config(dir: &Path, pg: &Postgres, timescale: &str) -> PathBuf {
 }
 
 fn tidegate(args: &[&str], config: &Path) -> Output {
-    Command::new(tidegate_bin())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run tidegate")
+    tidegate_tests::tidegate_with(args, config)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    tidegate_tests::output_text(out)
 }
 
 fn code(out: &Output) -> i32 {
