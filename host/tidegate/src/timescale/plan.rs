@@ -2,14 +2,18 @@
 //! configuration declares, as SQL statements with one line of why each. A pure function of the
 //! two, so every rule is unit-tested without a server.
 
+mod cagg;
+mod native;
+mod policy;
+
 use super::live::{self, Live, Name};
+use policy::{reconcile, Wanted, COMPRESSION, RETENTION};
 use serde::Serialize;
-use std::collections::BTreeMap;
-use tidegate_config::{
-    order_by_terms, qualified, Compression, ContinuousAggregate, Hypertable, Interval,
-    IntervalUnit, Retention, Timescale,
-};
+use tidegate_config::{order_by_terms, qualified, Compression, Hypertable, Retention, Timescale};
 use tidegate_sql::quote_ident as quote;
+
+pub use cagg::{create_cagg, definition_comment};
+pub use native::NATIVE_AHEAD;
 
 /// What `apply` would do.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -78,12 +82,12 @@ pub fn qname(name: &Name) -> String {
 }
 
 /// A string literal.
-fn literal(s: &str) -> String {
+pub(super) fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Two intervals in seconds are the same (PostgreSQL's epoch arithmetic is exact enough).
-fn same(a: Option<f64>, b: f64) -> bool {
+pub(super) fn same(a: Option<f64>, b: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() < 0.5)
 }
 
@@ -123,7 +127,7 @@ fn hypertable(p: &mut Plan, h: &Hypertable, name: &Name, live: &Live) {
         return;
     }
     if !live.timescaledb || table.native.is_some() {
-        native_partitions(p, h, name, table, live);
+        native::partitions(p, h, name, table, live);
         return;
     }
     let reg = literal(&object);
@@ -178,7 +182,7 @@ fn hypertable(p: &mut Plan, h: &Hypertable, name: &Name, live: &Live) {
     compression(p, h.compression.as_ref(), name, live_h, live);
     retention(p, h.retention.as_ref(), name, live);
     for a in &h.continuous_aggregates {
-        cagg(p, h, name, a, live);
+        cagg::reconcile(p, h, name, a, live);
     }
 }
 
@@ -343,359 +347,4 @@ fn retention(p: &mut Plan, decl: Option<&Retention>, name: &Name, live: &Live) {
         refresh: None,
     });
     reconcile(p, &RETENTION, name, live, wanted);
-}
-
-/// One kind of policy job: its procedure and the functions that add and remove it.
-struct PolicyKind {
-    /// `timescaledb_information.jobs.proc_name`
-    proc: &'static str,
-    /// The function adding it, and the name of its interval argument.
-    add: &'static str,
-    after_arg: &'static str,
-    /// The function removing it.
-    remove: &'static str,
-    /// How the plan names it.
-    what: &'static str,
-}
-
-const COMPRESSION: PolicyKind = PolicyKind {
-    proc: live::COMPRESSION,
-    add: "add_compression_policy",
-    after_arg: "compress_after",
-    remove: "remove_compression_policy",
-    what: "compression",
-};
-
-const RETENTION: PolicyKind = PolicyKind {
-    proc: live::RETENTION,
-    add: "add_retention_policy",
-    after_arg: "drop_after",
-    remove: "remove_retention_policy",
-    what: "retention",
-};
-
-const REFRESH: PolicyKind = PolicyKind {
-    proc: live::REFRESH,
-    add: "add_continuous_aggregate_policy",
-    after_arg: "start_offset",
-    remove: "remove_continuous_aggregate_policy",
-    what: "refresh",
-};
-
-/// What a declared policy's job must hold: its interval, and for a refresh policy the end
-/// offset and schedule.
-struct Wanted {
-    after: Interval,
-    refresh: Option<(Interval, Interval)>,
-}
-
-/// Makes `object`'s policy of `kind` what is declared: added when missing, removed and added
-/// again when its intervals differ, removed when none is declared.
-fn reconcile(p: &mut Plan, kind: &PolicyKind, object: &Name, live: &Live, wanted: Option<Wanted>) {
-    let job = live
-        .jobs
-        .iter()
-        .find(|j| j.proc == kind.proc && j.object == *object);
-    let name = qname(object);
-    let remove = format!("SELECT {}({})", kind.remove, literal(&name));
-    let (why, statements) = match (wanted, job) {
-        (None, None) => return,
-        (None, Some(j)) => (
-            format!("a {} policy (job {}) that is not declared", kind.what, j.id),
-            vec![remove],
-        ),
-        (Some(w), job) => {
-            let mut add = format!(
-                "SELECT {}({}, {} => {}",
-                kind.add,
-                literal(&name),
-                kind.after_arg,
-                w.after.sql()
-            );
-            if let Some((end, every)) = w.refresh {
-                add.push_str(&format!(
-                    ", end_offset => {}, schedule_interval => {}",
-                    end.sql(),
-                    every.sql()
-                ));
-            }
-            add.push(')');
-            let Some(j) = job else {
-                p.changes.push(Change {
-                    object: name,
-                    why: format!("no {} policy", kind.what),
-                    statements: vec![add],
-                    recreate: false,
-                });
-                return;
-            };
-            let differs = !same(j.after_seconds, w.after.seconds())
-                || w.refresh.is_some_and(|(end, every)| {
-                    !same(j.end_seconds, end.seconds())
-                        || !same(Some(j.schedule_seconds), every.seconds())
-                });
-            if !differs {
-                return;
-            }
-            (
-                format!(
-                    "the {} policy (job {}) differs from the declared one",
-                    kind.what, j.id
-                ),
-                vec![remove, add],
-            )
-        }
-    };
-    p.changes.push(Change {
-        object: name,
-        why,
-        statements,
-        recreate: false,
-    });
-}
-
-/// The declared definition, as recorded in the aggregate's comment.
-#[derive(Serialize)]
-struct Definition<'a> {
-    hypertable: String,
-    time_column: &'a str,
-    bucket: String,
-    group_by: &'a [String],
-    aggregates: &'a BTreeMap<String, Vec<String>>,
-}
-
-/// The comment TideGate puts on an aggregate it creates: the definition it was made from.
-pub fn definition_comment(h: &Hypertable, table: &Name, a: &ContinuousAggregate) -> String {
-    let d = Definition {
-        hypertable: qname(table),
-        time_column: &h.time_column,
-        bucket: a.bucket.pg(),
-        group_by: &a.group_by,
-        aggregates: &a.aggregates,
-    };
-    format!(
-        "tidegate: {}",
-        serde_json::to_string(&d).unwrap_or_default()
-    )
-}
-
-/// `CREATE MATERIALIZED VIEW … WITH (timescaledb.continuous)` for `a` over `table`. Columns:
-/// `bucket`, the group-by columns, then `<column>_<function>` per aggregate.
-pub fn create_cagg(h: &Hypertable, table: &Name, view: &Name, a: &ContinuousAggregate) -> String {
-    let time = quote(&h.time_column);
-    let mut cols = vec![format!("time_bucket({}, {time}) AS bucket", a.bucket.sql())];
-    cols.extend(a.group_by.iter().map(|g| quote(g)));
-    for (col, fns) in &a.aggregates {
-        for f in fns {
-            let arg = match f.as_str() {
-                "first" | "last" => format!("{}, {time}", quote(col)),
-                _ => quote(col),
-            };
-            cols.push(format!("{f}({arg}) AS {}", quote(&format!("{col}_{f}"))));
-        }
-    }
-    let mut group = vec!["bucket".to_owned()];
-    group.extend(a.group_by.iter().map(|g| quote(g)));
-    format!(
-        "CREATE MATERIALIZED VIEW {} WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS \
-         SELECT {} FROM {} GROUP BY {} WITH NO DATA",
-        qname(view),
-        cols.join(", "),
-        qname(table),
-        group.join(", ")
-    )
-}
-
-fn cagg(p: &mut Plan, h: &Hypertable, table: &Name, a: &ContinuousAggregate, live: &Live) {
-    let Some(view) = qualified(&a.name) else {
-        return;
-    };
-    let object = qname(&view);
-    if let Some(kind) = live.squatters.get(&view) {
-        p.errors.push(format!(
-            "{object} exists and is not a continuous aggregate (relkind {kind}): rename or drop it"
-        ));
-        return;
-    }
-    let comment = definition_comment(h, table, a);
-    let create = vec![
-        create_cagg(h, table, &view, a),
-        format!("COMMENT ON VIEW {object} IS {}", literal(&comment)),
-    ];
-    let mut fresh = true;
-    match live.caggs.get(&view) {
-        None => p.changes.push(Change {
-            object: object.clone(),
-            why: format!("no continuous aggregate: create it (over {})", qname(table)),
-            statements: create,
-            recreate: false,
-        }),
-        Some(c) if c.comment.as_deref() == Some(comment.as_str()) => fresh = false,
-        Some(c) => {
-            let mut statements = vec![format!("DROP MATERIALIZED VIEW {object}")];
-            statements.extend(create);
-            let how = if c
-                .comment
-                .as_deref()
-                .is_some_and(|t| t.starts_with("tidegate: "))
-            {
-                "its definition differs from the declared one"
-            } else {
-                "it was not created from this declaration (no TideGate definition recorded)"
-            };
-            p.changes.push(Change {
-                object: object.clone(),
-                why: format!(
-                    "{how}: drop and recreate, {} rows to re-materialize",
-                    c.rows
-                ),
-                statements,
-                recreate: true,
-            });
-        }
-    }
-    // A created or recreated aggregate has no policies yet: every declared one is added.
-    let none = Live::default();
-    let jobs = if fresh { &none } else { live };
-    let refresh = a.refresh.as_ref().map(|r| Wanted {
-        after: r.start_offset,
-        refresh: Some((r.end_offset, r.every)),
-    });
-    reconcile(p, &REFRESH, &view, jobs, refresh);
-    let retention = a.retention.as_ref().map(|r| Wanted {
-        after: r.drop_after,
-        refresh: None,
-    });
-    reconcile(p, &RETENTION, &view, jobs, retention);
-}
-
-/// Partitions kept ahead of time on a natively partitioned table: from one interval before
-/// now to this many after.
-pub const NATIVE_AHEAD: u32 = 7;
-
-/// Without TimescaleDB (or on a table partitioned natively): the declared chunk interval is
-/// the width of native range partitions, which `apply` keeps from one interval before now to
-/// [`NATIVE_AHEAD`] after, aligned to the epoch in UTC and named `<table>_pYYYYMMDD_HHMMSS`.
-/// What only TimescaleDB can do is said in a note.
-fn native_partitions(p: &mut Plan, h: &Hypertable, name: &Name, table: &live::Table, live: &Live) {
-    let object = qname(name);
-    let needs: Vec<&str> = [
-        h.space.as_ref().map(|_| "space partitions"),
-        h.compression.as_ref().map(|_| "compression"),
-        h.retention
-            .as_ref()
-            .map(|_| "a retention policy (`tidegate cleanup` applies retention)"),
-        (!h.continuous_aggregates.is_empty()).then_some("continuous aggregates"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if !live.timescaledb && !needs.is_empty() {
-        p.notes.push(format!(
-            "{object}: TimescaleDB is not installed: {} not applied",
-            needs.join(", ")
-        ));
-    }
-    let Some(native) = &table.native else {
-        p.notes.push(format!(
-            "{object} is a plain table and TimescaleDB is not installed: nothing to partition \
-             (a table made with PARTITION BY RANGE ({}) gets its partitions kept ahead)",
-            h.time_column
-        ));
-        return;
-    };
-    if live.timescaledb {
-        p.errors.push(format!(
-            "{object} is partitioned natively: TimescaleDB cannot make it a hypertable"
-        ));
-        return;
-    }
-    if native.key != h.time_column {
-        p.errors.push(format!(
-            "{object} is partitioned on {:?}, declared on {:?}",
-            native.key, h.time_column
-        ));
-        return;
-    }
-    let width = h.chunk_interval.seconds();
-    if matches!(
-        h.chunk_interval.unit,
-        IntervalUnit::Month | IntervalUnit::Year
-    ) {
-        p.errors.push(format!(
-            "{object}: native partitions need a fixed-length chunk_interval (s, m, h, d or w), not {}",
-            h.chunk_interval
-        ));
-        return;
-    }
-    let first = (live.now / width).floor() * width - width;
-    for k in 0..=NATIVE_AHEAD + 1 {
-        let from = first + f64::from(k) * width;
-        let to = from + width;
-        if native.ranges.iter().any(|(_, f, t)| *f < to && *t > from) {
-            continue;
-        }
-        let part_name = format!("{}_p{}", name.1, utc(from, true));
-        if part_name.len() > 63 {
-            p.errors.push(format!(
-                "{object}: the partition name {part_name:?} would be longer than 63 bytes"
-            ));
-            return;
-        }
-        let part = qname(&(name.0.clone(), part_name));
-        let (a, b) = (literal(&utc(from, false)), literal(&utc(to, false)));
-        let key = quote(&native.key);
-        let statements = match &native.default {
-            // Rows of the range already in the default partition move into the new one
-            // (attaching over them would fail).
-            Some(default) => vec![
-                format!(
-                    "CREATE TABLE {part} (LIKE {object} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-                ),
-                format!(
-                    "WITH moved AS (DELETE FROM {} WHERE {key} >= {a} AND {key} < {b} RETURNING *) \
-                     INSERT INTO {part} SELECT * FROM moved",
-                    qname(&(name.0.clone(), default.clone()))
-                ),
-                format!(
-                    "ALTER TABLE {object} ATTACH PARTITION {part} FOR VALUES FROM ({a}) TO ({b})"
-                ),
-            ],
-            None => vec![format!(
-                "CREATE TABLE {part} PARTITION OF {object} FOR VALUES FROM ({a}) TO ({b})"
-            )],
-        };
-        p.changes.push(Change {
-            object: object.clone(),
-            why: format!(
-                "no partition for [{}, {}): partitions are kept {NATIVE_AHEAD} intervals ahead",
-                utc(from, false),
-                utc(to, false)
-            ),
-            statements,
-            recreate: false,
-        });
-    }
-}
-
-/// Seconds since the epoch as UTC: `2026-12-05 00:00:00+00`, or `20261205_000000` for a name.
-fn utc(secs: f64, compact: bool) -> String {
-    let secs = secs as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (hh, mm, ss) = (rem / 3_600, rem % 3_600 / 60, rem % 60);
-    if compact {
-        format!("{y:04}{m:02}{d:02}_{hh:02}{mm:02}{ss:02}")
-    } else {
-        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}+00")
-    }
 }
