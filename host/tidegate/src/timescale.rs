@@ -81,8 +81,13 @@ pub async fn connect_any(
 
 /// [`connect_any`] where the extension is required.
 pub async fn connect(config: &Config) -> Result<PgConnection, TimescaleError> {
+    connect_versioned(config).await.map(|(conn, _)| conn)
+}
+
+/// [`connect`], and the extension's version.
+async fn connect_versioned(config: &Config) -> Result<(PgConnection, String), TimescaleError> {
     match connect_any(config).await? {
-        (conn, Some(_)) => Ok(conn),
+        (conn, Some(version)) => Ok((conn, version)),
         (_, None) => Err(TimescaleError::NotInstalled(
             config
                 .timescale
@@ -93,8 +98,12 @@ pub async fn connect(config: &Config) -> Result<PgConnection, TimescaleError> {
 }
 
 /// The plan for `config`'s declared state against the live catalog.
-pub async fn plan_on(conn: &mut PgConnection, config: &Config) -> Result<Plan, TimescaleError> {
-    let live = live::read(conn, &config.timescale).await?;
+pub async fn plan_on(
+    conn: &mut PgConnection,
+    config: &Config,
+    timescaledb: bool,
+) -> Result<Plan, TimescaleError> {
+    let live = live::read(conn, &config.timescale, timescaledb).await?;
     Ok(plan::plan(&config.timescale, &live))
 }
 
@@ -154,10 +163,10 @@ pub async fn apply_to(
     only: Option<&str>,
 ) -> Result<Applied, TimescaleError> {
     let start = Instant::now();
-    let (mut conn, _) = connect_any(config).await?;
+    let (mut conn, version) = connect_any(config).await?;
     lock(&mut conn, "pg_advisory_lock").await?;
     let waited = start.elapsed();
-    let result = apply_locked(&mut conn, config, allow_recreate, only).await;
+    let result = apply_locked(&mut conn, config, version.is_some(), allow_recreate, only).await;
     // Closing the connection would release the lock too; unlock explicitly all the same.
     let _ = lock(&mut conn, "pg_advisory_unlock").await;
     let _ = conn.close().await;
@@ -173,10 +182,11 @@ pub async fn apply_to(
 async fn apply_locked(
     conn: &mut PgConnection,
     config: &Config,
+    timescaledb: bool,
     allow_recreate: bool,
     only: Option<&str>,
 ) -> Result<(Vec<Change>, Vec<String>), TimescaleError> {
-    let mut plan = plan_on(conn, config).await?;
+    let mut plan = plan_on(conn, config, timescaledb).await?;
     if let Some(only) = only {
         plan.changes.retain(|c| c.object == only);
     }
@@ -201,16 +211,15 @@ async fn apply_locked(
 
 /// The plan for `config` (connects, reads the catalog, changes nothing).
 pub async fn plan(config: &Config) -> Result<Plan, TimescaleError> {
-    let (mut conn, _) = connect_any(config).await?;
-    let plan = plan_on(&mut conn, config).await;
+    let (mut conn, version) = connect_any(config).await?;
+    let plan = plan_on(&mut conn, config, version.is_some()).await;
     let _ = conn.close().await;
     plan
 }
 
 /// The live status of the declared objects' database.
 pub async fn status(config: &Config) -> Result<Status, TimescaleError> {
-    let mut conn = connect(config).await?;
-    let version = live::extension(&mut conn).await?.unwrap_or_default();
+    let (mut conn, version) = connect_versioned(config).await?;
     let status = status::read(&mut conn, version).await?;
     let _ = conn.close().await;
     Ok(status)

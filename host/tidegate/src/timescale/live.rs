@@ -122,9 +122,13 @@ fn seconds(key: &str) -> String {
 }
 
 /// Reads what the catalog holds for `decl`.
-pub async fn read(conn: &mut PgConnection, decl: &Timescale) -> Result<Live, sqlx::Error> {
+pub async fn read(
+    conn: &mut PgConnection,
+    decl: &Timescale,
+    timescaledb: bool,
+) -> Result<Live, sqlx::Error> {
     let mut live = Live {
-        timescaledb: extension(&mut *conn).await?.is_some(),
+        timescaledb,
         now: sqlx::query_scalar("SELECT extract(epoch FROM now())::float8")
             .fetch_one(&mut *conn)
             .await?,
@@ -165,13 +169,7 @@ pub async fn read(conn: &mut PgConnection, decl: &Timescale) -> Result<Live, sql
             })
         });
         let rows: i64 = if recreated {
-            sqlx::query_scalar(&format!(
-                "SELECT count(*) FROM {}.{}",
-                quote(&view.0),
-                quote(&view.1)
-            ))
-            .fetch_one(&mut *conn)
-            .await?
+            count(conn, &view).await?
         } else {
             0
         };
@@ -338,7 +336,8 @@ async fn table(
     }))
 }
 
-async fn count(conn: &mut PgConnection, name: &Name) -> Result<i64, sqlx::Error> {
+/// The rows of the relation `name`.
+pub async fn count(conn: &mut PgConnection, name: &Name) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(&format!(
         "SELECT count(*) FROM {}.{}",
         quote(&name.0),

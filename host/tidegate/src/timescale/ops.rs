@@ -123,13 +123,13 @@ pub async fn retention(
             }
         }
     }
-    let (mut conn, _) = connect_any(config).await?;
+    let (mut conn, timescaledb) = connect_any(config).await?;
     let mut tables = Vec::new();
     for (h, after) in targets {
         let Some(name) = qualified(&h.table) else {
             continue;
         };
-        let removal = if is_hypertable(&mut conn, &name).await? {
+        let removal = if timescaledb.is_some() && is_hypertable(&mut conn, &name).await? {
             drop_chunks(&mut conn, &name, after, dry_run).await?
         } else {
             let batch = i64::from(config.timescale.cleanup_batch_rows);
@@ -158,18 +158,11 @@ pub async fn retention(
     Ok(RetentionReport { dry_run, tables })
 }
 
-/// Whether `name` is a hypertable (false without the extension).
+/// Whether `name` is a hypertable (the extension is installed).
 async fn is_hypertable(
     conn: &mut PgConnection,
     name: &(String, String),
 ) -> Result<bool, sqlx::Error> {
-    let installed: bool =
-        sqlx::query_scalar("SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL")
-            .fetch_one(&mut *conn)
-            .await?;
-    if !installed {
-        return Ok(false);
-    }
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables \
            WHERE hypertable_schema = $1 AND hypertable_name = $2)",
@@ -381,15 +374,7 @@ pub async fn compress(
             "{t} is not declared in [[timescale.hypertables]]"
         )]));
     }
-    let (mut conn, version) = connect_any(config).await?;
-    if version.is_none() {
-        return Err(TimescaleError::NotInstalled(
-            config
-                .timescale
-                .database(&config.upstream.primary.database)
-                .to_owned(),
-        ));
-    }
+    let mut conn = super::connect(config).await?;
     let mut tables = Vec::new();
     for (h, after) in targets {
         let Some(name) = qualified(&h.table) else {
