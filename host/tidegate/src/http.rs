@@ -87,6 +87,15 @@ impl HttpState {
             .any(|u| u.as_str() == user)
     }
 
+    /// Authenticates a request and refuses it (403) unless its user is an admin.
+    pub async fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let who = self.who(headers).await?;
+        if !self.is_admin(&who.user) {
+            return Err(ApiError::forbidden("not an http.admin_users user"));
+        }
+        Ok(())
+    }
+
     /// Authenticates a request and picks its database.
     pub async fn who(&self, headers: &HeaderMap) -> Result<Who, ApiError> {
         let user = self.auth.authenticate(&self.sh, headers).await?;
@@ -280,10 +289,7 @@ async fn admin_status(
     State(st): State<Arc<HttpState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let who = st.who(&headers).await?;
-    if !st.is_admin(&who.user) {
-        return Err(ApiError::forbidden("not an http.admin_users user"));
-    }
+    st.require_admin(&headers).await?;
     let topo = st.sh.topology();
     let stats = &st.sh.stats;
     let body = serde_json::json!({

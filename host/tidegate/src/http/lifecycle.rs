@@ -21,14 +21,6 @@ pub fn routes() -> Router<Arc<HttpState>> {
         .route("/admin/timescale/status", get(status))
 }
 
-async fn admin(st: &HttpState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let who = st.who(headers).await?;
-    if !st.is_admin(&who.user) {
-        return Err(ApiError::forbidden("not an http.admin_users user"));
-    }
-    Ok(())
-}
-
 /// 422 for a declaration that cannot be applied, 409 for one that needs `allow_recreate` or
 /// TimescaleDB, 503 when the database cannot be reached, 500 otherwise.
 fn error(e: TimescaleError) -> ApiError {
@@ -46,7 +38,7 @@ fn error(e: TimescaleError) -> ApiError {
 }
 
 async fn plan(State(st): State<Arc<HttpState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin(&st, &headers).await?;
+    st.require_admin(&headers).await?;
     let plan = timescale::plan(&st.sh.config()).await.map_err(error)?;
     Ok(axum::Json(plan).into_response())
 }
@@ -63,7 +55,7 @@ async fn apply(
     headers: HeaderMap,
     Query(q): Query<ApplyQuery>,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers).await?;
+    st.require_admin(&headers).await?;
     let applied = timescale::apply(&st.sh.config(), q.allow_recreate)
         .await
         .map_err(error)?;
@@ -74,7 +66,7 @@ async fn status(
     State(st): State<Arc<HttpState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers).await?;
+    st.require_admin(&headers).await?;
     let status = timescale::status(&st.sh.config()).await.map_err(error)?;
     Ok(axum::Json(status).into_response())
 }

@@ -35,12 +35,7 @@ async fn metrics(
 ) -> Result<Response, ApiError> {
     match st.sh.config().http.metrics {
         MetricsAccess::Off => return Err(ApiError::not_found("no such endpoint")),
-        MetricsAccess::Admin => {
-            let who = st.who(&headers).await?;
-            if !st.is_admin(&who.user) {
-                return Err(ApiError::forbidden("not an http.admin_users user"));
-            }
-        }
+        MetricsAccess::Admin => st.require_admin(&headers).await?,
         MetricsAccess::Open => {}
     }
     let mut text = String::new();
