@@ -271,11 +271,6 @@ impl Cache {
             .is_some_and(|t| Instant::now() < t)
     }
 
-    /// Whether the backend is Redis (not the in-process cache).
-    pub fn is_remote(&self, config: &Config) -> bool {
-        !config.cache.redis_url.trim().is_empty()
-    }
-
     fn breaker_open(&self, cfg: &tidegate_config::Cache) -> bool {
         let mut open = self
             .breaker

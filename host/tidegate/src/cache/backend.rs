@@ -161,9 +161,7 @@ impl Redis {
         let _task = client.connect();
         Ok(Redis { client })
     }
-}
 
-impl Redis {
     /// Waits up to `within` for the connection, then sends a PING.
     pub async fn ping(&self, within: Duration) -> Result<(), BackendError> {
         use fred::prelude::*;

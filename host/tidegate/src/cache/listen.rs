@@ -83,9 +83,12 @@ impl Cache {
                     dbs.insert(database.to_owned(), s.clone());
                     let (me, config, db) = (self.clone(), config.clone(), database.to_owned());
                     let st = s.clone();
-                    let (me2, config2, db2) = (self.clone(), config.clone(), database.to_owned());
+                    if let Some(every) = config.timescale.watch_interval.get() {
+                        let jobs = JobWatch::new(&config, &db, every);
+                        let (me, config, db) = (self.clone(), config.clone(), db.clone());
+                        tokio::spawn(async move { me.watch_jobs(config, db, jobs).await });
+                    }
                     tokio::spawn(async move { me.listen_loop(config, db, st).await });
-                    tokio::spawn(async move { me2.watch_jobs(config2, db2).await });
                     s
                 }
             }
@@ -147,8 +150,7 @@ impl Cache {
 
     /// Invalidates the cached reads of aggregates and hypertables whose refresh or retention
     /// jobs ran (see [`JobWatch`]); never returns.
-    async fn watch_jobs(self: Arc<Self>, config: Arc<Config>, db: String) {
-        let mut jobs = JobWatch::new(&config, &db);
+    async fn watch_jobs(self: Arc<Self>, config: Arc<Config>, db: String, mut jobs: JobWatch) {
         loop {
             let ran = jobs.next().await;
             if !ran.is_empty() {
@@ -198,19 +200,17 @@ WHERE j.proc_name IN ('policy_refresh_continuous_aggregate', 'policy_retention')
 
 /// Reads [`JOB_RUNS`] every `timescale.watch_interval` and yields the relations whose jobs
 /// started or ended a run since the last read (a run TideGate did not make: the scheduler's, or
-/// `CALL run_job` in psql). Without TimescaleDB, or with the interval 0, it never yields.
+/// `CALL run_job` in psql). Without TimescaleDB it never yields.
 struct JobWatch {
-    pool: Option<sqlx::PgPool>,
-    every: Option<Duration>,
+    pool: sqlx::PgPool,
+    every: Duration,
     seen: Option<std::collections::HashMap<i32, String>>,
 }
 
 impl JobWatch {
-    fn new(config: &Config, db: &str) -> JobWatch {
-        let every = config.timescale.watch_interval.get();
+    fn new(config: &Config, db: &str, every: Duration) -> JobWatch {
         JobWatch {
-            pool: every
-                .map(|_| crate::upstream::own_db::lazy_pool(config, db, "tidegate-job-watch", 1)),
+            pool: crate::upstream::own_db::lazy_pool(config, db, "tidegate-job-watch", 1),
             every,
             seen: None,
         }
@@ -218,10 +218,8 @@ impl JobWatch {
 
     /// Waits one interval, then returns what ran since the last call.
     async fn next(&mut self) -> Vec<String> {
-        let (Some(pool), Some(every)) = (&self.pool, self.every) else {
-            return std::future::pending().await;
-        };
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(self.every).await;
+        let pool = &self.pool;
         let runs: Result<Vec<(i32, String, String)>, sqlx::Error> = async {
             if !crate::upstream::own_db::has_timescaledb(pool).await? {
                 return Ok(Vec::new());

@@ -38,22 +38,8 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs `tidegate health`; returns the exit status.
 pub fn run(args: HealthArgs) -> i32 {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("starting the runtime: {e}");
-            return 2;
-        }
+    let Some((config, rt)) = crate::cli::setup(&args.config) else {
+        return 2;
     };
     let report = rt.block_on(report(&config));
     if args.json {
@@ -167,7 +153,7 @@ pub async fn report(config: &Config) -> Report {
         checks.push(redis(&config.cache.redis_url).await);
     }
     if let Ok(conn) = &mut primary_conn {
-        if let Some(c) = jobs(conn).await {
+        if let Some(c) = crate::http::health::jobs(conn).await {
             checks.push(c);
         }
     }
@@ -259,33 +245,4 @@ async fn redis(url: &str) -> Check {
         },
         Err(e) => check("redis".into(), Status::Degraded, None, e.to_string()),
     }
-}
-
-async fn jobs(conn: &mut PgConnection) -> Option<Check> {
-    let installed: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .ok()?;
-    if !installed {
-        return None;
-    }
-    let failed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM timescaledb_information.job_errors \
-         WHERE finish_time > now() - interval '1 hour'",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .ok()?;
-    Some(check(
-        "timescaledb jobs".into(),
-        if failed == 0 {
-            Status::Ok
-        } else {
-            Status::Degraded
-        },
-        None,
-        format!("{failed} failed runs in the last hour"),
-    ))
 }

@@ -109,7 +109,7 @@ pub async fn checks(st: &HttpState) -> Vec<Check> {
         });
     }
     if let Some(cache) = st.sh.cache.get().and_then(Option::as_ref) {
-        if cache.is_remote(cfg) {
+        if cache.backend_name() == "redis" {
             let open = cache.breaker_is_open();
             out.push(Check {
                 name: "redis".into(),
@@ -123,33 +123,35 @@ pub async fn checks(st: &HttpState) -> Vec<Check> {
             });
         }
     }
-    if let Ok(Ok(Some(failed))) =
-        tokio::time::timeout(Duration::from_secs(2), failed_jobs(&pool)).await
-    {
-        out.push(Check {
-            name: "timescaledb jobs".into(),
-            status: if failed == 0 {
-                Status::Ok
-            } else {
-                Status::Degraded
-            },
-            latency_ms: None,
-            detail: format!("{failed} failed runs in the last hour"),
-        });
+    let jobs = async {
+        let mut conn = pool.acquire().await.ok()?;
+        jobs(&mut conn).await
+    };
+    if let Ok(Some(check)) = tokio::time::timeout(Duration::from_secs(2), jobs).await {
+        out.push(check);
     }
     out
 }
 
-/// Failed job runs in the last hour; `None` without TimescaleDB.
-async fn failed_jobs(pool: &sqlx::PgPool) -> Result<Option<i64>, sqlx::Error> {
-    if !crate::upstream::own_db::has_timescaledb(pool).await? {
-        return Ok(None);
-    }
-    sqlx::query_scalar(
+/// TimescaleDB's job runs that failed in the last hour: degraded if any; `None` without
+/// TimescaleDB (or when the catalog cannot be read).
+pub async fn jobs(conn: &mut sqlx::PgConnection) -> Option<Check> {
+    crate::timescale::live::extension(&mut *conn).await.ok()??;
+    let failed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM timescaledb_information.job_errors \
          WHERE finish_time > now() - interval '1 hour'",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await
-    .map(Some)
+    .ok()?;
+    Some(Check {
+        name: "timescaledb jobs".into(),
+        status: if failed == 0 {
+            Status::Ok
+        } else {
+            Status::Degraded
+        },
+        latency_ms: None,
+        detail: format!("{failed} failed runs in the last hour"),
+    })
 }
