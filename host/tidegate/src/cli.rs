@@ -8,3 +8,20 @@ pub mod health;
 pub mod logging;
 pub mod migrate;
 pub mod timescale;
+
+/// For a command that does one piece of async work: its configuration (with logging set up
+/// from it) and a single-threaded runtime; `None` after saying on standard error why not.
+pub(crate) fn setup(
+    path: &std::path::Path,
+) -> Option<(crate::config::Config, tokio::runtime::Runtime)> {
+    let config = crate::config::Config::load(path)
+        .map_err(|e| eprintln!("{e}"))
+        .ok()?;
+    logging::init(&config.log);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("starting the runtime: {e}"))
+        .ok()?;
+    Some((config, rt))
+}

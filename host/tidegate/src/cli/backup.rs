@@ -85,6 +85,19 @@ async fn connect(config: &Config, database: &str) -> anyhow::Result<PgConnection
         .with_context(|| format!("connecting to database {database:?}"))
 }
 
+/// `CREATE DATABASE name` (refused when it exists: a restore never writes into a database
+/// that holds anything).
+async fn create_database(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    sqlx::query(&format!(
+        "CREATE DATABASE {}",
+        tidegate_sql::quote_ident(name)
+    ))
+    .execute(admin)
+    .await
+    .with_context(|| format!("creating database {name:?}"))?;
+    Ok(())
+}
+
 /// libpq's environment for `pg_dump` / `pg_restore` / `psql` (the password never on the
 /// command line).
 fn pg_env(cmd: &mut Command, config: &Config, database: &str) {
@@ -136,7 +149,7 @@ fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
 }
 
 async fn counts(conn: &mut PgConnection) -> anyhow::Result<Counts> {
-    let tsdb = extension(conn).await?.is_some();
+    let tsdb = crate::timescale::live::extension(conn).await?.is_some();
     let tables: Vec<(String, String)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -149,15 +162,9 @@ async fn counts(conn: &mut PgConnection) -> anyhow::Result<Counts> {
     .fetch_all(&mut *conn)
     .await?;
     let mut rows = BTreeMap::new();
-    for (schema, table) in tables {
-        let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {}.{}",
-            tidegate_sql::quote_ident(&schema),
-            tidegate_sql::quote_ident(&table)
-        ))
-        .fetch_one(&mut *conn)
-        .await?;
-        rows.insert(format!("{schema}.{table}"), n);
+    for name in tables {
+        let n = crate::timescale::live::count(conn, &name).await?;
+        rows.insert(format!("{}.{}", name.0, name.1), n);
     }
     let (mut chunks, mut caggs, mut jobs) = (BTreeMap::new(), Vec::new(), Vec::new());
     if tsdb {
@@ -191,14 +198,6 @@ async fn counts(conn: &mut PgConnection) -> anyhow::Result<Counts> {
         continuous_aggregates: caggs,
         jobs,
     })
-}
-
-async fn extension(conn: &mut PgConnection) -> anyhow::Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT extversion::text FROM pg_extension WHERE extname = 'timescaledb'",
-    )
-    .fetch_optional(conn)
-    .await?)
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
@@ -241,7 +240,7 @@ pub async fn backup(config: &Config, out: &Path, jobs: u32) -> anyhow::Result<Ma
     let postgresql: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut conn)
         .await?;
-    let timescaledb = extension(&mut conn).await?;
+    let timescaledb = crate::timescale::live::extension(&mut conn).await?;
     let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(&mut conn)
         .await?;
@@ -351,13 +350,7 @@ pub async fn restore(config: &Config, path: &Path, database: &str) -> anyhow::Re
         }
     }
     eprintln!("restore: creating database {database:?}");
-    sqlx::query(&format!(
-        "CREATE DATABASE {}",
-        tidegate_sql::quote_ident(database)
-    ))
-    .execute(&mut admin)
-    .await
-    .with_context(|| format!("creating database {database:?}"))?;
+    create_database(&mut admin, database).await?;
     let _ = admin.close().await;
     let mut conn = connect(config, database).await?;
     if let Some(version) = &manifest.timescaledb {
@@ -462,13 +455,7 @@ async fn audit(config: &Config, dir: &Path, database: &str) -> Option<String> {
 /// A plain SQL file, as the seed's usage shows: into a new database with `psql`.
 async fn restore_sql(config: &Config, file: &Path, database: &str) -> anyhow::Result<Restored> {
     let mut admin = connect(config, &config.upstream.primary.database).await?;
-    sqlx::query(&format!(
-        "CREATE DATABASE {}",
-        tidegate_sql::quote_ident(database)
-    ))
-    .execute(&mut admin)
-    .await
-    .with_context(|| format!("creating database {database:?}"))?;
+    create_database(&mut admin, database).await?;
     let _ = admin.close().await;
     let mut cmd = Command::new(program("psql"));
     cmd.args([
@@ -503,21 +490,9 @@ pub async fn verify(config: &Config, dir: &Path) -> anyhow::Result<Restored> {
     result
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| eprintln!("starting the runtime: {e}"))
-        .ok()
-}
-
-fn load(path: &Path) -> Option<Config> {
-    Config::load(path).map_err(|e| eprintln!("{e}")).ok()
-}
-
 /// Runs `tidegate backup` (or `--verify`); the exit status (0 done and equal, 1 not).
 pub fn run_backup(args: BackupArgs) -> i32 {
-    let (Some(config), Some(rt)) = (load(&args.config), runtime()) else {
+    let Some((config, rt)) = crate::cli::setup(&args.config) else {
         return 1;
     };
     if let Some(dir) = &args.verify {
@@ -550,7 +525,7 @@ pub fn run_backup(args: BackupArgs) -> i32 {
 
 /// Runs `tidegate restore`; the exit status (0 restored and equal, 1 not).
 pub fn run_restore(args: RestoreArgs) -> i32 {
-    let (Some(config), Some(rt)) = (load(&args.config), runtime()) else {
+    let Some((config, rt)) = crate::cli::setup(&args.config) else {
         return 1;
     };
     report(rt.block_on(restore(&config, &args.path, &args.database)))

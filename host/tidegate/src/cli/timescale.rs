@@ -374,23 +374,8 @@ where
     F: FnOnce(Config) -> Fut,
     Fut: Future<Output = Result<(String, i32), TimescaleError>>,
 {
-    let config = match Config::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
-    crate::cli::logging::init(&config.log);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("starting the runtime: {e}");
-            return 1;
-        }
+    let Some((config, rt)) = crate::cli::setup(config) else {
+        return 1;
     };
     match rt.block_on(f(config)) {
         Ok((text, code)) => {
