@@ -420,6 +420,12 @@ impl Broker {
         }
     }
 
+    /// The broker's task, to wait for a shutdown the broker starts itself (the admin
+    /// console's SHUTDOWN).
+    pub fn take_task(&mut self) -> tokio::task::JoinHandle<()> {
+        self.task.take().expect("running")
+    }
+
     /// Starts a graceful shutdown without waiting.
     pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<()> {
         if let Some(tx) = self.shutdown.take() {

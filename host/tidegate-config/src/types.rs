@@ -41,8 +41,13 @@ pub struct Config {
     pub migrations: crate::Migrations,
     /// The declared time-series lifecycle (`tidegate timescale plan|apply|status`).
     pub timescale: crate::Timescale,
+    /// `[admin]`: who may use the admin console and the HTTP admin endpoints.
+    pub admin: Admin,
     /// Broker users.
     pub users: Vec<User>,
+    /// What loading found worth a warning (deprecated keys); logged at start and reload.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[listen]`
@@ -296,6 +301,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Broker users who may connect to the admin console (the virtual database `database`),
+    /// read `/admin/*`, and see health detail. `http.admin_users` is merged in (deprecated).
+    pub users: Vec<String>,
+    /// The virtual database of the admin console, like PgBouncer's `pgbouncer`.
+    pub database: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            users: Vec::new(),
+            database: "tidegate".into(),
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -304,6 +329,9 @@ pub struct Log {
     pub format: LogFormat,
     /// An `EnvFilter` directive, e.g. `info` or `tidegate=debug`; `RUST_LOG` wins when set.
     pub level: String,
+    /// Requests slower than this are logged (fingerprint, duration, route; never values);
+    /// `0` = off.
+    pub slow_statement: Millis,
 }
 
 impl Default for Log {
@@ -311,6 +339,7 @@ impl Default for Log {
         Log {
             format: LogFormat::Pretty,
             level: "info".into(),
+            slow_statement: Millis(0),
         }
     }
 }
@@ -351,6 +380,18 @@ impl Config {
     /// Fills derived fields and checks values; the error names the key path.
     pub(crate) fn prepare(&mut self) -> Result<(), (String, String)> {
         let err = |p: &str, m: &str| Err((p.to_owned(), m.to_owned()));
+        if !self.http.admin_users.is_empty() {
+            for u in std::mem::take(&mut self.http.admin_users) {
+                if !self.admin.users.contains(&u) {
+                    self.admin.users.push(u);
+                }
+            }
+            self.warnings
+                .push("http.admin_users is deprecated: list the users in [admin] users".into());
+        }
+        if self.admin.database.is_empty() {
+            return err("admin.database", "must not be empty");
+        }
         if self.pool.size == 0 {
             return err("pool.size", "must be at least 1");
         }

@@ -128,3 +128,54 @@ pub fn fingerprint(sql: &[u8]) -> Fingerprint {
     });
     h.finish()
 }
+
+/// The most bytes [`normalize`] returns (statements are cut there, on a character boundary).
+pub const NORMALIZED_MAX: usize = 2000;
+
+/// `sql` with every constant replaced by `?` (parameters `$n` kept) and whitespace runs folded
+/// to one space: the text shown for a fingerprint, which never carries a value a client sent.
+/// Cut at [`NORMALIZED_MAX`] bytes.
+pub fn normalize(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len().min(NORMALIZED_MAX));
+    let mut copied = 0;
+    let words = |out: &mut String, text: &str| {
+        let mut first = true;
+        for w in text.split(|c: char| c.is_ascii_whitespace()) {
+            if !first && !out.ends_with(' ') && !out.is_empty() {
+                out.push(' ');
+            }
+            first = false;
+            out.push_str(w);
+        }
+    };
+    for lit in crate::lexer::literals(sql) {
+        words(&mut out, sql.get(copied..lit.start).unwrap_or(""));
+        if matches!(lit.kind, crate::lexer::LiteralKind::Param(_)) {
+            out.push_str(lit.text);
+        } else {
+            out.push('?');
+        }
+        copied = lit.end;
+    }
+    words(&mut out, sql.get(copied..).unwrap_or(""));
+    let trimmed = out.trim();
+    let mut end = trimmed.len().min(NORMALIZED_MAX);
+    while !trimmed.is_char_boundary(end) {
+        end -= 1;
+    }
+    trimmed[..end].to_owned()
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use super::normalize;
+
+    #[test]
+    fn constants_become_placeholders_and_space_folds() {
+        assert_eq!(
+            normalize("SELECT  abalance FROM t\n WHERE aid = 12345 AND s = 'x''y' AND p = $1"),
+            "SELECT abalance FROM t WHERE aid = ? AND s = ? AND p = $1"
+        );
+        assert_eq!(normalize("select $$secret$$"), "select ?");
+    }
+}

@@ -44,7 +44,7 @@ mod writes;
 pub use cache::ClassCache;
 pub use catalog::{parse_function_name, BadFunctionName, CatalogLookup};
 pub use classify::{classify, Classification, Kind, TableName, TxControl, RECURSION_LIMIT};
-pub use fingerprint::{fingerprint, Fingerprint};
+pub use fingerprint::{fingerprint, normalize, Fingerprint, NORMALIZED_MAX};
 pub use functions::{
     builtin_volatility, determined_by_settings, FunctionLookup, NoLookup, Volatility,
 };
@@ -53,7 +53,7 @@ pub use quote::quote_ident;
 pub use split::split_statements;
 pub use timebound::{BoundOp, TimeBound, TimeCast};
 pub use timerange::{time_range, TimeRange};
-pub use timestamp::{parse_timestamp, NO_DEFAULT_OFFSET};
+pub use timestamp::{parse_timestamp, utc_text, NO_DEFAULT_OFFSET};
 pub use writes::{
     quote_literal, stores_values, write_targets, Target, TargetColumn, WriteTargets, Written,
 };

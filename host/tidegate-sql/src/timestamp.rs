@@ -279,3 +279,24 @@ fn checked_precision(clock: Option<Clock>, precision: Option<u64>) -> Option<Opt
         _ => Some(clock),
     }
 }
+
+/// Seconds since the epoch as UTC: `2026-12-05 00:00:00+00`, or `20261205_000000` for a name.
+pub fn utc_text(secs: i64, compact: bool) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (rem / 3_600, rem % 3_600 / 60, rem % 60);
+    if compact {
+        format!("{y:04}{m:02}{d:02}_{hh:02}{mm:02}{ss:02}")
+    } else {
+        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}+00")
+    }
+}

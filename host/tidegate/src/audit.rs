@@ -64,6 +64,11 @@ impl AuditSink {
         sink
     }
 
+    /// Events submitted and not yet written.
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Relaxed)
+    }
+
     /// Queues an event. Never blocks and never drops: past the queue's size, statements are
     /// refused (see [`AuditSink::available`]) until it drains.
     pub fn submit(&self, event: AuditEvent) {

@@ -122,14 +122,17 @@ impl Broker {
 
     /// Reloads the configuration from `path` on SIGHUP.
     pub fn reload_on_sighup(&mut self, path: PathBuf) -> Result<(), StartError> {
-        let task = reload::on_sighup(self.control.clone(), path).map_err(StartError::Signal)?;
+        let task =
+            reload::on_sighup(self.control.clone(), path.clone()).map_err(StartError::Signal)?;
         self.tasks.push(task);
+        self.reload_on_request(path);
         Ok(())
     }
 
     /// Reloads the configuration from `path` when the file changes, if `runtime.watch_config`
     /// (a directory that cannot be watched is logged: SIGHUP still reloads).
     pub fn watch_config_file(&mut self, path: PathBuf) {
+        self.reload_on_request(path.clone());
         if !self.shared.config().runtime.watch_config {
             return;
         }
@@ -141,6 +144,13 @@ impl Broker {
         }
     }
 
+    /// Reloads from `path` when the admin console says RELOAD (once per broker).
+    fn reload_on_request(&mut self, path: PathBuf) {
+        if let Some(t) = reload::on_request(self.control.clone(), path) {
+            self.tasks.push(t);
+        }
+    }
+
     /// Serves clients on `listeners` until `shutdown` completes, then drains: the listener
     /// closes, idle clients get 57P01, open transactions may finish within
     /// `limits.shutdown_timeout`, and whoever is left is disconnected.
@@ -149,6 +159,17 @@ impl Broker {
             .http
             .map(|l| tokio::spawn(crate::http::serve(l, self.shared.clone())));
         let caggs = tokio::spawn(caggs::refresh(self.control.clone()));
+        // SHUTDOWN on the admin console drains as the caller's shutdown does.
+        let requested = self.shared.console.shutdown.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = requested.cancelled() => {}
+            }
+        };
+        for w in &self.shared.config().warnings {
+            tracing::warn!("{w}");
+        }
         serve(listeners.sql, self.shared.clone(), shutdown).await;
         caggs.abort();
         for t in self.tasks.iter().chain(&http) {

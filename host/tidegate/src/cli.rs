@@ -7,6 +7,7 @@ pub mod commands;
 pub mod health;
 pub mod logging;
 pub mod migrate;
+pub mod slow;
 pub mod timescale;
 
 /// For a command that does one piece of async work: its configuration (with logging set up

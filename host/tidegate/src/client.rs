@@ -1,9 +1,11 @@
 //! The client side: the startup handshake and the per-client session loop.
 
 pub mod cancel;
+pub mod console;
 mod session;
 pub mod shared;
 mod startup;
+pub mod stats;
 
 pub use session::{login_target, pools_for, Session};
 pub use startup::{

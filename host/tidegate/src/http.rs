@@ -8,6 +8,7 @@
 //! each request runs under `http.request_timeout` and `http.max_concurrent`.
 
 mod auth;
+mod console;
 pub mod error;
 pub mod health;
 mod ingest;
@@ -77,12 +78,12 @@ impl HttpState {
         }
     }
 
-    /// Whether `user` is one of `http.admin_users` (operators' endpoints and detail).
+    /// Whether `user` is one of `admin.users` (operators' endpoints and detail).
     pub fn is_admin(&self, user: &str) -> bool {
         self.sh
             .config()
-            .http
-            .admin_users
+            .admin
+            .users
             .iter()
             .any(|u| u.as_str() == user)
     }
@@ -91,7 +92,7 @@ impl HttpState {
     pub async fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let who = self.who(headers).await?;
         if !self.is_admin(&who.user) {
-            return Err(ApiError::forbidden("not an http.admin_users user"));
+            return Err(ApiError::forbidden("not an admin user (admin.users)"));
         }
         Ok(())
     }
@@ -178,6 +179,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .merge(ingest::routes())
         .merge(tables::routes())
         .merge(lifecycle::routes())
+        .merge(console::routes())
         .merge(metrics::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

@@ -11,3 +11,6 @@ pub mod migrations;
 pub mod own_db;
 pub mod statements;
 pub mod topology;
+
+mod histogram;
+pub use histogram::{Histogram, HistogramSnapshot, BUCKETS};

@@ -181,3 +181,15 @@ pub fn on_sighup(sh: Arc<Control>, path: PathBuf) -> std::io::Result<tokio::task
         }
     }))
 }
+
+/// Answers the admin console's RELOAD requests. Runs until the returned task is aborted.
+pub fn on_request(ctl: Arc<Control>, path: PathBuf) -> Option<tokio::task::JoinHandle<()>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::client::shared::ReloadReply>(4);
+    ctl.shared.console.reload.set(tx).ok()?;
+    Some(tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            tracing::info!("RELOAD from the admin console");
+            let _ = reply.send(reload(&ctl, &path).await.map_err(|e| e.to_string()));
+        }
+    }))
+}

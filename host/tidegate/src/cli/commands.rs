@@ -73,6 +73,9 @@ enum Command {
     /// Check the broker, the primary, each replica, Redis and TimescaleDB's jobs. Exit status:
     /// 0 ok, 1 degraded, 2 down.
     Health(crate::cli::health::HealthArgs),
+    /// The heaviest statements (pg_stat_statements) with TideGate's fingerprints and EXPLAIN
+    /// findings in plain words.
+    SlowQueries(crate::cli::slow::SlowArgs),
     #[command(flatten)]
     Lifecycle(crate::cli::timescale::Lifecycle),
     /// Apply TideGate's pending schema migrations to the primary (advisory-locked: concurrent
@@ -304,6 +307,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Serve { config } => serve_command(config),
         Command::Lifecycle(command) => std::process::exit(crate::cli::timescale::run(command)),
         Command::Health(args) => std::process::exit(crate::cli::health::run(args)),
+        Command::SlowQueries(args) => std::process::exit(crate::cli::slow::run(args)),
         Command::Backup(args) => std::process::exit(crate::cli::backup::run_backup(args)),
         Command::Restore(args) => std::process::exit(crate::cli::backup::run_restore(args)),
     }

@@ -16,6 +16,7 @@ use crate::upstream::backend::Target;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 /// What a session publishes for cancellation.
 pub struct CancelSlot {
@@ -27,6 +28,29 @@ pub struct CancelSlot {
     node: AtomicUsize,
     /// Cancels resolved for this session and not yet finished.
     in_flight: AtomicUsize,
+    /// Who the client is (the admin console's SHOW CLIENTS).
+    pub info: ClientInfo,
+    /// KILL: the session ends at its next wait (the flag is read on every poll, the token
+    /// wakes it).
+    kill: CancellationToken,
+    killed: std::sync::atomic::AtomicBool,
+}
+
+/// What SHOW CLIENTS tells of a session.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// The user it authenticated as.
+    pub user: String,
+    /// Its database.
+    pub database: String,
+    /// Its address (`host:port`), or `internal` for an HTTP request's session.
+    pub addr: String,
+    /// Its `application_name` startup parameter.
+    pub application_name: String,
+    /// It connected over TLS.
+    pub tls: bool,
+    /// When it connected.
+    pub connected: Option<std::time::SystemTime>,
 }
 
 impl CancelSlot {
@@ -48,6 +72,32 @@ impl CancelSlot {
     pub fn detach(&self) -> bool {
         self.backend.store(0, Ordering::SeqCst);
         self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    /// The server process of the connection it holds, if any.
+    pub fn server_pid(&self) -> Option<i32> {
+        self.backend().map(|k| k.0)
+    }
+
+    /// The node of the connection it holds (meaningful while [`CancelSlot::server_pid`] is).
+    pub fn node(&self) -> usize {
+        self.node.load(Ordering::Acquire)
+    }
+
+    /// Ends the session (KILL): it sends 57P01 and closes at its next wait.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.cancel();
+    }
+
+    /// Whether [`CancelSlot::kill`] was called.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// The token [`CancelSlot::kill`] cancels.
+    pub fn kill_token(&self) -> &CancellationToken {
+        &self.kill
     }
 
     fn backend(&self) -> Option<(i32, i32)> {
@@ -104,11 +154,19 @@ impl CancelRegistry {
 
     /// Issues a fresh key for a session whose server connections go to `targets` (by node).
     pub fn register(&self, targets: Vec<Target>) -> Registration<'_> {
+        self.register_client(targets, ClientInfo::default())
+    }
+
+    /// [`CancelRegistry::register`] for a client described by `info`.
+    pub fn register_client(&self, targets: Vec<Target>, info: ClientInfo) -> Registration<'_> {
         let slot = Arc::new(CancelSlot {
             targets: Mutex::new(targets),
             backend: AtomicU64::new(0),
             node: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            info,
+            kill: CancellationToken::new(),
+            killed: std::sync::atomic::AtomicBool::new(false),
         });
         let mut map = self.lock();
         let (pid, secret) = loop {
@@ -124,6 +182,14 @@ impl CancelRegistry {
             secret,
             slot,
         }
+    }
+
+    /// Every live session: its broker-issued process id and slot.
+    pub fn sessions(&self) -> Vec<(i32, Arc<CancelSlot>)> {
+        self.lock()
+            .iter()
+            .map(|(pid, (_, slot))| (*pid, slot.clone()))
+            .collect()
     }
 
     /// Handles a CancelRequest: where to send the real cancel, if the key is valid and its

@@ -25,6 +25,7 @@ mod cache;
 mod cache_bind;
 mod extended;
 mod fields;
+mod measure;
 mod memo;
 mod messages;
 mod params;
@@ -76,6 +77,8 @@ struct Stmt {
     /// Executing it changes session state (`SET`, `RESET`, `set_config`…): each Bind of it
     /// moves the cache key's settings digest, parameters included.
     changes_state: bool,
+    /// Its fingerprint (the statement statistics' key).
+    fp: u128,
 }
 
 /// The most named prepared statements a client may hold; a Parse of one more gets 54000.
@@ -166,6 +169,8 @@ pub struct Session<R, W> {
     name_buf: Vec<u8>,
     /// Whether any timeout or statement logging needs clock readings on the hot path.
     timed: bool,
+    /// The request being measured for the statement statistics.
+    req: measure::Request,
     shutdown_wait: Latch,
     force_wait: Latch,
 }
@@ -197,8 +202,8 @@ where
         let catalog = route::catalog_for(&topo, &login.database, &pools[0]);
         let timed = timed(&topo.config);
         let ryw_mode = route::ryw_mode(&topo.config, &user);
-        let shutdown_wait = Latch::new(sh.clone(), |sh| &sh.shutdown);
-        let force_wait = Latch::new(sh.clone(), |sh| &sh.force);
+        let shutdown_wait = Latch::new(sh.clone(), |sh| &sh.shutdown, cancel.clone());
+        let force_wait = Latch::new(sh.clone(), |sh| &sh.force, cancel.clone());
         let session_cache = cache::SessionCache::new(&gucs);
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         rbuf.extend_from_slice(&leftover);
@@ -254,6 +259,7 @@ where
             cache: session_cache,
             name_buf: Vec::with_capacity(24),
             timed,
+            req: measure::Request::default(),
             shutdown_wait,
             force_wait,
         }
@@ -382,6 +388,17 @@ where
         }
         if self.skip_until_sync && !matches!(kind, ClientMsg::Sync | ClientMsg::Terminate) {
             return Ok(true);
+        }
+        match kind {
+            ClientMsg::Query => {
+                self.measure_start();
+                let sql = &msg[proto::HEADER_LEN..];
+                self.measure_sql(measure::fingerprint(sql), sql);
+            }
+            ClientMsg::Parse | ClientMsg::Bind | ClientMsg::Execute | ClientMsg::FunctionCall => {
+                self.measure_start();
+            }
+            _ => {}
         }
         if matches!(kind, ClientMsg::Query | ClientMsg::Parse) && self.topo.plugins.is_some() {
             match self.apply_policy(kind, msg).await? {

@@ -74,6 +74,22 @@ pub struct Shared {
     /// The result cache, made when `cache.enabled` is first seen (its backend is fixed then:
     /// a changed `cache.redis_url` needs a restart).
     pub cache: std::sync::OnceLock<Option<Arc<crate::cache::Cache>>>,
+    /// Statements by kind and route, latency, errors, and the heaviest fingerprints.
+    pub queries: crate::client::stats::QueryStats,
+    /// What the admin console asks of the broker's own tasks.
+    pub console: ConsoleRequests,
+}
+
+/// The answer to a RELOAD: the new configuration generation, or why nothing changed.
+pub type ReloadReply = tokio::sync::oneshot::Sender<Result<u64, String>>;
+
+/// What the admin console asks of the broker's own tasks.
+#[derive(Default)]
+pub struct ConsoleRequests {
+    /// SHUTDOWN: the broker drains and stops, as on SIGTERM.
+    pub shutdown: CancellationToken,
+    /// RELOAD goes to the broker's reload task (set when the broker knows its file).
+    pub reload: std::sync::OnceLock<tokio::sync::mpsc::Sender<ReloadReply>>,
 }
 
 impl Shared {
@@ -171,6 +187,8 @@ impl Shared {
             audit: std::sync::OnceLock::new(),
             columns: Default::default(),
             cache: std::sync::OnceLock::new(),
+            queries: Default::default(),
+            console: ConsoleRequests::default(),
         };
         sh.install(sh.build_topology(config, 1, None)?);
         Ok(sh)

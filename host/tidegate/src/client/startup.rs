@@ -6,8 +6,9 @@
 //! sent in plaintext can be injected into the encrypted session (CVE-2021-23214 class).
 
 use super::Session;
+use crate::client::cancel::ClientInfo;
 use crate::client::shared::{ClientGuard, Shared};
-use crate::upstream::backend::{BackendError, PoolError, Target};
+use crate::upstream::backend::{BackendError, ClientCount, PoolError, Target};
 use crate::upstream::topology::Topology;
 use crate::wire::auth::{ScramError, ScramServer, MECHANISM};
 use crate::wire::kind::{ClientMsg, ServerMsg, SslAnswer, TxStatus};
@@ -107,12 +108,17 @@ struct Accepted {
     /// The configuration the client was admitted under.
     topo: Arc<Topology>,
     gucs: Vec<(String, String)>,
+    /// The client asked for the admin console's virtual database (and may use it).
+    console: bool,
 }
 
 /// Serves one accepted connection to its end. `guard` is `None` when the client limit is
 /// reached: the client is then refused with 53300 once its startup packet arrives.
 pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<ClientGuard>) {
     let _ = tcp.set_nodelay(true);
+    let peer = tcp
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     let timeout = sh.current.load().config.limits.startup_timeout.duration();
     let admitted = guard.is_some();
     let accepted = match tokio::time::timeout(timeout, handshake(&sh, tcp, admitted)).await {
@@ -134,10 +140,27 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
         login,
         topo,
         gucs,
+        console,
     } = accepted;
+    if console {
+        if let Err(e) = super::console::serve(sh.clone(), stream, leftover, user.clone()).await {
+            tracing::debug!(user = %user, error = %e, "admin console session ended");
+        }
+        drop(guard);
+        return;
+    }
     let (pools, targets) = session_pools(&sh, &topo, &login).await;
     let pool = pools[0].clone();
-    let registration = sh.cancels.register(targets);
+    let info = ClientInfo {
+        user: user.to_string(),
+        database: login.database.clone(),
+        addr: peer,
+        application_name: application_name(&gucs),
+        tls: matches!(stream, ClientStream::Tls(_)),
+        connected: Some(std::time::SystemTime::now()),
+    };
+    let registration = sh.cancels.register_client(targets, info);
+    let _counted = ClientCount::new(pool.clone());
     let mut stream = stream;
     // Greeting: server parameters (client's own values win), our cancel key, ready.
     let mut out = BytesMut::with_capacity(512);
@@ -274,8 +297,18 @@ pub async fn open_internal(
     let (key_tx, key_rx) = tokio::sync::oneshot::channel();
     let sh = sh.clone();
     let user: Arc<str> = user.into();
+    let info = ClientInfo {
+        user: user.to_string(),
+        database: login.database.clone(),
+        addr: "internal".into(),
+        application_name: application_name(&gucs),
+        tls: false,
+        connected: Some(std::time::SystemTime::now()),
+    };
+    let counted = ClientCount::new(pools[0].clone());
     tokio::spawn(async move {
-        let registration = sh.cancels.register(targets);
+        let _counted = counted;
+        let registration = sh.cancels.register_client(targets, info);
         let _ = key_tx.send((registration.pid, registration.secret));
         let slot = registration.slot.clone();
         let (r, w) = tokio::io::split(server);
@@ -303,6 +336,14 @@ pub async fn open_internal(
         stream: client,
         cancel_key,
     })
+}
+
+/// The `application_name` startup parameter, or empty.
+fn application_name(gucs: &[(String, String)]) -> String {
+    gucs.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 fn refuse_upstream(out: &mut BytesMut, e: &PoolError) {
@@ -478,6 +519,15 @@ async fn handshake(
         )
         .await);
     };
+    let console = database == cfg.admin.database;
+    if console && !cfg.admin.users.iter().any(|u| *u == user_cfg.name) {
+        return Err(send_fatal(
+            &mut stream,
+            "28000",
+            format!("user \"{user_name}\" is not allowed to use the admin console (admin.users)"),
+        )
+        .await);
+    }
     let Some(login) = super::session::login_target(cfg, &user_cfg.name, &database) else {
         return Err(send_fatal(&mut stream, "28000", "unknown user".into()).await);
     };
@@ -488,6 +538,7 @@ async fn handshake(
         login,
         topo: topo.clone(),
         gucs,
+        console,
     }))
 }
 

@@ -1,21 +1,24 @@
 //! `GET /metrics`: the broker's counters and gauges in the OpenMetrics text format that
-//! Prometheus scrapes (`prometheus-client`), read from the counters the broker keeps anyway —
-//! nothing is counted on a statement's path for it. Labels come only from the configuration
+//! Prometheus scrapes (`prometheus-client`), read from the counters the broker keeps anyway
+//! (pools' activity, the statement statistics of `client::stats`, nodes, plugins, cache,
+//! audit) — nothing is counted on a statement's path for it. Labels come only from the configuration
 //! and the pools (database, role, node address, plugin name, outcome), never from SQL text or
 //! values a client sends. Open by default; `http.metrics = "admin"` restricts it to
 //! `http.admin_users`, `"off"` removes it.
 
 use super::error::ApiError;
 use super::HttpState;
+use crate::upstream::HistogramSnapshot;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -159,6 +162,19 @@ fn registry(st: &HttpState) -> Registry {
             "Audit writes that failed (statements are refused meanwhile)",
             counter(load(&audit.write_failures)),
         );
+        r.register(
+            "audit_queue_depth",
+            "Audit records queued and not yet written",
+            gauge(audit.queue_depth() as i64),
+        );
+    }
+    statements(&mut r, &sh.queries);
+    if let Some(cache) = sh.cache.get().and_then(Option::as_ref) {
+        r.register(
+            "cache_breaker_open",
+            "1 while the cache backend's breaker is open (reads bypass the cache)",
+            gauge(i64::from(cache.breaker_is_open())),
+        );
     }
     plugins(&mut r, topo.plugins.as_deref());
     r
@@ -167,6 +183,10 @@ fn registry(st: &HttpState) -> Registry {
 fn pools(r: &mut Registry, st: &HttpState) {
     let size = Family::<PoolLabels, Gauge>::default();
     let conns = Family::<PoolStateLabels, Gauge>::default();
+    let clients = Family::<PoolStateLabels, Gauge>::default();
+    let transactions = Family::<PoolLabels, Counter>::default();
+    let paused = Family::<PoolLabels, Gauge>::default();
+    let mut waits = Histograms::default();
     for p in st.sh.pools.all() {
         let k = &p.key;
         let labels = PoolLabels {
@@ -187,7 +207,34 @@ fn pools(r: &mut Registry, st: &HttpState) {
         conns
             .get_or_create(&state("idle"))
             .set(p.idle_count() as i64);
+        let a = p.activity.snapshot();
+        conns.get_or_create(&state("login")).set(a.logins as i64);
+        clients
+            .get_or_create(&state("active"))
+            .set(a.clients.saturating_sub(a.waiting) as i64);
+        clients
+            .get_or_create(&state("waiting"))
+            .set(a.waiting as i64);
+        transactions.get_or_create(&labels).inc_by(a.transactions);
+        paused.get_or_create(&labels).set(i64::from(a.paused));
+        waits.0.push((labels, p.activity.wait_histogram.snapshot()));
     }
+    r.register(
+        "pool_clients",
+        "Clients of a pool: active (served or idle) or waiting for a connection",
+        clients,
+    );
+    r.register(
+        "pool_transactions",
+        "Transactions a pool's connections served",
+        transactions,
+    );
+    r.register("pool_paused", "1 while PAUSE holds a pool", paused);
+    r.register(
+        "pool_wait_seconds",
+        "How long checkouts waited for a connection (or for RESUME)",
+        waits,
+    );
     r.register("pool_size", "Server connections a pool may open", size);
     r.register(
         "pool_server_connections",
@@ -293,5 +340,83 @@ fn plugins(r: &mut Registry, chain: Option<&tidegate_plugins::Chain>) {
         "plugin_quarantined",
         "1 while a plugin is quarantined",
         quarantined,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatementLabels {
+    kind: &'static str,
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+}
+
+/// Histograms read from the broker's own atomic ones, one per label set.
+#[derive(Debug)]
+struct Histograms<L>(Vec<(L, HistogramSnapshot)>);
+
+impl<L> Default for Histograms<L> {
+    fn default() -> Self {
+        Histograms(Vec::new())
+    }
+}
+
+impl<L: EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static> EncodeMetric for Histograms<L> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, h) in &self.0 {
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn statements(r: &mut Registry, q: &crate::client::stats::QueryStats) {
+    let by_route = Family::<StatementLabels, Counter>::default();
+    for (kind, route, n) in q.statements() {
+        by_route
+            .get_or_create(&StatementLabels {
+                kind: kind.name(),
+                route: route.name(),
+            })
+            .inc_by(n);
+    }
+    r.register(
+        "statements",
+        "Statements completed, by kind (from the command tag) and where they were answered",
+        by_route,
+    );
+    let durations = Histograms(
+        q.durations()
+            .into_iter()
+            .map(|(k, h)| (KindLabels { kind: k.name() }, h))
+            .collect(),
+    );
+    r.register(
+        "request_duration_seconds",
+        "Requests (a query, or a batch up to Sync) from the first message to ReadyForQuery, by kind",
+        durations,
+    );
+    let errors = Family::<ClassLabels, Counter>::default();
+    for (class, n) in q.errors() {
+        errors.get_or_create(&ClassLabels { class }).inc_by(n);
+    }
+    r.register(
+        "errors",
+        "Errors clients were shown, by SQLSTATE class (42 = syntax or access rule, 57 = cancelled…)",
+        errors,
     );
 }

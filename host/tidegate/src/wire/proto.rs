@@ -238,6 +238,44 @@ pub fn simple(out: &mut BytesMut, kind: impl Into<u8>, body: &[u8]) {
     out.put_slice(body);
 }
 
+/// Appends a whole text result as a simple query answers it: RowDescription (every column
+/// `text`), one DataRow per row (`None` is NULL), and CommandComplete with `tag` (e.g. `SHOW`,
+/// completed with the row count). ReadyForQuery is the caller's.
+pub fn text_result(out: &mut BytesMut, columns: &[&str], rows: &[Vec<Option<String>>], tag: &str) {
+    let mut rd = BytesMut::new();
+    rd.put_i16(columns.len() as i16);
+    for name in columns {
+        rd.put_slice(name.as_bytes());
+        rd.put_u8(0);
+        rd.put_i32(0);
+        rd.put_i16(0);
+        rd.put_i32(25); // text
+        rd.put_i16(-1);
+        rd.put_i32(-1);
+        rd.put_i16(0);
+    }
+    simple(out, ServerMsg::RowDescription, &rd);
+    for row in rows {
+        let mut d = BytesMut::new();
+        d.put_i16(row.len() as i16);
+        for f in row {
+            match f {
+                Some(v) => {
+                    d.put_i32(v.len() as i32);
+                    d.put_slice(v.as_bytes());
+                }
+                None => d.put_i32(-1),
+            }
+        }
+        simple(out, ServerMsg::DataRow, &d);
+    }
+    simple(
+        out,
+        ServerMsg::CommandComplete,
+        format!("{tag} {}\0", rows.len()).as_bytes(),
+    );
+}
+
 /// Appends a simple Query message.
 pub fn query(out: &mut BytesMut, sql: &str) {
     out.put_u8(ClientMsg::Query.byte());

@@ -9,9 +9,10 @@ use crate::cache::deps;
 use crate::cache::flight::Leader;
 use crate::cache::key::{initial_scope, next_scope, Key, KeyInput};
 use crate::cache::{entry::Entry, Cache, Lookup};
+use crate::client::stats::Route;
 use crate::wire::kind::{ClientMsg, ServerMsg, TxStatus};
 use crate::wire::proto;
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +156,7 @@ where
         };
         if self.pending.is_empty() && is_show_cache(text) {
             show_cache(&mut self.out, &cache, self.tx_status);
-            self.audit_finish(None);
+            self.request_done(Route::Broker, None);
             return Ok(true);
         }
         let fp = tidegate_sql::fingerprint(sql);
@@ -276,14 +277,14 @@ where
         }
         self.out.extend_from_slice(&e.description);
         self.out.extend_from_slice(&e.body);
-        if self.audit.is_some() {
-            for m in messages(&e.body).filter(|m| ServerMsg::of(m[0]) == ServerMsg::CommandComplete)
-            {
+        for m in messages(&e.body).filter(|m| ServerMsg::of(m[0]) == ServerMsg::CommandComplete) {
+            if self.audit.is_some() {
                 self.audit_complete(m);
             }
+            self.measure_complete(&m[proto::HEADER_LEN..], Route::Cache);
         }
         proto::ready(&mut self.out, self.tx_status);
-        self.audit_finish(None);
+        self.request_done(Route::Cache, None);
         cache.stats.bytes_served.fetch_add(e.len() as u64, Relaxed);
     }
 
@@ -437,41 +438,18 @@ fn is_show_cache(text: &str) -> bool {
 
 /// `SHOW tidegate.cache`: the backend and the counters, one row each.
 fn show_cache(out: &mut BytesMut, cache: &Cache, status: TxStatus) {
-    let mut rd = BytesMut::new();
-    rd.put_i16(2);
-    for name in ["name", "value"] {
-        rd.put_slice(name.as_bytes());
-        rd.put_u8(0);
-        rd.put_i32(0);
-        rd.put_i16(0);
-        rd.put_i32(25); // text
-        rd.put_i16(-1);
-        rd.put_i32(-1);
-        rd.put_i16(0);
-    }
-    proto::simple(out, ServerMsg::RowDescription, &rd);
-    let mut rows = vec![("backend", cache.backend_name().to_owned())];
+    let mut rows = vec![vec![
+        Some("backend".to_owned()),
+        Some(cache.backend_name().to_owned()),
+    ]];
     rows.extend(
         cache
             .stats
             .snapshot()
             .into_iter()
-            .map(|(k, v)| (k, v.to_string())),
+            .map(|(k, v)| vec![Some(k.to_owned()), Some(v.to_string())]),
     );
-    for (k, v) in &rows {
-        let mut d = BytesMut::new();
-        d.put_i16(2);
-        for f in [k.as_bytes(), v.as_bytes()] {
-            d.put_i32(f.len() as i32);
-            d.put_slice(f);
-        }
-        proto::simple(out, ServerMsg::DataRow, &d);
-    }
-    proto::simple(
-        out,
-        ServerMsg::CommandComplete,
-        format!("SHOW {}\0", rows.len()).as_bytes(),
-    );
+    proto::text_result(out, &["name", "value"], &rows, "SHOW");
     proto::ready(out, status);
 }
 

@@ -141,6 +141,15 @@ where
             None => false,
         };
         if kind == ClientMsg::Bind {
+            let bound = match stmt_name {
+                Some([]) => self.unnamed.as_ref(),
+                Some(name) => self.stmts.get(name),
+                None => None,
+            }
+            .map(|s| (s.fp, s.body.clone()));
+            if let Some((fp, body)) = bound {
+                self.measure_sql(fp, &body);
+            }
             let gens = match stmt_name {
                 Some([]) => self.unnamed.as_ref().and_then(|s| s.cache_writes.clone()),
                 Some(name) => self.stmts.get(name).and_then(|s| s.cache_writes.clone()),
@@ -249,12 +258,13 @@ impl StmtFacts {
     fn into_stmt(self, id: u64, body: Bytes) -> Stmt {
         Stmt {
             id,
-            body,
             read_only: self.read_only,
             writes: self.writes,
             cache_writes: self.cache_writes,
             audit: None,
             changes_state: self.changes_state,
+            fp: super::measure::fingerprint(&body),
+            body,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! (and says [`Handled::Relayed`]) or answers, refuses or ends the session itself.
 
 use super::{route, Pending, Result, Session};
+use crate::client::stats::Route;
 use crate::wire::kind::{ClientMsg, NameKind, ServerMsg};
 use crate::wire::proto::{self, Reader};
 use bytes::BytesMut;
@@ -35,7 +36,8 @@ where
                 self.primary_only = route;
                 proto::simple(&mut self.out, ServerMsg::CommandComplete, b"SET\0");
                 proto::ready(&mut self.out, self.tx_status);
-                self.audit_finish(None);
+                self.measure_complete(b"SET\0", Route::Broker);
+                self.request_done(Route::Broker, None);
                 return Ok(Handled::Return(true));
             }
         }
@@ -186,7 +188,7 @@ where
             self.skip_until_sync = false;
             self.drain_synthetic();
             proto::ready(&mut self.out, self.tx_status);
-            self.audit_finish(None);
+            self.request_done(Route::Broker, None);
         } else if self.backend.is_some() {
             // The server ignores Sync during copy-in, so no ReadyForQuery is owed.
             if !self.copy_in {
@@ -197,7 +199,7 @@ where
         } else {
             self.drain_synthetic();
             proto::ready(&mut self.out, self.tx_status);
-            self.audit_finish(None);
+            self.request_done(Route::Broker, None);
         }
         Handled::Relayed
     }

@@ -258,7 +258,8 @@ where
             if quiet {
                 error_response(&mut self.out, &d);
                 proto::ready(&mut self.out, self.tx_status);
-                self.audit_finish(None);
+                self.measure_error(d.sqlstate.as_bytes());
+                self.request_done(crate::client::stats::Route::Broker, None);
                 return Ok(None);
             }
             // Let the server raise it, in order, aborting the transaction as PostgreSQL would.
@@ -270,6 +271,7 @@ where
         // up to Sync is skipped, as the server would skip it.
         let mut e = BytesMut::new();
         error_response(&mut e, &d);
+        self.measure_error(d.sqlstate.as_bytes());
         if self.backend.is_some() && self.on_replica {
             self.client_touched = true;
         }

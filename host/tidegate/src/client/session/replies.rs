@@ -229,14 +229,18 @@ where
         if kind == ServerMsg::CommandComplete && self.audit.is_some() {
             self.audit_complete(msg);
         }
-        match self.pending.front() {
+        let forward = match self.pending.front() {
             Some(Pending::Execute) => {
                 self.pending.pop_front();
                 true
             }
             Some(Pending::Query { visible: false }) => false,
             _ => true,
+        };
+        if forward && kind == ServerMsg::CommandComplete {
+            self.measure_complete(&msg[proto::HEADER_LEN..], self.server_route());
         }
+        forward
     }
 
     /// ErrorResponse: a replica's FATAL before the client saw anything is a lost connection
@@ -276,6 +280,11 @@ where
                 // After a denial the client was shown the denial instead.
                 let forward = !matches!(other, Some(Pending::Abort));
                 self.skip_to_sync(b);
+                if forward {
+                    if let Some(code) = self.first_error {
+                        self.measure_error(&code);
+                    }
+                }
                 Reply::Forward(forward)
             }
         }
@@ -324,7 +333,7 @@ where
                     self.portals.clear();
                 }
                 self.cache_ready(status);
-                self.audit_finish(self.first_error);
+                self.request_done(self.server_route(), self.first_error);
                 self.log_statement();
                 Reply::Forward(true)
             }

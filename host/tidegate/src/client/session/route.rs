@@ -382,9 +382,13 @@ where
         self.drain_synthetic();
         self.cache.drop_fill();
         proto::error(&mut self.out, Severity::Error, code, &msg);
+        self.measure_error(code.as_bytes());
         if simple_query {
             proto::ready(&mut self.out, self.tx_status);
-            self.audit_finish(<[u8; 5]>::try_from(code.as_bytes()).ok());
+            self.request_done(
+                crate::client::stats::Route::Broker,
+                <[u8; 5]>::try_from(code.as_bytes()).ok(),
+            );
         } else {
             self.skip_until_sync = true;
         }

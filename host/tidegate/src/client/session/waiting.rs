@@ -2,6 +2,7 @@
 //! transaction, client idle).
 
 use super::{Result, Session, SessionError, READ_CHUNK};
+use crate::client::cancel::CancelSlot;
 use crate::client::shared::{Shared, Signal};
 use std::future::Future;
 use std::pin::Pin;
@@ -173,24 +174,33 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Waits for a [`Signal`], cheaply enough to sit in every `select!` of the session loop: the
-/// first poll registers the task's waker with the signal's token, and later polls by the same
-/// task only read the signal's flag (re-polling the token would take its lock each time).
+/// Waits for a [`Signal`] or the session's KILL, cheaply enough to sit in every `select!` of
+/// the session loop: the first poll registers the task's waker with both tokens, and later
+/// polls by the same task only read the flags (re-polling a token would take its lock).
 pub(super) struct Latch {
     sh: Arc<Shared>,
     signal: fn(&Shared) -> &Signal,
-    wait: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// The waker the token holds.
+    slot: Arc<CancelSlot>,
+    raised: Pin<Box<WaitForCancellationFutureOwned>>,
+    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The waker the tokens hold.
     registered: Option<Waker>,
 }
 
 impl Latch {
-    pub(super) fn new(sh: Arc<Shared>, signal: fn(&Shared) -> &Signal) -> Latch {
-        let wait = Box::pin(signal(&sh).token().clone().cancelled_owned());
+    pub(super) fn new(
+        sh: Arc<Shared>,
+        signal: fn(&Shared) -> &Signal,
+        slot: Arc<CancelSlot>,
+    ) -> Latch {
+        let raised = Box::pin(signal(&sh).token().clone().cancelled_owned());
+        let killed = Box::pin(slot.kill_token().clone().cancelled_owned());
         Latch {
             sh,
             signal,
-            wait,
+            slot,
+            raised,
+            killed,
             registered: None,
         }
     }
@@ -201,7 +211,7 @@ impl Future for Latch {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        if (this.signal)(&this.sh).is_raised() {
+        if (this.signal)(&this.sh).is_raised() || this.slot.is_killed() {
             return Poll::Ready(());
         }
         if this
@@ -212,10 +222,10 @@ impl Future for Latch {
             // Raising sets the flag before it wakes the registered waker.
             return Poll::Pending;
         }
-        let polled = this.wait.as_mut().poll(cx);
-        if polled.is_pending() {
-            this.registered = Some(cx.waker().clone());
+        if this.raised.as_mut().poll(cx).is_ready() || this.killed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
         }
-        polled
+        this.registered = Some(cx.waker().clone());
+        Poll::Pending
     }
 }

@@ -90,6 +90,10 @@ pub struct Backend {
     pub idle_since: Instant,
     /// When it was opened.
     pub created: Instant,
+    /// When its pool last lent it (the start of the transaction it serves).
+    pub lent_at: Instant,
+    /// The pool's reconnect epoch when it was opened: an older one is closed on return.
+    pub epoch: u64,
     /// Holds a slot of the pool's size while the connection exists.
     pub(crate) permit: Option<OwnedSemaphorePermit>,
 }
@@ -249,6 +253,8 @@ impl Backend {
             gucs: Vec::new(),
             idle_since: now,
             created: now,
+            lent_at: now,
+            epoch: 0,
             permit: None,
         })
     }

@@ -90,6 +90,8 @@ pub struct Pool {
     valid: Mutex<HashSet<u64>>,
     /// A replica pool is skipped until this instant after a failure.
     banned_until: Mutex<Option<Instant>>,
+    /// Clients, waits, transactions, logins; PAUSE and RECONNECT (the admin console).
+    pub activity: super::Activity,
 }
 
 impl Pool {
@@ -108,6 +110,7 @@ impl Pool {
             server_params: Mutex::new(None),
             valid: Mutex::new(HashSet::new()),
             banned_until: Mutex::new(None),
+            activity: super::Activity::default(),
         }
     }
 
@@ -123,12 +126,19 @@ impl Pool {
     /// Lends a connection: an idle one if any is alive, else a new one, waiting at most the
     /// checkout timeout for a slot.
     pub async fn checkout(&self) -> Result<Backend, PoolError> {
+        if self.activity.is_paused() {
+            self.activity.wait_resumed().await;
+        }
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 let start = Instant::now();
                 let wait = self.timeouts().checkout;
-                match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+                let waiting = self.activity.waiting();
+                let acquired = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await;
+                drop(waiting);
+                self.activity.waited(start.elapsed());
+                match acquired {
                     Ok(Ok(p)) => p,
                     _ => {
                         return Err(PoolError::CheckoutTimeout {
@@ -155,19 +165,32 @@ impl Pool {
                 }
                 Some(mut b) => {
                     b.permit = Some(permit);
+                    b.lent_at = Instant::now();
                     return Ok(b);
                 }
                 None => break,
             }
         }
+        let login = self.activity.login();
         let mut b = Backend::connect(&self.target, self.timeouts().connect).await?;
+        drop(login);
+        b.epoch = self.activity.epoch();
         self.remember_params(&b);
         b.permit = Some(permit);
+        b.lent_at = Instant::now();
         Ok(b)
     }
 
     /// Returns a clean, idle connection to the pool.
     pub fn checkin(&self, mut b: Backend) {
+        self.activity.transaction(b.lent_at.elapsed());
+        if b.epoch != self.activity.epoch() {
+            tracing::debug!(
+                backend = b.id,
+                "closing a connection opened before RECONNECT"
+            );
+            return;
+        }
         if self.retired.load(Ordering::Relaxed) {
             tracing::debug!(backend = b.id, "closing a connection of a retired pool");
             return;
@@ -266,6 +289,21 @@ impl Pool {
     /// Number of idle connections.
     pub fn idle_count(&self) -> usize {
         self.idle().len()
+    }
+
+    /// The idle connections: (server process id, opened, idle since).
+    pub fn idle_servers(&self) -> Vec<(i32, Instant, Instant)> {
+        self.idle()
+            .iter()
+            .map(|b| (b.key.0, b.created, b.idle_since))
+            .collect()
+    }
+
+    /// RECONNECT: connections open now are closed as they come back (idle ones at once);
+    /// new ones replace them.
+    pub fn reconnect(&self) {
+        self.activity.next_epoch();
+        self.close_idle();
     }
 }
 
