@@ -1,6 +1,7 @@
 //! `GET /metrics` after a mixed workload — reads, a write, a cache hit, a statement the
-//! access-control plugin denies — read with a Prometheus text-format parser: each family is
-//! there with the values the workload implies, labelled only by configuration and pools.
+//! access-control plugin denies, a failing statement, an optimizer plugin that traps — read
+//! with a Prometheus text-format parser: each family is there with the values the workload
+//! implies, labelled only by configuration and pools.
 
 use prometheus_parse::{Sample, Scrape, Value};
 use tidegate_tests::{built_plugins, send_text, sqlstate, Api, Broker, Postgres};
@@ -35,6 +36,17 @@ async fn metrics_are_scraped_after_a_mixed_workload() {
         "postgres",
         "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
     );
+    let dir = tidegate_tests::fresh_dir().expect("dir");
+    std::fs::copy(
+        built_plugins().join("access_control.wasm"),
+        dir.join("access_control.wasm"),
+    )
+    .expect("copy plugin");
+    std::fs::write(
+        dir.join("trap.wasm"),
+        tidegate_plugins::testing::component("unreachable", ""),
+    )
+    .expect("write plugin");
     let extra = format!(
         r#"
 [cache]
@@ -42,6 +54,7 @@ enabled = true
 [plugins]
 dir = "{dir}"
 call_timeout = "500ms"
+quarantine_after = 1000
 [[plugins.chain]]
 name = "access-control"
 file = "access_control.wasm"
@@ -54,11 +67,15 @@ admin = [{{ kinds = ["*"], tables = ["*"] }}]
 [plugins.chain.config.users]
 app = ["admin"]
 reader = ["reader"]
+[[plugins.chain]]
+name = "trap"
+file = "trap.wasm"
+kind = "optimizer"
 [[users]]
 name = "reader"
 password = "reader"
 "#,
-        dir = built_plugins().display()
+        dir = dir.display()
     );
     let (broker, addr) = Broker::start_http(&pg, &extra).await;
     let app = broker.connect("postgres").await;
@@ -76,8 +93,15 @@ password = "reader"
         .await
         .expect_err("reader may not write");
     assert_eq!(sqlstate(&denied).as_deref(), Some("42501"));
+    let failed = app
+        .simple_query("SELECT 1/0")
+        .await
+        .expect_err("division by zero");
+    assert_eq!(sqlstate(&failed).as_deref(), Some("22012"));
 
     let anonymous = Api::new(addr, tidegate_tests::ApiAuth::None);
+    let (status, _) = send_text(anonymous.get("/healthz")).await;
+    assert_eq!(status, 200);
     let response = anonymous.get("/metrics").send().await.expect("scrape");
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
@@ -139,6 +163,35 @@ password = "reader"
         "{text}"
     );
     assert_eq!(total(&scrape, "tidegate_plugin_quarantined"), 0.0);
+    let labelled = |name: &str, pairs: &[(&str, &str)]| {
+        samples(&scrape, name)
+            .iter()
+            .filter(|(s, _)| pairs.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    let statements = "tidegate_statements_total";
+    assert!(labelled(statements, &[("kind", "read"), ("route", "primary")]) >= 1.0, "{text}");
+    assert!(labelled(statements, &[("kind", "read"), ("route", "cache")]) >= 1.0, "{text}");
+    assert!(labelled(statements, &[("kind", "write"), ("route", "primary")]) >= 1.0, "{text}");
+    assert!(labelled("tidegate_errors_total", &[("class", "42")]) >= 1.0, "denied: {text}");
+    assert!(labelled("tidegate_errors_total", &[("class", "22")]) >= 1.0, "1/0: {text}");
+    assert!(
+        samples(&scrape, "tidegate_request_duration_seconds")
+            .iter()
+            .any(|(s, _)| s.labels.get("kind") == Some("read")
+                && matches!(&s.value, Value::Histogram(h) if h.iter().any(|b| b.count >= 1.0))),
+        "{text}"
+    );
+    assert!(labelled("tidegate_pool_clients", &[("state", "active")]) >= 2.0, "{text}");
+    assert!(total(&scrape, "tidegate_pool_transactions_total") >= 3.0, "{text}");
+    assert_eq!(total(&scrape, "tidegate_pool_paused"), 0.0);
+    assert_eq!(total(&scrape, "tidegate_cache_breaker_open"), 0.0);
+    assert!(labelled("tidegate_plugin_traps_total", &[("plugin", "trap")]) >= 1.0, "{text}");
+    assert!(
+        labelled("tidegate_http_requests_total", &[("route", "/healthz"), ("status", "200")]) >= 1.0,
+        "{text}"
+    );
     for family in [
         "tidegate_http_connections",
         "tidegate_http_requests_in_flight",
@@ -153,6 +206,10 @@ password = "reader"
         "tidegate_plugin_swaps_total",
         "tidegate_read_your_writes_redirects_total",
         "tidegate_no_healthy_replica_total",
+        "tidegate_pool_wait_seconds",
+        "tidegate_plugin_timeouts_total",
+        "tidegate_plugin_quarantines_total",
+        "tidegate_plugin_call_duration_seconds",
     ] {
         assert!(!samples(&scrape, family).is_empty(), "no {family}:\n{text}");
     }

@@ -15,6 +15,7 @@ mod bindings;
 mod chain;
 pub mod crypto;
 mod decision;
+pub mod histogram;
 mod hooks;
 mod limits;
 mod runtime;

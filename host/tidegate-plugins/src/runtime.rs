@@ -227,6 +227,10 @@ impl Runtime {
             failures: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
             calls: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            quarantines: AtomicU64::new(0),
+            durations: Default::default(),
         };
         let init_err = |message: String| LoadError::Init {
             path: path.clone(),
@@ -329,6 +333,8 @@ pub(crate) struct Warm {
     pub(crate) plugin: Plugin,
     /// Held while a call runs on it (the epoch keeps advancing); `None` while it waits.
     busy: Option<CallGuard>,
+    /// When the call running on it started.
+    started: std::time::Instant,
 }
 
 /// One loaded version of a plugin.
@@ -356,6 +362,14 @@ pub struct LoadedPlugin {
     quarantined: AtomicBool,
     /// Calls made.
     pub calls: AtomicU64,
+    /// Calls that trapped (panic, unreachable, out of memory or stack).
+    pub traps: AtomicU64,
+    /// Calls that ran past their deadline.
+    pub timeouts: AtomicU64,
+    /// Times it was quarantined (0 or 1 per loaded version).
+    pub quarantines: AtomicU64,
+    /// How long calls that returned took.
+    pub durations: crate::histogram::Histogram,
 }
 
 impl LoadedPlugin {
@@ -461,6 +475,7 @@ impl LoadedPlugin {
                 store,
                 plugin,
                 busy,
+                started: std::time::Instant::now(),
             }),
             Err(e) => {
                 let text = format!("{e:#}");
@@ -486,6 +501,7 @@ impl LoadedPlugin {
     /// Gives a warm instance a fresh budget (deadline, log lines) for its next call.
     pub(crate) fn rearm(&self, w: &mut Warm) {
         w.busy = Some(self.runtime.ticker.enter());
+        w.started = std::time::Instant::now();
         let s = w.store.data_mut();
         s.ticks = 0;
         s.log_lines = 0;
@@ -494,6 +510,7 @@ impl LoadedPlugin {
 
     pub(crate) fn release(&self, mut w: Warm) {
         w.busy = None;
+        self.durations.observe(w.started.elapsed());
         let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
         if warm.len() < MAX_WARM {
             warm.push(w);
@@ -503,7 +520,13 @@ impl LoadedPlugin {
     /// Records a call's outcome for the quarantine count; returns the error for the caller.
     pub(crate) fn failed(&self, e: CallError) -> CallError {
         let n = self.failures.fetch_add(1, Relaxed) + 1;
+        match &e {
+            CallError::Trap(..) => self.traps.fetch_add(1, Relaxed),
+            CallError::Timeout(_) => self.timeouts.fetch_add(1, Relaxed),
+            CallError::Invalid(..) | CallError::Busy(_) => 0,
+        };
         if n >= self.spec.settings.quarantine_after && !self.quarantined.swap(true, Relaxed) {
+            self.quarantines.fetch_add(1, Relaxed);
             tracing::error!(plugin = %self.name, failures = n, error = %e, "plugin quarantined");
         } else {
             tracing::warn!(plugin = %self.name, error = %e, "plugin call failed");

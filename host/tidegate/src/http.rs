@@ -53,6 +53,8 @@ pub struct HttpState {
     connections: AtomicUsize,
     /// The readiness probe's connection to the primary.
     probe: crate::upstream::own_db::DbPools,
+    /// Requests answered, by route pattern (never the path a client sent) and status.
+    pub requests: std::sync::Mutex<std::collections::HashMap<(String, u16), u64>>,
 }
 
 /// Who a request acts as, and where.
@@ -189,6 +191,20 @@ pub fn router(state: Arc<HttpState>) -> Router {
 
 /// At most `http.max_concurrent` requests run at once; more are answered 429 at once.
 async fn admit(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = admit_counted(&st, req, next).await;
+    *st.requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry((route, response.status().as_u16()))
+        .or_default() += 1;
+    response
+}
+
+async fn admit_counted(st: &HttpState, req: Request, next: Next) -> Response {
     // Probes are never refused; a /readyz with credentials costs their check and is counted.
     let path = req.uri().path();
     let probe = path == "/healthz"
@@ -327,6 +343,7 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
         inflight: AtomicUsize::new(0),
         catalog: series::Registry::default(),
         connections: AtomicUsize::new(0),
+        requests: Default::default(),
         probe: crate::upstream::own_db::DbPools::new("tidegate-ready", 1),
     });
     let app = router(state.clone());

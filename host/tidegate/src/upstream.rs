@@ -12,5 +12,4 @@ pub mod own_db;
 pub mod statements;
 pub mod topology;
 
-mod histogram;
-pub use histogram::{Histogram, HistogramSnapshot, BUCKETS};
+pub use tidegate_plugins::histogram::{Histogram, HistogramSnapshot, BUCKETS};

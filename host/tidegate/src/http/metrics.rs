@@ -169,6 +169,7 @@ fn registry(st: &HttpState) -> Registry {
         );
     }
     statements(&mut r, &sh.queries);
+    http_requests(&mut r, st);
     if let Some(cache) = sh.cache.get().and_then(Option::as_ref) {
         r.register(
             "cache_breaker_open",
@@ -315,6 +316,10 @@ fn plugins(r: &mut Registry, chain: Option<&tidegate_plugins::Chain>) {
     let denials = Family::<PluginLabels, Counter>::default();
     let quarantined = Family::<PluginLabels, Gauge>::default();
     let swaps = Family::<PluginLabels, Counter>::default();
+    let traps = Family::<PluginLabels, Counter>::default();
+    let timeouts = Family::<PluginLabels, Counter>::default();
+    let quarantines = Family::<PluginLabels, Counter>::default();
+    let mut durations = Histograms::default();
     for e in chain.map(|c| c.entries.as_slice()).unwrap_or_default() {
         let l = PluginLabels {
             plugin: e.name.clone(),
@@ -324,6 +329,10 @@ fn plugins(r: &mut Registry, chain: Option<&tidegate_plugins::Chain>) {
         failures.get_or_create(&l).inc_by(load(&e.stats.failures));
         denials.get_or_create(&l).inc_by(load(&e.stats.denials));
         swaps.get_or_create(&l).inc_by(load(&e.stats.swaps));
+        traps.get_or_create(&l).inc_by(load(&p.traps));
+        timeouts.get_or_create(&l).inc_by(load(&p.timeouts));
+        quarantines.get_or_create(&l).inc_by(load(&p.quarantines));
+        durations.0.push((l.clone(), p.durations.snapshot()));
         quarantined
             .get_or_create(&l)
             .set(i64::from(p.is_quarantined()));
@@ -336,6 +345,26 @@ fn plugins(r: &mut Registry, chain: Option<&tidegate_plugins::Chain>) {
     );
     r.register("plugin_denials", "Statements a plugin denied", denials);
     r.register("plugin_swaps", "Plugin versions swapped in", swaps);
+    r.register(
+        "plugin_traps",
+        "Calls into the plugin version in service that trapped",
+        traps,
+    );
+    r.register(
+        "plugin_timeouts",
+        "Calls into the plugin version in service that ran past plugins.call_timeout",
+        timeouts,
+    );
+    r.register(
+        "plugin_quarantines",
+        "Times the plugin version in service was quarantined",
+        quarantines,
+    );
+    r.register(
+        "plugin_call_duration_seconds",
+        "How long plugin calls that returned took",
+        durations,
+    );
     r.register(
         "plugin_quarantined",
         "1 while a plugin is quarantined",
@@ -418,5 +447,33 @@ fn statements(r: &mut Registry, q: &crate::client::stats::QueryStats) {
         "errors",
         "Errors clients were shown, by SQLSTATE class (42 = syntax or access rule, 57 = cancelled…)",
         errors,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    status: String,
+}
+
+fn http_requests(r: &mut Registry, st: &HttpState) {
+    let requests = Family::<HttpLabels, Counter>::default();
+    for ((route, status), n) in st
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        requests
+            .get_or_create(&HttpLabels {
+                route: route.clone(),
+                status: status.to_string(),
+            })
+            .inc_by(*n);
+    }
+    r.register(
+        "http_requests",
+        "HTTP requests answered, by route pattern and status",
+        requests,
     );
 }

@@ -258,13 +258,16 @@ where
             ));
         }
         self.copy_in = false;
+        let code = proto::sqlstate(msg).and_then(|s| <[u8; 5]>::try_from(s.as_bytes()).ok());
         if self.first_error.is_none() {
-            self.first_error =
-                proto::sqlstate(msg).and_then(|s| <[u8; 5]>::try_from(s.as_bytes()).ok());
+            self.first_error = code;
         }
         match self.pending.front() {
             Some(Pending::Query { visible }) => {
                 let visible = *visible;
+                if let (true, Some(code)) = (visible, code) {
+                    self.measure_error(&code);
+                }
                 if !visible && self.replay_error.is_none() {
                     let field = |k: Field| {
                         proto::fields(msg)
@@ -280,10 +283,8 @@ where
                 // After a denial the client was shown the denial instead.
                 let forward = !matches!(other, Some(Pending::Abort));
                 self.skip_to_sync(b);
-                if forward {
-                    if let Some(code) = self.first_error {
-                        self.measure_error(&code);
-                    }
+                if let (true, Some(code)) = (forward, code) {
+                    self.measure_error(&code);
                 }
                 Reply::Forward(forward)
             }

@@ -1,5 +1,5 @@
-//! A latency histogram of relaxed atomics with fixed buckets, for `/metrics` (pool waits,
-//! statement latency).
+//! A latency histogram of relaxed atomics with fixed buckets, for `/metrics`: plugin calls
+//! here; pool waits and statement latency in the host, which re-exports it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
