@@ -171,11 +171,26 @@ password = "reader"
             .sum::<f64>()
     };
     let statements = "tidegate_statements_total";
-    assert!(labelled(statements, &[("kind", "read"), ("route", "primary")]) >= 1.0, "{text}");
-    assert!(labelled(statements, &[("kind", "read"), ("route", "cache")]) >= 1.0, "{text}");
-    assert!(labelled(statements, &[("kind", "write"), ("route", "primary")]) >= 1.0, "{text}");
-    assert!(labelled("tidegate_errors_total", &[("class", "42")]) >= 1.0, "denied: {text}");
-    assert!(labelled("tidegate_errors_total", &[("class", "22")]) >= 1.0, "1/0: {text}");
+    assert!(
+        labelled(statements, &[("kind", "read"), ("route", "primary")]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        labelled(statements, &[("kind", "read"), ("route", "cache")]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        labelled(statements, &[("kind", "write"), ("route", "primary")]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        labelled("tidegate_errors_total", &[("class", "42")]) >= 1.0,
+        "denied: {text}"
+    );
+    assert!(
+        labelled("tidegate_errors_total", &[("class", "22")]) >= 1.0,
+        "1/0: {text}"
+    );
     assert!(
         samples(&scrape, "tidegate_request_duration_seconds")
             .iter()
@@ -183,13 +198,25 @@ password = "reader"
                 && matches!(&s.value, Value::Histogram(h) if h.iter().any(|b| b.count >= 1.0))),
         "{text}"
     );
-    assert!(labelled("tidegate_pool_clients", &[("state", "active")]) >= 2.0, "{text}");
-    assert!(total(&scrape, "tidegate_pool_transactions_total") >= 3.0, "{text}");
+    assert!(
+        labelled("tidegate_pool_clients", &[("state", "active")]) >= 2.0,
+        "{text}"
+    );
+    assert!(
+        total(&scrape, "tidegate_pool_transactions_total") >= 3.0,
+        "{text}"
+    );
     assert_eq!(total(&scrape, "tidegate_pool_paused"), 0.0);
     assert_eq!(total(&scrape, "tidegate_cache_breaker_open"), 0.0);
-    assert!(labelled("tidegate_plugin_traps_total", &[("plugin", "trap")]) >= 1.0, "{text}");
     assert!(
-        labelled("tidegate_http_requests_total", &[("route", "/healthz"), ("status", "200")]) >= 1.0,
+        labelled("tidegate_plugin_traps_total", &[("plugin", "trap")]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        labelled(
+            "tidegate_http_requests_total",
+            &[("route", "/healthz"), ("status", "200")]
+        ) >= 1.0,
         "{text}"
     );
     for family in [

@@ -458,12 +458,7 @@ struct HttpLabels {
 
 fn http_requests(r: &mut Registry, st: &HttpState) {
     let requests = Family::<HttpLabels, Counter>::default();
-    for ((route, status), n) in st
-        .requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
+    for ((route, status), n) in st.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         requests
             .get_or_create(&HttpLabels {
                 route: route.clone(),
