@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what TideGate's demo and tests need on a Debian machine, skipping what is present:
-# PostgreSQL 15 (+ contrib), Redis, PgBouncer, psql/pgbench, curl, and a Rust toolchain with rustfmt
+# PostgreSQL 15 (+ contrib), Redis, PgBouncer, psql/pgbench, curl, Chromium (headless, for the
+# report test), and a Rust toolchain with rustfmt
 # and clippy. Sourced by demo.sh and test.sh.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ command -v pgbouncer >/dev/null || need_apt+=(pgbouncer)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
+# `tidegate analyze`'s report is checked in a real browser (tests/tests/analyze.rs).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

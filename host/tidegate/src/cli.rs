@@ -2,6 +2,7 @@
 //! ([`migrate`]), the time-series lifecycle ([`timescale`]) and logging set-up ([`logging`]). The top layer: nothing imports it.
 
 pub mod admin;
+pub mod analyze;
 pub mod backup;
 pub mod commands;
 pub mod health;

@@ -76,6 +76,10 @@ enum Command {
     /// The heaviest statements (pg_stat_statements) with TideGate's fingerprints and EXPLAIN
     /// findings in plain words.
     SlowQueries(crate::cli::slow::SlowArgs),
+    /// One page that says why the database is slow: top statements, latency over time, cache,
+    /// pool waits, replica lag, sizes, indexes, bloat, buffer hits, hypertables, failed jobs
+    /// (HTML with inline SVG, Markdown or JSON).
+    Analyze(crate::cli::analyze::AnalyzeArgs),
     #[command(flatten)]
     Lifecycle(crate::cli::timescale::Lifecycle),
     /// Apply TideGate's pending schema migrations to the primary (advisory-locked: concurrent
@@ -308,6 +312,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Lifecycle(command) => std::process::exit(crate::cli::timescale::run(command)),
         Command::Health(args) => std::process::exit(crate::cli::health::run(args)),
         Command::SlowQueries(args) => std::process::exit(crate::cli::slow::run(args)),
+        Command::Analyze(args) => std::process::exit(crate::cli::analyze::run(args)),
         Command::Backup(args) => std::process::exit(crate::cli::backup::run_backup(args)),
         Command::Restore(args) => std::process::exit(crate::cli::backup::run_restore(args)),
     }
