@@ -220,7 +220,7 @@ async fn explain(
     analyze: bool,
     hypertables: &[Hypertable],
 ) -> Vec<String> {
-    let first = query.trim_start().split_whitespace().next().unwrap_or("");
+    let first = query.split_whitespace().next().unwrap_or("");
     if !["select", "with", "table", "values"].contains(&first.to_ascii_lowercase().as_str()) {
         return vec!["not a read: not explained".into()];
     }

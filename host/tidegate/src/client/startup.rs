@@ -520,7 +520,7 @@ async fn handshake(
         .await);
     };
     let console = database == cfg.admin.database;
-    if console && !cfg.admin.users.iter().any(|u| *u == user_cfg.name) {
+    if console && !cfg.admin.users.contains(&user_cfg.name) {
         return Err(send_fatal(
             &mut stream,
             "28000",

@@ -221,7 +221,7 @@ pub fn html(r: &Report) -> String {
             table = table(s),
         );
     }
-    let _ = write!(p, "<script>{}</script></body></html>\n", script());
+    let _ = writeln!(p, "<script>{}</script></body></html>", script());
     p
 }
 
