@@ -120,20 +120,16 @@ impl Route {
 /// SQLSTATE classes are two characters of `0-9A-Z`.
 const CLASSES: usize = 36 * 36;
 
+/// A SQLSTATE character's place among `0-9A-Z` (base 36).
 fn class_digit(b: u8) -> Option<usize> {
-    match b {
-        b'0'..=b'9' => Some((b - b'0') as usize),
-        b'A'..=b'Z' => Some((b - b'A') as usize + 10),
-        _ => None,
-    }
+    (b as char)
+        .to_digit(36)
+        .filter(|_| !b.is_ascii_lowercase())
+        .map(|d| d as usize)
 }
 
 fn class_char(i: usize) -> char {
-    if i < 10 {
-        (b'0' + i as u8) as char
-    } else {
-        (b'A' + (i - 10) as u8) as char
-    }
+    char::from_digit(i as u32, 36).map_or('?', |c| c.to_ascii_uppercase())
 }
 
 /// The broker's statement counters.
