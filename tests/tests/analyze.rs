@@ -9,20 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 use tidegate_tests::{base_config, fresh_dir, output_text, tidegate_with, Broker, Postgres};
 
-const SECTIONS: [&str; 12] = [
-    "top-statements",
-    "latency",
-    "cache",
-    "pool-waits",
-    "replica-lag",
-    "table-sizes",
-    "unused-indexes",
-    "missing-indexes",
-    "bloat",
-    "buffer-hits",
-    "hypertables",
-    "failed-jobs",
-];
+use tidegate::cli::analyze::SECTIONS;
 
 /// 30 days × 20 series every 10 minutes, ending now (86,400 rows), as a hypertable with its
 /// older chunks compressed when TimescaleDB is there.

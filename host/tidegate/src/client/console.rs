@@ -9,6 +9,7 @@
 //! connections are back (transactions in flight finish); RESUME releases the held checkouts.
 //! Nothing is lost either way: a held client just waits.
 
+mod settings;
 pub mod show;
 
 use crate::client::shared::Shared;

@@ -47,7 +47,7 @@ pub fn table(sh: &Arc<Shared>, subject: &str) -> Option<(&'static [&'static str]
         "servers" => (SERVERS, servers(sh)),
         "stats" => (STATS, stats(sh)),
         "databases" => (DATABASES, databases(sh)),
-        "config" => (CONFIG, config(&sh.config())),
+        "config" => (CONFIG, super::settings::rows(&sh.config())),
         "plugins" => (PLUGINS, plugins(sh)),
         "cache" => (CACHE, cache(sh)),
         "replicas" => (REPLICAS, replicas(sh)),
@@ -60,7 +60,7 @@ fn s(v: impl ToString) -> Option<String> {
     Some(v.to_string())
 }
 
-fn mode(config: &Config) -> &'static str {
+pub(super) fn mode(config: &Config) -> &'static str {
     match config.pool.mode {
         PoolMode::Transaction => "transaction",
         PoolMode::Session => "session",
@@ -370,158 +370,6 @@ fn databases(sh: &Shared) -> Rows {
 }
 
 const CONFIG: &[&str] = &["key", "value", "default", "changeable"];
-
-/// The settings operators tune most, with their defaults and whether a reload changes them
-/// (no secrets: passwords, keys and tokens are never listed).
-fn config(c: &Config) -> Rows {
-    let d = Config::default();
-    let ms = |m: tidegate_config::Millis| format!("{}ms", m.0);
-    let pairs: Vec<(&str, String, String, bool)> = vec![
-        (
-            "listen.sql",
-            c.listen.sql.to_string(),
-            d.listen.sql.to_string(),
-            false,
-        ),
-        (
-            "listen.http",
-            c.listen.http.map(|a| a.to_string()).unwrap_or_default(),
-            d.listen.http.map(|a| a.to_string()).unwrap_or_default(),
-            false,
-        ),
-        ("pool.mode", mode(c).into(), mode(&d).into(), true),
-        (
-            "pool.size",
-            c.pool.size.to_string(),
-            d.pool.size.to_string(),
-            true,
-        ),
-        (
-            "pool.connect_timeout",
-            ms(c.pool.connect_timeout),
-            ms(d.pool.connect_timeout),
-            true,
-        ),
-        (
-            "pool.checkout_timeout",
-            ms(c.pool.checkout_timeout),
-            ms(d.pool.checkout_timeout),
-            true,
-        ),
-        (
-            "pool.query_timeout",
-            ms(c.pool.query_timeout),
-            ms(d.pool.query_timeout),
-            true,
-        ),
-        (
-            "pool.idle_timeout",
-            ms(c.pool.idle_timeout),
-            ms(d.pool.idle_timeout),
-            true,
-        ),
-        (
-            "pool.idle_transaction_timeout",
-            ms(c.pool.idle_transaction_timeout),
-            ms(d.pool.idle_transaction_timeout),
-            true,
-        ),
-        (
-            "pool.client_idle_timeout",
-            ms(c.pool.client_idle_timeout),
-            ms(d.pool.client_idle_timeout),
-            true,
-        ),
-        (
-            "limits.max_client_connections",
-            c.limits.max_client_connections.to_string(),
-            d.limits.max_client_connections.to_string(),
-            true,
-        ),
-        (
-            "limits.max_message_bytes",
-            c.limits.max_message_bytes.to_string(),
-            d.limits.max_message_bytes.to_string(),
-            true,
-        ),
-        (
-            "limits.shutdown_timeout",
-            ms(c.limits.shutdown_timeout),
-            ms(d.limits.shutdown_timeout),
-            true,
-        ),
-        (
-            "upstream.primary",
-            format!("{}:{}", c.upstream.primary.host, c.upstream.primary.port),
-            String::new(),
-            true,
-        ),
-        (
-            "upstream.replicas",
-            c.upstream.replicas.len().to_string(),
-            "0".into(),
-            true,
-        ),
-        (
-            "routing.max_lag",
-            ms(c.routing.max_lag),
-            ms(d.routing.max_lag),
-            true,
-        ),
-        (
-            "routing.max_lag_bytes",
-            c.routing.max_lag_bytes.to_string(),
-            d.routing.max_lag_bytes.to_string(),
-            true,
-        ),
-        (
-            "routing.ban_time",
-            ms(c.routing.ban_time),
-            ms(d.routing.ban_time),
-            true,
-        ),
-        (
-            "routing.check_interval",
-            ms(c.routing.check_interval),
-            ms(d.routing.check_interval),
-            true,
-        ),
-        (
-            "cache.enabled",
-            c.cache.enabled.to_string(),
-            d.cache.enabled.to_string(),
-            true,
-        ),
-        ("cache.ttl", ms(c.cache.ttl), ms(d.cache.ttl), true),
-        (
-            "plugins.chain",
-            c.plugins.chain.len().to_string(),
-            "0".into(),
-            true,
-        ),
-        ("log.level", c.log.level.clone(), d.log.level.clone(), false),
-        (
-            "log.slow_statement",
-            ms(c.log.slow_statement),
-            ms(d.log.slow_statement),
-            true,
-        ),
-        ("admin.users", c.admin.users.join(","), String::new(), true),
-        (
-            "admin.database",
-            c.admin.database.clone(),
-            d.admin.database.clone(),
-            true,
-        ),
-        ("users", c.users.len().to_string(), "0".into(), true),
-    ];
-    pairs
-        .into_iter()
-        .map(|(k, v, def, changeable)| {
-            vec![s(k), s(v), s(def), s(if changeable { "yes" } else { "no" })]
-        })
-        .collect()
-}
 
 const PLUGINS: &[&str] = &[
     "name",
