@@ -213,6 +213,32 @@ fn parameters(query: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// pg_stat_statements writes a typed constant (`interval '1 day'`) as `interval $2`, which
+/// PREPARE cannot read: such a parameter becomes a cast (`$2::interval`).
+fn typed_params(query: &str) -> String {
+    const TYPES: [&str; 5] = ["interval", "timestamptz", "timestamp", "date", "time"];
+    let mut out = String::with_capacity(query.len());
+    let mut words = query.split(' ').peekable();
+    while let Some(w) = words.next() {
+        let typed = TYPES.iter().find(|t| w.eq_ignore_ascii_case(t));
+        let next = words.peek().copied().unwrap_or("");
+        let digits = next.trim_start_matches('$');
+        let param_len = 1 + digits.chars().take_while(char::is_ascii_digit).count();
+        match typed {
+            Some(t) if next.starts_with('$') && param_len > 1 => {
+                let (param, rest) = next.split_at(param_len);
+                out.push_str(&format!("{param}::{t}{rest}"));
+                words.next();
+            }
+            _ => out.push_str(w),
+        }
+        if words.peek().is_some() {
+            out.push(' ');
+        }
+    }
+    out
+}
+
 /// EXPLAIN the statement (its generic plan when it has parameters) and read the plan.
 async fn explain(
     conn: &mut PgConnection,
@@ -239,7 +265,8 @@ async fn explain(
         } else {
             // The generic plan: the one that does not depend on the parameters' values.
             sqlx::raw_sql(&format!(
-                "SET plan_cache_mode = force_generic_plan; DEALLOCATE ALL; PREPARE tidegate_slow AS {query}"
+                "SET plan_cache_mode = force_generic_plan; DEALLOCATE ALL; PREPARE tidegate_slow AS {}",
+                typed_params(query)
             ))
             .execute(&mut *conn)
             .await?;
@@ -370,6 +397,20 @@ fn walk(node: &serde_json::Value, out: &mut Vec<Scan>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_constants_become_casts() {
+        assert_eq!(
+            typed_params(
+                "SELECT show_chunks($1, older_than => interval $2) c WHERE t > timestamptz $3,"
+            ),
+            "SELECT show_chunks($1, older_than => $2::interval) c WHERE t > $3::timestamptz,"
+        );
+        assert_eq!(
+            typed_params("SELECT interval_col FROM t"),
+            "SELECT interval_col FROM t"
+        );
+    }
 
     #[test]
     fn parameters_are_counted_by_their_highest_number() {
