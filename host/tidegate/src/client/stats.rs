@@ -298,21 +298,44 @@ pub struct Statement {
 
 const SHARDS: usize = 8;
 
+/// Fingerprints are hashes already: the map uses their high half as it is (the low bits pick
+/// the shard), instead of hashing them again.
+#[derive(Default)]
+struct FpHasher(u64);
+
+impl std::hash::Hasher for FpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = (n >> 64) as u64;
+    }
+}
+
+type Shard = HashMap<u128, Entry, std::hash::BuildHasherDefault<FpHasher>>;
+
 /// The fingerprint table: [`SHARDS`] independently locked maps.
 pub struct Top {
-    shards: Box<[Mutex<HashMap<u128, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
 }
 
 impl Top {
     fn new(capacity: usize) -> Top {
         Top {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
         }
     }
 
-    fn shard(&self, fp: u128) -> std::sync::MutexGuard<'_, HashMap<u128, Entry>> {
+    fn shard(&self, fp: u128) -> std::sync::MutexGuard<'_, Shard> {
         self.shards[(fp as usize) % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -18,6 +18,9 @@ pub(super) struct Request {
     kind: Option<Kind>,
     rows: u64,
     error: bool,
+    /// The fingerprint this session last recorded: the table has it, so its text need not be
+    /// kept nor the table asked (clients repeat their statements).
+    known: Option<u128>,
 }
 
 /// The fingerprint of a Parse body's (or Query's) SQL text.
@@ -45,7 +48,7 @@ where
         }
         self.req.fp = Some(fp);
         self.req.text = None;
-        if !self.sh.queries.top.contains(fp) {
+        if self.req.known != Some(fp) && !self.sh.queries.top.contains(fp) {
             let end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());
             let text = String::from_utf8_lossy(&sql[..end]);
             self.req.text = Some(tidegate_sql::normalize(&text));
@@ -81,7 +84,14 @@ where
     /// ReadyForQuery went to the client: the audit event and the measurement are done.
     pub(super) fn request_done(&mut self, route: Route, first_error: Option<[u8; 5]>) {
         self.audit_finish(first_error);
-        let req = std::mem::take(&mut self.req);
+        let known = self.req.known;
+        let req = std::mem::replace(
+            &mut self.req,
+            Request {
+                known,
+                ..Request::default()
+            },
+        );
         let Some(start) = req.start else { return };
         let duration = start.elapsed();
         let error = req.error || first_error.is_some();
@@ -102,6 +112,7 @@ where
                     route,
                 },
             );
+            self.req.known = Some(fp);
             self.log_slow(fp, duration, route);
         }
     }
