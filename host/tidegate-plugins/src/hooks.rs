@@ -1,13 +1,16 @@
-//! The data hooks — `on-rows`, `on-write-values`, `on-audit` — called on a warm instance like
-//! `on-statement`, with everything the plugin returns checked before the host uses it.
+//! The hook calls — `on-statement` and the data hooks `on-rows`, `on-write-values`,
+//! `on-audit` — each on a warm instance, with everything the plugin returns checked before the
+//! host uses it.
 
 use crate::bindings::wit;
-use crate::runtime::{to_wit_statement, truncate, CallError, LoadedPlugin, MAX_RETURN_BYTES};
+use crate::decision::validate_decision;
+use crate::runtime::{truncate, CallError, LoadedPlugin, MAX_RETURN_BYTES};
 use crate::types::{
     AuditEvent, AuditRecord, BoundValue, Column, Denial, Principal, Statement, StatementKind,
     TableRef, Value,
 };
 use crate::valid_sqlstate;
+use crate::PluginDecision;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -15,6 +18,31 @@ use std::sync::Arc;
 pub type HookResult<T> = Result<Result<T, Denial>, CallError>;
 
 impl LoadedPlugin {
+    /// Calls `on-statement`. A trapped instance is discarded, never reused.
+    pub async fn on_statement(&self, stmt: &Statement) -> Result<PluginDecision, CallError> {
+        self.calls.fetch_add(1, Relaxed);
+        let mut w = self.take().await?;
+        let arg = to_wit_statement(stmt);
+        let result = w
+            .plugin
+            .tidegate_policy_policy()
+            .call_on_statement(&mut w.store, &arg)
+            .await;
+        match result {
+            Ok(d) => {
+                self.release(w);
+                match validate_decision(d) {
+                    Ok(d) => {
+                        self.succeeded();
+                        Ok(d)
+                    }
+                    Err(why) => Err(self.failed(CallError::Invalid(self.name.to_string(), why))),
+                }
+            }
+            Err(e) => Err(self.failed(self.trap(&e))),
+        }
+    }
+
     /// Calls `on-rows` with a batch of rows whose values are those of `columns`. The answer
     /// must have as many rows, each with as many values, within the size caps.
     pub async fn on_rows(
@@ -339,6 +367,23 @@ fn from_wit_kind(k: wit::StatementKind) -> StatementKind {
         wit::StatementKind::Ddl => StatementKind::Ddl,
         wit::StatementKind::Transaction => StatementKind::Transaction,
         wit::StatementKind::Utility => StatementKind::Utility,
+    }
+}
+
+pub(crate) fn to_wit_statement(s: &Statement) -> wit::Statement {
+    wit::Statement {
+        principal: wit::Principal {
+            user: s.principal.user.clone(),
+            role: s.principal.role.clone(),
+            roles: s.principal.roles.clone(),
+            database: s.principal.database.clone(),
+        },
+        sql: s.sql.clone(),
+        fingerprint: crate::types::fingerprint_hex(s.fingerprint),
+        kind: crate::hooks::to_wit_kind(s.kind),
+        read_only: s.read_only,
+        tables: s.tables.iter().map(crate::hooks::to_wit_table).collect(),
+        prepared: s.prepared,
     }
 }
 

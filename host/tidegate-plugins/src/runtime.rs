@@ -2,11 +2,9 @@
 
 use crate::bindings::{self, wit, Hooks, LogLevel, Plugin, PluginPre};
 use crate::crypto::Keys;
-use crate::decision::validate_decision;
 pub use crate::decision::PluginDecision;
 pub use crate::limits::{CallError, LoadError, Settings};
 use crate::ticker::{CallGuard, Ticker, TICK};
-use crate::types::Statement;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -539,48 +537,6 @@ impl LoadedPlugin {
             Some(Trap::Interrupt) => CallError::Timeout(self.name.to_string()),
             _ => CallError::Trap(self.name.to_string(), describe_trap(e)),
         }
-    }
-
-    /// Calls `on-statement`. A trapped instance is discarded, never reused.
-    pub async fn on_statement(&self, stmt: &Statement) -> Result<PluginDecision, CallError> {
-        self.calls.fetch_add(1, Relaxed);
-        let mut w = self.take().await?;
-        let arg = to_wit_statement(stmt);
-        let result = w
-            .plugin
-            .tidegate_policy_policy()
-            .call_on_statement(&mut w.store, &arg)
-            .await;
-        match result {
-            Ok(d) => {
-                self.release(w);
-                match validate_decision(d) {
-                    Ok(d) => {
-                        self.failures.store(0, Relaxed);
-                        Ok(d)
-                    }
-                    Err(why) => Err(self.failed(CallError::Invalid(self.name.to_string(), why))),
-                }
-            }
-            Err(e) => Err(self.failed(self.trap(&e))),
-        }
-    }
-}
-
-pub(crate) fn to_wit_statement(s: &Statement) -> wit::Statement {
-    wit::Statement {
-        principal: wit::Principal {
-            user: s.principal.user.clone(),
-            role: s.principal.role.clone(),
-            roles: s.principal.roles.clone(),
-            database: s.principal.database.clone(),
-        },
-        sql: s.sql.clone(),
-        fingerprint: crate::types::fingerprint_hex(s.fingerprint),
-        kind: crate::hooks::to_wit_kind(s.kind),
-        read_only: s.read_only,
-        tables: s.tables.iter().map(crate::hooks::to_wit_table).collect(),
-        prepared: s.prepared,
     }
 }
 
