@@ -121,3 +121,66 @@ async fn binary_rows_are_identical_through_tidegate() {
     drop(direct);
     let _ = connect;
 }
+
+/// `client_encoding` as the client spelled it (`utf-8`, `euc-jp`) is reported under
+/// PostgreSQL's name, in the greeting's ParameterStatus (psql's `\encoding`) and by `SHOW`,
+/// as PostgreSQL itself reports it; a name PostgreSQL does not know is refused with 22023.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_encoding_is_reported_under_its_postgresql_name() {
+    let pg = Postgres::start();
+    let b = Broker::start(&pg, "").await;
+    let url = b.app_url("postgres");
+    // The greeting itself (psql would normalize a spelling it reads back on its own).
+    let trusting = Broker::start(&pg, "[auth]\nmethod = \"trust\"\n").await;
+    let mut raw = tidegate_tests::raw::Raw::connect(trusting.addr).await;
+    raw.send(&tidegate_tests::raw::startup_packet(&[
+        ("user", "app"),
+        ("database", "postgres"),
+        ("client_encoding", "utf-8"),
+    ]))
+    .await;
+    let greeting = raw.until_ready().await;
+    let reported: Vec<String> = greeting
+        .iter()
+        .filter(|m| m.tag == b'S' && m.body.starts_with(b"client_encoding\0"))
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    assert_eq!(reported, vec!["client_encoding\0UTF8\0".to_owned()]);
+    for (spelled, canonical) in [("utf-8", "UTF8"), ("euc-jp", "EUC_JP"), ("unicode", "UTF8")] {
+        let out = run_tool(
+            "psql",
+            &[
+                "-X",
+                "-A",
+                "-t",
+                "-d",
+                &url,
+                "-c",
+                "\\encoding",
+                "-c",
+                "SHOW client_encoding",
+            ],
+            &[("PGCLIENTENCODING", spelled)],
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{spelled}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(text, format!("{canonical}\n{canonical}\n"), "{spelled}");
+    }
+    let out = run_tool(
+        "psql",
+        &["-X", "-d", &url, "-c", "SELECT 1"],
+        &[("PGCLIENTENCODING", "klingon")],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("invalid value for parameter \"client_encoding\""),
+        "{err}"
+    );
+}

@@ -22,6 +22,7 @@ use tidegate_config::{AuthMethod, TlsMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+mod encoding;
 mod internal;
 mod params;
 

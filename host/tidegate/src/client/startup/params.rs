@@ -69,9 +69,21 @@ pub fn client_params(
     gucs.extend(params);
     gucs.sort();
     gucs.dedup_by(|a, b| a.0 == b.0);
-    for (name, value) in &gucs {
+    for (name, value) in &mut gucs {
         if let Some(refusal) = refused_setting(name, value) {
             return Err(refusal);
+        }
+        if name.eq_ignore_ascii_case("client_encoding") {
+            // Reported (ParameterStatus, SHOW) under PostgreSQL's name, as the server would.
+            match super::encoding::canonical(value) {
+                Some(c) => *value = c.to_owned(),
+                None => {
+                    return Err((
+                        "22023",
+                        format!("invalid value for parameter \"client_encoding\": \"{value}\""),
+                    ))
+                }
+            }
         }
     }
     Ok(ClientParams {
@@ -153,5 +165,16 @@ mod tests {
         assert_eq!(refused("-c standard_conforming_strings=on"), None);
         assert_eq!(refused("-c search_path=a"), None);
         assert_eq!(parse_options("-c novalue"), None);
+        let encoding = |e: &str| {
+            let mut p = std::collections::BTreeMap::new();
+            p.insert("user".to_owned(), "app".to_owned());
+            p.insert("client_encoding".to_owned(), e.to_owned());
+            super::client_params(p, "postgres").map(|c| c.gucs)
+        };
+        assert_eq!(
+            encoding("utf-8"),
+            Ok(vec![("client_encoding".into(), "UTF8".into())])
+        );
+        assert_eq!(encoding("klingon").err().map(|e| e.0), Some("22023"));
     }
 }
