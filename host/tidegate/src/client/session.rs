@@ -389,16 +389,15 @@ where
         if self.skip_until_sync && !matches!(kind, ClientMsg::Sync | ClientMsg::Terminate) {
             return Ok(true);
         }
-        match kind {
-            ClientMsg::Query => {
-                self.measure_start();
-                let sql = &msg[proto::HEADER_LEN..];
-                self.measure_sql(measure::fingerprint(sql), sql);
-            }
-            ClientMsg::Parse | ClientMsg::Bind | ClientMsg::Execute | ClientMsg::FunctionCall => {
-                self.measure_start();
-            }
-            _ => {}
+        if matches!(
+            kind,
+            ClientMsg::Query
+                | ClientMsg::Parse
+                | ClientMsg::Bind
+                | ClientMsg::Execute
+                | ClientMsg::FunctionCall
+        ) {
+            self.measure_start();
         }
         if matches!(kind, ClientMsg::Query | ClientMsg::Parse) && self.topo.plugins.is_some() {
             match self.apply_policy(kind, msg).await? {

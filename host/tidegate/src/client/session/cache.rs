@@ -146,6 +146,7 @@ where
     pub(super) async fn cache_query(
         &mut self,
         sql: &[u8],
+        fp: tidegate_sql::Fingerprint,
         effect: tidegate_sql::session_state::Effect,
     ) -> Result<bool> {
         let Some(cache) = self.result_cache() else {
@@ -159,7 +160,6 @@ where
             self.request_done(Route::Broker, None);
             return Ok(true);
         }
-        let fp = tidegate_sql::fingerprint(sql);
         let class = self
             .catalog
             .classes

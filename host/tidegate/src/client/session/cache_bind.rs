@@ -131,7 +131,7 @@ where
         let Ok(text) = std::str::from_utf8(sql) else {
             return Ok(false);
         };
-        let fp = tidegate_sql::fingerprint(sql);
+        let fp = tidegate_sql::Fingerprint(stmt.fp);
         let class = self
             .catalog
             .classes

@@ -39,8 +39,10 @@ where
         }
         let effect = session_state::scan(query);
         let stmt_body = &body[name.len() + 1..];
+        let fp = tidegate_sql::fingerprint(query);
         let facts = StmtFacts {
-            read_only: self.sql_read_only(query),
+            fp: fp.0,
+            read_only: self.sql_read_only(query, fp),
             writes: self.parse_writes.take(),
             cache_writes: self.cache_write_gens(query),
             changes_state: effect.pin,
@@ -248,6 +250,7 @@ where
 
 /// What a statement's Parse tells about it, kept with its name.
 struct StmtFacts {
+    fp: u128,
     read_only: bool,
     writes: Option<super::fields::ParamWrites>,
     cache_writes: Option<std::sync::Arc<[String]>>,
@@ -263,7 +266,7 @@ impl StmtFacts {
             cache_writes: self.cache_writes,
             audit: None,
             changes_state: self.changes_state,
-            fp: super::measure::fingerprint(&body),
+            fp: self.fp,
             body,
         }
     }

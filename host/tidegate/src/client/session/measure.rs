@@ -23,12 +23,6 @@ pub(super) struct Request {
     known: Option<u128>,
 }
 
-/// The fingerprint of a Parse body's (or Query's) SQL text.
-pub(super) fn fingerprint(sql: &[u8]) -> u128 {
-    let end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());
-    tidegate_sql::fingerprint(&sql[..end]).0
-}
-
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,

@@ -41,11 +41,15 @@ where
                 return Ok(Handled::Return(true));
             }
         }
+        // The text as it runs (after any plugin rewrite), fingerprinted once for the
+        // statistics, the cache and routing.
+        let fp = tidegate_sql::fingerprint(sql);
+        self.measure_sql(fp.0, sql);
         let effect = session_state::scan(sql);
-        if self.topo.config.cache.enabled && Box::pin(self.cache_query(sql, effect)).await? {
+        if self.topo.config.cache.enabled && Box::pin(self.cache_query(sql, fp, effect)).await? {
             return Ok(Handled::Return(true));
         }
-        let read_only = self.route_read_only(sql) && !self.cache.filling();
+        let read_only = self.route_read_only(sql, fp) && !self.cache.filling();
         if !self.attach(true, read_only).await? {
             return Ok(Handled::Return(true));
         }

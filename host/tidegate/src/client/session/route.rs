@@ -402,7 +402,7 @@ where
 
     /// Whether `sql` (a statement text) is provably read-only, or starts a READ ONLY
     /// transaction. Only computed when replicas are configured.
-    pub(super) fn sql_read_only(&self, sql: &[u8]) -> bool {
+    pub(super) fn sql_read_only(&self, sql: &[u8], fp: tidegate_sql::Fingerprint) -> bool {
         if self.pools.len() < 2 {
             return false;
         }
@@ -414,13 +414,15 @@ where
             return false;
         };
         let catalog = &self.catalog;
-        let c = catalog.classes.classify(text, &catalog.lookup);
+        let c = catalog
+            .classes
+            .classify_fingerprinted(text, fp, &catalog.lookup);
         c.read_only || c.tx == Some(TxControl::Begin { read_only: true })
     }
 
     /// Routing for a simple query about to start a transaction.
-    pub(super) fn route_read_only(&self, sql: &[u8]) -> bool {
-        self.routing_possible() && self.sql_read_only(sql)
+    pub(super) fn route_read_only(&self, sql: &[u8], fp: tidegate_sql::Fingerprint) -> bool {
+        self.routing_possible() && self.sql_read_only(sql, fp)
     }
 
     /// Routing for an extended-protocol batch whose first message has read-only-ness `first`
@@ -455,7 +457,8 @@ where
                 ClientMsg::Execute | ClientMsg::Flush => true,
                 ClientMsg::Parse => match (r.cstr(), r.cstr()) {
                     (Some(name), Some(query)) => {
-                        let ro = self.sql_read_only(query);
+                        let ro = self.pools.len() >= 2
+                            && self.sql_read_only(query, tidegate_sql::fingerprint(query));
                         if name.is_empty() {
                             unnamed = Some(ro);
                         } else if ro {
