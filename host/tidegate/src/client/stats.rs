@@ -255,6 +255,37 @@ struct Entry {
     last_seen: SystemTime,
 }
 
+impl Entry {
+    fn new(text: String, overcount: u64, now: SystemTime) -> Entry {
+        Entry {
+            text: text.into(),
+            count: 0,
+            overcount,
+            errors: 0,
+            rows: 0,
+            total_us: 0,
+            max_us: 0,
+            routes: [0; Route::ALL.len()],
+            buckets: Box::new([0; ENTRY_BUCKETS]),
+            first_seen: now,
+            last_seen: now,
+        }
+    }
+
+    fn add(&mut self, s: Sample, now: SystemTime) {
+        let us = u64::try_from(s.duration.as_micros()).unwrap_or(u64::MAX);
+        self.count += 1;
+        self.errors += u64::from(s.error);
+        self.rows += s.rows;
+        self.total_us = self.total_us.saturating_add(us);
+        self.max_us = self.max_us.max(us);
+        self.routes[s.route as usize] += 1;
+        let b = &mut self.buckets[entry_bucket(us)];
+        *b = b.saturating_add(1);
+        self.last_seen = now;
+    }
+}
+
 /// One fingerprint's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Statement {
@@ -351,43 +382,22 @@ impl Top {
     pub fn record(&self, fp: u128, text: Option<String>, s: Sample) {
         let now = SystemTime::now();
         let mut shard = self.shard(fp);
-        if !shard.contains_key(&fp) {
-            let Some(text) = text else { return };
-            let mut overcount = 0;
-            if shard.len() >= self.per_shard {
-                if let Some((&victim, e)) = shard.iter().min_by_key(|(_, e)| e.count) {
-                    overcount = e.count;
-                    shard.remove(&victim);
-                }
-            }
-            shard.insert(
-                fp,
-                Entry {
-                    text: text.into(),
-                    count: 0,
-                    overcount,
-                    errors: 0,
-                    rows: 0,
-                    total_us: 0,
-                    max_us: 0,
-                    routes: [0; Route::ALL.len()],
-                    buckets: Box::new([0; ENTRY_BUCKETS]),
-                    first_seen: now,
-                    last_seen: now,
-                },
-            );
+        // One lookup for the frequent case: the fingerprint has its entry.
+        if let Some(e) = shard.get_mut(&fp) {
+            e.add(s, now);
+            return;
         }
-        let Some(e) = shard.get_mut(&fp) else { return };
-        let us = u64::try_from(s.duration.as_micros()).unwrap_or(u64::MAX);
-        e.count += 1;
-        e.errors += u64::from(s.error);
-        e.rows += s.rows;
-        e.total_us = e.total_us.saturating_add(us);
-        e.max_us = e.max_us.max(us);
-        e.routes[s.route as usize] += 1;
-        let b = &mut e.buckets[entry_bucket(us)];
-        *b = b.saturating_add(1);
-        e.last_seen = now;
+        let Some(text) = text else { return };
+        let mut overcount = 0;
+        if shard.len() >= self.per_shard {
+            if let Some((&victim, e)) = shard.iter().min_by_key(|(_, e)| e.count) {
+                overcount = e.count;
+                shard.remove(&victim);
+            }
+        }
+        let mut e = Entry::new(text, overcount, now);
+        e.add(s, now);
+        shard.insert(fp, e);
     }
 
     /// Every entry last seen at or after `since`, by total time, heaviest first.

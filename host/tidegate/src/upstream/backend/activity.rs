@@ -6,9 +6,9 @@
 //! paused pool lends nothing: checkouts wait until it is resumed (a client mid-transaction
 //! keeps its connection, so PAUSE can wait for transactions to finish).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Counters and switches of one pool.
 pub struct Activity {
@@ -21,7 +21,8 @@ pub struct Activity {
     wait_us: AtomicU64,
     max_wait_us: AtomicU64,
     paused: AtomicBool,
-    resumed: watch::Sender<bool>,
+    /// Wakes the checkouts PAUSE holds.
+    resumed: Notify,
     epoch: AtomicU64,
     /// The wait histogram (`/metrics`).
     pub wait_histogram: crate::upstream::Histogram,
@@ -39,7 +40,7 @@ impl Default for Activity {
             wait_us: AtomicU64::new(0),
             max_wait_us: AtomicU64::new(0),
             paused: AtomicBool::new(false),
-            resumed: watch::Sender::new(true),
+            resumed: Notify::new(),
             epoch: AtomicU64::new(0),
             wait_histogram: Default::default(),
         }
@@ -138,21 +139,26 @@ impl Activity {
 
     /// PAUSE: checkouts wait from now on.
     pub fn pause(&self) {
-        self.resumed.send_replace(false);
-        self.paused.store(true, Relaxed);
+        self.paused.store(true, SeqCst);
     }
 
     /// RESUME: waiting checkouts go on.
     pub fn resume(&self) {
-        self.paused.store(false, Relaxed);
-        self.resumed.send_replace(true);
+        self.paused.store(false, SeqCst);
+        self.resumed.notify_waiters();
     }
 
     pub(super) async fn wait_resumed(&self) {
         let start = Instant::now();
         let waiting = self.waiting();
-        let mut rx = self.resumed.subscribe();
-        let _ = rx.wait_for(|resumed| *resumed).await;
+        loop {
+            // Registered before the flag is read: a RESUME in between still wakes it.
+            let resumed = self.resumed.notified();
+            if !self.paused.load(SeqCst) {
+                break;
+            }
+            resumed.await;
+        }
         drop(waiting);
         self.waited(start.elapsed());
     }
