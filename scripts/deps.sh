@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what TideGate's demo and tests need on a Debian machine, skipping what is present:
 # PostgreSQL 15 (+ contrib), Redis, PgBouncer, psql/pgbench, curl, Chromium (headless, for the
-# report test), and a Rust toolchain with rustfmt
+# report test), Python's psycopg and psycopg_pool, and a Rust toolchain with rustfmt
 # and clippy. Sourced by demo.sh and test.sh.
 set -euo pipefail
 
@@ -23,6 +23,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
   # Debian starts these as services; TideGate's demo and tests start their own.
   $SUDO systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+fi
+
+# The client-fidelity tests drive TideGate with Python's psycopg and its connection pool.
+if ! python3 -c 'import psycopg, psycopg_pool' 2>/dev/null; then
+  echo "installing: psycopg, psycopg_pool" >&2
+  # pip where the Python allows it; Debian's own Python (externally managed) takes its packages.
+  if ! python3 -m pip install -q 'psycopg[binary]' psycopg_pool 2>/dev/null; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-psycopg python3-psycopg-pool >/dev/null
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -211,6 +211,16 @@ impl Postgres {
         run(c, "pg_ctl promote").expect("promote");
     }
 
+    /// Makes PostgreSQL ask `role` for its password (SCRAM) on TCP connections; every other
+    /// role keeps trust.
+    pub fn require_scram_for(&self, role: &str) {
+        let hba = self.dir.join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        let line = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
+        std::fs::write(&hba, format!("{line}{old}")).expect("write pg_hba.conf");
+        self.sql("postgres", "SELECT pg_reload_conf()");
+    }
+
     /// Starts a stopped server again.
     pub fn restart(&self) {
         self.pg_ctl_start().expect("pg_ctl start");

@@ -234,11 +234,48 @@ pub enum AuthMethod {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     /// How clients prove who they are.
     pub method: AuthMethod,
+    /// Users not in `[[users]]` are looked up in PostgreSQL with this query (`$1` is the
+    /// user name; it returns the name and the SCRAM verifier, as
+    /// `SELECT usename, passwd FROM pg_shadow WHERE usename = $1`). The broker then logs in
+    /// to PostgreSQL as that role with the keys of the client's own SCRAM proof. Users in
+    /// `[[users]]` win.
+    pub auth_query: Option<String>,
+    /// The role the lookup runs as; defaults to `upstream.primary.user`.
+    pub auth_user: Option<String>,
+    /// Its password (when the server asks for one); defaults to `upstream.primary.password`
+    /// when `auth_user` is unset.
+    pub auth_password: Option<String>,
+    /// How long a looked-up verifier is reused before it is read again (a failed login reads
+    /// it again at once).
+    pub auth_cache: Millis,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            method: AuthMethod::default(),
+            auth_query: None,
+            auth_user: None,
+            auth_password: None,
+            auth_cache: Millis(1_000),
+        }
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("method", &self.method)
+            .field("auth_query", &self.auth_query)
+            .field("auth_user", &self.auth_user)
+            .field("auth_cache", &self.auth_cache)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Client TLS modes.

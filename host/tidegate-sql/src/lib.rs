@@ -33,6 +33,7 @@ mod classify;
 mod fingerprint;
 mod functions;
 mod lexer;
+mod own_session;
 mod quote;
 pub mod session_state;
 mod split;
@@ -49,6 +50,10 @@ pub use functions::{
     builtin_volatility, determined_by_settings, FunctionLookup, NoLookup, Volatility,
 };
 pub use lexer::{block_comment_end, literals, Literal, LiteralKind};
+pub use own_session::{
+    mentions_own_session, signal_call, with_backend_pid, with_prepared_statements, PidArg,
+    SignalCall,
+};
 pub use quote::quote_ident;
 pub use split::split_statements;
 pub use timebound::{BoundOp, TimeBound, TimeCast};

@@ -198,13 +198,13 @@ fn written(e: &Expr, sql: &str, lines: &LineIndex) -> Written {
 }
 
 /// Byte offsets of line starts, to turn sqlparser's (line, column in characters) into bytes.
-struct LineIndex<'a> {
+pub(crate) struct LineIndex<'a> {
     sql: &'a str,
     starts: Vec<usize>,
 }
 
 impl<'a> LineIndex<'a> {
-    fn new(sql: &'a str) -> Self {
+    pub(crate) fn new(sql: &'a str) -> Self {
         let mut starts = vec![0];
         starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
         LineIndex { sql, starts }
@@ -212,7 +212,7 @@ impl<'a> LineIndex<'a> {
 
     /// The byte offset of `loc` (1-based line and character column). A span's end is the
     /// position just past the token.
-    fn offset(&self, loc: Location) -> Option<usize> {
+    pub(crate) fn offset(&self, loc: Location) -> Option<usize> {
         let line_start = *self.starts.get((loc.line as usize).checked_sub(1)?)?;
         let rest = self.sql.get(line_start..)?;
         let col = (loc.column as usize).checked_sub(1)?;

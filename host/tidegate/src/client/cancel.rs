@@ -18,8 +18,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
+/// Broker-issued process ids start here: Linux never gives a process a higher id than
+/// 2^22 (`PID_MAX_LIMIT`), so a broker id never equals a PostgreSQL backend's.
+pub const FIRST_BROKER_PID: i32 = (1 << 22) + 1;
+
 /// What a session publishes for cancellation.
 pub struct CancelSlot {
+    /// The broker-issued process id the client was given.
+    pub pid: i32,
     /// The servers the session may hold connections to, by node index.
     targets: Mutex<Vec<Target>>,
     /// The held server connection's (pid, secret) packed into one word; 0 = none held.
@@ -43,6 +49,8 @@ pub struct ClientInfo {
     pub user: String,
     /// Its database.
     pub database: String,
+    /// The PostgreSQL role its statements run as.
+    pub role: String,
     /// Its address (`host:port`), or `internal` for an HTTP request's session.
     pub addr: String,
     /// Its `application_name` startup parameter.
@@ -159,7 +167,15 @@ impl CancelRegistry {
 
     /// [`CancelRegistry::register`] for a client described by `info`.
     pub fn register_client(&self, targets: Vec<Target>, info: ClientInfo) -> Registration<'_> {
+        let mut map = self.lock();
+        let (pid, secret) = loop {
+            let pid = rand::Rng::gen_range(&mut rand::thread_rng(), FIRST_BROKER_PID..=i32::MAX);
+            if !map.contains_key(&pid) {
+                break (pid, rand::random::<i32>());
+            }
+        };
         let slot = Arc::new(CancelSlot {
+            pid,
             targets: Mutex::new(targets),
             backend: AtomicU64::new(0),
             node: AtomicUsize::new(0),
@@ -168,13 +184,6 @@ impl CancelRegistry {
             kill: CancellationToken::new(),
             killed: std::sync::atomic::AtomicBool::new(false),
         });
-        let mut map = self.lock();
-        let (pid, secret) = loop {
-            let pid = rand::random::<i32>() & 0x7fff_ffff;
-            if pid != 0 && !map.contains_key(&pid) {
-                break (pid, rand::random::<i32>());
-            }
-        };
         map.insert(pid, (secret, slot.clone()));
         Registration {
             registry: self,
@@ -192,6 +201,12 @@ impl CancelRegistry {
             .collect()
     }
 
+    /// The live session the broker issued `pid` to.
+    pub fn session(&self, pid: i64) -> Option<Arc<CancelSlot>> {
+        let pid = i32::try_from(pid).ok().filter(|p| *p >= FIRST_BROKER_PID)?;
+        self.lock().get(&pid).map(|(_, slot)| slot.clone())
+    }
+
     /// Handles a CancelRequest: where to send the real cancel, if the key is valid and its
     /// session holds a server connection. Hold the answer until the cancel was sent.
     pub fn resolve(&self, pid: i32, secret: i32) -> Option<InFlight> {
@@ -203,6 +218,12 @@ impl CancelRegistry {
             }
             slot.clone()
         };
+        Self::held(slot)
+    }
+
+    /// Where to send a cancel of the statement `slot`'s session is running, if it holds a
+    /// server connection (`pg_cancel_backend` of a broker-issued id, once permitted).
+    pub fn held(slot: Arc<CancelSlot>) -> Option<InFlight> {
         // Announced before the connection is read: a session detaching at the same time
         // either is seen to hold nothing here, or sees this cancel (both sides SeqCst).
         slot.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -245,6 +266,7 @@ mod tests {
             user: "u".into(),
             database: "d".into(),
             password: None,
+            keys: None,
             tls: Default::default(),
         }
     }

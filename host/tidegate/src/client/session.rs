@@ -34,12 +34,13 @@ mod policy;
 mod replies;
 mod retry;
 mod route;
+mod signal;
 mod waiting;
 
 use messages::Handled;
 use pending::Pending;
 use route::Ryw;
-pub use route::{login_target, pools_for};
+pub use route::{login_target, passthrough_target, pools_for};
 use waiting::{timed, Latch};
 
 /// Why a session ended abnormally.
@@ -79,6 +80,10 @@ struct Stmt {
     changes_state: bool,
     /// Its fingerprint (the statement statistics' key).
     fp: u128,
+    /// It is `pg_terminate_backend`/`pg_cancel_backend` alone (see `signal`).
+    signal: Option<Arc<tidegate_sql::SignalCall>>,
+    /// When the client prepared it (`pg_prepared_statements.prepare_time`).
+    prepared_at: std::time::SystemTime,
 }
 
 /// The most named prepared statements a client may hold; a Parse of one more gets 54000.
@@ -145,8 +150,12 @@ pub struct Session<R, W> {
     /// Client messages sent to the attached replica, kept so a read can be retried elsewhere
     /// if the replica fails before the client sees a byte of the reply.
     replay: BytesMut,
-    /// Something was written to the client since the connection was attached.
+    /// Something of the attached connection's replies was written to the client.
     client_touched: bool,
+    /// Where the attached connection's replies begin in `out`: while a read on a replica may
+    /// still be retried, they are held there (not written) until its ReadyForQuery, and a
+    /// retry drops them.
+    out_mark: usize,
     /// A replica read is being retried: process the re-queued messages before waiting.
     retry: bool,
     passthrough: usize,
@@ -171,6 +180,8 @@ pub struct Session<R, W> {
     timed: bool,
     /// The request being measured for the statement statistics.
     req: measure::Request,
+    /// Some statement this client prepared is a signal call (its Binds are looked at).
+    signal_stmts: bool,
     shutdown_wait: Latch,
     force_wait: Latch,
 }
@@ -243,6 +254,7 @@ where
             replay_error: None,
             replay: BytesMut::new(),
             client_touched: false,
+            out_mark: 0,
             retry: false,
             passthrough: 0,
             cancel,
@@ -260,6 +272,7 @@ where
             name_buf: Vec::with_capacity(24),
             timed,
             req: measure::Request::default(),
+            signal_stmts: false,
             shutdown_wait,
             force_wait,
         }
@@ -333,6 +346,13 @@ where
     }
 
     async fn flush_client(&mut self) -> Result<()> {
+        if self.out.len() > self.out_mark && self.on_replica && self.backend.is_some() {
+            if self.holding_retryable() {
+                return Ok(());
+            }
+            self.client_touched = true;
+        }
+        self.out_mark = 0;
         if !self.out.is_empty() {
             self.wr
                 .write_all(&self.out)
@@ -365,7 +385,7 @@ where
         loop {
             match self.pending.front() {
                 Some(Pending::Synthetic(tag)) => proto::simple(&mut self.out, *tag, &[]),
-                Some(Pending::Denied(e)) => self.out.extend_from_slice(e),
+                Some(Pending::Denied(e) | Pending::Answer(e)) => self.out.extend_from_slice(e),
                 _ => return,
             }
             self.pending.pop_front();
@@ -398,6 +418,11 @@ where
                 | ClientMsg::FunctionCall
         ) {
             self.measure_start();
+        }
+        if matches!(kind, ClientMsg::Query | ClientMsg::Parse)
+            && tidegate_sql::mentions_own_session(&msg[proto::HEADER_LEN..])
+        {
+            self.own_session_text(kind, &mut msg);
         }
         if matches!(kind, ClientMsg::Query | ClientMsg::Parse) && self.topo.plugins.is_some() {
             match self.apply_policy(kind, msg).await? {

@@ -57,6 +57,8 @@ pub struct Shared {
     pub pools: Pools,
     /// Broker-issued cancel keys.
     pub cancels: CancelRegistry,
+    /// Users looked up in PostgreSQL (`auth.auth_query`).
+    pub auth_lookup: crate::client::startup::AuthLookup,
     /// Shared server-side prepared statement names.
     pub statements: StatementRegistry,
     /// Raised when shutdown starts: stop accepting, close idle clients.
@@ -179,6 +181,7 @@ impl Shared {
             stats: RouteStats::default(),
             pools: Pools::default(),
             cancels: CancelRegistry::default(),
+            auth_lookup: Default::default(),
             statements: StatementRegistry::default(),
             shutdown: Signal::default(),
             force: Signal::default(),

@@ -8,7 +8,7 @@
 use super::Session;
 use crate::client::cancel::ClientInfo;
 use crate::client::shared::{ClientGuard, Shared};
-use crate::upstream::backend::{BackendError, ClientCount, PoolError, Target};
+use crate::upstream::backend::{BackendError, ClientCount, ClientKeys, PoolError, Target};
 use crate::upstream::topology::Topology;
 use crate::wire::auth::{ScramError, ScramServer, MECHANISM};
 use crate::wire::kind::{ClientMsg, ServerMsg, SslAnswer, TxStatus};
@@ -22,10 +22,12 @@ use tidegate_config::{AuthMethod, TlsMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+mod auth_query;
 mod encoding;
 mod internal;
 mod params;
 
+pub use auth_query::AuthLookup;
 pub use internal::{open_internal, InternalError, InternalSession};
 
 /// PostgreSQL's limit for startup packets.
@@ -158,6 +160,7 @@ pub async fn handle_connection(sh: Arc<Shared>, tcp: TcpStream, guard: Option<Cl
     let info = ClientInfo {
         user: user.to_string(),
         database: login.database.clone(),
+        role: login.user.clone(),
         addr: peer,
         application_name: application_name(&gucs),
         tls: matches!(stream, ClientStream::Tls(_)),
@@ -402,9 +405,17 @@ async fn handshake(
 
     let mut rbuf = BytesMut::with_capacity(1024);
     let user_cfg = cfg.user(&user_name);
-    match cfg.auth.method {
+    // A user not in the config may be one of PostgreSQL's (auth_query).
+    let found = match user_cfg {
+        None if cfg.auth.auth_query.is_some() => match sh.auth_lookup.find(cfg, &user_name).await {
+            Ok(f) => f,
+            Err(e) => return Err(send_fatal(&mut stream, "08006", e.to_string()).await),
+        },
+        _ => None,
+    };
+    let client_key = match cfg.auth.method {
         AuthMethod::Trust => {
-            if user_cfg.is_none() {
+            if user_cfg.is_none() && found.is_none() {
                 return Err(send_fatal(
                     &mut stream,
                     "28000",
@@ -412,28 +423,49 @@ async fn handshake(
                 )
                 .await);
             }
+            None
         }
         AuthMethod::ScramSha256 => {
-            authenticate(
-                &mut stream,
-                &mut rbuf,
-                sh,
-                &user_name,
-                user_cfg.and_then(|u| u.verifier.as_ref()),
-            )
-            .await?;
+            let verifier = user_cfg
+                .and_then(|u| u.verifier.as_ref())
+                .or_else(|| found.as_ref().and_then(|f| f.verifier.as_ref()));
+            match authenticate(&mut stream, &mut rbuf, sh, &user_name, verifier).await {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    if found.is_some() {
+                        sh.auth_lookup.forget(&user_name);
+                    }
+                    return Err(e);
+                }
+            }
         }
-    }
-    let Some(user_cfg) = user_cfg else {
-        return Err(send_fatal(
-            &mut stream,
-            "28P01",
-            format!("password authentication failed for user \"{user_name}\""),
-        )
-        .await);
+    };
+    let login = match (user_cfg, found) {
+        (Some(u), _) => super::session::login_target(cfg, &u.name, &database),
+        (None, Some(f)) => {
+            if let (Some(client_key), Some(v)) = (client_key, f.verifier.as_ref()) {
+                f.keys.set(ClientKeys {
+                    client_key,
+                    server_key: v.server_key,
+                    salt: v.salt.clone(),
+                    iterations: v.iterations,
+                });
+            }
+            Some(super::session::passthrough_target(
+                cfg, &user_name, &database, f.keys,
+            ))
+        }
+        (None, None) => {
+            return Err(send_fatal(
+                &mut stream,
+                "28P01",
+                format!("password authentication failed for user \"{user_name}\""),
+            )
+            .await)
+        }
     };
     let console = database == cfg.admin.database;
-    if console && !cfg.admin.users.contains(&user_cfg.name) {
+    if console && !cfg.admin.users.contains(&user_name) {
         return Err(send_fatal(
             &mut stream,
             "28000",
@@ -441,7 +473,7 @@ async fn handshake(
         )
         .await);
     }
-    let Some(login) = super::session::login_target(cfg, &user_cfg.name, &database) else {
+    let Some(login) = login else {
         return Err(send_fatal(&mut stream, "28000", "unknown user".into()).await);
     };
     Ok(Some(Accepted {
@@ -489,7 +521,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     sh: &Shared,
     user: &str,
     verifier: Option<&tidegate_config::ScramVerifier>,
-) -> Result<(), StartupError> {
+) -> Result<[u8; 32], StartupError> {
     let mut out = BytesMut::new();
     let mut body = BytesMut::new();
     body.put_i32(10);
@@ -528,15 +560,15 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(&out).await?;
 
     let msg = read_auth_message(s, rbuf).await?;
-    match scram.client_final(&msg[proto::HEADER_LEN..]) {
-        Ok(server_final) => {
+    match scram.client_final_keys(&msg[proto::HEADER_LEN..]) {
+        Ok((server_final, client_key)) => {
             out.clear();
             body.clear();
             body.put_i32(12);
             body.put_slice(server_final.as_bytes());
             proto::simple(&mut out, ServerMsg::Authentication, &body);
             s.write_all(&out).await?;
-            Ok(())
+            Ok(client_key)
         }
         Err(ScramError::BadProof) => {
             tracing::info!(user, "authentication failed");

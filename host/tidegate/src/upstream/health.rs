@@ -52,6 +52,7 @@ fn node_target(config: &tidegate_config::Config, node: &Node) -> Target {
         user: p.user.clone(),
         database: p.database.clone(),
         password: p.password.clone(),
+        keys: None,
         tls: crate::upstream::backend::UpstreamTls::for_server(p),
     }
 }

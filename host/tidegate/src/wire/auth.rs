@@ -114,6 +114,12 @@ impl ScramServer {
 
     /// Takes client-final-message, returns server-final-message if the proof holds.
     pub fn client_final(&self, data: &[u8]) -> Result<String, ScramError> {
+        self.client_final_keys(data).map(|(m, _)| m)
+    }
+
+    /// [`ScramServer::client_final`], also returning the ClientKey the proof revealed (for
+    /// logging in to PostgreSQL as the client: `auth_query` pass-through).
+    pub fn client_final_keys(&self, data: &[u8]) -> Result<(String, [u8; 32]), ScramError> {
         let msg = std::str::from_utf8(data).map_err(|_| ScramError::Protocol("not UTF-8"))?;
         let (without_proof, proof) = msg
             .rsplit_once(",p=")
@@ -159,7 +165,7 @@ impl ScramServer {
             return Err(ScramError::BadProof);
         }
         let server_sig = hmac(&self.verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_sig)))
+        Ok((format!("v={}", B64.encode(server_sig)), client_key))
     }
 }
 

@@ -276,6 +276,71 @@ pub fn text_result(out: &mut BytesMut, columns: &[&str], rows: &[Vec<Option<Stri
     );
 }
 
+/// Appends a one-row, one-column `boolean` result as PostgreSQL gives it for a function
+/// call: RowDescription (unless `describe` is false: an Execute without a Describe gets
+/// none), the DataRow in text (`t`/`f`) or binary, and CommandComplete `SELECT 1`.
+pub fn bool_result(out: &mut BytesMut, column: &str, value: bool, binary: bool, describe: bool) {
+    if describe {
+        let mut rd = BytesMut::new();
+        rd.put_i16(1);
+        rd.put_slice(column.as_bytes());
+        rd.put_u8(0);
+        rd.put_i32(0);
+        rd.put_i16(0);
+        rd.put_i32(16); // bool
+        rd.put_i16(1);
+        rd.put_i32(-1);
+        rd.put_i16(i16::from(binary));
+        simple(out, ServerMsg::RowDescription, &rd);
+    }
+    let mut d = BytesMut::new();
+    d.put_i16(1);
+    d.put_i32(1);
+    d.put_u8(match (binary, value) {
+        (true, v) => u8::from(v),
+        (false, true) => b't',
+        (false, false) => b'f',
+    });
+    simple(out, ServerMsg::DataRow, &d);
+    simple(out, ServerMsg::CommandComplete, b"SELECT 1\0");
+}
+
+/// The process id a NotificationResponse (header included) names, if it is well formed.
+pub fn notification_pid(msg: &[u8]) -> Option<i32> {
+    let b = msg.get(HEADER_LEN..HEADER_LEN + 4)?;
+    Some(i32::from_be_bytes(b.try_into().ok()?))
+}
+
+/// Overwrites the process id of a NotificationResponse (header included).
+pub fn set_notification_pid(msg: &mut [u8], pid: i32) {
+    if let Some(b) = msg.get_mut(HEADER_LEN..HEADER_LEN + 4) {
+        b.copy_from_slice(&pid.to_be_bytes());
+    }
+}
+
+/// Appends Parse, Bind (text parameters, text results), Execute and Sync of the unnamed
+/// statement `sql`.
+pub fn extended_query(out: &mut BytesMut, sql: &str, params: &[&str]) {
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_slice(sql.as_bytes());
+    body.put_u8(0);
+    body.put_i16(0);
+    simple(out, ClientMsg::Parse.byte(), &body);
+    body.clear();
+    body.put_slice(b"\0\0");
+    body.put_i16(0);
+    body.put_i16(params.len() as i16);
+    for p in params {
+        body.put_i32(p.len() as i32);
+        body.put_slice(p.as_bytes());
+    }
+    body.put_i16(0);
+    simple(out, ClientMsg::Bind.byte(), &body);
+    simple(out, ClientMsg::Execute.byte(), b"\0\0\0\0\0");
+    simple(out, ClientMsg::Sync.byte(), &[]);
+}
+
 /// Appends a simple Query message.
 pub fn query(out: &mut BytesMut, sql: &str) {
     out.put_u8(ClientMsg::Query.byte());

@@ -13,12 +13,12 @@ use tidegate_sql::Kind;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A Bind as the cache needs it.
-struct Bound<'a> {
-    portal: &'a [u8],
-    statement: &'a [u8],
-    param_formats: Vec<i16>,
-    params: Vec<Option<&'a [u8]>>,
-    result_formats: Vec<i16>,
+pub(super) struct Bound<'a> {
+    pub(super) portal: &'a [u8],
+    pub(super) statement: &'a [u8],
+    pub(super) param_formats: Vec<i16>,
+    pub(super) params: Vec<Option<&'a [u8]>>,
+    pub(super) result_formats: Vec<i16>,
 }
 
 /// The Bind's parameters as text where they are sent as text: they let the time range be
@@ -39,7 +39,7 @@ fn text_params<'a>(b: &Bound<'a>) -> Vec<Option<&'a str>> {
         .collect()
 }
 
-fn read_bind(body: &[u8]) -> Option<Bound<'_>> {
+pub(super) fn read_bind(body: &[u8]) -> Option<Bound<'_>> {
     let mut r = Reader::new(body);
     let portal = r.cstr()?;
     let statement = r.cstr()?;
@@ -66,17 +66,17 @@ fn read_bind(body: &[u8]) -> Option<Bound<'_>> {
     })
 }
 
-/// The rest of the batch after a Bind of `portal`: `Some((described, bytes))` when it is
-/// exactly [Describe portal] Execute(portal, all rows) Sync, all buffered.
-fn rest_of_batch(buf: &[u8], portal: &[u8]) -> Option<(bool, usize)> {
+/// The rest of the batch after a Bind of `portal`: `Some((described, bytes, bytes before the
+/// Sync))` when it is exactly [Describe portal] Execute(portal, all rows) Sync, all buffered.
+pub(super) fn rest_of_batch(buf: &[u8], portal: &[u8]) -> Option<(bool, usize, usize)> {
     let mut pos = 0;
     let mut next = || {
         let h = proto::header(&buf[pos..], usize::MAX).ok()??;
         let msg = buf.get(pos..pos + h.total)?;
         pos += h.total;
-        Some((h.client(), &msg[proto::HEADER_LEN..]))
+        Some((h.client(), &msg[proto::HEADER_LEN..], pos))
     };
-    let (mut kind, mut body) = next()?;
+    let (mut kind, mut body, _) = next()?;
     let described = kind == ClientMsg::Describe;
     if described {
         let mut r = Reader::new(body);
@@ -84,14 +84,14 @@ fn rest_of_batch(buf: &[u8], portal: &[u8]) -> Option<(bool, usize)> {
         {
             return None;
         }
-        (kind, body) = next()?;
+        (kind, body, _) = next()?;
     }
     let mut r = Reader::new(body);
     if kind != ClientMsg::Execute || r.cstr()? != portal || r.i32()? != 0 || !r.rest().is_empty() {
         return None;
     }
-    let (kind, _) = next()?;
-    (kind == ClientMsg::Sync).then_some((described, pos))
+    let (kind, sync, end) = next()?;
+    (kind == ClientMsg::Sync).then_some((described, end, end - sync.len() - proto::HEADER_LEN))
 }
 
 impl<R, W> Session<R, W>
@@ -116,7 +116,7 @@ where
         let Some(b) = read_bind(&msg[proto::HEADER_LEN..]) else {
             return Ok(false);
         };
-        let Some((described, len)) = rest_of_batch(&self.rbuf, b.portal) else {
+        let Some((described, len, _)) = rest_of_batch(&self.rbuf, b.portal) else {
             return Ok(false);
         };
         let stmt = match b.statement {
@@ -191,7 +191,7 @@ mod tests {
         msg(&mut b, ClientMsg::Describe, b"P\0");
         msg(&mut b, ClientMsg::Execute, b"\0\0\0\0\0");
         msg(&mut b, ClientMsg::Sync, b"");
-        assert_eq!(rest_of_batch(&b, b""), Some((true, b.len())));
+        assert_eq!(rest_of_batch(&b, b""), Some((true, b.len(), b.len() - 5)));
         assert_eq!(rest_of_batch(&b, b"other"), None);
         assert_eq!(
             rest_of_batch(&b[..b.len() - 1], b""),

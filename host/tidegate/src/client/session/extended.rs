@@ -46,7 +46,9 @@ where
             writes: self.parse_writes.take(),
             cache_writes: self.cache_write_gens(query),
             changes_state: effect.pin,
+            signal: signal_call(query),
         };
+        self.signal_stmts |= facts.signal.is_some();
         if !name.is_empty() && self.backend.is_none() && !effect.pin {
             // A statement some server already accepted needs no connection to be "parsed":
             // it is prepared on whichever connection later binds it.
@@ -255,6 +257,16 @@ struct StmtFacts {
     writes: Option<super::fields::ParamWrites>,
     cache_writes: Option<std::sync::Arc<[String]>>,
     changes_state: bool,
+    signal: Option<std::sync::Arc<tidegate_sql::SignalCall>>,
+}
+
+/// The signal call `query` is, if it is one alone.
+fn signal_call(query: &[u8]) -> Option<std::sync::Arc<tidegate_sql::SignalCall>> {
+    if !tidegate_sql::mentions_own_session(query) {
+        return None;
+    }
+    let text = std::str::from_utf8(query).ok()?;
+    tidegate_sql::signal_call(text).map(std::sync::Arc::new)
 }
 
 impl StmtFacts {
@@ -267,6 +279,8 @@ impl StmtFacts {
             audit: None,
             changes_state: self.changes_state,
             fp: self.fp,
+            signal: self.signal,
+            prepared_at: std::time::SystemTime::now(),
             body,
         }
     }
@@ -283,6 +297,15 @@ pub(super) fn parse_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {
     }
     r.bytes(n as usize * 4)?;
     r.rest().is_empty().then_some((name, query))
+}
+
+/// A statement body's query text (`query NUL`) and its declared parameter types.
+pub(super) fn query_and_types(body: &[u8]) -> (&[u8], Vec<u32>) {
+    let mut r = Reader::new(body);
+    let query = r.cstr().unwrap_or_default();
+    let n = r.i16().unwrap_or(0).max(0);
+    let types = (0..n).map_while(|_| r.i32().map(|t| t as u32)).collect();
+    (query, types)
 }
 
 /// The statement a Bind or Describe names (`None` inside for a Describe of a portal) and the
@@ -309,6 +332,18 @@ fn put_renamed(out: &mut BytesMut, kind: ClientMsg, prefix: &[u8], name: &[u8], 
     out.put_i32((4 + prefix.len() + name.len() + rest.len()) as i32);
     out.put_slice(prefix);
     out.put_slice(name);
+    out.put_slice(rest);
+}
+
+/// Appends a Parse message of statement `name` (not NUL-terminated) for `query`, with the
+/// parameter types `rest` of the client's Parse.
+pub(super) fn put_parse_query(out: &mut BytesMut, name: &[u8], query: &str, rest: &[u8]) {
+    out.put_u8(ClientMsg::Parse.byte());
+    out.put_i32((4 + name.len() + 1 + query.len() + 1 + rest.len()) as i32);
+    out.put_slice(name);
+    out.put_u8(0);
+    out.put_slice(query.as_bytes());
+    out.put_u8(0);
     out.put_slice(rest);
 }
 

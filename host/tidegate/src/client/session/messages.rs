@@ -45,6 +45,9 @@ where
         // statistics, the cache and routing.
         let fp = tidegate_sql::fingerprint(sql);
         self.measure_sql(fp.0, sql);
+        if tidegate_sql::mentions_own_session(sql) && self.signal_query(sql).await? {
+            return Ok(Handled::Return(true));
+        }
         let effect = session_state::scan(sql);
         if self.topo.config.cache.enabled && Box::pin(self.cache_query(sql, fp, effect)).await? {
             return Ok(Handled::Return(true));
@@ -92,6 +95,9 @@ where
         }
         if kind == ClientMsg::Bind && self.topo.config.cache.enabled {
             self.cache_note_state_bind(msg);
+        }
+        if kind == ClientMsg::Bind && self.signal_stmts && Box::pin(self.signal_bind(msg)).await? {
+            return Ok(Handled::Return(true));
         }
         if kind == ClientMsg::Bind
             && self.topo.config.cache.enabled

@@ -19,6 +19,8 @@ pub(super) enum Pending {
     Synthetic(ServerMsg),
     /// An ErrorResponse the broker owes (a statement its policy denied).
     Denied(Bytes),
+    /// Replies the broker gives in the server's stead (a signal to a broker session).
+    Answer(Bytes),
     /// A Parse sent to abort the server's transaction after a denial (its error is hidden).
     Abort,
     /// A Bind; the plan for its statement's result rows, when it has declared columns.

@@ -158,6 +158,9 @@ where
     /// Updates the session for one complete server message (the first `total` bytes of the
     /// connection's buffer) and says whether the client sees it.
     fn on_reply(&mut self, b: &mut Backend, kind: ServerMsg, total: usize) -> Reply {
+        if kind == ServerMsg::Notification {
+            self.own_notification(b, total);
+        }
         let msg = &b.rbuf[..total];
         if kind.is_reply() && !matches!(kind, ServerMsg::DataRow | ServerMsg::CopyData) {
             self.drain_synthetic();
@@ -370,13 +373,8 @@ where
         if self.front_visible() {
             self.cache_capture(kind, msg);
         }
+        // Written out by `flush_client`, which holds a retryable read's replies back.
         self.out.extend_from_slice(msg);
-        // Notices and parameter changes are not part of a statement's reply: a read re-run
-        // elsewhere after them (e.g. after a dying replica's shutdown WARNING) still gives the
-        // client a well-formed exchange.
-        if kind.is_reply() {
-            self.client_touched = true;
-        }
     }
 
     /// After ReadyForQuery: replies owed for messages sent after its Sync, the idle clock, and

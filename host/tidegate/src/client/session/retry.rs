@@ -41,6 +41,9 @@ where
             self.copy_in = false;
             self.passthrough = 0;
             self.bout.clear();
+            // What the dying replica sent (rows, its shutdown WARNING) was held back: drop it.
+            self.out.truncate(self.out_mark);
+            self.cache.drop_fill();
             let mut again = std::mem::take(&mut self.replay);
             again.extend_from_slice(&self.rbuf);
             self.rbuf = again;
@@ -78,6 +81,16 @@ where
             }
             b.rbuf.advance(h.total);
         }
+    }
+
+    /// Whether the attached replica's replies are held back from the client: a read that may
+    /// still be re-run elsewhere, with a ReadyForQuery to come and less than a buffer's worth
+    /// of reply. (Without a Sync pending, the client waits on a Flush: nothing is held.)
+    pub(super) fn holding_retryable(&self) -> bool {
+        self.on_replica
+            && !self.client_touched
+            && self.out.len() < super::OUT_HIGH_WATER
+            && self.pending.iter().any(|p| p.ends_with_ready())
     }
 
     /// While a replica serves a read, its client messages are kept for a retry.

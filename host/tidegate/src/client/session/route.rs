@@ -6,7 +6,7 @@ use super::params::replay_sql;
 use super::{timed, Pending, Result, Session, Stmt};
 use crate::client::shared::Shared;
 use crate::upstream::backend::{
-    Backend, Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, Target,
+    Backend, Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, SharedKeys, Target,
 };
 use crate::upstream::catalog::DbCatalog;
 use crate::upstream::topology::Topology;
@@ -87,8 +87,24 @@ pub fn login_target(config: &Config, user: &str, database: &str) -> Option<Targe
         user: role,
         database: database.to_owned(),
         password,
+        keys: None,
         tls: crate::upstream::backend::UpstreamTls::for_server(upstream),
     })
+}
+
+/// Where a session of `user`, a role PostgreSQL authenticated through `auth_query`, logs in:
+/// as that role, with the keys its clients' SCRAM proofs gave (no password).
+pub fn passthrough_target(config: &Config, user: &str, database: &str, keys: SharedKeys) -> Target {
+    let upstream = &config.upstream.primary;
+    Target {
+        host: upstream.host.clone(),
+        port: upstream.port,
+        user: user.to_owned(),
+        database: database.to_owned(),
+        password: None,
+        keys: Some(keys),
+        tls: crate::upstream::backend::UpstreamTls::for_server(upstream),
+    }
 }
 
 /// One pool per node of `topo` for `login`'s (database, role): the primary first.
@@ -347,6 +363,7 @@ where
             stats.writes.fetch_add(1, Relaxed);
         }
         self.client_touched = false;
+        self.out_mark = self.out.len();
         self.replay.clear();
         if b.gucs != self.gucs {
             let sql = replay_sql(&self.gucs);

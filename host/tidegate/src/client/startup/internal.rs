@@ -63,6 +63,7 @@ pub async fn open_internal(
     let info = ClientInfo {
         user: user.to_string(),
         database: login.database.clone(),
+        role: login.user.clone(),
         addr: "internal".into(),
         application_name: application_name(&gucs),
         tls: false,

@@ -25,8 +25,40 @@ pub struct Target {
     pub database: String,
     /// Password, if the server asks for one.
     pub password: Option<String>,
+    /// Without a password: the SCRAM keys of the role's last authenticated client
+    /// (`auth_query` pass-through).
+    pub keys: Option<super::SharedKeys>,
     /// TLS to the server.
     pub tls: super::UpstreamTls,
+}
+
+/// The SCRAM exchange in progress: with the password, or with a client's keys.
+enum Scram {
+    Password(ScramSha256),
+    Keys(super::scram::KeyedScram),
+}
+
+impl Scram {
+    fn message(&self) -> &[u8] {
+        match self {
+            Scram::Password(s) => s.message(),
+            Scram::Keys(s) => s.message(),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Scram::Password(s) => s.update(data),
+            Scram::Keys(s) => s.update(data),
+        }
+    }
+
+    fn finish(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Scram::Password(s) => s.finish(data),
+            Scram::Keys(s) => s.finish(data),
+        }
+    }
 }
 
 impl std::fmt::Debug for Target {
@@ -135,7 +167,7 @@ impl Backend {
         out.clear();
 
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<Scram> = None;
         let mut server_params = Vec::new();
         let mut key = (0, 0);
         let unsupported = |message: &str| BackendError::Unsupported {
@@ -194,10 +226,18 @@ impl Backend {
                             if !found {
                                 return Err(unsupported("no supported SASL mechanism"));
                             }
-                            let s = ScramSha256::new(
-                                password()?.as_bytes(),
-                                ChannelBinding::unsupported(),
-                            );
+                            let s = match (
+                                &target.password,
+                                target.keys.as_ref().and_then(|k| k.get()),
+                            ) {
+                                (None, Some(keys)) => {
+                                    Scram::Keys(super::scram::KeyedScram::new(keys))
+                                }
+                                _ => Scram::Password(ScramSha256::new(
+                                    password()?.as_bytes(),
+                                    ChannelBinding::unsupported(),
+                                )),
+                            };
                             frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)
                                 .map_err(io_err(target))?;
                             scram = Some(s);
@@ -297,6 +337,28 @@ impl Backend {
         proto::query(&mut out, sql);
         self.stream.write_all(&out).await?;
         self.unnamed = None;
+        self.read_rows(max).await
+    }
+
+    /// Runs `sql` with text parameters `params` (`$1`…) through the extended protocol and
+    /// returns its first row's text values (`None` if no row or an error).
+    pub async fn query_row_params(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> std::io::Result<Option<Vec<Option<String>>>> {
+        let mut out = BytesMut::new();
+        proto::extended_query(&mut out, sql, params);
+        self.stream.write_all(&out).await?;
+        self.unnamed = None;
+        Ok(self
+            .read_rows(1)
+            .await?
+            .and_then(|rows| rows.into_iter().next()))
+    }
+
+    /// Reads up to `max` rows' text values, to ReadyForQuery (`None` on an error).
+    async fn read_rows(&mut self, max: usize) -> std::io::Result<Option<Vec<Vec<Option<String>>>>> {
         let mut rows = Vec::new();
         let mut failed = false;
         loop {
