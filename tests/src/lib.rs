@@ -226,6 +226,35 @@ impl Postgres {
         self.pg_ctl_start().expect("pg_ctl start");
     }
 
+    /// Kills the postmaster with SIGKILL (its backends end when they notice), and waits until
+    /// it is gone.
+    pub fn kill_postmaster(&self) {
+        let pidfile = self.dir.join("data").join("postmaster.pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok())
+            .expect("postmaster.pid");
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        for _ in 0..100 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a server that was killed, once its orphaned backends have let go of its shared
+    /// memory (retrying for up to 20 s).
+    pub fn restart_after_kill(&self) {
+        for _ in 0..40 {
+            if self.pg_ctl_start().is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        self.pg_ctl_start().expect("pg_ctl start after a kill");
+    }
+
     /// Stops the server with `-m immediate` (a crash, as far as clients can tell).
     pub fn stop_immediate(&self) {
         let mut c = pg_tool("pg_ctl");
