@@ -124,7 +124,10 @@ async fn upstream_ssl(config: String) -> Result<bool, String> {
         .await
         .map_err(|e| format!("{e:?}"))?;
     let r = c
-        .simple_query("SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .simple_query(
+            "SELECT s.ssl::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.client_port = inet_client_port()",
+        )
         .await
         .map_err(|e| format!("{e:?}"))?;
     Ok(r.iter().any(
