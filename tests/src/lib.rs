@@ -226,6 +226,19 @@ impl Postgres {
         self.pg_ctl_start().expect("pg_ctl start");
     }
 
+    /// Restarts the server with `pg_ctl restart -m <mode>` (`fast`, `immediate`) and waits
+    /// until it accepts connections again.
+    pub fn restart_with(&self, mode: &str) {
+        let mut c = pg_tool("pg_ctl");
+        c.arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-w", "-t", "30", "-m", mode, "restart"])
+            .stdout(Stdio::null());
+        run(c, "pg_ctl restart").expect("pg_ctl restart");
+    }
+
     /// Kills the postmaster with SIGKILL (its backends end when they notice), and waits until
     /// it is gone.
     pub fn kill_postmaster(&self) {

@@ -45,6 +45,14 @@ async fn psql_output_is_byte_identical_through_tidegate() {
         direct_err.contains("a notice with detail 42"),
         "notice: {direct_err}"
     );
+    // After an error in a transaction block: COMMIT answers ROLLBACK, a ROLLBACK outside one
+    // warns, and a warning raised before the error is not lost.
+    for expected in [
+        "a warning inside the transaction",
+        "there is no transaction in progress",
+    ] {
+        assert!(direct_err.contains(expected), "{expected}: {direct_err}");
+    }
     assert_eq!(tg_out, direct_out, "stdout differs");
     assert_eq!(tg_err, direct_err, "stderr (errors, notices) differs");
     let columns = pg.sql(

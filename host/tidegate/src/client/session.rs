@@ -158,6 +158,22 @@ pub struct Session<R, W> {
     out_mark: usize,
     /// A replica read is being retried: process the re-queued messages before waiting.
     retry: bool,
+    /// The attached connection began a transaction (nothing of the client's session is on it
+    /// that a fresh connection would lack): its client messages are kept for a retry.
+    keep_replay: bool,
+    /// Retries of the current request (bounded: a statement that kills its own server
+    /// connection is not run forever).
+    retries: usize,
+    /// The FATAL the attached server sent before it went away.
+    server_fatal: Option<Bytes>,
+    /// A client request on the attached connection completed (CommandComplete or
+    /// ReadyForQuery): it may have committed, so it is never run again.
+    completed: bool,
+    /// The client's transaction was lost with its server connection (see `retry.rs`).
+    lost_tx: Option<retry::LostTx>,
+    /// A request that may end the open transaction block (COMMIT…) is unanswered: a
+    /// connection lost now leaves the transaction's outcome unknown.
+    ending_sent: bool,
     passthrough: usize,
     cancel: Arc<CancelSlot>,
     busy_since: Option<Instant>,
@@ -256,6 +272,12 @@ where
             client_touched: false,
             out_mark: 0,
             retry: false,
+            keep_replay: false,
+            retries: 0,
+            server_fatal: None,
+            completed: false,
+            lost_tx: None,
+            ending_sent: false,
             passthrough: 0,
             cancel,
             busy_since: None,
@@ -346,7 +368,7 @@ where
     }
 
     async fn flush_client(&mut self) -> Result<()> {
-        if self.out.len() > self.out_mark && self.on_replica && self.backend.is_some() {
+        if self.out.len() > self.out_mark && self.backend.is_some() {
             if self.holding_retryable() {
                 return Ok(());
             }
@@ -395,7 +417,7 @@ where
     /// Queues a reply the broker gives itself. Messages answered so while a replica is
     /// attached would be answered twice by a retry, so they make the read non-retryable.
     fn push_synthetic(&mut self, kind: ServerMsg) {
-        if self.backend.is_some() && self.on_replica {
+        if self.backend.is_some() {
             self.client_touched = true;
         }
         self.pending.push_back(Pending::Synthetic(kind));
@@ -409,6 +431,9 @@ where
         if self.skip_until_sync && !matches!(kind, ClientMsg::Sync | ClientMsg::Terminate) {
             return Ok(true);
         }
+        if self.lost_tx.is_some() && self.backend.is_none() && self.on_lost_tx(kind, &msg) {
+            return Ok(true);
+        }
         if matches!(
             kind,
             ClientMsg::Query
@@ -418,6 +443,9 @@ where
                 | ClientMsg::FunctionCall
         ) {
             self.measure_start();
+        }
+        if !self.tx_status.is_idle() && matches!(kind, ClientMsg::Query | ClientMsg::Bind) {
+            self.note_ending(kind, &msg);
         }
         if matches!(kind, ClientMsg::Query | ClientMsg::Parse)
             && tidegate_sql::mentions_own_session(&msg[proto::HEADER_LEN..])

@@ -220,6 +220,7 @@ where
         if self.cache.off
             || self.copy_in
             || (!self.tx_status.is_idle() && !config.cache.in_transactions)
+            || matches!(self.tx_status, TxStatus::Failed)
             || self.touches_declared_columns(class)
         {
             return None;

@@ -34,10 +34,21 @@ pub(super) enum Pending {
     Query {
         visible: bool,
     },
+    /// The broker's own simple query that opens a failed transaction on a fresh connection,
+    /// for a client whose transaction was lost with its server connection (all hidden).
+    Reopen,
 }
 
 impl Pending {
     pub(super) fn ends_with_ready(&self) -> bool {
-        matches!(self, Pending::Sync | Pending::Query { .. })
+        matches!(
+            self,
+            Pending::Sync | Pending::Query { .. } | Pending::Reopen
+        )
+    }
+
+    /// The replies to it are the broker's own, never the client's.
+    pub(super) fn hidden(&self) -> bool {
+        matches!(self, Pending::Query { visible: false } | Pending::Reopen)
     }
 }

@@ -272,7 +272,7 @@ where
         let mut e = BytesMut::new();
         error_response(&mut e, &d);
         self.measure_error(d.sqlstate.as_bytes());
-        if self.backend.is_some() && self.on_replica {
+        if self.backend.is_some() {
             self.client_touched = true;
         }
         self.pending.push_back(Pending::Denied(e.freeze()));
@@ -430,7 +430,7 @@ fn error_response(out: &mut BytesMut, d: &Denial) {
 }
 
 /// A statement that makes the server raise `d`.
-fn raise_sql(d: &Denial) -> String {
+pub(super) fn raise_sql(d: &Denial) -> String {
     let lit = |s: &str| format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
     let mut sql = format!(
         "DO $tidegate_policy$BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}",

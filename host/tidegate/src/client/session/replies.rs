@@ -5,7 +5,7 @@ use super::{Pending, Result, Session, OUT_HIGH_WATER};
 use crate::upstream::backend::Backend;
 use crate::wire::kind::{ClientMsg, Field, ServerMsg, TxStatus};
 use crate::wire::proto::{self, Header};
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -41,10 +41,7 @@ where
     W: AsyncWrite + Unpin + Send,
 {
     fn front_visible(&self) -> bool {
-        !matches!(
-            self.pending.front(),
-            Some(Pending::Query { visible: false })
-        )
+        !self.pending.front().is_some_and(Pending::hidden)
     }
 
     /// Processes every complete message the attached server connection has sent.
@@ -216,7 +213,7 @@ where
                 }
                 self.pending.pop_front();
             }
-            Some(Pending::Query { visible: false }) => forward = false,
+            Some(p) if p.hidden() => forward = false,
             _ => {}
         }
         if kind == ServerMsg::RowDescription {
@@ -237,27 +234,26 @@ where
                 self.pending.pop_front();
                 true
             }
-            Some(Pending::Query { visible: false }) => false,
+            Some(p) if p.hidden() => false,
             _ => true,
         };
+        self.completed |= forward;
         if forward && kind == ServerMsg::CommandComplete {
             self.measure_complete(&msg[proto::HEADER_LEN..], self.server_route());
         }
         forward
     }
 
-    /// ErrorResponse: a replica's FATAL before the client saw anything is a lost connection
-    /// (the read is retried elsewhere); otherwise the server now skips to the next Sync.
+    /// ErrorResponse: a FATAL means the connection is going away (`retry.rs` decides what the
+    /// client sees); otherwise the server now skips to the next Sync.
     fn on_error(&mut self, b: &mut Backend, total: usize) -> Reply {
         let msg = &b.rbuf[..total];
-        if self.on_replica
-            && !self.client_touched
-            && proto::fields(msg).any(|(k, v)| k == Field::Severity && v == b"FATAL")
-        {
-            // A replica going away (shutdown, crash): retry the read elsewhere.
+        if proto::fields(msg).any(|(k, v)| k == Field::Severity && v == b"FATAL") {
+            // Shutdown, crash, termination: the FATAL is the connection's last message.
+            self.server_fatal = Some(Bytes::copy_from_slice(msg));
             return Reply::Lost(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "replica sent FATAL",
+                "the server ended the connection (FATAL)",
             ));
         }
         self.copy_in = false;
@@ -266,6 +262,8 @@ where
             self.first_error = code;
         }
         match self.pending.front() {
+            // The failed transaction the broker opened on purpose.
+            Some(Pending::Reopen) => Reply::Forward(false),
             Some(Pending::Query { visible }) => {
                 let visible = *visible;
                 if let (true, Some(code)) = (visible, code) {
@@ -330,7 +328,14 @@ where
                 b.gucs.clone_from(&self.gucs);
                 Reply::Forward(false)
             }
+            Some(Pending::Reopen) => {
+                // The server holds the failed transaction the client is in: from here on
+                // its answers are PostgreSQL's own.
+                self.lost_tx = None;
+                Reply::Forward(false)
+            }
             _ => {
+                self.completed = true;
                 self.tx_status = status;
                 if status.is_idle() {
                     // Portals end with their transaction.
@@ -385,6 +390,8 @@ where
         let mut release = false;
         if self.pending.is_empty() {
             self.busy_since = None;
+            self.retries = 0;
+            self.ending_sent = false;
             release = self.tx_status.is_idle() && !self.pinned && !self.copy_in && !self.unsynced;
         }
         if self.timed {

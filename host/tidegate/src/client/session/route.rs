@@ -365,6 +365,9 @@ where
         self.client_touched = false;
         self.out_mark = self.out.len();
         self.replay.clear();
+        self.server_fatal = None;
+        self.completed = false;
+        self.keep_replay = self.tx_status.is_idle() && !self.pinned && self.lost_tx.is_none();
         if b.gucs != self.gucs {
             let sql = replay_sql(&self.gucs);
             proto::query(&mut self.bout, &sql);
@@ -373,6 +376,13 @@ where
             // only once the replay succeeded (replies.rs).
             b.unnamed = None;
             b.gucs.clear();
+        }
+        if self.lost_tx.is_some() {
+            // The client is in a transaction that failed with its last connection: this one
+            // gets a failed transaction too, so that every reply is PostgreSQL's own.
+            proto::query(&mut self.bout, &super::retry::reopen_sql());
+            self.pending.push_back(Pending::Reopen);
+            b.unnamed = None;
         }
         self.cancel.attach(b.key, node);
         self.backend = Some(b);

@@ -137,6 +137,21 @@ fn io_err(target: &Target) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
     }
 }
 
+impl BackendError {
+    /// The server is not there or not ready (restarting, starting up, shutting down): worth
+    /// another attempt shortly.
+    pub fn server_unavailable(&self) -> bool {
+        match self {
+            BackendError::Io { .. } => true,
+            // cannot_connect_now, admin_shutdown, crash_shutdown.
+            BackendError::Refused(raw) => {
+                matches!(proto::sqlstate(raw), Some("57P03" | "57P01" | "57P02"))
+            }
+            BackendError::Timeout(_) | BackendError::Unsupported { .. } => false,
+        }
+    }
+}
+
 impl Backend {
     /// Opens and authenticates a connection within `timeout`.
     pub async fn connect(target: &Target, timeout: Duration) -> Result<Backend, BackendError> {

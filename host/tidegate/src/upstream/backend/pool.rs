@@ -90,6 +90,10 @@ pub struct Pool {
     valid: Mutex<HashSet<u64>>,
     /// A replica pool is skipped until this instant after a failure.
     banned_until: Mutex<Option<Instant>>,
+    /// The server refused the last connection attempt (it may be restarting).
+    down: AtomicBool,
+    /// Held by the one connection attempt in flight while the server is down.
+    reconnecting: tokio::sync::Mutex<()>,
     /// Clients, waits, transactions, logins; PAUSE and RECONNECT (the admin console).
     pub activity: super::Activity,
 }
@@ -110,6 +114,8 @@ impl Pool {
             server_params: Mutex::new(None),
             valid: Mutex::new(HashSet::new()),
             banned_until: Mutex::new(None),
+            down: AtomicBool::new(false),
+            reconnecting: tokio::sync::Mutex::new(()),
             activity: super::Activity::default(),
         }
     }
@@ -156,9 +162,13 @@ impl Pool {
             let candidate = self.idle().pop();
             match candidate {
                 // Replicas come and go: their connections are always checked (one non-blocking
-                // read), the primary's only after sitting idle for a while.
+                // read); the primary's when the runtime saw them readable (a restart's FATAL)
+                // or after sitting idle for a while.
                 Some(b)
-                    if (self.replica || b.idle_since.elapsed() >= check_after) && b.is_closed() =>
+                    if (self.replica
+                        || b.stream.readable_seen()
+                        || b.idle_since.elapsed() >= check_after)
+                        && b.is_closed() =>
                 {
                     tracing::debug!(backend = b.id, "pooled connection was closed by the server");
                     continue;
@@ -172,13 +182,58 @@ impl Pool {
             }
         }
         let login = self.activity.login();
-        let mut b = Backend::connect(&self.target, self.timeouts().connect).await?;
+        let mut b = self.open().await?;
         drop(login);
         b.epoch = self.activity.epoch();
         self.remember_params(&b);
         b.permit = Some(permit);
         b.lent_at = Instant::now();
         Ok(b)
+    }
+
+    /// Opens a connection within the connect timeout. A primary may be restarting: an attempt
+    /// it refuses (not listening, starting up, shutting down) is made again after a jittered,
+    /// growing pause until the timeout, and while it is down one attempt per pool is in flight.
+    /// A replica's failure is final (the read goes elsewhere).
+    async fn open(&self) -> Result<Backend, BackendError> {
+        let limit = self.timeouts().connect;
+        if self.replica {
+            return Backend::connect(&self.target, limit).await;
+        }
+        let deadline = Instant::now() + limit;
+        let timed_out = || BackendError::Timeout(format!("{:?}", self.target));
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let gate = if self.down.load(Ordering::Relaxed) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, self.reconnecting.lock()).await {
+                    Ok(g) => Some(g),
+                    Err(_) => return Err(timed_out()),
+                }
+            } else {
+                None
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match Backend::connect(&self.target, left).await {
+                Ok(b) => {
+                    self.down.store(false, Ordering::Relaxed);
+                    return Ok(b);
+                }
+                Err(e) if e.server_unavailable() => {
+                    self.down.store(true, Ordering::Relaxed);
+                    let wait = pause / 2 + pause.mul_f64(rand::random::<f64>() / 2.0);
+                    if Instant::now() + wait >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(pool = ?self.key, error = %e, "server unavailable: trying again");
+                    // The gate is held through the pause: attempts are spaced, not stacked.
+                    tokio::time::sleep(wait).await;
+                    drop(gate);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Returns a clean, idle connection to the pool.

@@ -178,6 +178,17 @@ impl ServerStream {
         matches!(self, ServerStream::Tls(_))
     }
 
+    /// Whether the runtime has already seen the socket readable — no system call. For an
+    /// idle connection that means the server spoke (its FATAL) or closed it.
+    pub fn readable_seen(&self) -> bool {
+        let tcp = match self {
+            ServerStream::Plain(s) => s,
+            ServerStream::Tls(s) => s.get_ref().0,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        tcp.poll_read_ready(&mut cx).is_ready()
+    }
+
     /// A non-blocking read from the socket underneath (for liveness checks of idle
     /// connections: any byte or EOF while idle means the connection is unusable).
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
