@@ -733,3 +733,33 @@ async fn a_date_trunc_aggregate_is_cached_per_time_zone() {
     );
     assert_eq!(kolkata[0][0].as_deref(), Some("2024-01-01 05:00:00+05:30"));
 }
+
+/// Redis killed under `pgbench -S -c 4` with the cache on, and started again: no client
+/// aborts and no transaction fails (the cache is bypassed, never an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_pgbench_fails_no_transaction() {
+    let pg = Postgres::start();
+    let mut redis = Redis::start();
+    let broker = Broker::start(&pg, &cache_config(&redis.url(), "")).await;
+    tidegate_tests::pgbench_init(&pg.url("postgres")).await;
+    let url = broker.app_url("postgres");
+    let bench = tokio::spawn(async move {
+        tidegate_tests::run_tool("pgbench", &["-n", "-S", "-c", "4", "-T", "9", &url], &[]).await
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restart();
+    let out = bench.await.unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert!(!report.contains("aborted"), "{report}");
+    assert_eq!(tidegate_tests::pgbench_failed(&report), 0, "{report}");
+    let processed = tidegate_tests::pgbench_processed(&report);
+    assert!(processed > 1000, "{report}");
+    println!("pgbench -S across a Redis kill: {processed} transactions, 0 failed");
+}

@@ -31,6 +31,11 @@ pub struct Audit {
     /// Records that may wait for the database; when full (the database is down or slow),
     /// statements are refused (fail closed) until it drains.
     pub queue: usize,
+    /// While the audit table is unreachable (the server restarting: connection refused or
+    /// reset, shutting down, starting up) statements still run, their records waiting in the
+    /// queue, for at most this long; then they are refused until it is back. Other write
+    /// failures (a constraint, a permission) refuse statements at once. 0 = no grace.
+    pub outage_grace: Millis,
 }
 
 impl Default for Audit {
@@ -45,6 +50,7 @@ impl Default for Audit {
             batch_size: 2000,
             flush_interval: Millis(100),
             queue: 100_000,
+            outage_grace: Millis(10_000),
         }
     }
 }

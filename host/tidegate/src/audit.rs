@@ -10,6 +10,7 @@ pub mod chain;
 pub mod store;
 pub mod verify;
 
+use crate::upstream::backoff::Backoff;
 use chain::{ChainKey, Row};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -30,6 +31,10 @@ pub struct AuditSink {
     depth: AtomicUsize,
     cap: usize,
     healthy: AtomicBool,
+    /// While the table is unreachable after having been written: since when, and how long
+    /// statements may still run (`audit.outage_grace`).
+    outage: Mutex<Option<Instant>>,
+    grace: Duration,
     last_error: Mutex<Option<String>>,
     /// Records written.
     pub written: AtomicU64,
@@ -48,6 +53,8 @@ impl AuditSink {
             depth: AtomicUsize::new(0),
             cap: config.audit.queue,
             healthy: AtomicBool::new(false),
+            outage: Mutex::new(None),
+            grace: config.audit.outage_grace.duration(),
             last_error: Mutex::new(Some("the audit table is not ready yet".into())),
             written: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
@@ -82,7 +89,7 @@ impl AuditSink {
     /// `Err(why)` when statements must be refused: the table cannot be written, or the queue
     /// is full.
     pub fn available(&self) -> Result<(), String> {
-        if !self.healthy.load(Relaxed) {
+        if !self.healthy.load(Relaxed) && !self.in_grace() {
             let why = self
                 .last_error
                 .lock()
@@ -124,13 +131,33 @@ impl AuditSink {
         until(timeout, || self.depth.load(Relaxed) == 0).await
     }
 
+    /// The table is unreachable, but not for longer than the outage grace.
+    fn in_grace(&self) -> bool {
+        self.outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|since| since.elapsed() < self.grace)
+    }
+
     fn set_health(&self, error: Option<String>) {
         let ok = error.is_none();
         if !ok {
             self.write_failures.fetch_add(1, Relaxed);
         }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.healthy.store(ok, Relaxed);
+    }
+
+    /// A write failed because the table is unreachable: an outage begins (if the table was
+    /// being written until now), which statements ride out for the grace period.
+    fn set_unreachable(&self, error: String) {
+        let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        let began = outage.or(self.healthy.load(Relaxed).then(Instant::now));
+        self.write_failures.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        *outage = began;
+        self.healthy.store(false, Relaxed);
     }
 }
 
@@ -142,8 +169,10 @@ struct Writer {
     settings: tidegate_config::Audit,
 }
 
-/// Pause between attempts while the database refuses.
-const RETRY: Duration = Duration::from_millis(250);
+/// Pauses between attempts while the database refuses or is away.
+fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
+}
 
 impl Writer {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<AuditEvent>) {
@@ -213,6 +242,7 @@ impl Writer {
     /// (statements are refused meanwhile).
     async fn write(&self, rows: &mut [Row], seq: &mut i64, prev: &mut Vec<u8>, buf: &mut Vec<u8>) {
         self.link(rows, *seq, prev);
+        let mut backoff = retry_backoff();
         loop {
             match self.store.insert(rows, *seq, buf).await {
                 Ok(Written::Yes) => break,
@@ -231,11 +261,17 @@ impl Writer {
                     };
                     self.link(rows, *seq, prev);
                 }
+                Err(e) if unreachable(&e) => {
+                    self.sink
+                        .set_unreachable(format!("audit table unreachable: {e}"));
+                    tracing::warn!(error = %e, records = rows.len(), "audit table unreachable: records wait (statements run on for audit.outage_grace)");
+                    tokio::time::sleep(backoff.pause()).await;
+                }
                 Err(e) => {
                     self.sink
                         .set_health(Some(format!("audit table unavailable: {e}")));
                     tracing::error!(error = %e, records = rows.len(), "audit records not written yet; statements are refused until they are");
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(backoff.pause()).await;
                 }
             }
         }
@@ -259,6 +295,7 @@ impl Writer {
     /// Brings the audit tables up to date (TideGate's migrations) and finds where the chain
     /// stands, retrying until the database answers (statements are refused meanwhile).
     async fn open(&self) -> (i64, Vec<u8>) {
+        let mut backoff = retry_backoff();
         loop {
             let r: Result<_, store::StoreError> = async {
                 self.store.ensure().await?;
@@ -274,7 +311,7 @@ impl Writer {
                     self.sink
                         .set_health(Some(format!("audit table unavailable: {e}")));
                     tracing::error!(error = %e, "cannot open the audit table; statements are refused until it opens");
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(backoff.pause()).await;
                 }
             }
         }
@@ -304,6 +341,22 @@ impl Writer {
 }
 
 /// Polls `done` every 5 ms until it holds or `timeout` passes (start and shutdown only).
+/// Whether a write failed because the server is out of reach for now (down, restarting,
+/// the connection lost), rather than because it refuses the records.
+fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // connection_exception, admin/crash shutdown, cannot connect now.
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
 async fn until(timeout: Duration, done: impl Fn() -> bool) -> bool {
     let end = Instant::now() + timeout;
     while !done() {

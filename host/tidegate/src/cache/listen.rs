@@ -5,6 +5,7 @@
 //! whole database's counter first. Tables without the trigger rely on TTLs.
 
 use super::Cache;
+use crate::upstream::backoff::Backoff;
 use sqlx::postgres::PgListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -103,21 +104,23 @@ impl Cache {
 
     async fn listen_loop(self: Arc<Self>, config: Arc<Config>, db: String, state: Arc<Listening>) {
         let whole_db = [format!("tg:d:{db}")];
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let pool = crate::upstream::own_db::lazy_pool(&config, &db, "tidegate-cache-listen", 1);
             let mut listener = match PgListener::connect_with(&pool).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::debug!(database = %db, error = %e, "cache: cannot listen yet");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(backoff.pause()).await;
                     continue;
                 }
             };
             if let Err(e) = listener.listen_all([CHANNEL, LOST_CHANNEL]).await {
                 tracing::debug!(database = %db, error = %e, "cache: LISTEN failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(backoff.pause()).await;
                 continue;
             }
+            backoff.reset();
             // Anything may have changed while nobody listened — unless this is the first
             // LISTEN and every session is still waiting for it (nothing stored yet).
             let first = !state.ready.send_replace(true);
@@ -144,7 +147,7 @@ impl Cache {
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(backoff.pause()).await;
         }
     }
 

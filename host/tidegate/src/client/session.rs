@@ -404,13 +404,19 @@ where
     /// Emits replies the broker owes for messages it did not send, once all earlier replies
     /// have been delivered.
     fn drain_synthetic(&mut self) {
+        // Answers owed before anything of the attached connection's replies are not part of
+        // them: they do not stop a re-run (retry.rs), which would not repeat them.
+        let ahead = self.backend.is_some() && self.out.len() == self.out_mark;
         loop {
             match self.pending.front() {
                 Some(Pending::Synthetic(tag)) => proto::simple(&mut self.out, *tag, &[]),
                 Some(Pending::Denied(e) | Pending::Answer(e)) => self.out.extend_from_slice(e),
-                _ => return,
+                _ => break,
             }
             self.pending.pop_front();
+        }
+        if ahead {
+            self.out_mark = self.out.len();
         }
     }
 

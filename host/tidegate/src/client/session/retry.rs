@@ -17,6 +17,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// The most client messages kept to re-run a read elsewhere if its replica fails.
 const MAX_REPLAY_BYTES: usize = 1 << 20;
 
+/// Times one request may run again (at least once per node): a server shutting down tells
+/// every connection FATAL at once, so a re-run may land on a sibling that has not said it yet;
+/// a statement that ends its own server connection every time still fails in the end.
+const MAX_RUNS_AGAIN: usize = 3;
+
 /// A client transaction lost with its server connection.
 #[derive(Debug)]
 pub(super) enum LostTx {
@@ -86,7 +91,7 @@ where
         self.backend.is_some()
             && !self.client_touched
             && !self.replay.is_empty()
-            && self.retries < self.pools.len()
+            && self.retries < MAX_RUNS_AGAIN.max(self.pools.len())
             && (self.on_replica || (fatal && !self.completed))
     }
 

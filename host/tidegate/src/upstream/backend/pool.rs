@@ -202,7 +202,10 @@ impl Pool {
         }
         let deadline = Instant::now() + limit;
         let timed_out = || BackendError::Timeout(format!("{:?}", self.target));
-        let mut pause = Duration::from_millis(20);
+        let mut backoff = crate::upstream::backoff::Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_secs(1),
+        );
         loop {
             let gate = if self.down.load(Ordering::Relaxed) {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -221,7 +224,7 @@ impl Pool {
                 }
                 Err(e) if e.server_unavailable() => {
                     self.down.store(true, Ordering::Relaxed);
-                    let wait = pause / 2 + pause.mul_f64(rand::random::<f64>() / 2.0);
+                    let wait = backoff.pause();
                     if Instant::now() + wait >= deadline {
                         return Err(e);
                     }
@@ -229,7 +232,6 @@ impl Pool {
                     // The gate is held through the pause: attempts are spaced, not stacked.
                     tokio::time::sleep(wait).await;
                     drop(gate);
-                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => return Err(e),
             }
