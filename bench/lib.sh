@@ -184,13 +184,15 @@ auth_type = trust
 auth_file = $TMP/userlist.txt
 pool_mode = transaction
 default_pool_size = $1
-max_client_conn = 200
+max_client_conn = ${PGB_MAX_CLIENTS:-200}
 ignore_startup_parameters = extra_float_digits
 logfile = $TMP/pgbouncer.log
 pidfile = $TMP/pgbouncer.pid
 EOF
     chown postgres: "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
-    as_pg "$PGBOUNCER" -d -q "$TMP/pgbouncer.ini" || die "PgBouncer did not start (see $TMP/pgbouncer.log)"
+    # Started as root with -u (it switches to postgres), so that it inherits this shell's
+    # open-files limit (runuser would apply the login limits).
+    "$PGBOUNCER" -d -q -u postgres "$TMP/pgbouncer.ini" || die "PgBouncer did not start (see $TMP/pgbouncer.log)"
     wait_ready PgBouncer "$PGB_PORT"
     # shellcheck disable=SC2034  # read by the scripts
     PGB_PID=$(<"$TMP/pgbouncer.pid")

@@ -360,9 +360,8 @@ fn serve_command(config: PathBuf) -> anyhow::Result<()> {
                 }
             }
         }
-        let listener = tokio::net::TcpListener::bind(cfg.listen.sql)
-            .await
-            .with_context(|| format!("binding {}", cfg.listen.sql))?;
+        let listener =
+            sql_listener(cfg.listen.sql).with_context(|| format!("binding {}", cfg.listen.sql))?;
         let http = match cfg.listen.http {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -409,4 +408,18 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
+}
+
+/// The SQL listener, with a backlog deep enough for a connection storm (the kernel caps it at
+/// `net.core.somaxconn`): a burst of new clients waits in the queue rather than being dropped
+/// and retried a second later.
+fn sql_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

@@ -25,6 +25,8 @@ mod cache;
 mod cache_bind;
 mod extended;
 mod fields;
+#[cfg(test)]
+mod footprint;
 mod measure;
 mod memo;
 mod messages;
@@ -61,6 +63,30 @@ pub enum SessionError {
 }
 
 type Result<T> = std::result::Result<T, SessionError>;
+
+/// A client's read half: it can say when it has something to read without a buffer to read
+/// into, so that an idle session holds none (plain TCP; TLS and in-process streams cannot
+/// tell, and read into a buffer at once).
+pub trait ClientRead: AsyncRead + Unpin + Send {
+    /// Ready when a read would find data or EOF (always, when the stream cannot tell).
+    fn poll_readable(
+        &self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl ClientRead for tokio::net::tcp::OwnedReadHalf {
+    fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
+    }
+}
+
+impl<T: AsyncRead + Send> ClientRead for tokio::io::ReadHalf<T> {}
 
 /// A statement the client prepared: its process-wide id and Parse body.
 #[derive(Clone)]
@@ -208,7 +234,7 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     /// A session for an authenticated client logging in as `login` (its primary target).
@@ -232,8 +258,12 @@ where
         let shutdown_wait = Latch::new(sh.clone(), |sh| &sh.shutdown, cancel.clone());
         let force_wait = Latch::new(sh.clone(), |sh| &sh.force, cancel.clone());
         let session_cache = cache::SessionCache::new(&gucs);
-        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-        rbuf.extend_from_slice(&leftover);
+        // Buffers are taken when the client sends something and let go while it is idle.
+        let rbuf = if leftover.is_empty() {
+            BytesMut::new()
+        } else {
+            leftover
+        };
         Session {
             sh,
             topo,
@@ -254,10 +284,10 @@ where
             rd,
             wr,
             rbuf,
-            out: BytesMut::with_capacity(READ_CHUNK),
-            bout: BytesMut::with_capacity(1024),
+            out: BytesMut::new(),
+            bout: BytesMut::new(),
             backend: None,
-            pending: VecDeque::with_capacity(16),
+            pending: VecDeque::new(),
             stmts: HashMap::new(),
             portals: std::collections::HashSet::new(),
             unnamed: None,
@@ -291,7 +321,7 @@ where
             row_plans: HashMap::new(),
             rows_refused: false,
             cache: session_cache,
-            name_buf: Vec::with_capacity(24),
+            name_buf: Vec::new(),
             timed,
             req: measure::Request::default(),
             signal_stmts: false,
@@ -459,7 +489,8 @@ where
             self.own_session_text(kind, &mut msg);
         }
         if matches!(kind, ClientMsg::Query | ClientMsg::Parse) && self.topo.plugins.is_some() {
-            match self.apply_policy(kind, msg).await? {
+            // Boxed, as the other plugin paths: their futures are large and rare per session.
+            match Box::pin(self.apply_policy(kind, msg)).await? {
                 Some(m) => msg = m,
                 None => return Ok(true),
             }

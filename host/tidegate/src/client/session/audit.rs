@@ -3,11 +3,12 @@
 //! fingerprint, kind and tables, the policy decision, the rows, the duration and the first
 //! error's SQLSTATE — never parameter values.
 
+use super::ClientRead;
 use super::Session;
 use std::sync::Arc;
 use std::time::Instant;
 use tidegate_plugins::{AuditEvent, Denial, Statement, StatementKind, TableRef, Verdict};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 /// What an audit record says of a statement. Kept in the prepared statement, so that binding
 /// it again does not classify its text again.
@@ -89,7 +90,7 @@ impl Track {
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     /// Whether this session's statements are audited.

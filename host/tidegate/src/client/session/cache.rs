@@ -4,6 +4,7 @@
 //! may write note which counters to bump; they are bumped when the transaction commits, before
 //! the client's ReadyForQuery is sent.
 
+use super::ClientRead;
 use super::{Result, Session};
 use crate::cache::deps;
 use crate::cache::flight::Leader;
@@ -17,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tidegate_sql::Kind;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 /// A session's cache state.
 pub(super) struct SessionCache {
@@ -110,7 +111,7 @@ impl SessionCache {
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     pub(super) fn result_cache(&self) -> Option<Arc<Cache>> {

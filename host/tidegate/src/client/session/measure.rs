@@ -4,10 +4,11 @@
 //! fingerprint comes from the Query text or the bound statement; its text is kept (normalized,
 //! constants removed) only when the fingerprint table does not know it yet.
 
+use super::ClientRead;
 use super::Session;
 use crate::client::stats::{Kind, Route, Sample};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 /// The request being measured.
 #[derive(Default)]
@@ -25,7 +26,7 @@ pub(super) struct Request {
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     /// A request message arrived: the clock starts at the first one.

@@ -1,13 +1,14 @@
 //! One handler per client message type: each adds what it sends to the batch for the server
 //! (and says [`Handled::Relayed`]) or answers, refuses or ends the session itself.
 
+use super::ClientRead;
 use super::{route, Pending, Result, Session};
 use crate::client::stats::Route;
 use crate::wire::kind::{ClientMsg, NameKind, ServerMsg};
 use crate::wire::proto::{self, Reader};
 use bytes::BytesMut;
 use tidegate_sql::session_state;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 /// What a client message's handler did.
 pub(super) enum Handled {
@@ -19,7 +20,7 @@ pub(super) enum Handled {
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     /// A simple Query.
@@ -85,7 +86,7 @@ where
             self.audit_bind(msg);
         }
         if kind == ClientMsg::Bind && self.data_cols.is_some() {
-            match self.bind_data_hooks(std::mem::take(msg)).await {
+            match Box::pin(self.bind_data_hooks(std::mem::take(msg))).await {
                 Ok(m) => *msg = m,
                 Err(d) => {
                     self.deny(kind, d)?;

@@ -7,6 +7,7 @@
 //! PostgreSQL would abort it.
 
 use super::fields::DataPlan;
+use super::ClientRead;
 use super::{audit, Pending, Result, Session};
 use crate::wire::kind::ClientMsg;
 use crate::wire::proto;
@@ -16,11 +17,11 @@ use tidegate_plugins::{
     Chain, Denial, HookSet, Principal, Statement, StatementKind, TableRef, Verdict,
 };
 use tidegate_sql::Kind;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     /// Runs the statement hooks for a Query or Parse message. Returns the message to process

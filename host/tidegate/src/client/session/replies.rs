@@ -1,6 +1,7 @@
 //! Replies from the server: forwarded as they came, except those answering the broker's own
 //! messages; and the clean-up that makes a connection safe to lend again.
 
+use super::ClientRead;
 use super::{Pending, Result, Session, OUT_HIGH_WATER};
 use crate::upstream::backend::Backend;
 use crate::wire::kind::{ClientMsg, Field, ServerMsg, TxStatus};
@@ -8,7 +9,7 @@ use crate::wire::proto::{self, Header};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Partial DataRow/CopyData messages larger than this are streamed before they are complete.
 const STREAM_PARTIAL: usize = 64 * 1024;
@@ -37,7 +38,7 @@ enum Reply {
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     fn front_visible(&self) -> bool {
@@ -67,7 +68,7 @@ where
                     continue;
                 }
                 if let Some(plan) = self.row_plan.clone() {
-                    let used = self.transform_rows(&b.rbuf, &plan).await?;
+                    let used = Box::pin(self.transform_rows(&b.rbuf, &plan)).await?;
                     if used > 0 {
                         b.rbuf.advance(used);
                         continue;

@@ -3,6 +3,7 @@
 //! everything else, and everything doubtful, to the primary.
 
 use super::params::replay_sql;
+use super::ClientRead;
 use super::{timed, Pending, Result, Session, Stmt};
 use crate::client::shared::Shared;
 use crate::upstream::backend::{
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tidegate_config::{Balance, Config, ReadYourWrites};
 use tidegate_sql::TxControl;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 /// A leading comment that forces the primary.
 const PRIMARY_HINT: &[u8] = b"/* tidegate:primary */";
@@ -166,7 +167,7 @@ pub(crate) fn ryw_mode(config: &Config, user: &str) -> ReadYourWrites {
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     /// Moves to the configuration in force if a reload replaced this session's. Only called

@@ -6,6 +6,7 @@
 //! A real backend's id passes through unchanged; so does a call inside a transaction block
 //! (the server answers it there, and knows no broker id).
 
+use super::ClientRead;
 use super::{Pending, Result, Session};
 use crate::client::cancel::{CancelRegistry, CancelSlot};
 use crate::client::stats::Route;
@@ -15,7 +16,7 @@ use crate::wire::proto::{self, Severity};
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use tidegate_sql::{PidArg, SignalCall};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 /// What a signal to a broker session came to.
 enum Outcome {
@@ -31,7 +32,7 @@ enum Outcome {
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     /// A Query or Parse that calls `pg_backend_pid()` gets the client's broker id in its

@@ -1,20 +1,25 @@
 //! Waiting for the client or the server, with the session's timeouts (query, idle in
 //! transaction, client idle).
 
+use super::ClientRead;
 use super::{Result, Session, SessionError, READ_CHUNK};
 use crate::client::cancel::CancelSlot;
 use crate::client::shared::{Shared, Signal};
+use bytes::BytesMut;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
+
+/// The reply buffer a woken session starts with (it grows for large replies).
+const OUT_START: usize = 4096;
 
 impl<R, W> Session<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
     /// Waits for the client or the server while a server connection is attached.
@@ -71,16 +76,11 @@ where
             .client_idle_timeout
             .get()
             .map(|t| self.last_activity + t);
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
+        self.let_go_of_buffers();
         tokio::select! {
-            n = self.rd.read_buf(&mut self.rbuf) => {
-                match n.map_err(SessionError::Client)? {
-                    0 => return Err(SessionError::Terminated("client disconnected")),
-                    _ if self.timed => self.last_activity = Instant::now(),
-                    _ => {}
-                }
+            ready = std::future::poll_fn(|cx| self.rd.poll_readable(cx)) => {
+                ready.map_err(SessionError::Client)?;
+                self.read_client().await?;
             }
             _ = sleep_until(deadline) => {
                 return self.terminate("57P05", "terminating connection due to idle-session timeout", "client idle timeout").await;
@@ -90,6 +90,47 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Idle and nothing half-read: the session holds no buffer until the client speaks again
+    /// (a few bytes per idle client instead of tens of KiB).
+    fn let_go_of_buffers(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = BytesMut::new();
+        }
+        if self.bout.is_empty() && self.bout.capacity() > 0 {
+            self.bout = BytesMut::new();
+        }
+        if self.replay.capacity() > 0 {
+            self.replay = BytesMut::new();
+        }
+    }
+
+    /// Reads what the client sent (it is readable).
+    async fn read_client(&mut self) -> Result<()> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        if self.out.capacity() == 0 {
+            self.out.reserve(OUT_START);
+        }
+        match self
+            .rd
+            .read_buf(&mut self.rbuf)
+            .await
+            .map_err(SessionError::Client)?
+        {
+            0 => Err(SessionError::Terminated("client disconnected")),
+            _ => {
+                if self.timed {
+                    self.last_activity = Instant::now();
+                }
+                Ok(())
+            }
+        }
     }
 
     pub(super) fn attached_deadline(&self) -> Option<Instant> {

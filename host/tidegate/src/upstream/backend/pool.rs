@@ -197,8 +197,10 @@ impl Pool {
     /// A replica's failure is final (the read goes elsewhere).
     async fn open(&self) -> Result<Backend, BackendError> {
         let limit = self.timeouts().connect;
+        // Boxed: a login's state machine is large, and every session's future would otherwise
+        // carry room for it (connecting is rare; sessions are many).
         if self.replica {
-            return Backend::connect(&self.target, limit).await;
+            return Box::pin(Backend::connect(&self.target, limit)).await;
         }
         let deadline = Instant::now() + limit;
         let timed_out = || BackendError::Timeout(format!("{:?}", self.target));
@@ -217,7 +219,7 @@ impl Pool {
                 None
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            match Backend::connect(&self.target, left).await {
+            match Box::pin(Backend::connect(&self.target, left)).await {
                 Ok(b) => {
                     self.down.store(false, Ordering::Relaxed);
                     return Ok(b);
