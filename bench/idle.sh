@@ -101,12 +101,28 @@ done
 
 # ---- 3. a SCRAM connection storm ---------------------------------------------------------
 echo "== $STORM SCRAM connections opened at once through TideGate"
-{
-    tg_config "$TG2_PORT" | sed 's/^method = "trust"/method = "scram-sha-256"/'
-    printf '[limits]\nmax_client_connections = %d\n[[users]]\nname = "storm"\npassword = "storm-pw"\n' "$((STORM + 100))"
-} >"$TMP/tidegate-storm.toml"
+cat >"$TMP/tidegate-storm.toml" <<EOF
+[listen]
+sql = "127.0.0.1:$TG2_PORT"
+http = "off"
+[upstream.primary]
+host = "127.0.0.1"
+port = $PG_PORT
+user = "postgres"
+database = "bench"
+[pool]
+size = $POOL
+[log]
+level = "warn"
+[limits]
+max_client_connections = $((STORM + 100))
+[[users]]
+name = "storm"
+password = "storm-pw"
+role = "postgres"
+EOF
 start_tidegate "TideGate (SCRAM)" "$TG2_PORT" "$TMP/tidegate-storm.toml" "$TMP/tidegate-storm.log"
-psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -c "CREATE ROLE storm LOGIN" 2>/dev/null || true
+storm_t0=$(cpu_ticks "$STARTED_PID")
 STORM_OUT=$(python3 - "$TG2_PORT" "$STORM" <<'PY'
 import asyncio, sys, time
 import psycopg
@@ -123,9 +139,13 @@ async def one():
     took = time.perf_counter() - t0
     return (c, took), None
 
-async def main():
+async def wave(limit):
+    gate = asyncio.Semaphore(limit)
+    async def gated():
+        async with gate:
+            return await one()
     t0 = time.perf_counter()
-    results = await asyncio.gather(*[one() for _ in range(n)])
+    results = await asyncio.gather(*[gated() for _ in range(n)])
     wall = time.perf_counter() - t0
     ok = [r for r, e in results if r]
     errors = [e for r, e in results if e]
@@ -133,15 +153,24 @@ async def main():
     for c, _ in ok:
         await c.close()
     p = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1000 if times else float("nan")
-    print(f"{len(ok)} ok, {len(errors)} failed in {wall:.2f} s; time to ReadyForQuery: "
+    how = "all at once" if limit >= n else f"{limit} at a time"
+    print(f"{how}: {len(ok)} ok, {len(errors)} failed in {wall:.2f} s; time to ReadyForQuery "
           f"p50 {p(0.50):.0f} ms, p99 {p(0.99):.0f} ms, max {times[-1]*1000 if times else 0:.0f} ms")
     for e in sorted(set(errors))[:5]:
         print(f"   error: {e}")
 
+async def main():
+    # libpq computes the client's SCRAM proof (PBKDF2) in this one process: all at once, every
+    # login waits for the others' proofs; a few at a time shows each login's own latency.
+    await wave(n)
+    await wave(16)
+
 asyncio.run(main())
 PY
 )
-echo "   $STORM_OUT"
+storm_cpu=$(us_per_tx $(($(cpu_ticks "$STARTED_PID") - storm_t0)) $((2 * STORM)))
+echo "$STORM_OUT" | sed 's/^/   /'
+echo "   TideGate CPU per SCRAM login: $storm_cpu µs"
 
 # ---- report ------------------------------------------------------------------------------
 echo
@@ -155,5 +184,6 @@ for target in tidegate pgbouncer; do
     printf '%-10s %14s %22s %8s\n' "$target" "$a" "$b" "$(ratio "$b" "$a")"
 done
 echo "failed transactions: ${FAILED[tidegate,alone]:-0} ${FAILED[tidegate,idle]:-0} (TideGate), ${FAILED[pgbouncer,alone]:-0} ${FAILED[pgbouncer,idle]:-0} (PgBouncer)"
-echo "SCRAM storm ($STORM at once): $STORM_OUT"
+echo "SCRAM storm, $STORM logins (TideGate CPU $storm_cpu µs per login):"
+echo "$STORM_OUT" | sed 's/^/   /'
 echo "KiB/client = (VmRSS with the idle clients connected - VmRSS before) / clients, a fresh broker per count."

@@ -16,6 +16,7 @@ use crate::wire::proto::{self, FrameError, Reader, Severity};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tidegate_sql::session_state;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -37,6 +38,7 @@ mod replies;
 mod retry;
 mod route;
 mod signal;
+mod spare;
 mod waiting;
 
 use messages::Handled;
@@ -68,21 +70,25 @@ type Result<T> = std::result::Result<T, SessionError>;
 /// into, so that an idle session holds none (plain TCP; TLS and in-process streams cannot
 /// tell, and read into a buffer at once).
 pub trait ClientRead: AsyncRead + Unpin + Send {
-    /// Ready when a read would find data or EOF (always, when the stream cannot tell).
-    fn poll_readable(
-        &self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
+    /// Ready when a read may find data or EOF (always, when the stream cannot tell).
+    fn poll_readable(&self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads what is there without waiting (WouldBlock if nothing: readiness was stale);
+    /// `None` when the stream cannot (then it is read the waiting way).
+    fn try_read_now(&self, _buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+        None
     }
 }
 
 impl ClientRead for tokio::net::tcp::OwnedReadHalf {
-    fn poll_readable(
-        &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.as_ref().poll_read_ready(cx)
+    }
+
+    fn try_read_now(&self, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+        Some(self.as_ref().try_read_buf(buf))
     }
 }
 
@@ -332,15 +338,21 @@ where
 
     /// Runs until the client leaves or the session is ended, then returns (or closes) the
     /// server connection it holds.
-    pub async fn run(mut self) -> Result<()> {
-        let result = self.run_loop().await;
-        if !self.out.is_empty() {
-            let _ = self.wr.write_all(&self.out).await;
+    ///
+    /// Not an `async fn`: one would keep the session twice in its state (the argument and the
+    /// local it is moved to), and the future lives as long as the client.
+    #[allow(clippy::manual_async_fn)] // Deliberate: see above.
+    pub fn run(mut self) -> impl std::future::Future<Output = Result<()>> {
+        async move {
+            let result = self.run_loop().await;
+            if !self.out.is_empty() {
+                let _ = self.wr.write_all(&self.out).await;
+            }
+            let _ = self.wr.shutdown().await;
+            self.cache_store_due().await;
+            self.release_on_exit().await;
+            result
         }
-        let _ = self.wr.shutdown().await;
-        self.cache_store_due().await;
-        self.release_on_exit().await;
-        result
     }
 
     async fn run_loop(&mut self) -> Result<()> {

@@ -409,7 +409,8 @@ where
     /// Returns the connection to its pool at the end of a transaction, or closes it.
     async fn release(&mut self, mut b: Backend) {
         // Read-your-writes counts from the end of the primary transaction.
-        let reusable = !self.wrote || self.note_write(&mut b).await;
+        // Boxed: read-your-writes is rare and its future large (see footprint.rs).
+        let reusable = !self.wrote || Box::pin(self.note_write(&mut b)).await;
         if self.cancel.detach() {
             // A cancel for this connection may land after the next client's statement
             // started: close it rather than lend it out.

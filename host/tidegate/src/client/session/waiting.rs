@@ -2,7 +2,7 @@
 //! transaction, client idle).
 
 use super::ClientRead;
-use super::{Result, Session, SessionError, READ_CHUNK};
+use super::{spare, Result, Session, SessionError, READ_CHUNK};
 use crate::client::cancel::CancelSlot;
 use crate::client::shared::{Shared, Signal};
 use bytes::BytesMut;
@@ -13,9 +13,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
-
-/// The reply buffer a woken session starts with (it grows for large replies).
-const OUT_START: usize = 4096;
 
 impl<R, W> Session<R, W>
 where
@@ -96,10 +93,10 @@ where
     /// (a few bytes per idle client instead of tens of KiB).
     fn let_go_of_buffers(&mut self) {
         if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            self.rbuf = BytesMut::new();
+            spare::give(std::mem::take(&mut self.rbuf));
         }
         if self.out.is_empty() && self.out.capacity() > 0 {
-            self.out = BytesMut::new();
+            spare::give(std::mem::take(&mut self.out));
         }
         if self.bout.is_empty() && self.bout.capacity() > 0 {
             self.bout = BytesMut::new();
@@ -111,18 +108,21 @@ where
 
     /// Reads what the client sent (it is readable).
     async fn read_client(&mut self) -> Result<()> {
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = spare::take();
+        } else if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(READ_CHUNK);
         }
         if self.out.capacity() == 0 {
-            self.out.reserve(OUT_START);
+            self.out = spare::take();
         }
-        match self
-            .rd
-            .read_buf(&mut self.rbuf)
-            .await
-            .map_err(SessionError::Client)?
-        {
+        let read = match self.rd.try_read_now(&mut self.rbuf) {
+            // The readiness was stale (a read before left it set): idle again, buffers back.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Some(r) => r,
+            None => self.rd.read_buf(&mut self.rbuf).await,
+        };
+        match read.map_err(SessionError::Client)? {
             0 => Err(SessionError::Terminated("client disconnected")),
             _ => {
                 if self.timed {

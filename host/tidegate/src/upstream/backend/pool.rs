@@ -133,7 +133,7 @@ impl Pool {
     /// checkout timeout for a slot.
     pub async fn checkout(&self) -> Result<Backend, PoolError> {
         if self.activity.is_paused() {
-            self.activity.wait_resumed().await;
+            Box::pin(self.activity.wait_resumed()).await;
         }
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -141,7 +141,13 @@ impl Pool {
                 let start = Instant::now();
                 let wait = self.timeouts().checkout;
                 let waiting = self.activity.waiting();
-                let acquired = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await;
+                // Boxed (waiting is the rare path): every session's future holds room for
+                // what it awaits.
+                let acquired = Box::pin(tokio::time::timeout(
+                    wait,
+                    self.slots.clone().acquire_owned(),
+                ))
+                .await;
                 drop(waiting);
                 self.activity.waited(start.elapsed());
                 match acquired {
