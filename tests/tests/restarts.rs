@@ -235,10 +235,12 @@ async fn pgbench_tpcb_survives_a_primary_restart() {
     tidegate_tests::pgbench_init(&pg.url("bench")).await;
     let broker = Broker::start(&pg, "[pool]\nconnect_timeout = \"10s\"\n").await;
     let url = broker.app_url("bench");
+    // TIDEGATE_TPCB_SECONDS: the run's length (12 s by default; the restart comes at 4 s).
+    let seconds = std::env::var("TIDEGATE_TPCB_SECONDS").unwrap_or_else(|_| "12".into());
     let bench = tokio::spawn(async move {
         run_tool(
             "pgbench",
-            &["-n", "-c", "8", "-j", "2", "-T", "12", &url],
+            &["-n", "-c", "8", "-j", "2", "-T", &seconds, &url],
             &[],
         )
         .await

@@ -75,11 +75,8 @@ pub trait ClientRead: AsyncRead + Unpin + Send {
         Poll::Ready(Ok(()))
     }
 
-    /// Reads what is there without waiting (WouldBlock if nothing: readiness was stale);
-    /// `None` when the stream cannot (then it is read the waiting way).
-    fn try_read_now(&self, _buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
-        None
-    }
+    /// Whether `poll_readable` can say Pending (else it is always Ready, and a read waits).
+    const WAITS_FOR_READINESS: bool = false;
 }
 
 impl ClientRead for tokio::net::tcp::OwnedReadHalf {
@@ -87,9 +84,7 @@ impl ClientRead for tokio::net::tcp::OwnedReadHalf {
         self.as_ref().poll_read_ready(cx)
     }
 
-    fn try_read_now(&self, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
-        Some(self.as_ref().try_read_buf(buf))
-    }
+    const WAITS_FOR_READINESS: bool = true;
 }
 
 impl<T: AsyncRead + Send> ClientRead for tokio::io::ReadHalf<T> {}

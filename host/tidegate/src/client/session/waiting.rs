@@ -116,11 +116,17 @@ where
         if self.out.capacity() == 0 {
             self.out = spare::take();
         }
-        let read = match self.rd.try_read_now(&mut self.rbuf) {
-            // The readiness was stale (a read before left it set): idle again, buffers back.
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Some(r) => r,
-            None => self.rd.read_buf(&mut self.rbuf).await,
+        let read = if R::WAITS_FOR_READINESS {
+            // One poll: the readiness may be stale (a read before left it set); then the read
+            // finds nothing, clears it, and the session is idle again with its buffers back.
+            // (A short read clears it too, so the next wait costs no system call.)
+            let mut read = std::pin::pin!(self.rd.read_buf(&mut self.rbuf));
+            match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(r) => r,
+                Poll::Pending => return Ok(()),
+            }
+        } else {
+            self.rd.read_buf(&mut self.rbuf).await
         };
         match read.map_err(SessionError::Client)? {
             0 => Err(SessionError::Terminated("client disconnected")),
