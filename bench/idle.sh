@@ -101,26 +101,10 @@ done
 
 # ---- 3. a SCRAM connection storm ---------------------------------------------------------
 echo "== $STORM SCRAM connections opened at once through TideGate"
-cat >"$TMP/tidegate-storm.toml" <<EOF
-[listen]
-sql = "127.0.0.1:$TG2_PORT"
-http = "off"
-[upstream.primary]
-host = "127.0.0.1"
-port = $PG_PORT
-user = "postgres"
-database = "bench"
-[pool]
-size = $POOL
-[log]
-level = "warn"
-[limits]
-max_client_connections = $((STORM + 100))
-[[users]]
-name = "storm"
-password = "storm-pw"
-role = "postgres"
-EOF
+{
+    tg_config "$TG2_PORT" scram
+    printf '[limits]\nmax_client_connections = %d\n[[users]]\nname = "storm"\npassword = "storm-pw"\n' "$((STORM + 100))"
+} >"$TMP/tidegate-storm.toml"
 start_tidegate "TideGate (SCRAM)" "$TG2_PORT" "$TMP/tidegate-storm.toml" "$TMP/tidegate-storm.log"
 storm_t0=$(cpu_ticks "$STARTED_PID")
 STORM_OUT=$(python3 - "$TG2_PORT" "$STORM" <<'PY'

@@ -215,8 +215,9 @@ start_redis() {
     for _ in $(seq 50); do redis_ping && break; sleep 0.2; done
     redis_ping || { tail -n 20 "$TMP/redis.log" >&2; die "Redis did not answer PING on port $REDIS_PORT"; }
 }
-# Print TideGate's config for SQL on port: upstream bench on PG_PORT, [pool] size = POOL, trust auth, log warn.
-tg_config() {  # port
+# Print TideGate's config for SQL on port: upstream bench on PG_PORT, [pool] size = POOL, log
+# warn; trust auth and the user postgres, or with "scram" SCRAM and no user (append [[users]]).
+tg_config() {  # port [scram]
     cat <<EOF
 [listen]
 sql = "127.0.0.1:$1"
@@ -228,13 +229,12 @@ user = "postgres"
 database = "bench"
 [pool]
 size = $POOL
-[auth]
-method = "trust"
 [log]
 level = "warn"
-[[users]]
-name = "postgres"
 EOF
+    if [[ ${2:-} != scram ]]; then
+        printf '[auth]\nmethod = "trust"\n[[users]]\nname = "postgres"\n'
+    fi
 }
 # Start `tidegate serve --config config` in the background; exit if it is gone after settle s (0.2); sets STARTED_PID.
 spawn_tidegate() {  # name config log [settle]

@@ -571,6 +571,17 @@ pub async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// `tidegate audit verify --config file`: its exit code and output.
+pub async fn audit_verify(file: &Path) -> (i32, String) {
+    let out = run_tool(
+        tidegate_bin().to_str().expect("path"),
+        &["audit", "verify", "--config", file.to_str().expect("path")],
+        &[],
+    )
+    .await;
+    (out.status.code().unwrap_or(-1), output_text(&out))
+}
+
 /// Path of a file in the tests crate.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

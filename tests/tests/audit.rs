@@ -83,21 +83,8 @@ async fn written(broker: &Broker, n: u64) {
 }
 
 /// `tidegate audit verify`: (exit code, stdout + stderr).
-async fn verify(file: &Path) -> (i32, String) {
-    let out = run_tool(
-        tidegate_bin().to_str().expect("path"),
-        &["audit", "verify", "--config", file.to_str().expect("path")],
-        &[],
-    )
-    .await;
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+async fn verify(file: &std::path::Path) -> (i32, String) {
+    tidegate_tests::audit_verify(file).await
 }
 
 async fn assert_broken_at(file: &Path, seq: i64, case: &str) {

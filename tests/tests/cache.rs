@@ -751,11 +751,7 @@ async fn redis_killed_under_pgbench_fails_no_transaction() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     redis.restart();
     let out = bench.await.unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = tidegate_tests::output_text(&out);
     assert!(out.status.success(), "{report}");
     assert!(!report.contains("aborted"), "{report}");
     assert_eq!(tidegate_tests::pgbench_failed(&report), 0, "{report}");

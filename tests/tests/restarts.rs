@@ -252,11 +252,7 @@ async fn pgbench_tpcb_survives_a_primary_restart() {
     };
     restart.await.unwrap();
     let out = bench.await.unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = tidegate_tests::output_text(&out);
     assert!(out.status.success(), "pgbench failed:\n{report}");
     assert!(!report.contains("aborted"), "a client aborted:\n{report}");
     let processed = tidegate_tests::pgbench_processed(&report);
@@ -407,18 +403,5 @@ flush_interval = "20ms"
 }
 
 async fn verify(file: &std::path::Path) -> (i32, String) {
-    let out = run_tool(
-        tidegate_tests::tidegate_bin().to_str().expect("path"),
-        &["audit", "verify", "--config", file.to_str().expect("path")],
-        &[],
-    )
-    .await;
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    tidegate_tests::audit_verify(file).await
 }
