@@ -268,15 +268,21 @@ impl Postgres {
         self.pg_ctl_start().expect("pg_ctl start after a kill");
     }
 
-    /// Stops the server with `-m immediate` (a crash, as far as clients can tell).
+    /// Stops the server with `-m immediate` (a crash, as far as clients can tell) and waits
+    /// until it is gone: a test that goes on while it still runs would see it answer.
     pub fn stop_immediate(&self) {
         let mut c = pg_tool("pg_ctl");
         c.arg("-D")
             .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let _ = c.status();
+        let stopped = c.status().is_ok_and(|s| s.success());
+        let pidfile = self.dir.join("data").join("postmaster.pid");
+        assert!(
+            stopped || !pidfile.exists(),
+            "pg_ctl stop -m immediate failed and the server still runs"
+        );
     }
 
     /// The server log.
