@@ -15,6 +15,7 @@ mod scram;
 mod timescale;
 mod types;
 mod upstream;
+mod users;
 
 pub use audit::Audit;
 pub use cache::{Admission, Cache, CacheRule};
@@ -29,6 +30,7 @@ pub use timescale::{
 };
 pub use types::*;
 pub use upstream::{Replica, Server, SslMode, Upstream};
+pub use users::*;
 
 use std::path::Path;
 
