@@ -5,7 +5,6 @@ use super::ClientRead;
 use super::{spare, Result, Session, SessionError, READ_CHUNK};
 use crate::client::cancel::CancelSlot;
 use crate::client::shared::{Shared, Signal};
-use bytes::BytesMut;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -92,17 +91,15 @@ where
     /// Idle and nothing half-read: the session holds no buffer until the client speaks again
     /// (a few bytes per idle client instead of tens of KiB).
     fn let_go_of_buffers(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            spare::give(std::mem::take(&mut self.rbuf));
+        for buf in [&mut self.rbuf, &mut self.out, &mut self.bout] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                spare::give(std::mem::take(buf));
+            }
         }
-        if self.out.is_empty() && self.out.capacity() > 0 {
-            spare::give(std::mem::take(&mut self.out));
-        }
-        if self.bout.is_empty() && self.bout.capacity() > 0 {
-            self.bout = BytesMut::new();
-        }
+        // Kept only for a request in flight: nothing is attached now.
         if self.replay.capacity() > 0 {
-            self.replay = BytesMut::new();
+            self.replay.clear();
+            spare::give(std::mem::take(&mut self.replay));
         }
     }
 
@@ -113,8 +110,11 @@ where
         } else if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(READ_CHUNK);
         }
-        if self.out.capacity() == 0 {
-            self.out = spare::take();
+        // The buffers a request uses, from the worker's spares (no allocation per request).
+        for buf in [&mut self.out, &mut self.bout, &mut self.replay] {
+            if buf.capacity() == 0 {
+                *buf = spare::take();
+            }
         }
         let read = if R::WAITS_FOR_READINESS {
             // One poll: the readiness may be stale (a read before left it set); then the read
