@@ -284,7 +284,14 @@ pgbench_run() {  # key port pid-or-empty out label pgbench-args...
 # Print the median of the numbers on stdin, one a line, with one decimal ("-" if none).
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) print "-"; else printf "%.1f\n", (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 # Print the median TPS recorded under key by pgbench_run.
-tps_median() { tr ' ' '\n' <<<"${TPS[$1]}" | grep . | median; }  # key
+tps_median() { tr ' ' '\n' <<<"${TPS[$1]:-}" | grep . | median; }  # key
+# Print the median over rounds of key a's TPS / key b's TPS in the same round (pgbench_run
+# keys): steadier than the ratio of medians when the machine's speed drifts between rounds.
+paired_ratio() {  # key-a key-b
+    paste -d' ' <(tr ' ' '\n' <<<"${TPS[$1]:-}" | grep .) <(tr ' ' '\n' <<<"${TPS[$2]:-}" | grep .) |
+        awk '$1>0 && $2>0 {print $1/$2}' | sort -g |
+        awk '{v[NR]=$1} END {if (NR==0) print "-"; else printf "%.2f\n", (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
+}
 # Print a/b with two decimals, or "-" unless both are positive numbers.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0>0 && b+0>0) printf "%.2f\n", a/b; else print "-"}'; }
 # Print CPU µs per transaction from ticks and a transaction count ("-" if no transactions).

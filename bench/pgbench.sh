@@ -184,10 +184,10 @@ machine_line
 echo "Settings: SCALE=$SCALE POOL=$POOL CLIENTS=$CLIENTS DURATION=${DURATION}s ROUNDS=$ROUNDS (median TPS)," \
      "PostgreSQL max_connections=200 shared_buffers=256MB, TIDEGATE=$TIDEGATE"
 echo
-fmt='%-21s | %10s | %13s | %12s | %15s | %18s | %16s | %17s | %s\n'
+fmt='%-21s | %10s | %13s | %12s | %15s | %18s | %18s | %16s | %17s | %s\n'
 # shellcheck disable=SC2059  # $fmt is a format string on purpose
 printf "$fmt" workload "direct tps" "pgbouncer tps" "tidegate tps" tidegate/direct tidegate/pgbouncer \
-    "tidegate µs/tx" "pgbouncer µs/tx" "failed tx (direct/pgb/tg)"
+    "same round (tg/pgb)" "tidegate µs/tx" "pgbouncer µs/tx" "failed tx (direct/pgb/tg)"
 notes=()
 for w in "${WORKLOADS[@]}"; do
     name=${w%%|*} args=${w#*|}
@@ -206,7 +206,7 @@ for w in "${WORKLOADS[@]}"; do
     # shellcheck disable=SC2059
     printf "$fmt" "$name" "${med[direct]}" "${med[pgbouncer]}" "${med[tidegate]}" \
         "$(ratio "${med[tidegate]}" "${med[direct]}")" "$(ratio "${med[tidegate]}" "${med[pgbouncer]}")" \
-        "${cpu[tidegate]}" "${cpu[pgbouncer]}" "${fl[direct]}/${fl[pgbouncer]}/${fl[tidegate]}"
+        "$(paired_ratio "$name|tidegate" "$name|pgbouncer")" "${cpu[tidegate]}" "${cpu[pgbouncer]}" "${fl[direct]}/${fl[pgbouncer]}/${fl[tidegate]}"
     unset med cpu fl
 done
 if [[ $REPLICAS -gt 0 ]]; then
@@ -241,12 +241,8 @@ if [[ $PLUGINS -eq 1 ]]; then
         off=$(tps_median "$name|tidegate")
         pgb="n/a"
         [[ -n $(skipped pgbouncer "$args") ]] || pgb=$(tps_median "$name|pgbouncer")
-        # The two run back to back in each round: the median of those ratios is steadier
-        # than the ratio of medians when the machine's speed drifts between rounds.
-        paired=$(paste -d' ' <(tr ' ' '\n' <<<"${TPS[$name|tidegate+plugins]}" | grep .) \
-                            <(tr ' ' '\n' <<<"${TPS[$name|tidegate]}" | grep .) |
-                 awk '$1>0 && $2>0 {print $1/$2}' | sort -g |
-                 awk '{v[NR]=$1} END {if (NR==0) print "-"; else printf "%.2f\n", (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
+        # The two run back to back in each round.
+        paired=$(paired_ratio "$name|tidegate+plugins" "$name|tidegate")
         # shellcheck disable=SC2059
         printf "$fmt3" "$name" "$on" "$off" "$(ratio "$on" "$off")" "$paired" \
             "$pgb" "$(ratio "$on" "$pgb")" \

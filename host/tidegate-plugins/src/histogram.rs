@@ -10,6 +10,17 @@ pub const BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
+/// [`BUCKETS`] in nanoseconds.
+const BUCKETS_NS: [u128; 16] = {
+    let mut ns = [0u128; 16];
+    let mut i = 0;
+    while i < BUCKETS.len() {
+        ns[i] = (BUCKETS[i] * 1e9) as u128;
+        i += 1;
+    }
+    ns
+};
+
 /// A latency histogram of relaxed atomics.
 #[derive(Default)]
 pub struct Histogram {
@@ -31,8 +42,9 @@ pub struct HistogramSnapshot {
 impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = BUCKETS.partition_point(|&b| b < s);
+        // Most observations fall in the first buckets: a short scan over integers.
+        let ns = d.as_nanos();
+        let i = BUCKETS_NS.iter().take_while(|&&b| b < ns).count();
         self.counts[i].fetch_add(1, Relaxed);
         self.sum_us
             .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
@@ -51,5 +63,23 @@ impl Histogram {
             count: buckets.iter().map(|(_, c)| c).sum(),
             buckets,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_observation_lands_in_the_first_bucket_whose_bound_it_does_not_exceed() {
+        let h = Histogram::default();
+        for us in [0, 100, 101, 250, 9_999_999, 10_000_001] {
+            h.observe(Duration::from_micros(us));
+        }
+        let counts: Vec<u64> = h.snapshot().buckets.iter().map(|&(_, n)| n).collect();
+        assert_eq!(&counts[..3], &[2, 2, 0]);
+        assert_eq!(counts[15], 1, "up to 10 s");
+        assert_eq!(counts[16], 1, "unbounded");
+        assert_eq!(h.snapshot().count, 6);
     }
 }

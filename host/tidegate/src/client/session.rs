@@ -102,9 +102,10 @@ struct Stmt {
     cache_writes: Option<Arc<[String]>>,
     /// What its audit records say of it (set at its first audited Bind).
     audit: Option<audit::Shape>,
-    /// Executing it changes session state (`SET`, `RESET`, `set_config`…): each Bind of it
-    /// moves the cache key's settings digest, parameters included.
-    changes_state: bool,
+    /// What its text does to session state (`session_state::scan`). One that pins (`SET`,
+    /// `RESET`, `set_config`…) moves the cache key's settings digest at each Bind,
+    /// parameters included.
+    effect: session_state::Effect,
     /// Its fingerprint (the statement statistics' key).
     fp: u128,
     /// It is `pg_terminate_backend`/`pg_cancel_backend` alone (see `signal`).
@@ -157,7 +158,8 @@ pub struct Session<R, W> {
     rbuf: BytesMut,
     out: BytesMut,
     bout: BytesMut,
-    backend: Option<Backend>,
+    /// Boxed: it moves in and out of the pool and this option at every transaction.
+    backend: Option<Box<Backend>>,
     pending: VecDeque<Pending>,
     stmts: HashMap<Bytes, Stmt>,
     /// Named portals the client opened in the current transaction (they end with it).
@@ -223,8 +225,14 @@ pub struct Session<R, W> {
     timed: bool,
     /// The request being measured for the statement statistics.
     req: measure::Request,
+    /// The clock as this wakeup's request started or ended, for the pool (which would read
+    /// it again); forgotten before the session waits.
+    clock: Option<Instant>,
     /// Some statement this client prepared is a signal call (its Binds are looked at).
     signal_stmts: bool,
+    /// The Query or Parse being handled may name the session's own server process or
+    /// prepared statements (`tidegate_sql::mentions_own_session`, scanned once per message).
+    own_session: bool,
     shutdown_wait: Latch,
     force_wait: Latch,
 }
@@ -325,7 +333,9 @@ where
             name_buf: Vec::new(),
             timed,
             req: measure::Request::default(),
+            clock: None,
             signal_stmts: false,
+            own_session: false,
             shutdown_wait,
             force_wait,
         }
@@ -344,7 +354,9 @@ where
                 let _ = self.wr.write_all(&self.out).await;
             }
             let _ = self.wr.shutdown().await;
-            self.cache_store_due().await;
+            if self.cache.store_due() {
+                self.cache_store_due().await;
+            }
             self.release_on_exit().await;
             result
         }
@@ -363,10 +375,13 @@ where
             }
             self.drain_synthetic();
             self.flush_client().await?;
-            self.cache_store_due().await;
+            if self.cache.store_due() {
+                self.cache_store_due().await;
+            }
             if self.timed && self.busy_since.is_none() && !self.pending.is_empty() {
                 self.busy_since = Some(Instant::now());
             }
+            self.clock = None;
 
             if self.backend.is_some() {
                 self.wait_attached().await?;
@@ -490,18 +505,23 @@ where
         if !self.tx_status.is_idle() && matches!(kind, ClientMsg::Query | ClientMsg::Bind) {
             self.note_ending(kind, &msg);
         }
-        if matches!(kind, ClientMsg::Query | ClientMsg::Parse)
-            && tidegate_sql::mentions_own_session(&msg[proto::HEADER_LEN..])
-        {
+        let text = matches!(kind, ClientMsg::Query | ClientMsg::Parse);
+        let mentions =
+            |msg: &BytesMut| text && tidegate_sql::mentions_own_session(&msg[proto::HEADER_LEN..]);
+        let mut own_session = mentions(&msg);
+        if own_session {
             self.own_session_text(kind, &mut msg);
+            own_session = mentions(&msg);
         }
-        if matches!(kind, ClientMsg::Query | ClientMsg::Parse) && self.topo.plugins.is_some() {
+        if text && self.topo.plugins.is_some() {
             // Boxed, as the other plugin paths: their futures are large and rare per session.
             match Box::pin(self.apply_policy(kind, msg)).await? {
                 Some(m) => msg = m,
                 None => return Ok(true),
             }
+            own_session = mentions(&msg);
         }
+        self.own_session = own_session;
         let handled = match kind {
             ClientMsg::Query => self.on_query(&msg).await?,
             ClientMsg::Parse | ClientMsg::Bind | ClientMsg::Describe => {

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use crate::upstream::{Histogram, HistogramSnapshot};
 
@@ -228,13 +228,21 @@ pub struct Sample {
 /// Latency buckets per entry: three per power of two of microseconds.
 const ENTRY_BUCKETS: usize = 96;
 
+/// `floor(3·log2(us))`, capped at the last bucket, in integers: `us` is at or above the
+/// `j`th third of its power of two `2^k` when `us³ ≥ 2^(3k+j)`.
 fn entry_bucket(us: u64) -> usize {
     if us <= 1 {
         return 0;
     }
-    ((us as f64).log2() * 3.0)
-        .floor()
-        .min((ENTRY_BUCKETS - 1) as f64) as usize
+    let k = 63 - us.leading_zeros() as usize;
+    if 3 * k >= ENTRY_BUCKETS - 1 {
+        return ENTRY_BUCKETS - 1;
+    }
+    let cube = u128::from(us).pow(3);
+    let j = (1..=2)
+        .take_while(|&j| cube >= 1u128 << (3 * k + j))
+        .count();
+    (3 * k + j).min(ENTRY_BUCKETS - 1)
 }
 
 fn bucket_upper_us(i: usize) -> f64 {
@@ -251,12 +259,12 @@ struct Entry {
     max_us: u64,
     routes: [u64; Route::ALL.len()],
     buckets: Box<[u32; ENTRY_BUCKETS]>,
-    first_seen: SystemTime,
-    last_seen: SystemTime,
+    first_seen: Instant,
+    last_seen: Instant,
 }
 
 impl Entry {
-    fn new(text: String, overcount: u64, now: SystemTime) -> Entry {
+    fn new(text: String, overcount: u64, now: Instant) -> Entry {
         Entry {
             text: text.into(),
             count: 0,
@@ -272,7 +280,7 @@ impl Entry {
         }
     }
 
-    fn add(&mut self, s: Sample, now: SystemTime) {
+    fn add(&mut self, s: Sample, now: Instant) {
         let us = u64::try_from(s.duration.as_micros()).unwrap_or(u64::MAX);
         self.count += 1;
         self.errors += u64::from(s.error);
@@ -378,9 +386,8 @@ impl Top {
     }
 
     /// Records a request of `fp`. `text` is used when the fingerprint is new to the table; a
-    /// new one without text (it was evicted meanwhile) is not added.
-    pub fn record(&self, fp: u128, text: Option<String>, s: Sample) {
-        let now = SystemTime::now();
+    /// new one without text (it was evicted meanwhile) is not added. `now` is when it ended.
+    pub fn record(&self, fp: u128, text: Option<String>, s: Sample, now: Instant) {
         let mut shard = self.shard(fp);
         // One lookup for the frequent case: the fingerprint has its entry.
         if let Some(e) = shard.get_mut(&fp) {
@@ -402,18 +409,39 @@ impl Top {
 
     /// Every entry last seen at or after `since`, by total time, heaviest first.
     pub fn snapshot(&self, since: Option<SystemTime>) -> Vec<Statement> {
+        // Entries keep monotonic times (no wall-clock reading per request): converted here.
+        let clock = WallClock::now();
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for (fp, e) in shard.iter() {
-                if since.is_some_and(|t| e.last_seen < t) || e.count == 0 {
+                if since.is_some_and(|t| clock.wall(e.last_seen) < t) || e.count == 0 {
                     continue;
                 }
-                out.push(statement(*fp, e));
+                out.push(statement(*fp, e, &clock));
             }
         }
         out.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
         out
+    }
+}
+
+/// One reading of both clocks, to turn monotonic times into wall-clock ones.
+struct WallClock {
+    wall: SystemTime,
+    mono: Instant,
+}
+
+impl WallClock {
+    fn now() -> WallClock {
+        WallClock {
+            wall: SystemTime::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    fn wall(&self, t: Instant) -> SystemTime {
+        self.wall - self.mono.saturating_duration_since(t)
     }
 }
 
@@ -422,7 +450,7 @@ fn unix(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn statement(fp: u128, e: &Entry) -> Statement {
+fn statement(fp: u128, e: &Entry, clock: &WallClock) -> Statement {
     let pct = |q: f64| {
         let target = ((e.count as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0u64;
@@ -452,8 +480,8 @@ fn statement(fp: u128, e: &Entry) -> Statement {
         primary: e.routes[Route::Primary as usize],
         replica: e.routes[Route::Replica as usize],
         cache: e.routes[Route::Cache as usize],
-        first_seen: unix(e.first_seen),
-        last_seen: unix(e.last_seen),
+        first_seen: unix(clock.wall(e.first_seen)),
+        last_seen: unix(clock.wall(e.last_seen)),
     }
 }
 
@@ -509,25 +537,41 @@ mod tests {
     fn the_table_keeps_frequent_fingerprints_and_bounds_its_size() {
         let t = Top::new(SHARDS); // one entry per shard
         for _ in 0..10 {
-            t.record(0, Some("frequent".into()), sample(5));
+            t.record(0, Some("frequent".into()), sample(5), Instant::now());
         }
         // Same shard (fp % SHARDS == 0), seen once: replaces nothing frequent... until it is
         // the only candidate; the frequent one has the higher count and stays counted.
-        t.record(SHARDS as u128, Some("rare".into()), sample(1));
+        t.record(
+            SHARDS as u128,
+            Some("rare".into()),
+            sample(1),
+            Instant::now(),
+        );
         let all = t.snapshot(None);
         assert_eq!(all.len(), 1, "one entry per shard");
         assert_eq!(&*all[0].query, "rare");
         assert_eq!(all[0].overcount, 10, "it inherits the count it displaced");
         // Without text a new fingerprint is not added.
-        t.record(2 * SHARDS as u128, None, sample(1));
+        t.record(2 * SHARDS as u128, None, sample(1), Instant::now());
         assert_eq!(t.snapshot(None)[0].query.as_ref(), "rare");
+    }
+
+    #[test]
+    fn entry_buckets_are_thirds_of_powers_of_two() {
+        let by_float = |us: u64| ((us as f64).log2() * 3.0).floor() as usize;
+        for us in (2..5000).chain([1 << 20, (1 << 20) + 1, 1_587_401, 1_587_400]) {
+            assert_eq!(entry_bucket(us), by_float(us), "{us} µs");
+        }
+        assert_eq!(entry_bucket(0), 0);
+        assert_eq!(entry_bucket(1), 0);
+        assert_eq!(entry_bucket(u64::MAX), ENTRY_BUCKETS - 1);
     }
 
     #[test]
     fn percentiles_come_from_the_entry_histogram() {
         let t = Top::new(64);
         for ms in 1..=100 {
-            t.record(7, Some("q".into()), sample(ms));
+            t.record(7, Some("q".into()), sample(ms), Instant::now());
         }
         let s = &t.snapshot(None)[0];
         assert_eq!(s.calls, 100);

@@ -91,6 +91,18 @@ impl SessionCache {
         self.fill.is_some()
     }
 
+    /// A reply waits to be stored (`cache_store_due`), checked before awaiting anything.
+    #[inline]
+    pub(super) fn store_due(&self) -> bool {
+        self.store_now.is_some()
+    }
+
+    /// Invalidations wait to be sent (`cache_bump_due`).
+    #[inline]
+    pub(super) fn bump_due(&self) -> bool {
+        !self.bump_now.is_empty()
+    }
+
     /// Records the reply to the request being sent.
     pub(super) fn start_fill(&mut self, fill: Fill) {
         self.fill = Some(Box::new(fill));
@@ -133,7 +145,7 @@ where
             [] => self.unnamed.as_ref(),
             name => self.stmts.get(name),
         };
-        let Some(stmt) = stmt.filter(|s| s.changes_state) else {
+        let Some(stmt) = stmt.filter(|s| s.effect.pin) else {
             return;
         };
         let opaque = tidegate_sql::session_state::scan(&stmt.body).opaque;

@@ -38,16 +38,32 @@ where
             self.deny(ClientMsg::Parse, d)?;
             return Ok(true);
         }
-        let effect = session_state::scan(query);
         let stmt_body = &body[name.len() + 1..];
-        let fp = tidegate_sql::fingerprint(query);
+        // Clients re-parse the same unnamed statement for every execution (pgbench -M
+        // extended, most drivers): what depends on its text alone is known already.
+        let again = self
+            .unnamed
+            .as_ref()
+            .filter(|u| name.is_empty() && u.body[..] == *stmt_body);
+        let (fp, effect, signal) = match again {
+            Some(u) => (tidegate_sql::Fingerprint(u.fp), u.effect, u.signal.clone()),
+            None => (
+                tidegate_sql::fingerprint(query),
+                session_state::scan(query),
+                if self.own_session {
+                    signal_call(query)
+                } else {
+                    None
+                },
+            ),
+        };
         let facts = StmtFacts {
             fp: fp.0,
             read_only: self.sql_read_only(query, fp),
             writes: self.parse_writes.take(),
             cache_writes: self.cache_write_gens(query),
-            changes_state: effect.pin,
-            signal: signal_call(query),
+            effect,
+            signal,
         };
         self.signal_stmts |= facts.signal.is_some();
         if !name.is_empty() && self.backend.is_none() && !effect.pin {
@@ -84,12 +100,21 @@ where
         let Some(b) = self.backend.as_mut() else {
             return Err(SessionError::Terminated("no server connection"));
         };
-        let id = body_hash(stmt_body);
-        // Clients re-parse the same unnamed statement for every execution (pgbench -M
-        // extended, most drivers): keep the copy we have rather than allocate anew.
-        if self.unnamed.as_ref().map(|u| u.id) != Some(id) {
-            self.unnamed = Some(facts.into_stmt(id, Bytes::copy_from_slice(stmt_body)));
-        }
+        // The same text again: keep the copy we have rather than allocate anew, with the
+        // facts that depend on more than its text (catalog, configuration, hooks) renewed.
+        let id = match self.unnamed.as_mut() {
+            Some(u) if u.body[..] == *stmt_body => {
+                u.read_only = facts.read_only;
+                u.writes = facts.writes;
+                u.cache_writes = facts.cache_writes;
+                u.id
+            }
+            _ => {
+                let id = body_hash(stmt_body);
+                self.unnamed = Some(facts.into_stmt(id, Bytes::copy_from_slice(stmt_body)));
+                id
+            }
+        };
         b.unnamed = Some(id);
         self.unsynced = true;
         self.pending.push_back(Pending::Parse {
@@ -151,6 +176,7 @@ where
                 Some(name) => self.stmts.get(name),
                 None => None,
             }
+            .filter(|s| !self.req.measures(s.fp))
             .map(|s| (s.fp, s.body.clone()));
             if let Some((fp, body)) = bound {
                 self.measure_sql(fp, &body);
@@ -257,15 +283,12 @@ struct StmtFacts {
     read_only: bool,
     writes: Option<super::fields::ParamWrites>,
     cache_writes: Option<std::sync::Arc<[String]>>,
-    changes_state: bool,
+    effect: session_state::Effect,
     signal: Option<std::sync::Arc<tidegate_sql::SignalCall>>,
 }
 
-/// The signal call `query` is, if it is one alone.
+/// The signal call `query` is, if it is one alone (it mentions the session's own process).
 fn signal_call(query: &[u8]) -> Option<std::sync::Arc<tidegate_sql::SignalCall>> {
-    if !tidegate_sql::mentions_own_session(query) {
-        return None;
-    }
     let text = std::str::from_utf8(query).ok()?;
     tidegate_sql::signal_call(text).map(std::sync::Arc::new)
 }
@@ -278,7 +301,7 @@ impl StmtFacts {
             writes: self.writes,
             cache_writes: self.cache_writes,
             audit: None,
-            changes_state: self.changes_state,
+            effect: self.effect,
             fp: self.fp,
             signal: self.signal,
             prepared_at: std::time::SystemTime::now(),

@@ -24,6 +24,13 @@ pub(super) struct Request {
     known: Option<u128>,
 }
 
+impl Request {
+    /// It is measured as statement `fp` already.
+    pub(super) fn measures(&self, fp: u128) -> bool {
+        self.fp == Some(fp)
+    }
+}
+
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
@@ -32,7 +39,9 @@ where
     /// A request message arrived: the clock starts at the first one.
     pub(super) fn measure_start(&mut self) {
         if self.req.start.is_none() {
-            self.req.start = Some(Instant::now());
+            let now = Instant::now();
+            self.req.start = Some(now);
+            self.clock = Some(now);
         }
     }
 
@@ -88,7 +97,9 @@ where
             },
         );
         let Some(start) = req.start else { return };
-        let duration = start.elapsed();
+        let now = Instant::now();
+        self.clock = Some(now);
+        let duration = now.saturating_duration_since(start);
         let error = req.error || first_error.is_some();
         let kind = match req.kind {
             Some(k) if !error => k,
@@ -106,6 +117,7 @@ where
                     error,
                     route,
                 },
+                now,
             );
             self.req.known = Some(fp);
             self.log_slow(fp, duration, route);

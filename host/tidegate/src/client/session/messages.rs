@@ -46,7 +46,7 @@ where
         // statistics, the cache and routing.
         let fp = tidegate_sql::fingerprint(sql);
         self.measure_sql(fp.0, sql);
-        if tidegate_sql::mentions_own_session(sql) && self.signal_query(sql).await? {
+        if self.own_session && self.signal_query(sql).await? {
             return Ok(Handled::Return(true));
         }
         let effect = session_state::scan(sql);

@@ -95,7 +95,9 @@ where
             }
             if self.out.len() >= OUT_HIGH_WATER {
                 self.backend = Some(b);
-                self.cache_bump_due().await;
+                if self.cache.bump_due() {
+                    self.cache_bump_due().await;
+                }
                 self.flush_client().await?;
                 b = match self.backend.take() {
                     Some(b) => b,
@@ -103,7 +105,9 @@ where
                 };
             }
         }
-        self.cache_bump_due().await;
+        if self.cache.bump_due() {
+            self.cache_bump_due().await;
+        }
         if release {
             self.release(b).await;
         } else {
@@ -407,7 +411,7 @@ where
     }
 
     /// Returns the connection to its pool at the end of a transaction, or closes it.
-    async fn release(&mut self, mut b: Backend) {
+    async fn release(&mut self, mut b: Box<Backend>) {
         // Read-your-writes counts from the end of the primary transaction.
         // Boxed: read-your-writes is rare and its future large (see footprint.rs).
         let reusable = !self.wrote || Box::pin(self.note_write(&mut b)).await;
@@ -419,7 +423,7 @@ where
                 "a cancel is in flight: closing the connection"
             );
         } else if reusable && b.rbuf.is_empty() {
-            self.pools[self.attached].checkin(b);
+            self.pools[self.attached].checkin_at(b, self.clock.take());
         } else {
             tracing::warn!(
                 backend = b.id,

@@ -316,7 +316,7 @@ where
         let mut checkout = None;
         if read_only {
             while let Some(node) = self.pick_replica() {
-                match self.pools[node].checkout().await {
+                match self.pools[node].checkout_at(self.clock.take()).await {
                     Ok(b) => {
                         checkout = Some((node, Ok(b)));
                         break;
@@ -335,7 +335,10 @@ where
             None => {
                 // The writable node: the configured primary, or a promoted replica.
                 let writer = self.topo.writer();
-                (writer, self.pools[writer].checkout().await)
+                (
+                    writer,
+                    self.pools[writer].checkout_at(self.clock.take()).await,
+                )
             }
         };
         match result {
@@ -352,7 +355,13 @@ where
 
     /// Takes `b`, checked out from `node`, as the attached connection; the client's settings
     /// are replayed on it first when it holds others.
-    fn attached_to(&mut self, mut b: Backend, node: usize, from_replica: bool, read_only: bool) {
+    fn attached_to(
+        &mut self,
+        mut b: Box<Backend>,
+        node: usize,
+        from_replica: bool,
+        read_only: bool,
+    ) {
         self.attached = node;
         self.on_replica = from_replica;
         // Read-your-writes follows what needed the primary, not reads that fell back.

@@ -209,7 +209,7 @@ where
              ELSE 'denied' END FROM pg_catalog.pg_roles r WHERE r.rolname = {}",
             tidegate_sql::quote_literal(role)
         );
-        let mut b: Backend = self.pool.checkout().await.map_err(|e| e.to_string())?;
+        let mut b: Box<Backend> = self.pool.checkout().await.map_err(|e| e.to_string())?;
         let row = b.query_row(&sql).await.map_err(|e| e.to_string())?;
         self.pool.checkin(b);
         let verdict = row.and_then(|r| r.into_iter().next().flatten());

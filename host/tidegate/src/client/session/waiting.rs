@@ -74,6 +74,7 @@ where
             .map(|t| self.last_activity + t);
         self.let_go_of_buffers();
         tokio::select! {
+            biased; // The client first: no random draw per wait.
             ready = std::future::poll_fn(|cx| self.rd.poll_readable(cx)) => {
                 ready.map_err(SessionError::Client)?;
                 self.read_client().await?;
@@ -91,30 +92,27 @@ where
     /// Idle and nothing half-read: the session holds no buffer until the client speaks again
     /// (a few bytes per idle client instead of tens of KiB).
     fn let_go_of_buffers(&mut self) {
-        for buf in [&mut self.rbuf, &mut self.out, &mut self.bout] {
-            if buf.is_empty() && buf.capacity() > 0 {
-                spare::give(std::mem::take(buf));
-            }
-        }
-        // Kept only for a request in flight: nothing is attached now.
-        if self.replay.capacity() > 0 {
-            self.replay.clear();
-            spare::give(std::mem::take(&mut self.replay));
-        }
+        // The replay buffer is kept only for a request in flight: nothing is attached now.
+        self.replay.clear();
+        spare::give_empty([
+            &mut self.rbuf,
+            &mut self.out,
+            &mut self.bout,
+            &mut self.replay,
+        ]);
     }
 
     /// Reads what the client sent (it is readable).
     async fn read_client(&mut self) -> Result<()> {
-        if self.rbuf.capacity() == 0 {
-            self.rbuf = spare::take();
-        } else if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
         // The buffers a request uses, from the worker's spares (no allocation per request).
-        for buf in [&mut self.out, &mut self.bout, &mut self.replay] {
-            if buf.capacity() == 0 {
-                *buf = spare::take();
-            }
+        spare::fill([
+            &mut self.rbuf,
+            &mut self.out,
+            &mut self.bout,
+            &mut self.replay,
+        ]);
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(READ_CHUNK);
         }
         let read = if R::WAITS_FOR_READINESS {
             // One poll: the readiness may be stale (a read before left it set); then the read

@@ -82,7 +82,7 @@ pub struct Pool {
     /// Left the configuration: connections coming back are closed.
     retired: AtomicBool,
     slots: Arc<Semaphore>,
-    idle: Mutex<Vec<Backend>>,
+    idle: Mutex<Vec<Box<Backend>>>,
     server_params: Mutex<Option<ServerParams>>,
     /// Statement ids a server of this pool accepted: a client's Parse of one of them can be
     /// answered without a server connection, so PQprepare outside a transaction needs no
@@ -120,7 +120,7 @@ impl Pool {
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Backend>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Box<Backend>>> {
         // A panic while holding this lock cannot leave the Vec inconsistent; keep serving.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -131,7 +131,14 @@ impl Pool {
 
     /// Lends a connection: an idle one if any is alive, else a new one, waiting at most the
     /// checkout timeout for a slot.
-    pub async fn checkout(&self) -> Result<Backend, PoolError> {
+    pub async fn checkout(&self) -> Result<Box<Backend>, PoolError> {
+        self.checkout_at(None).await
+    }
+
+    /// [`Pool::checkout`], given a clock reading the caller just took (a session reads the
+    /// clock as its request starts: the pool need not read it again).
+    pub async fn checkout_at(&self, now: Option<Instant>) -> Result<Box<Backend>, PoolError> {
+        let mut now = now;
         if self.activity.is_paused() {
             Box::pin(self.activity.wait_resumed()).await;
         }
@@ -149,6 +156,7 @@ impl Pool {
                 ))
                 .await;
                 drop(waiting);
+                now = Some(Instant::now());
                 self.activity.waited(start.elapsed());
                 match acquired {
                     Ok(Ok(p)) => p,
@@ -164,6 +172,7 @@ impl Pool {
             }
         };
         let check_after = Duration::from_nanos(self.check_after_ns.load(Ordering::Relaxed));
+        let now = now.unwrap_or_else(Instant::now);
         loop {
             let candidate = self.idle().pop();
             match candidate {
@@ -173,7 +182,7 @@ impl Pool {
                 Some(b)
                     if (self.replica
                         || b.stream.readable_seen()
-                        || b.idle_since.elapsed() >= check_after)
+                        || now.saturating_duration_since(b.idle_since) >= check_after)
                         && b.is_closed() =>
                 {
                     tracing::debug!(backend = b.id, "pooled connection was closed by the server");
@@ -181,14 +190,14 @@ impl Pool {
                 }
                 Some(mut b) => {
                     b.permit = Some(permit);
-                    b.lent_at = Instant::now();
+                    b.lent_at = now;
                     return Ok(b);
                 }
                 None => break,
             }
         }
         let login = self.activity.login();
-        let mut b = self.open().await?;
+        let mut b = Box::new(self.open().await?);
         drop(login);
         b.epoch = self.activity.epoch();
         self.remember_params(&b);
@@ -247,8 +256,15 @@ impl Pool {
     }
 
     /// Returns a clean, idle connection to the pool.
-    pub fn checkin(&self, mut b: Backend) {
-        self.activity.transaction(b.lent_at.elapsed());
+    pub fn checkin(&self, b: Box<Backend>) {
+        self.checkin_at(b, None);
+    }
+
+    /// [`Pool::checkin`], given a clock reading the caller just took.
+    pub fn checkin_at(&self, mut b: Box<Backend>, now: Option<Instant>) {
+        let now = now.unwrap_or_else(Instant::now);
+        self.activity
+            .transaction(now.saturating_duration_since(b.lent_at));
         if b.epoch != self.activity.epoch() {
             tracing::debug!(
                 backend = b.id,
@@ -271,7 +287,7 @@ impl Pool {
         // The connection must be in the idle list before its slot is freed: otherwise a waiter
         // could take the slot, find no idle connection and open one too many.
         let permit = b.permit.take();
-        b.idle_since = Instant::now();
+        b.idle_since = now;
         self.idle().push(b);
         drop(permit);
     }
