@@ -488,10 +488,14 @@ fn statement(fp: u128, e: &Entry, clock: &WallClock) -> Statement {
 /// Rows a CommandComplete tag reports: its last number (`INSERT 0 5`, `SELECT 5`), or 0.
 pub fn tag_rows(tag: &[u8]) -> u64 {
     let tag = tag.strip_suffix(b"\0").unwrap_or(tag);
-    tag.rsplit(|&b| b == b' ')
-        .next()
-        .and_then(|w| std::str::from_utf8(w).ok())
-        .and_then(|w| w.parse().ok())
+    let last = tag.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    if last.is_empty() || !last.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    last.iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .unwrap_or(0)
 }
 
@@ -521,6 +525,9 @@ mod tests {
         assert_eq!(tag_rows(b"INSERT 0 5\0"), 5);
         assert_eq!(tag_rows(b"SELECT 12\0"), 12);
         assert_eq!(tag_rows(b"BEGIN\0"), 0);
+        assert_eq!(tag_rows(b"SELECT 18446744073709551615\0"), u64::MAX);
+        assert_eq!(tag_rows(b"SELECT 18446744073709551616\0"), 0);
+        assert_eq!(tag_rows(b"SELECT -1\0"), 0);
     }
 
     #[test]
