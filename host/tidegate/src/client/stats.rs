@@ -489,12 +489,10 @@ fn statement(fp: u128, e: &Entry, clock: &WallClock) -> Statement {
 pub fn tag_rows(tag: &[u8]) -> u64 {
     let tag = tag.strip_suffix(b"\0").unwrap_or(tag);
     let last = tag.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    if last.is_empty() || !last.iter().all(u8::is_ascii_digit) {
-        return 0;
-    }
     last.iter()
         .try_fold(0u64, |n, &d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            n.checked_mul(10)?
+                .checked_add(u64::from(char::from(d).to_digit(10)?))
         })
         .unwrap_or(0)
 }
