@@ -364,17 +364,35 @@ where
 
     async fn run_loop(&mut self) -> Result<()> {
         loop {
-            while let Some((tag, msg)) = self.next_frame().await? {
+            // The checks before each await below keep the common case (nothing to do) from
+            // entering an awaited state machine at all.
+            loop {
+                let frame = match proto::split_frame(
+                    &mut self.rbuf,
+                    self.topo.config.limits.max_message_bytes,
+                ) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.frame_error(e).await?;
+                        None
+                    }
+                };
+                let Some((tag, msg)) = frame else { break };
                 if !self.on_client_message(ClientMsg::of(tag), msg).await? {
                     return Ok(());
                 }
             }
-            self.flush_backend().await?;
+            if !self.bout.is_empty() {
+                self.flush_backend().await?;
+            }
             if std::mem::take(&mut self.retry) {
                 continue;
             }
             self.drain_synthetic();
-            self.flush_client().await?;
+            // With nothing in `out` a flush has nothing to do (its mark is 0 already).
+            if !self.out.is_empty() {
+                self.flush_client().await?;
+            }
             if self.cache.store_due() {
                 self.cache_store_due().await;
             }
@@ -405,18 +423,14 @@ where
         Err(SessionError::Protocol(message))
     }
 
-    async fn next_frame(&mut self) -> Result<Option<(u8, BytesMut)>> {
-        match proto::split_frame(&mut self.rbuf, self.topo.config.limits.max_message_bytes) {
-            Ok(f) => Ok(f),
-            Err(e @ FrameError::TooLarge { .. }) => self
-                .protocol_violation("54000", e.to_string())
-                .await
-                .map(|_| None),
-            Err(e) => self
-                .protocol_violation("08P01", e.to_string())
-                .await
-                .map(|_| None),
-        }
+    /// A client message that cannot be framed: 54000 if too large, else 08P01; the session
+    /// ends.
+    async fn frame_error(&mut self, e: FrameError) -> Result<()> {
+        let code = match e {
+            FrameError::TooLarge { .. } => "54000",
+            _ => "08P01",
+        };
+        self.protocol_violation(code, e.to_string()).await
     }
 
     async fn flush_client(&mut self) -> Result<()> {
