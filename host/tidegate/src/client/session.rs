@@ -102,6 +102,10 @@ struct Stmt {
     cache_writes: Option<Arc<[String]>>,
     /// What its audit records say of it (set at its first audited Bind).
     audit: Option<audit::Shape>,
+    /// Its text may end a transaction block (COMMIT, END, PREPARE TRANSACTION…): a Bind of
+    /// it inside a block leaves the block's outcome unknown if the connection is lost
+    /// (`retry::may_end_transaction`, read once at its Parse).
+    may_end: bool,
     /// What its text does to session state (`session_state::scan`). One that pins (`SET`,
     /// `RESET`, `set_config`…) moves the cache key's settings digest at each Bind,
     /// parameters included.

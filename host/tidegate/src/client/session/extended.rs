@@ -297,6 +297,7 @@ impl StmtFacts {
     fn into_stmt(self, id: u64, body: Bytes) -> Stmt {
         Stmt {
             id,
+            may_end: super::retry::may_end_transaction(&body),
             read_only: self.read_only,
             writes: self.writes,
             cache_writes: self.cache_writes,

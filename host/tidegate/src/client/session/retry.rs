@@ -139,7 +139,7 @@ where
                 (Some(_), Some(name)) => self.stmts.get(name),
                 _ => None,
             };
-            stmt.is_none_or(|s| may_end_transaction(&s.body))
+            stmt.is_none_or(|s| s.may_end)
         };
     }
 
@@ -341,7 +341,7 @@ fn ends_transaction(text: &[u8]) -> bool {
 /// Whether a statement text may end a transaction block: it has the word COMMIT, END or
 /// PREPARE anywhere (a CASE … END answers yes too: a false yes only makes an error say
 /// "unknown" where it could have said "rolled back").
-fn may_end_transaction(text: &[u8]) -> bool {
+pub(super) fn may_end_transaction(text: &[u8]) -> bool {
     text.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
         .any(|w| {
             w.eq_ignore_ascii_case(b"commit")
