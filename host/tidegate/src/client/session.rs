@@ -12,7 +12,7 @@ use crate::client::shared::Shared;
 use crate::upstream::backend::{Backend, Pool, Target};
 use crate::upstream::topology::Topology;
 use crate::wire::kind::{ClientMsg, ServerMsg, TxStatus};
-use crate::wire::proto::{self, FrameError, Reader, Severity};
+use crate::wire::proto::{self, FrameError, Severity};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -39,12 +39,14 @@ mod retry;
 mod route;
 mod signal;
 mod spare;
+mod stmt;
 mod waiting;
 
 use messages::Handled;
 use pending::Pending;
 use route::Ryw;
 pub use route::{login_target, passthrough_target, pools_for};
+use stmt::Stmt;
 use waiting::{timed, Latch};
 
 /// Why a session ended abnormally.
@@ -88,42 +90,6 @@ impl ClientRead for tokio::net::tcp::OwnedReadHalf {
 }
 
 impl<T: AsyncRead + Send> ClientRead for tokio::io::ReadHalf<T> {}
-
-/// A statement the client prepared: its process-wide id and Parse body.
-#[derive(Clone)]
-struct Stmt {
-    id: u64,
-    body: Bytes,
-    /// Provably read-only (computed only when replicas are configured).
-    read_only: bool,
-    /// Parameters bound for columns the write hooks declared.
-    writes: Option<fields::ParamWrites>,
-    /// Result-cache counters each execution bumps (it may write).
-    cache_writes: Option<Arc<[String]>>,
-    /// What its audit records say of it (set at its first audited Bind).
-    audit: Option<audit::Shape>,
-    /// Its text may end a transaction block (COMMIT, END, PREPARE TRANSACTION…): a Bind of
-    /// it inside a block leaves the block's outcome unknown if the connection is lost
-    /// (`retry::may_end_transaction`, read once at its Parse).
-    may_end: bool,
-    /// What its text does to session state (`session_state::scan`). One that pins (`SET`,
-    /// `RESET`, `set_config`…) moves the cache key's settings digest at each Bind,
-    /// parameters included.
-    effect: session_state::Effect,
-    /// Its fingerprint (the statement statistics' key).
-    fp: u128,
-    /// It is `pg_terminate_backend`/`pg_cancel_backend` alone (see `signal`).
-    signal: Option<Arc<tidegate_sql::SignalCall>>,
-    /// When the client prepared it (`pg_prepared_statements.prepare_time`).
-    prepared_at: std::time::SystemTime,
-}
-
-/// The most named prepared statements a client may hold; a Parse of one more gets 54000.
-pub(crate) const MAX_NAMED_STATEMENTS: usize = 10_000;
-
-/// The most named portals a client may hold open in one transaction; a Bind of one more
-/// gets 54000.
-pub(crate) const MAX_NAMED_PORTALS: usize = 10_000;
 
 /// One client session.
 pub struct Session<R, W> {
@@ -583,31 +549,6 @@ where
             self.flush_backend().await?;
         }
         Ok(true)
-    }
-
-    /// Counts the named portal a Bind opens; past [`MAX_NAMED_PORTALS`] the Bind is refused.
-    fn open_portal(&mut self, body: &[u8]) -> Option<tidegate_plugins::Denial> {
-        let name = Reader::new(body).cstr().filter(|n| !n.is_empty())?;
-        if self.backend.is_none() && self.tx_status.is_idle() {
-            // No transaction is open, so none of the earlier portals exists any more.
-            self.portals.clear();
-        }
-        if self.portals.contains(name) {
-            return None;
-        }
-        if self.portals.len() >= MAX_NAMED_PORTALS {
-            return Some(tidegate_plugins::Denial {
-                reason: format!(
-                    "too many open portals: this transaction holds {} (close some)",
-                    self.portals.len()
-                ),
-                sqlstate: "54000".into(),
-                hint: None,
-                plugin: "tidegate".into(),
-            });
-        }
-        self.portals.insert(Bytes::copy_from_slice(name));
-        None
     }
 
     fn note_effect(&mut self, effect: session_state::Effect) {
