@@ -23,7 +23,7 @@ where
             return Ok(false);
         };
         if !name.is_empty()
-            && self.stmts.len() >= super::MAX_NAMED_STATEMENTS
+            && self.stmts.len() >= super::stmt::MAX_NAMED_STATEMENTS
             && !self.stmts.contains_key(name)
         {
             let d = tidegate_plugins::Denial {
@@ -45,6 +45,7 @@ where
             .unnamed
             .as_ref()
             .filter(|u| name.is_empty() && u.body[..] == *stmt_body);
+        let repeat = again.is_some();
         let (fp, effect, signal) = match again {
             Some(u) => (tidegate_sql::Fingerprint(u.fp), u.effect, u.signal.clone()),
             None => (
@@ -64,6 +65,7 @@ where
             cache_writes: self.cache_write_gens(query),
             effect,
             signal,
+            repeat,
         };
         self.signal_stmts |= facts.signal.is_some();
         if !name.is_empty() && self.backend.is_none() && !effect.pin {
@@ -103,7 +105,7 @@ where
         // The same text again: keep the copy we have rather than allocate anew, with the
         // facts that depend on more than its text (catalog, configuration, hooks) renewed.
         let id = match self.unnamed.as_mut() {
-            Some(u) if u.body[..] == *stmt_body => {
+            Some(u) if facts.repeat => {
                 u.read_only = facts.read_only;
                 u.writes = facts.writes;
                 u.cache_writes = facts.cache_writes;
@@ -285,6 +287,8 @@ struct StmtFacts {
     cache_writes: Option<std::sync::Arc<[String]>>,
     effect: session_state::Effect,
     signal: Option<std::sync::Arc<tidegate_sql::SignalCall>>,
+    /// It is the client's unnamed statement parsed again with the same body.
+    repeat: bool,
 }
 
 /// The signal call `query` is, if it is one alone (it mentions the session's own process).

@@ -145,6 +145,7 @@ impl Pool {
         let mut now = now;
         if self.activity.is_paused() {
             Box::pin(self.activity.wait_resumed()).await;
+            now = None; // The caller's reading is old now.
         }
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -160,8 +161,9 @@ impl Pool {
                 ))
                 .await;
                 drop(waiting);
-                now = Some(Instant::now());
-                self.activity.waited(start.elapsed());
+                let after = Instant::now();
+                now = Some(after);
+                self.activity.waited(after - start);
                 match acquired {
                     Ok(Ok(p)) => p,
                     _ => {
