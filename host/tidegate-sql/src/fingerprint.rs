@@ -59,6 +59,20 @@ const CODE_GLUED: u8 = 0x10;
 
 /// The fingerprint of `sql`.
 pub fn fingerprint(sql: &[u8]) -> Fingerprint {
+    fingerprint_with(sql, |_| {})
+}
+
+/// What [`fingerprint_with`] tells its observer about the tokens it hashed.
+pub(crate) enum Seen {
+    /// A numeric constant hashed as a placeholder, not glued to what follows it.
+    Number(usize, usize),
+    /// A token hashed byte for byte, or an unterminated construct.
+    Exact,
+}
+
+/// [`fingerprint`], telling `seen` of the numbers it replaced and of the exact tokens.
+#[inline]
+pub(crate) fn fingerprint_with(sql: &[u8], mut seen: impl FnMut(Seen)) -> Fingerprint {
     let mut h = Hasher::new();
     // Whether a separator is pending before the next token.
     let mut sep = false;
@@ -73,7 +87,7 @@ pub fn fingerprint(sql: &[u8]) -> Fingerprint {
         }
         match t {
             Token::Space => {}
-            Token::Literal(kind, _, end) => {
+            Token::Literal(kind, start, end) => {
                 h.byte(PLACEHOLDER);
                 if sql.get(end).is_some_and(|&b| {
                     b.is_ascii_alphanumeric()
@@ -92,9 +106,12 @@ pub fn fingerprint(sql: &[u8]) -> Fingerprint {
                     };
                     h.byte(ESCAPE);
                     h.byte(CODE_GLUED + class);
+                } else if kind == LiteralKind::Number {
+                    seen(Seen::Number(start, end));
                 }
             }
             Token::Exact(bytes) => {
+                seen(Seen::Exact);
                 h.byte(ESCAPE);
                 h.byte(CODE_EXACT);
                 for b in (bytes.len() as u64).to_le_bytes() {
@@ -121,6 +138,7 @@ pub fn fingerprint(sql: &[u8]) -> Fingerprint {
                 h.byte(b);
             }
             Token::Unterminated => {
+                seen(Seen::Exact);
                 h.byte(ESCAPE);
                 h.byte(CODE_UNTERMINATED);
             }

@@ -36,6 +36,7 @@ mod lexer;
 mod own_session;
 mod quote;
 pub mod session_state;
+mod shape;
 mod split;
 mod timebound;
 mod timerange;
@@ -55,6 +56,7 @@ pub use own_session::{
     SignalCall,
 };
 pub use quote::quote_ident;
+pub use shape::{ShapeMemo, SHAPE_MAX};
 pub use split::split_statements;
 pub use timebound::{BoundOp, TimeBound, TimeCast};
 pub use timerange::{time_range, TimeRange};

@@ -104,6 +104,9 @@ pub struct Session<R, W> {
     principal: Option<Arc<tidegate_plugins::Principal>>,
     /// Statement shapes the plugin chain settled (see `memo`).
     memo: memo::Memo,
+    /// The last Query text's fingerprint and session-state reading, for texts that differ
+    /// from it only in their numbers.
+    shape: tidegate_sql::ShapeMemo,
     /// The primary's pool for this (database, role).
     pool: Arc<Pool>,
     /// Every node's pool: the primary first, then the replicas.
@@ -250,6 +253,7 @@ where
             catalog,
             principal: None,
             memo: memo::Memo::default(),
+            shape: tidegate_sql::ShapeMemo::default(),
             pool: pools[0].clone(),
             next_replica: rand::random::<u32>() as usize,
             pools,

@@ -7,7 +7,6 @@ use crate::client::stats::Route;
 use crate::wire::kind::{ClientMsg, NameKind, ServerMsg};
 use crate::wire::proto::{self, Reader};
 use bytes::BytesMut;
-use tidegate_sql::session_state;
 use tokio::io::AsyncWrite;
 
 /// What a client message's handler did.
@@ -44,12 +43,11 @@ where
         }
         // The text as it runs (after any plugin rewrite), fingerprinted once for the
         // statistics, the cache and routing.
-        let fp = tidegate_sql::fingerprint(sql);
+        let (fp, effect) = self.shape.read(sql);
         self.measure_sql(fp.0, sql);
         if self.own_session && self.signal_query(sql).await? {
             return Ok(Handled::Return(true));
         }
-        let effect = session_state::scan(sql);
         if self.topo.config.cache.enabled && Box::pin(self.cache_query(sql, fp, effect)).await? {
             return Ok(Handled::Return(true));
         }

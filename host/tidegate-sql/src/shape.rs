@@ -1,0 +1,207 @@
+//! A session's last statement shape: clients send the same statement again and again with
+//! other numbers in it (`… WHERE aid = 41` then `… WHERE aid = 7`), and such a text needs no
+//! second lexing pass to be fingerprinted and scanned for session state.
+//!
+//! The memo keeps the last text read and where its plain decimal constants sat. A new text
+//! that equals it byte for byte outside those places, and holds a run of ASCII digits in each,
+//! lexes to the same tokens: its prefix up to each number is the same bytes (so the lexer
+//! reaches the number in the same state), a digit run followed by the same byte ends where the
+//! old one did (that byte is never one a number could continue with — those constants are not
+//! kept), and digits are no letters, so no keyword search of [`session_state::scan`] reads them
+//! differently. Anything else is read afresh and becomes the memo.
+
+use crate::fingerprint::{fingerprint_with, Fingerprint, Seen};
+use crate::session_state::{self, Effect};
+
+/// Texts longer than this are read afresh every time (the memo holds no large copy).
+pub const SHAPE_MAX: usize = 1024;
+
+/// The last statement text fingerprinted, its numbers' places and what it read as.
+#[derive(Default)]
+pub struct ShapeMemo {
+    text: Vec<u8>,
+    /// `(start, end)` of each plain decimal constant in `text`, in order.
+    numbers: Vec<(usize, usize)>,
+    /// What `text` read as; `None` when nothing is remembered.
+    read: Option<(Fingerprint, Effect)>,
+}
+
+impl ShapeMemo {
+    /// The fingerprint of `sql` and its session-state effect: `(fingerprint(sql), scan(sql))`.
+    pub fn read(&mut self, sql: &[u8]) -> (Fingerprint, Effect) {
+        if let Some(read) = self.read {
+            if self.same_shape(sql) {
+                return read;
+            }
+        }
+        self.read = None;
+        self.text.clear();
+        self.numbers.clear();
+        let mut exact = false;
+        let fp = fingerprint_with(sql, |seen| match seen {
+            Seen::Number(start, end) => {
+                // Only a number followed by a byte no constant continues with.
+                let next = sql.get(end).copied();
+                let plain = sql[start..end].iter().all(u8::is_ascii_digit)
+                    && !next.is_some_and(|b| {
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b'_' | b'$' | b'.' | b'\'' | b'"')
+                            || b >= 0x80
+                    });
+                if plain {
+                    self.numbers.push((start, end));
+                }
+            }
+            Seen::Exact => exact = true,
+        });
+        let effect = session_state::scan(sql);
+        if !exact && sql.len() <= SHAPE_MAX && !self.numbers.is_empty() {
+            self.text.extend_from_slice(sql);
+            self.read = Some((fp, effect));
+        } else {
+            self.numbers.clear();
+        }
+        (fp, effect)
+    }
+
+    /// `sql` is the remembered text with other digit runs in its numbers' places.
+    fn same_shape(&self, sql: &[u8]) -> bool {
+        let (mut at, mut from) = (0, 0);
+        for &(start, end) in &self.numbers {
+            let between = &self.text[from..start];
+            if !sql[at..].starts_with(between) {
+                return false;
+            }
+            at += between.len();
+            let digits = sql[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits == 0 {
+                return false;
+            }
+            at += digits;
+            from = end;
+        }
+        sql[at..] == self.text[from..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShapeMemo;
+    use crate::{fingerprint, session_state};
+    use proptest::prelude::*;
+
+    fn check(memo: &mut ShapeMemo, sql: &str) {
+        let got = memo.read(sql.as_bytes());
+        assert_eq!(got.0, fingerprint(sql.as_bytes()), "fingerprint of {sql:?}");
+        assert_eq!(
+            got.1,
+            session_state::scan(sql.as_bytes()),
+            "effect of {sql:?}"
+        );
+    }
+
+    #[test]
+    fn other_numbers_hit_and_other_texts_read_afresh() {
+        let mut m = ShapeMemo::default();
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 41;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 7",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 7 LIMIT 2",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 0x1F LIMIT 2",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 01 LIMIT 2",
+            "SELECT 1.5, 2",
+            "SELECT 1e5, 2",
+            "SELECT 1, 2e5",
+            "SELECT 1, 2_000",
+            "SELECT 12abc",
+            "SELECT 12",
+            "SELECT 12::text",
+            "SET statement_timeout = 5",
+            "SET statement_timeout = 50",
+            "SELECT U&'x' UESCAPE '!' , 5",
+            "SELECT $1 + 3",
+        ] {
+            check(&mut m, sql);
+        }
+    }
+
+    #[test]
+    fn a_repeated_shape_is_remembered() {
+        let mut m = ShapeMemo::default();
+        m.read(b"SELECT v FROM t WHERE id = 1");
+        assert!(m.same_shape(b"SELECT v FROM t WHERE id = 99999"));
+        assert!(!m.same_shape(b"SELECT v FROM t WHERE id = 9.5"));
+        assert!(!m.same_shape(b"SELECT v FROM t WHERE id = x"));
+        assert!(!m.same_shape(b"SELECT v FROM t WHERE id = 1 OR true"));
+    }
+
+    /// Texts built from pieces where number changes matter: constants of every kind, words,
+    /// quotes, comments, operators, separators.
+    fn text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just(" ".to_owned()),
+            Just(" = ".to_owned()),
+            Just(", ".to_owned()),
+            Just("SELECT ".to_owned()),
+            Just("into".to_owned()),
+            Just("temp".to_owned()),
+            Just("set ".to_owned()),
+            "[0-9]{1,4}",
+            Just(".".to_owned()),
+            Just("e".to_owned()),
+            Just("x".to_owned()),
+            Just("_".to_owned()),
+            Just("$".to_owned()),
+            Just("'".to_owned()),
+            Just("\"".to_owned()),
+            Just("--".to_owned()),
+            Just("/*".to_owned()),
+            Just("*/".to_owned()),
+            Just("U&".to_owned()),
+            Just(" UESCAPE ".to_owned()),
+            Just(";".to_owned()),
+            Just("(".to_owned()),
+            Just("\n".to_owned()),
+            Just("-".to_owned()),
+            Just("<".to_owned()),
+        ];
+        proptest::collection::vec(piece, 0..16).prop_map(|v| v.concat())
+    }
+
+    /// `sql` with each digit replaced as `digits` says (cycled), some runs made longer.
+    fn renumber(sql: &str, digits: &[u8], grow: bool) -> String {
+        let mut out = String::new();
+        let mut k = 0;
+        for c in sql.chars() {
+            if c.is_ascii_digit() && !digits.is_empty() {
+                out.push((b'0' + digits[k % digits.len()] % 10) as char);
+                if grow && k % 3 == 0 {
+                    out.push('7');
+                }
+                k += 1;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn the_memo_always_reads_as_a_fresh_pass(
+            first in text(),
+            digits in proptest::collection::vec(0u8..10, 0..6),
+            grow in any::<bool>(),
+            other in text(),
+        ) {
+            let mut m = ShapeMemo::default();
+            check(&mut m, &first);
+            check(&mut m, &renumber(&first, &digits, grow));
+            check(&mut m, &other);
+            check(&mut m, &renumber(&other, &digits, !grow));
+            check(&mut m, &first);
+        }
+    }
+}
