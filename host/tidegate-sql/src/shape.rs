@@ -39,16 +39,9 @@ impl ShapeMemo {
         self.numbers.clear();
         let mut exact = false;
         let fp = fingerprint_with(sql, |seen| match seen {
+            // Numbers glued to what follows (`1abc`, `1.`) are not reported.
             Seen::Number(start, end) => {
-                // Only a number followed by a byte no constant continues with.
-                let next = sql.get(end).copied();
-                let plain = sql[start..end].iter().all(u8::is_ascii_digit)
-                    && !next.is_some_and(|b| {
-                        b.is_ascii_alphanumeric()
-                            || matches!(b, b'_' | b'$' | b'.' | b'\'' | b'"')
-                            || b >= 0x80
-                    });
-                if plain {
+                if sql[start..end].iter().all(u8::is_ascii_digit) {
                     self.numbers.push((start, end));
                 }
             }
