@@ -2,7 +2,8 @@
 //! other numbers in it (`… WHERE aid = 41` then `… WHERE aid = 7`), and such a text needs no
 //! second lexing pass to be fingerprinted and scanned for session state.
 //!
-//! The memo keeps the last text read and where its plain decimal constants sat. A new text
+//! The memo keeps the last text read and where its plain decimal constants sat (none: the
+//! same text again). A new text
 //! that equals it byte for byte outside those places, and holds a run of ASCII digits in each,
 //! lexes to the same tokens: its prefix up to each number is the same bytes (so the lexer
 //! reaches the number in the same state), a digit run followed by the same byte ends where the
@@ -14,7 +15,7 @@ use crate::fingerprint::{fingerprint_with, Fingerprint, Seen};
 use crate::session_state::{self, Effect};
 
 /// Texts longer than this are read afresh every time (the memo holds no large copy).
-pub const SHAPE_MAX: usize = 1024;
+const SHAPE_MAX: usize = 1024;
 
 /// The last statement text fingerprinted, its numbers' places and what it read as.
 #[derive(Default)]
@@ -48,7 +49,7 @@ impl ShapeMemo {
             Seen::Exact => exact = true,
         });
         let effect = session_state::scan(sql);
-        if !exact && sql.len() <= SHAPE_MAX && !self.numbers.is_empty() {
+        if !exact && sql.len() <= SHAPE_MAX {
             self.text.extend_from_slice(sql);
             self.read = Some((fp, effect));
         } else {
@@ -127,6 +128,9 @@ mod tests {
         assert!(!m.same_shape(b"SELECT v FROM t WHERE id = 9.5"));
         assert!(!m.same_shape(b"SELECT v FROM t WHERE id = x"));
         assert!(!m.same_shape(b"SELECT v FROM t WHERE id = 1 OR true"));
+        m.read(b"COMMIT");
+        assert!(m.same_shape(b"COMMIT"));
+        assert!(!m.same_shape(b"COMMIT AND CHAIN"));
     }
 
     /// Texts built from pieces where number changes matter: constants of every kind, words,
