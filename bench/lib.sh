@@ -209,7 +209,8 @@ EOF
 # Start REDIS_SERVER on REDIS_PORT without persistence and wait up to 10 s for PING; sets REDIS_PID.
 start_redis() {
     echo "== Redis on 127.0.0.1:$REDIS_PORT ($("$REDIS_SERVER" --version | cut -d' ' -f1-3), no persistence)"
-    "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    # Its own session, as every server here (see spawn_tidegate).
+    setsid "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
         --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
     REDIS_PID=$!
     for _ in $(seq 50); do redis_ping && break; sleep 0.2; done
@@ -237,8 +238,11 @@ EOF
     fi
 }
 # Start `tidegate serve --config config` in the background; exit if it is gone after settle s (0.2); sets STARTED_PID.
+# In a session of its own, as PgBouncer (-d) and PostgreSQL (pg_ctl) are: with the kernel's
+# autogroup scheduling (sched_autogroup_enabled) a process in this script's session shares one
+# CPU share with the pgbench clients it serves, and the brokers would not be scheduled alike.
 spawn_tidegate() {  # name config log [settle]
-    "$TIDEGATE" serve --config "$2" >"$3" 2>&1 &
+    setsid "$TIDEGATE" serve --config "$2" >"$3" 2>&1 &
     STARTED_PID=$!
     TG_PIDS+=("$STARTED_PID")
     sleep "${4:-0.2}"
