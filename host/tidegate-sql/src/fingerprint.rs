@@ -64,8 +64,8 @@ pub fn fingerprint(sql: &[u8]) -> Fingerprint {
 
 /// What [`fingerprint_with`] tells its observer about the tokens it hashed.
 pub(crate) enum Seen {
-    /// A numeric constant hashed as a placeholder and not glued to what follows it: the byte
-    /// after it (if any) is none a constant or name could continue with.
+    /// A numeric constant hashed as a placeholder and not glued to what follows it: no byte
+    /// after it is one a constant or a name could continue with.
     Number(usize, usize),
     /// A token hashed byte for byte, or an unterminated construct.
     Exact,

@@ -2,14 +2,14 @@
 //! other numbers in it (`… WHERE aid = 41` then `… WHERE aid = 7`), and such a text needs no
 //! second lexing pass to be fingerprinted and scanned for session state.
 //!
-//! The memo keeps the last text read and where its plain decimal constants sat (none: the
-//! same text again). A new text
-//! that equals it byte for byte outside those places, and holds a run of ASCII digits in each,
-//! lexes to the same tokens: its prefix up to each number is the same bytes (so the lexer
-//! reaches the number in the same state), a digit run followed by the same byte ends where the
-//! old one did (that byte is never one a number could continue with — those constants are not
-//! kept), and digits are no letters, so no keyword search of [`session_state::scan`] reads them
-//! differently. Anything else is read afresh and becomes the memo.
+//! The memo keeps the last text read and where its plain decimal constants sat (if it has none,
+//! only the same text again hits). A new text that equals it byte for byte outside those
+//! places, and holds a run of ASCII digits in each, lexes to the same tokens: its prefix up to
+//! each number is the same bytes (so the lexer reaches the number in the same state), a digit
+//! run followed by the same byte ends where the old one did (that byte is never one a number
+//! could continue with — those constants are not kept), and digits are no letters, so no
+//! keyword search of [`session_state::scan`] reads them differently. Anything else is read
+//! afresh and becomes the memo.
 
 use crate::fingerprint::{fingerprint_with, Fingerprint, Seen};
 use crate::session_state::{self, Effect};
