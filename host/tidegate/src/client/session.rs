@@ -33,6 +33,7 @@ mod memo;
 mod messages;
 mod params;
 mod pending;
+mod plain;
 mod policy;
 mod replies;
 mod retry;
@@ -206,6 +207,8 @@ pub struct Session<R, W> {
     /// The Query or Parse being handled may name the session's own server process or
     /// prepared statements (`tidegate_sql::mentions_own_session`, scanned once per message).
     own_session: bool,
+    /// The configuration lets lone queries take the plain lane (`plain.rs`).
+    plain: bool,
     shutdown_wait: Latch,
     force_wait: Latch,
 }
@@ -236,6 +239,7 @@ where
         let pinned = topo.config.pool.mode == tidegate_config::PoolMode::Session;
         let catalog = route::catalog_for(&topo, &login.database, &pools[0]);
         let timed = timed(&topo.config);
+        let plain = plain::lane_open(&topo, pools.len());
         let ryw_mode = route::ryw_mode(&topo.config, &user);
         let shutdown_wait = Latch::new(sh.clone(), |sh| &sh.shutdown, cancel.clone());
         let force_wait = Latch::new(sh.clone(), |sh| &sh.force, cancel.clone());
@@ -310,6 +314,7 @@ where
             clock: None,
             signal_stmts: false,
             own_session: false,
+            plain,
             shutdown_wait,
             force_wait,
         }
@@ -338,6 +343,9 @@ where
 
     async fn run_loop(&mut self) -> Result<()> {
         loop {
+            if self.plain && self.plain_request().await? {
+                continue;
+            }
             // The checks before each await below keep the common case (nothing to do) from
             // entering an awaited state machine at all.
             loop {

@@ -27,7 +27,7 @@ enum Next {
 }
 
 /// What became of one server message.
-enum Reply {
+pub(super) enum Reply {
     /// Handled: the client sees it (`true`) or not.
     Forward(bool),
     /// The connection is to be treated as lost.
@@ -159,7 +159,7 @@ where
 
     /// Updates the session for one complete server message (the first `total` bytes of the
     /// connection's buffer) and says whether the client sees it.
-    fn on_reply(&mut self, b: &mut Backend, kind: ServerMsg, total: usize) -> Reply {
+    pub(super) fn on_reply(&mut self, b: &mut Backend, kind: ServerMsg, total: usize) -> Reply {
         if kind == ServerMsg::Notification {
             self.own_notification(b, total);
         }
@@ -368,7 +368,7 @@ where
     }
 
     /// Passes a handled message on to the client (or not), recording it for the cache.
-    fn deliver(&mut self, kind: ServerMsg, msg: &[u8], mut forward: bool) {
+    pub(super) fn deliver(&mut self, kind: ServerMsg, msg: &[u8], mut forward: bool) {
         if self.rows_refused
             && !matches!(
                 kind,

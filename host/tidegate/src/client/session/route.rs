@@ -191,6 +191,7 @@ where
             .retarget(self.pools.iter().map(|p| p.target.clone()).collect());
         self.ryw_mode = ryw_mode(&topo.config, &self.user);
         self.timed = timed(&topo.config);
+        self.plain = super::plain::lane_open(&topo, self.pools.len());
         self.attached = 0;
         self.principal = None;
         self.catalog = catalog_for(&topo, &self.login.database, &self.pools[0]);
@@ -355,7 +356,7 @@ where
 
     /// Takes `b`, checked out from `node`, as the attached connection; the client's settings
     /// are replayed on it first when it holds others.
-    fn attached_to(
+    pub(super) fn attached_to(
         &mut self,
         mut b: Box<Backend>,
         node: usize,

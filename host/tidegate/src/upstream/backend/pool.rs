@@ -177,30 +177,11 @@ impl Pool {
                 }
             }
         };
-        let check_after = Duration::from_nanos(self.check_after_ns.load(Ordering::Relaxed));
         let now = now.unwrap_or_else(Instant::now);
-        loop {
-            let candidate = self.idle().pop();
-            match candidate {
-                // Replicas come and go: their connections are always checked (one non-blocking
-                // read); the primary's when the runtime saw them readable (a restart's FATAL)
-                // or after sitting idle for a while.
-                Some(b)
-                    if (self.replica
-                        || b.stream.readable_seen()
-                        || now.saturating_duration_since(b.idle_since) >= check_after)
-                        && b.is_closed() =>
-                {
-                    tracing::debug!(backend = b.id, "pooled connection was closed by the server");
-                    continue;
-                }
-                Some(mut b) => {
-                    b.permit = Some(permit);
-                    b.lent_at = now;
-                    return Ok(b);
-                }
-                None => break,
-            }
+        if let Some(mut b) = self.take_idle(now) {
+            b.permit = Some(permit);
+            b.lent_at = now;
+            return Ok(b);
         }
         let login = self.activity.login();
         let mut b = Box::new(self.open().await?);
@@ -210,6 +191,38 @@ impl Pool {
         b.permit = Some(permit);
         b.lent_at = Instant::now();
         Ok(b)
+    }
+
+    /// A connection at once, without waiting or connecting: `None` when the pool is paused,
+    /// has no free slot or no live idle connection.
+    pub fn try_checkout(&self, now: Instant) -> Option<Box<Backend>> {
+        if self.activity.is_paused() {
+            return None;
+        }
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        let mut b = self.take_idle(now)?;
+        b.permit = Some(permit);
+        b.lent_at = now;
+        Some(b)
+    }
+
+    /// The most recently returned idle connection that is still alive.
+    fn take_idle(&self, now: Instant) -> Option<Box<Backend>> {
+        let check_after = Duration::from_nanos(self.check_after_ns.load(Ordering::Relaxed));
+        loop {
+            let b = self.idle().pop()?;
+            // Replicas come and go: their connections are always checked (one non-blocking
+            // read); the primary's when the runtime saw them readable (a restart's FATAL) or
+            // after sitting idle for a while.
+            let check = self.replica
+                || b.stream.readable_seen()
+                || now.saturating_duration_since(b.idle_since) >= check_after;
+            if check && b.is_closed() {
+                tracing::debug!(backend = b.id, "pooled connection was closed by the server");
+                continue;
+            }
+            return Some(b);
+        }
     }
 
     /// Opens a connection within the connect timeout. A primary may be restarting: an attempt

@@ -1,0 +1,290 @@
+//! The plain lane: outside a transaction, a lone simple Query — or the extended batch drivers
+//! send per execution (Parse of the unnamed statement's text again, Bind, Describe of the
+//! portal, Execute, Sync) — from a session whose configuration watches nothing per request
+//! (no plugins, no cache, no replicas, no timeouts) takes an idle connection without waiting,
+//! is written to it, and its replies are copied until ReadyForQuery. The lane keeps the general machine's state as it goes (the reply
+//! queue, the measurement, the retry copy), so anything it does not expect — a settings
+//! replay, a reply other than a row, a description, a completion or a notice, a lost
+//! connection — is handed over mid-way and finished there.
+
+use super::replies::Reply;
+use super::ClientRead;
+use super::{route, Pending, Result, Session, OUT_HIGH_WATER, READ_CHUNK};
+use crate::wire::kind::{ClientMsg, ServerMsg};
+use crate::wire::proto;
+use bytes::Buf;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWrite};
+
+/// Whether sessions under `topo` with `nodes` nodes may take the plain lane.
+pub(super) fn lane_open(topo: &crate::upstream::topology::Topology, nodes: usize) -> bool {
+    topo.plugins.is_none()
+        && !topo.config.cache.enabled
+        && nodes == 1
+        && !super::timed(&topo.config)
+}
+
+/// What the plain lane made of the replies read so far.
+enum Scan {
+    /// Consumed: more are owed.
+    More,
+    /// Something for the general machine (which also takes ReadyForQuery).
+    General,
+}
+
+impl<R, W> Session<R, W>
+where
+    R: ClientRead,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Runs what the client sent through the plain lane if it can; `false` leaves it, untouched,
+    /// to the general machine.
+    pub(super) async fn plain_request(&mut self) -> Result<bool> {
+        if !self.plain_idle() {
+            return Ok(false);
+        }
+        let max = self.topo.config.limits.max_message_bytes;
+        let query = match proto::header(&self.rbuf, max) {
+            Ok(Some(h)) => h.client() == ClientMsg::Query && h.total == self.rbuf.len(),
+            _ => return Ok(false),
+        };
+        if query {
+            let msg = std::mem::take(&mut self.rbuf);
+            let taken = self.plain_attach(&msg[proto::HEADER_LEN..]);
+            self.rbuf = msg;
+            if !taken {
+                return Ok(false);
+            }
+            // From here the session is where the general path is after handling this Query.
+            if let Some(b) = self.backend.as_mut() {
+                b.unnamed = None;
+            }
+            self.pending.push_back(Pending::Query { visible: true });
+        } else if !self.plain_batch() {
+            return Ok(false);
+        }
+        self.bout.extend_from_slice(&self.rbuf);
+        let msg = std::mem::take(&mut self.rbuf);
+        self.keep_for_retry(&msg);
+        self.rbuf = msg;
+        self.rbuf.clear();
+        if self.pending.len() > 1 {
+            return Ok(true); // A settings replay goes first.
+        }
+        self.flush_backend().await?;
+        self.plain_replies().await?;
+        Ok(true)
+    }
+
+    /// Nothing is in flight or half-done, and the configuration is the session's.
+    fn plain_idle(&self) -> bool {
+        self.plain
+            && self.backend.is_none()
+            && self.pending.is_empty()
+            && self.tx_status.is_idle()
+            && !self.pinned
+            && self.lost_tx.is_none()
+            && !self.skip_until_sync
+            && !self.retry
+            && self.out.is_empty()
+            && self.bout.is_empty()
+            && self.sh.generation() == self.topo.generation
+    }
+
+    /// Attaches an idle connection for the Query `body` if the lane takes it.
+    fn plain_attach(&mut self, body: &[u8]) -> bool {
+        let Some(sql) = body.strip_suffix(b"\0") else {
+            return false;
+        };
+        if route::route_setting(sql).is_some() || tidegate_sql::mentions_own_session(sql) {
+            return false;
+        }
+        let (fp, effect) = self.shape.read(sql);
+        if effect.pin || effect.drops_prepared {
+            return false;
+        }
+        self.own_session = false;
+        self.measure_start();
+        let now = self.clock.unwrap_or_else(Instant::now);
+        let Some(b) = self.pools[0].try_checkout(now) else {
+            return false;
+        };
+        self.clock = None;
+        self.measure_sql(fp.0, sql);
+        self.attached_to(b, 0, false, false);
+        true
+    }
+
+    /// Takes the unnamed extended batch in `rbuf` if it is exactly Parse (the unnamed
+    /// statement's body again), Bind and Describe of the unnamed portal (Describe optional),
+    /// Execute, Sync; the session is then where the general path is after the Sync.
+    fn plain_batch(&mut self) -> bool {
+        if self.signal_stmts || !self.batch_shape() {
+            return false;
+        }
+        let Some((id, fp)) = self.unnamed.as_ref().map(|u| (u.id, u.fp)) else {
+            return false;
+        };
+        self.measure_start();
+        let now = self.clock.unwrap_or_else(Instant::now);
+        let Some(b) = self.pools[0].try_checkout(now) else {
+            return false;
+        };
+        self.clock = None;
+        self.own_session = false;
+        self.attached_to(b, 0, false, false);
+        if !self.pending.is_empty() {
+            // A settings replay goes first: the general machine sends the batch.
+            return false;
+        }
+        // What Parse renews of a repeated unnamed statement, as `extended.rs` does without
+        // replicas, hooks or cache.
+        let writes = self.parse_writes.take();
+        if let Some(u) = self.unnamed.as_mut() {
+            u.read_only = false;
+            u.writes = writes;
+            u.cache_writes = None;
+        }
+        if let Some(b) = self.backend.as_mut() {
+            b.unnamed = Some(id);
+        }
+        if !self.req.measures(fp) {
+            let body = self
+                .unnamed
+                .as_ref()
+                .map(|u| u.body.clone())
+                .unwrap_or_default();
+            self.measure_sql(fp, &body);
+        }
+        let plan = self.row_plans.get(&id).cloned();
+        self.pending.extend([
+            Pending::Parse {
+                visible: true,
+                id: None,
+            },
+            Pending::Bind(plan),
+        ]);
+        if self.batch_len() == 5 {
+            self.pending.push_back(Pending::Describe(None));
+        }
+        self.pending.extend([Pending::Execute, Pending::Sync]);
+        true
+    }
+
+    /// Whether `rbuf` holds exactly the batch `plain_batch` takes.
+    fn batch_shape(&self) -> bool {
+        let Some(u) = self.unnamed.as_ref() else {
+            return false;
+        };
+        if u.effect.pin || u.effect.drops_prepared || u.signal.is_some() {
+            return false;
+        }
+        let (buf, mut pos, mut step) = (&self.rbuf[..], 0, 0);
+        while pos < buf.len() {
+            let Ok(Some(h)) = proto::header(&buf[pos..], usize::MAX) else {
+                return false;
+            };
+            let Some(body) = buf.get(pos + proto::HEADER_LEN..pos + h.total) else {
+                return false;
+            };
+            step = match (step, h.client()) {
+                (0, ClientMsg::Parse)
+                    if body.first() == Some(&0)
+                        && body[1..] == u.body[..]
+                        && !tidegate_sql::mentions_own_session(body) =>
+                {
+                    1
+                }
+                (1, ClientMsg::Bind) if body.starts_with(b"\0\0") => 2,
+                (2, ClientMsg::Describe) if body == b"P\0" => 3,
+                (2 | 3, ClientMsg::Execute) if body.len() == 5 && body[0] == 0 => 4,
+                (4, ClientMsg::Sync) if pos + h.total == buf.len() => 5,
+                _ => return false,
+            };
+            pos += h.total;
+        }
+        step == 5
+    }
+
+    /// The number of messages in `rbuf` (a batch `batch_shape` accepted).
+    fn batch_len(&self) -> usize {
+        let (buf, mut pos, mut n) = (&self.rbuf[..], 0, 0);
+        while let Ok(Some(h)) = proto::header(&buf[pos..], usize::MAX) {
+            pos += h.total;
+            n += 1;
+        }
+        n
+    }
+
+    /// Waits for the server's replies and copies them to the client's buffer, until one is
+    /// for the general machine.
+    async fn plain_replies(&mut self) -> Result<()> {
+        loop {
+            let Some(b) = self.backend.as_mut() else {
+                return Ok(());
+            };
+            if b.rbuf.capacity() - b.rbuf.len() < 4096 {
+                b.rbuf.reserve(READ_CHUNK);
+            }
+            let read = tokio::select! {
+                biased;
+                n = b.stream.read_buf(&mut b.rbuf) => n,
+                _ = &mut self.force_wait => {
+                    return self.terminate("57P01", "terminating connection due to administrator command", "shutdown").await;
+                }
+            };
+            match read {
+                Ok(0) => {
+                    return self
+                        .server_lost(std::io::ErrorKind::UnexpectedEof.into())
+                        .await
+                }
+                Err(e) => return self.server_lost(e).await,
+                Ok(_) => {}
+            }
+            if let Scan::General = self.plain_scan() {
+                return self.on_server_data().await;
+            }
+        }
+    }
+
+    /// Copies the complete row, description, completion and notice messages at the front of
+    /// the connection's buffer.
+    fn plain_scan(&mut self) -> Scan {
+        let Some(mut b) = self.backend.take() else {
+            return Scan::General;
+        };
+        let scan = loop {
+            let h = match proto::header(&b.rbuf, usize::MAX) {
+                Ok(Some(h)) if h.total <= b.rbuf.len() => h,
+                // A large message is streamed by the general machine.
+                Ok(Some(h)) if h.total > READ_CHUNK => break Scan::General,
+                Ok(_) => break Scan::More,
+                Err(_) => break Scan::General,
+            };
+            let kind = h.server();
+            match kind {
+                ServerMsg::DataRow => self.out.extend_from_slice(&b.rbuf[..h.total]),
+                ServerMsg::RowDescription
+                | ServerMsg::NoData
+                | ServerMsg::ParseComplete
+                | ServerMsg::BindComplete
+                | ServerMsg::CommandComplete
+                | ServerMsg::Notice => {
+                    // Only ErrorResponse and ReadyForQuery get another answer.
+                    let Reply::Forward(forward) = self.on_reply(&mut b, kind, h.total) else {
+                        break Scan::General;
+                    };
+                    self.deliver(kind, &b.rbuf[..h.total], forward);
+                }
+                _ => break Scan::General,
+            }
+            b.rbuf.advance(h.total);
+            if self.out.len() >= OUT_HIGH_WATER {
+                break Scan::General; // Written out there.
+            }
+        };
+        self.backend = Some(b);
+        scan
+    }
+}
