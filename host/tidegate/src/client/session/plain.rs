@@ -1,11 +1,12 @@
-//! The plain lane: outside a transaction, a lone simple Query — or the extended batch drivers
-//! send per execution (Parse of the unnamed statement's text again, Bind, Describe of the
-//! portal, Execute, Sync) — from a session whose configuration watches nothing per request
-//! (no plugins, no cache, no replicas, no timeouts) takes an idle connection without waiting,
-//! is written to it, and its replies are copied until ReadyForQuery. The lane keeps the general machine's state as it goes (the reply
-//! queue, the measurement, the retry copy), so anything it does not expect — a settings
-//! replay, a reply other than a row, a description, a completion or a notice, a lost
-//! connection — is handed over mid-way and finished there.
+//! The plain lane. Outside a transaction, a lone simple Query, or the extended batch a driver
+//! sends per execution (Parse of the unnamed statement's text again, Bind, Describe of the
+//! portal, Execute, Sync), from a session whose configuration watches nothing per request (no
+//! plugins, no cache, one node, no timeouts) takes an idle connection without waiting, is
+//! written to it, and its replies are copied as they come. The lane updates the general
+//! machine's state as it goes (the reply queue, the measurement, the retry copy), so anything
+//! else — a settings replay, a reply other than a row, a description, a parse, bind or command
+//! completion or a notice, ReadyForQuery, a lost connection — is handed over mid-way and
+//! finished there.
 
 use super::replies::Reply;
 use super::ClientRead;
