@@ -38,8 +38,8 @@ where
     R: ClientRead,
     W: AsyncWrite + Unpin + Send,
 {
-    /// Runs what the client sent through the plain lane if it can; `false` leaves it, untouched,
-    /// to the general machine.
+    /// Runs what the client sent through the plain lane if it can; `false` leaves the request
+    /// in `rbuf` to the general machine (a connection may be attached for it already).
     pub(super) async fn plain_request(&mut self) -> Result<bool> {
         if !self.plain_idle() {
             return Ok(false);
@@ -49,25 +49,20 @@ where
             Ok(Some(h)) => h.client() == ClientMsg::Query && h.total == self.rbuf.len(),
             _ => return Ok(false),
         };
-        if query {
-            let msg = std::mem::take(&mut self.rbuf);
-            let taken = self.plain_attach(&msg[proto::HEADER_LEN..]);
-            self.rbuf = msg;
-            if !taken {
-                return Ok(false);
-            }
-            // From here the session is where the general path is after handling this Query.
-            if let Some(b) = self.backend.as_mut() {
-                b.unnamed = None;
-            }
-            self.pending.push_back(Pending::Query { visible: true });
-        } else if !self.plain_batch() {
+        let msg = std::mem::take(&mut self.rbuf);
+        let taken = if query {
+            self.plain_query(&msg[proto::HEADER_LEN..])
+        } else {
+            self.plain_batch(&msg)
+        };
+        if taken {
+            self.bout.extend_from_slice(&msg);
+            self.keep_for_retry(&msg);
+        }
+        self.rbuf = msg;
+        if !taken {
             return Ok(false);
         }
-        self.bout.extend_from_slice(&self.rbuf);
-        let msg = std::mem::take(&mut self.rbuf);
-        self.keep_for_retry(&msg);
-        self.rbuf = msg;
         self.rbuf.clear();
         if self.pending.len() > 1 {
             return Ok(true); // A settings replay goes first.
@@ -92,8 +87,9 @@ where
             && self.sh.generation() == self.topo.generation
     }
 
-    /// Attaches an idle connection for the Query `body` if the lane takes it.
-    fn plain_attach(&mut self, body: &[u8]) -> bool {
+    /// Takes the Query `body` if the lane can: the session is then where the general path is
+    /// after handling it.
+    fn plain_query(&mut self, body: &[u8]) -> bool {
         let Some(sql) = body.strip_suffix(b"\0") else {
             return false;
         };
@@ -101,39 +97,47 @@ where
             return false;
         }
         let (fp, effect) = self.shape.read(sql);
-        if effect.pin || effect.drops_prepared {
+        if effect.pin || effect.drops_prepared || !self.plain_checkout() {
             return false;
         }
-        self.own_session = false;
+        self.measure_sql(fp.0, sql);
+        if let Some(b) = self.backend.as_mut() {
+            b.unnamed = None;
+        }
+        self.pending.push_back(Pending::Query { visible: true });
+        true
+    }
+
+    /// Attaches an idle connection of the primary if one is there at once (a settings replay
+    /// may be queued on it).
+    fn plain_checkout(&mut self) -> bool {
         self.measure_start();
         let now = self.clock.unwrap_or_else(Instant::now);
         let Some(b) = self.pools[0].try_checkout(now) else {
             return false;
         };
         self.clock = None;
-        self.measure_sql(fp.0, sql);
+        self.own_session = false;
         self.attached_to(b, 0, false, false);
         true
     }
 
-    /// Takes the unnamed extended batch in `rbuf` if it is exactly Parse (the unnamed
+    /// Takes the unnamed extended batch `buf` if it is exactly Parse (the unnamed
     /// statement's body again), Bind and Describe of the unnamed portal (Describe optional),
     /// Execute, Sync; the session is then where the general path is after the Sync.
-    fn plain_batch(&mut self) -> bool {
-        if self.signal_stmts || !self.batch_shape() {
+    fn plain_batch(&mut self, buf: &[u8]) -> bool {
+        if self.signal_stmts {
             return false;
         }
+        let Some(described) = self.batch_shape(buf) else {
+            return false;
+        };
         let Some((id, fp)) = self.unnamed.as_ref().map(|u| (u.id, u.fp)) else {
             return false;
         };
-        self.measure_start();
-        let now = self.clock.unwrap_or_else(Instant::now);
-        let Some(b) = self.pools[0].try_checkout(now) else {
+        if !self.plain_checkout() {
             return false;
-        };
-        self.clock = None;
-        self.own_session = false;
-        self.attached_to(b, 0, false, false);
+        }
         if !self.pending.is_empty() {
             // A settings replay goes first: the general machine sends the batch.
             return false;
@@ -165,29 +169,24 @@ where
             },
             Pending::Bind(plan),
         ]);
-        if self.batch_len() == 5 {
+        if described {
             self.pending.push_back(Pending::Describe(None));
         }
         self.pending.extend([Pending::Execute, Pending::Sync]);
         true
     }
 
-    /// Whether `rbuf` holds exactly the batch `plain_batch` takes.
-    fn batch_shape(&self) -> bool {
-        let Some(u) = self.unnamed.as_ref() else {
-            return false;
-        };
+    /// Whether `buf` is exactly the batch `plain_batch` takes, and if so whether it has a
+    /// Describe.
+    fn batch_shape(&self, buf: &[u8]) -> Option<bool> {
+        let u = self.unnamed.as_ref()?;
         if u.effect.pin || u.effect.drops_prepared || u.signal.is_some() {
-            return false;
+            return None;
         }
-        let (buf, mut pos, mut step) = (&self.rbuf[..], 0, 0);
+        let (mut pos, mut step, mut described) = (0, 0, false);
         while pos < buf.len() {
-            let Ok(Some(h)) = proto::header(&buf[pos..], usize::MAX) else {
-                return false;
-            };
-            let Some(body) = buf.get(pos + proto::HEADER_LEN..pos + h.total) else {
-                return false;
-            };
+            let h = proto::header(&buf[pos..], usize::MAX).ok().flatten()?;
+            let body = buf.get(pos + proto::HEADER_LEN..pos + h.total)?;
             step = match (step, h.client()) {
                 (0, ClientMsg::Parse)
                     if body.first() == Some(&0)
@@ -197,24 +196,17 @@ where
                     1
                 }
                 (1, ClientMsg::Bind) if body.starts_with(b"\0\0") => 2,
-                (2, ClientMsg::Describe) if body == b"P\0" => 3,
+                (2, ClientMsg::Describe) if body == b"P\0" => {
+                    described = true;
+                    3
+                }
                 (2 | 3, ClientMsg::Execute) if body.len() == 5 && body[0] == 0 => 4,
                 (4, ClientMsg::Sync) if pos + h.total == buf.len() => 5,
-                _ => return false,
+                _ => return None,
             };
             pos += h.total;
         }
-        step == 5
-    }
-
-    /// The number of messages in `rbuf` (a batch `batch_shape` accepted).
-    fn batch_len(&self) -> usize {
-        let (buf, mut pos, mut n) = (&self.rbuf[..], 0, 0);
-        while let Ok(Some(h)) = proto::header(&buf[pos..], usize::MAX) {
-            pos += h.total;
-            n += 1;
-        }
-        n
+        (step == 5).then_some(described)
     }
 
     /// Waits for the server's replies and copies them to the client's buffer, until one is
