@@ -16,10 +16,9 @@ use crate::wire::proto::{self, FrameError, Severity};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 use tidegate_sql::session_state;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 mod audit;
 mod cache;
@@ -28,6 +27,7 @@ mod extended;
 mod fields;
 #[cfg(test)]
 mod footprint;
+mod halves;
 mod measure;
 mod memo;
 mod messages;
@@ -43,6 +43,8 @@ mod spare;
 mod stmt;
 mod waiting;
 
+use halves::write_rest;
+pub use halves::{ClientRead, ClientWrite};
 use messages::Handled;
 use pending::Pending;
 use route::Ryw;
@@ -68,29 +70,6 @@ pub enum SessionError {
 }
 
 type Result<T> = std::result::Result<T, SessionError>;
-
-/// A client's read half: it can say when it has something to read without a buffer to read
-/// into, so that an idle session holds none (plain TCP; TLS and in-process streams cannot
-/// tell, and read into a buffer at once).
-pub trait ClientRead: AsyncRead + Unpin + Send {
-    /// Ready when a read may find data or EOF (always, when the stream cannot tell).
-    fn poll_readable(&self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// Whether `poll_readable` can say Pending (else it is always Ready, and a read waits).
-    const WAITS_FOR_READINESS: bool = false;
-}
-
-impl ClientRead for tokio::net::tcp::OwnedReadHalf {
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.as_ref().poll_read_ready(cx)
-    }
-
-    const WAITS_FOR_READINESS: bool = true;
-}
-
-impl<T: AsyncRead + Send> ClientRead for tokio::io::ReadHalf<T> {}
 
 /// One client session.
 pub struct Session<R, W> {
@@ -220,7 +199,7 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// A session for an authenticated client logging in as `login` (its primary target).
     #[allow(clippy::too_many_arguments)]
@@ -424,8 +403,8 @@ where
         }
         self.out_mark = 0;
         if !self.out.is_empty() {
-            self.wr
-                .write_all(&self.out)
+            let now = self.wr.try_write_now(&self.out);
+            write_rest(&self.out, now, &mut self.wr)
                 .await
                 .map_err(SessionError::Client)?;
             self.out.clear();
@@ -441,7 +420,8 @@ where
             self.bout.clear();
             return Ok(());
         };
-        if let Err(e) = b.stream.write_all(&self.bout).await {
+        let now = b.stream.try_write(&self.bout);
+        if let Err(e) = write_rest(&self.bout, now, &mut b.stream).await {
             self.bout.clear();
             return self.server_lost(e).await;
         }

@@ -3,12 +3,11 @@
 //! fingerprint, kind and tables, the policy decision, the rows, the duration and the first
 //! error's SQLSTATE — never parameter values.
 
-use super::ClientRead;
 use super::Session;
+use super::{ClientRead, ClientWrite};
 use std::sync::Arc;
 use std::time::Instant;
 use tidegate_plugins::{AuditEvent, Denial, Statement, StatementKind, TableRef, Verdict};
-use tokio::io::AsyncWrite;
 
 /// What an audit record says of a statement. Kept in the prepared statement, so that binding
 /// it again does not classify its text again.
@@ -91,7 +90,7 @@ impl Track {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// Whether this session's statements are audited.
     pub(super) fn audited(&self) -> bool {

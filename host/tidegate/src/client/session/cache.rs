@@ -4,7 +4,7 @@
 //! may write note which counters to bump; they are bumped when the transaction commits, before
 //! the client's ReadyForQuery is sent.
 
-use super::ClientRead;
+use super::{ClientRead, ClientWrite};
 use super::{Result, Session};
 use crate::cache::deps;
 use crate::cache::flight::Leader;
@@ -18,7 +18,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tidegate_sql::Kind;
-use tokio::io::AsyncWrite;
 
 /// A session's cache state.
 pub(super) struct SessionCache {
@@ -124,7 +123,7 @@ impl SessionCache {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     pub(super) fn result_cache(&self) -> Option<Arc<Cache>> {
         if !self.topo.config.cache.enabled {

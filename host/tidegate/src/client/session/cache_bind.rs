@@ -4,14 +4,13 @@
 //! ReadyForQuery) or recorded as it is relayed. Anything else in the batch passes through.
 
 use super::cache::Fill;
-use super::ClientRead;
+use super::{ClientRead, ClientWrite};
 use super::{Pending, Result, Session};
 use crate::cache::Lookup;
 use crate::wire::kind::{ClientMsg, NameKind};
 use crate::wire::proto::{self, Reader};
 use bytes::Buf;
 use tidegate_sql::Kind;
-use tokio::io::AsyncWrite;
 
 /// A Bind as the cache needs it.
 pub(super) struct Bound<'a> {
@@ -98,7 +97,7 @@ pub(super) fn rest_of_batch(buf: &[u8], portal: &[u8]) -> Option<(bool, usize, u
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// Before a Bind is sent: answers it and the rest of its batch from the cache, or arranges
     /// for the reply to be recorded. Returns whether it was answered.

@@ -1,19 +1,18 @@
 //! Parse, Bind and Describe: statement names are mapped to the broker's shared server-side
 //! statements, which are (re-)prepared on the attached connection when it lacks them.
 
-use super::ClientRead;
+use super::{ClientRead, ClientWrite};
 use super::{Pending, Result, Session, SessionError, Stmt};
 use crate::upstream::statements::{body_hash, server_name};
 use crate::wire::kind::{ClientMsg, NameKind, ServerMsg};
 use crate::wire::proto::{self, Reader};
 use bytes::{BufMut, Bytes, BytesMut};
 use tidegate_sql::session_state;
-use tokio::io::AsyncWrite;
 
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     pub(super) async fn on_parse(&mut self, msg: &BytesMut) -> Result<bool> {
         let body = &msg[proto::HEADER_LEN..];

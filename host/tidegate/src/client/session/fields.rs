@@ -4,7 +4,7 @@
 //! reports as declared columns (by table OID and attribute number in RowDescription) go
 //! through `on-rows` before the client sees them. Both fail closed.
 
-use super::ClientRead;
+use super::{ClientRead, ClientWrite};
 use super::{Result, Session};
 use crate::policy::columns::{DbColumns, TableColumns};
 use crate::wire::kind::{ClientMsg, ServerMsg};
@@ -15,7 +15,6 @@ use tidegate_plugins::{
     BoundValue, Chain, Column, Denial, Principal, Statement, StatementKind, Value,
 };
 use tidegate_sql::{quote_literal, write_targets, TargetColumn, WriteTargets, Written};
-use tokio::io::AsyncWrite;
 
 /// Rows decoded and sent to `on-rows` in one call at most.
 const ROW_BATCH: usize = 256;
@@ -76,7 +75,7 @@ pub(super) enum DataPlan {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// Whether `stmt` (sent as `sql`) touches a table with a column a row or write hook of
     /// this session's chain declared. Allocates nothing unless it is a COPY.

@@ -4,11 +4,10 @@
 //! fingerprint comes from the Query text or the bound statement; its text is kept (normalized,
 //! constants removed) only when the fingerprint table does not know it yet.
 
-use super::ClientRead;
 use super::Session;
+use super::{ClientRead, ClientWrite};
 use crate::client::stats::{Kind, Route, Sample};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWrite;
 
 /// The request being measured.
 #[derive(Default)]
@@ -34,7 +33,7 @@ impl Request {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// A request message arrived: the clock starts at the first one.
     pub(super) fn measure_start(&mut self) {

@@ -1,13 +1,12 @@
 //! One handler per client message type: each adds what it sends to the batch for the server
 //! (and says [`Handled::Relayed`]) or answers, refuses or ends the session itself.
 
-use super::ClientRead;
 use super::{route, Pending, Result, Session};
+use super::{ClientRead, ClientWrite};
 use crate::client::stats::Route;
 use crate::wire::kind::{ClientMsg, NameKind, ServerMsg};
 use crate::wire::proto::{self, Reader};
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
 
 /// What a client message's handler did.
 pub(super) enum Handled {
@@ -20,7 +19,7 @@ pub(super) enum Handled {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// A simple Query.
     pub(super) async fn on_query(&mut self, msg: &BytesMut) -> Result<Handled> {

@@ -9,13 +9,13 @@
 //! finished there.
 
 use super::replies::Reply;
-use super::ClientRead;
 use super::{route, Pending, Result, Session, OUT_HIGH_WATER, READ_CHUNK};
+use super::{ClientRead, ClientWrite};
 use crate::wire::kind::{ClientMsg, ServerMsg};
 use crate::wire::proto;
 use bytes::Buf;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 
 /// Whether sessions under `topo` with `nodes` nodes may take the plain lane.
 pub(super) fn lane_open(topo: &crate::upstream::topology::Topology, nodes: usize) -> bool {
@@ -36,7 +36,7 @@ enum Scan {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// Runs what the client sent through the plain lane if it can; `false` leaves the request
     /// in `rbuf` to the general machine (a connection may be attached for it already).

@@ -7,8 +7,8 @@
 //! PostgreSQL would abort it.
 
 use super::fields::DataPlan;
-use super::ClientRead;
 use super::{audit, Pending, Result, Session};
+use super::{ClientRead, ClientWrite};
 use crate::wire::kind::ClientMsg;
 use crate::wire::proto;
 use bytes::{BufMut, BytesMut};
@@ -17,12 +17,11 @@ use tidegate_plugins::{
     Chain, Denial, HookSet, Principal, Statement, StatementKind, TableRef, Verdict,
 };
 use tidegate_sql::Kind;
-use tokio::io::AsyncWrite;
 
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// Runs the statement hooks for a Query or Parse message. Returns the message to process
     /// (the same, or rewritten), or `None` when the statement was denied and answered.

@@ -1,7 +1,7 @@
 //! Replies from the server: forwarded as they came, except those answering the broker's own
 //! messages; and the clean-up that makes a connection safe to lend again.
 
-use super::ClientRead;
+use super::{ClientRead, ClientWrite};
 use super::{Pending, Result, Session, OUT_HIGH_WATER};
 use crate::upstream::backend::Backend;
 use crate::wire::kind::{ClientMsg, Field, ServerMsg, TxStatus};
@@ -9,7 +9,7 @@ use crate::wire::proto::{self, Header};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Partial DataRow/CopyData messages larger than this are streamed before they are complete.
 const STREAM_PARTIAL: usize = 64 * 1024;
@@ -39,7 +39,7 @@ pub(super) enum Reply {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     fn front_visible(&self) -> bool {
         !self.pending.front().is_some_and(Pending::hidden)

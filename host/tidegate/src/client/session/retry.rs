@@ -7,13 +7,12 @@
 //!   it was in is failed until the client ends it, as PostgreSQL would have it;
 //! - a pinned session, or a connection lost mid-message or mid-COPY → FATAL, as today.
 
-use super::ClientRead;
+use super::{ClientRead, ClientWrite};
 use super::{Pending, Result, Session, SessionError};
 use crate::upstream::backend::Backend;
 use crate::wire::kind::{ClientMsg, ServerMsg, TxStatus};
 use crate::wire::proto::{self, Severity};
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWrite;
 
 /// The most client messages kept to re-run a read elsewhere if its replica fails.
 const MAX_REPLAY_BYTES: usize = 1 << 20;
@@ -46,7 +45,7 @@ pub(super) fn reopen_sql() -> String {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// The server connection failed while attached (`e`; the server's own FATAL, if it sent
     /// one, is in `server_fatal`).

@@ -3,8 +3,8 @@
 //! everything else, and everything doubtful, to the primary.
 
 use super::params::replay_sql;
-use super::ClientRead;
 use super::{timed, Pending, Result, Session, Stmt};
+use super::{ClientRead, ClientWrite};
 use crate::client::shared::Shared;
 use crate::upstream::backend::{
     Backend, Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, SharedKeys, Target,
@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tidegate_config::{Balance, Config, ReadYourWrites};
 use tidegate_sql::TxControl;
-use tokio::io::AsyncWrite;
 
 /// A leading comment that forces the primary.
 const PRIMARY_HINT: &[u8] = b"/* tidegate:primary */";
@@ -168,7 +167,7 @@ pub(crate) fn ryw_mode(config: &Config, user: &str) -> ReadYourWrites {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// Moves to the configuration in force if a reload replaced this session's. Only called
     /// with no server connection attached, so no transaction ever changes servers.

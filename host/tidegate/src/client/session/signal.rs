@@ -6,7 +6,7 @@
 //! A real backend's id passes through unchanged; so does a call inside a transaction block
 //! (the server answers it there, and knows no broker id).
 
-use super::ClientRead;
+use super::{ClientRead, ClientWrite};
 use super::{Pending, Result, Session};
 use crate::client::cancel::{CancelRegistry, CancelSlot};
 use crate::client::stats::Route;
@@ -16,7 +16,6 @@ use crate::wire::proto::{self, Severity};
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use tidegate_sql::{PidArg, SignalCall};
-use tokio::io::AsyncWrite;
 
 /// What a signal to a broker session came to.
 enum Outcome {
@@ -33,7 +32,7 @@ enum Outcome {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// A Query or Parse that calls `pg_backend_pid()` gets the client's broker id in its
     /// place, and one that reads `pg_prepared_statements` reads the client's own statements.

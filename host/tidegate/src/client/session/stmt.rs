@@ -1,11 +1,10 @@
 //! The client's prepared statements and named portals, as the session keeps them.
 
-use super::{audit, fields, ClientRead, Session};
+use super::{audit, fields, ClientRead, ClientWrite, Session};
 use crate::wire::proto::Reader;
 use bytes::Bytes;
 use std::sync::Arc;
 use tidegate_sql::session_state;
-use tokio::io::AsyncWrite;
 
 /// A statement the client prepared: its process-wide id and Parse body.
 #[derive(Clone)]
@@ -46,7 +45,7 @@ pub(super) const MAX_NAMED_PORTALS: usize = 10_000;
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// Counts the named portal a Bind opens; past [`MAX_NAMED_PORTALS`] the Bind is refused.
     pub(super) fn open_portal(&mut self, body: &[u8]) -> Option<tidegate_plugins::Denial> {

@@ -1,8 +1,8 @@
 //! Waiting for the client or the server, with the session's timeouts (query, idle in
 //! transaction, client idle).
 
-use super::ClientRead;
 use super::{spare, Result, Session, SessionError, READ_CHUNK};
+use super::{ClientRead, ClientWrite};
 use crate::client::cancel::CancelSlot;
 use crate::client::shared::{Shared, Signal};
 use std::future::Future;
@@ -10,13 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: AsyncWrite + Unpin + Send,
+    W: ClientWrite,
 {
     /// Waits for the client or the server while a server connection is attached.
     pub(super) async fn wait_attached(&mut self) -> Result<()> {

@@ -189,6 +189,15 @@ impl ServerStream {
         tcp.poll_read_ready(&mut cx).is_ready()
     }
 
+    /// Writes what the socket takes now, without waiting or registering a waker (plain TCP;
+    /// a TLS stream takes nothing here and says WouldBlock, so its caller waits as usual).
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ServerStream::Plain(s) => s.try_write(buf),
+            ServerStream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
     /// A non-blocking read from the socket underneath (for liveness checks of idle
     /// connections: any byte or EOF while idle means the connection is unusable).
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
