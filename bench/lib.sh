@@ -168,28 +168,33 @@ pgbench_init() {  # scale
     timeout --foreground 1800 pgbench -i -q -s "$1" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench \
         >"$TMP/init.log" 2>&1 || { cat "$TMP/init.log" >&2; die "pgbench -i failed"; }
 }
-# Start PgBouncer on PGB_PORT in front of bench on PG_PORT (transaction mode, trust auth); sets PGB_PID.
-start_pgbouncer() {  # pool-size
-    echo "== PgBouncer on 127.0.0.1:$PGB_PORT"
+# Write TMP/<name>.ini: PgBouncer on port in front of bench on PG_PORT (transaction mode,
+# trust auth, no Unix socket), logging to TMP/<name>.log.
+pgbouncer_ini() {  # name port pool-size
     echo '"postgres" ""' >"$TMP/userlist.txt"
-    cat >"$TMP/pgbouncer.ini" <<EOF
+    cat >"$TMP/$1.ini" <<EOF
 [databases]
 bench = host=127.0.0.1 port=$PG_PORT dbname=bench
 
 [pgbouncer]
 listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
+listen_port = $2
 unix_socket_dir =
 auth_type = trust
 auth_file = $TMP/userlist.txt
 pool_mode = transaction
-default_pool_size = $1
+default_pool_size = $3
 max_client_conn = ${PGB_MAX_CLIENTS:-200}
 ignore_startup_parameters = extra_float_digits
-logfile = $TMP/pgbouncer.log
-pidfile = $TMP/pgbouncer.pid
+logfile = $TMP/$1.log
+pidfile = $TMP/$1.pid
 EOF
-    chown postgres: "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
+    chown postgres: "$TMP/userlist.txt" "$TMP/$1.ini"
+}
+# Start PgBouncer on PGB_PORT in front of bench on PG_PORT (transaction mode, trust auth); sets PGB_PID.
+start_pgbouncer() {  # pool-size
+    echo "== PgBouncer on 127.0.0.1:$PGB_PORT"
+    pgbouncer_ini pgbouncer "$PGB_PORT" "$1"
     # Started as root with -u (it switches to postgres), so that it inherits this shell's
     # open-files limit (runuser would apply the login limits).
     "$PGBOUNCER" -d -q -u postgres "$TMP/pgbouncer.ini" || die "PgBouncer did not start (see $TMP/pgbouncer.log)"
