@@ -53,8 +53,7 @@ measure() {  # broker mode runs
     pid=$!
     for _ in $(seq 240); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.5; done
     pg_isready -q -h 127.0.0.1 -p "$port" || { tail -n 20 "$TMP/$broker.$port.log" >&2; die "$broker did not start under valgrind"; }
-    local n=$WARMUP
-    for _ in $(seq "$runs"); do n=$((n + TXS)); done
+    local n=$((WARMUP + runs * TXS))
     # One client run of n transactions: the same connections throughout.
     pgbench -n -S -M "$mode" -c "$CLIENTS" -j 2 -t "$n" -h 127.0.0.1 -p "$port" -U postgres bench \
         >"$TMP/pgbench.$broker.$mode.$runs" 2>&1 || { cat "$TMP/pgbench.$broker.$mode.$runs" >&2; die "pgbench through $broker failed"; }

@@ -43,8 +43,8 @@ mod spare;
 mod stmt;
 mod waiting;
 
-use halves::write_rest;
-pub use halves::{ClientRead, ClientWrite};
+use halves::write_out;
+pub use halves::{ClientRead, DirectWrite};
 use messages::Handled;
 use pending::Pending;
 use route::Ryw;
@@ -199,7 +199,7 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// A session for an authenticated client logging in as `login` (its primary target).
     #[allow(clippy::too_many_arguments)]
@@ -403,8 +403,7 @@ where
         }
         self.out_mark = 0;
         if !self.out.is_empty() {
-            let now = self.wr.try_write_now(&self.out);
-            write_rest(&self.out, now, &mut self.wr)
+            write_out(&mut self.wr, &self.out)
                 .await
                 .map_err(SessionError::Client)?;
             self.out.clear();
@@ -420,8 +419,7 @@ where
             self.bout.clear();
             return Ok(());
         };
-        let now = b.stream.try_write(&self.bout);
-        if let Err(e) = write_rest(&self.bout, now, &mut b.stream).await {
+        if let Err(e) = write_out(&mut b.stream, &self.bout).await {
             self.bout.clear();
             return self.server_lost(e).await;
         }

@@ -4,7 +4,7 @@
 //! error's SQLSTATE — never parameter values.
 
 use super::Session;
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use std::sync::Arc;
 use std::time::Instant;
 use tidegate_plugins::{AuditEvent, Denial, Statement, StatementKind, TableRef, Verdict};
@@ -90,7 +90,7 @@ impl Track {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// Whether this session's statements are audited.
     pub(super) fn audited(&self) -> bool {

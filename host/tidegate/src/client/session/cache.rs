@@ -4,7 +4,7 @@
 //! may write note which counters to bump; they are bumped when the transaction commits, before
 //! the client's ReadyForQuery is sent.
 
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use super::{Result, Session};
 use crate::cache::deps;
 use crate::cache::flight::Leader;
@@ -123,7 +123,7 @@ impl SessionCache {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     pub(super) fn result_cache(&self) -> Option<Arc<Cache>> {
         if !self.topo.config.cache.enabled {

@@ -4,7 +4,7 @@
 //! ReadyForQuery) or recorded as it is relayed. Anything else in the batch passes through.
 
 use super::cache::Fill;
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use super::{Pending, Result, Session};
 use crate::cache::Lookup;
 use crate::wire::kind::{ClientMsg, NameKind};
@@ -97,7 +97,7 @@ pub(super) fn rest_of_batch(buf: &[u8], portal: &[u8]) -> Option<(bool, usize, u
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// Before a Bind is sent: answers it and the rest of its batch from the cache, or arranges
     /// for the reply to be recorded. Returns whether it was answered.

@@ -1,7 +1,7 @@
 //! Parse, Bind and Describe: statement names are mapped to the broker's shared server-side
 //! statements, which are (re-)prepared on the attached connection when it lacks them.
 
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use super::{Pending, Result, Session, SessionError, Stmt};
 use crate::upstream::statements::{body_hash, server_name};
 use crate::wire::kind::{ClientMsg, NameKind, ServerMsg};
@@ -12,7 +12,7 @@ use tidegate_sql::session_state;
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     pub(super) async fn on_parse(&mut self, msg: &BytesMut) -> Result<bool> {
         let body = &msg[proto::HEADER_LEN..];

@@ -4,7 +4,7 @@
 //! reports as declared columns (by table OID and attribute number in RowDescription) go
 //! through `on-rows` before the client sees them. Both fail closed.
 
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use super::{Result, Session};
 use crate::policy::columns::{DbColumns, TableColumns};
 use crate::wire::kind::{ClientMsg, ServerMsg};
@@ -75,7 +75,7 @@ pub(super) enum DataPlan {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// Whether `stmt` (sent as `sql`) touches a table with a column a row or write hook of
     /// this session's chain declared. Allocates nothing unless it is a COPY.

@@ -1,6 +1,6 @@
-//! The client's two halves as a session uses them: a read half that can say when it has
-//! something to read (so an idle session holds no buffer), and a write half that takes a
-//! write at once when its socket has room (no future or waker on the hot path).
+//! The streams as a session uses them: a client read half that can say when it has something
+//! to read (so an idle session holds no buffer), and writes, to the client or a server, that go
+//! out at once when the socket has room (no future or waker on the hot path).
 
 use std::io::ErrorKind;
 use std::task::{Context, Poll};
@@ -29,37 +29,39 @@ impl ClientRead for tokio::net::tcp::OwnedReadHalf {
 
 impl<T: AsyncRead + Send> ClientRead for tokio::io::ReadHalf<T> {}
 
-/// A client's write half: plain TCP takes a write at once when its socket has room, with no
-/// future or waker (TLS and in-process streams always wait).
-pub trait ClientWrite: AsyncWrite + Unpin + Send {
+/// A stream a session writes to (the client's write half, or a server connection) that can
+/// take a write at once when its socket has room, with no future or waker: plain TCP can; TLS
+/// and in-process streams always wait.
+pub trait DirectWrite: AsyncWrite + Unpin + Send {
     /// What the socket takes now, or WouldBlock.
     fn try_write_now(&self, _buf: &[u8]) -> std::io::Result<usize> {
-        Err(std::io::ErrorKind::WouldBlock.into())
+        Err(ErrorKind::WouldBlock.into())
     }
 }
 
-impl ClientWrite for tokio::net::tcp::OwnedWriteHalf {
+impl DirectWrite for tokio::net::tcp::OwnedWriteHalf {
     fn try_write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
         self.try_write(buf)
     }
 }
 
-impl<T: AsyncWrite + Send> ClientWrite for tokio::io::WriteHalf<T> {}
+impl<T: AsyncWrite + Send> DirectWrite for tokio::io::WriteHalf<T> {}
 
-/// Writes all of `buf`, of which `now` says what a non-waiting write took: the rest (all of
-/// it when the socket was full or cannot write so) by waiting on `slow`.
-pub(super) async fn write_rest<S: AsyncWrite + Unpin>(
-    buf: &[u8],
-    now: std::io::Result<usize>,
-    slow: &mut S,
-) -> std::io::Result<()> {
-    let done = match now {
+impl DirectWrite for crate::upstream::backend::ServerStream {
+    fn try_write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
+        self.try_write(buf)
+    }
+}
+
+/// Writes all of `buf` to `out`: at once what its socket takes, the rest by waiting.
+pub(super) async fn write_out<S: DirectWrite>(out: &mut S, buf: &[u8]) -> std::io::Result<()> {
+    let done = match out.try_write_now(buf) {
         Ok(n) => n,
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => 0,
         Err(e) => return Err(e),
     };
     if done < buf.len() {
-        slow.write_all(&buf[done..]).await?;
+        out.write_all(&buf[done..]).await?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! constants removed) only when the fingerprint table does not know it yet.
 
 use super::Session;
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use crate::client::stats::{Kind, Route, Sample};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ impl Request {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// A request message arrived: the clock starts at the first one.
     pub(super) fn measure_start(&mut self) {

@@ -2,7 +2,7 @@
 //! (and says [`Handled::Relayed`]) or answers, refuses or ends the session itself.
 
 use super::{route, Pending, Result, Session};
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use crate::client::stats::Route;
 use crate::wire::kind::{ClientMsg, NameKind, ServerMsg};
 use crate::wire::proto::{self, Reader};
@@ -19,7 +19,7 @@ pub(super) enum Handled {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// A simple Query.
     pub(super) async fn on_query(&mut self, msg: &BytesMut) -> Result<Handled> {

@@ -10,7 +10,7 @@
 
 use super::replies::Reply;
 use super::{route, Pending, Result, Session, OUT_HIGH_WATER, READ_CHUNK};
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use crate::wire::kind::{ClientMsg, ServerMsg};
 use crate::wire::proto;
 use bytes::Buf;
@@ -36,7 +36,7 @@ enum Scan {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// Runs what the client sent through the plain lane if it can; `false` leaves the request
     /// in `rbuf` to the general machine (a connection may be attached for it already).

@@ -8,7 +8,7 @@
 
 use super::fields::DataPlan;
 use super::{audit, Pending, Result, Session};
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use crate::wire::kind::ClientMsg;
 use crate::wire::proto;
 use bytes::{BufMut, BytesMut};
@@ -21,7 +21,7 @@ use tidegate_sql::Kind;
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// Runs the statement hooks for a Query or Parse message. Returns the message to process
     /// (the same, or rewritten), or `None` when the statement was denied and answered.

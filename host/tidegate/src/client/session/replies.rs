@@ -1,7 +1,7 @@
 //! Replies from the server: forwarded as they came, except those answering the broker's own
 //! messages; and the clean-up that makes a connection safe to lend again.
 
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use super::{Pending, Result, Session, OUT_HIGH_WATER};
 use crate::upstream::backend::Backend;
 use crate::wire::kind::{ClientMsg, Field, ServerMsg, TxStatus};
@@ -39,7 +39,7 @@ pub(super) enum Reply {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     fn front_visible(&self) -> bool {
         !self.pending.front().is_some_and(Pending::hidden)

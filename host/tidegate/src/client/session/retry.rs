@@ -7,7 +7,7 @@
 //!   it was in is failed until the client ends it, as PostgreSQL would have it;
 //! - a pinned session, or a connection lost mid-message or mid-COPY → FATAL, as today.
 
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use super::{Pending, Result, Session, SessionError};
 use crate::upstream::backend::Backend;
 use crate::wire::kind::{ClientMsg, ServerMsg, TxStatus};
@@ -45,7 +45,7 @@ pub(super) fn reopen_sql() -> String {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// The server connection failed while attached (`e`; the server's own FATAL, if it sent
     /// one, is in `server_fatal`).

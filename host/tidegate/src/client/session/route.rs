@@ -4,7 +4,7 @@
 
 use super::params::replay_sql;
 use super::{timed, Pending, Result, Session, Stmt};
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use crate::client::shared::Shared;
 use crate::upstream::backend::{
     Backend, Pool, PoolError, PoolKey, PoolSettings, PoolTimeouts, SharedKeys, Target,
@@ -167,7 +167,7 @@ pub(crate) fn ryw_mode(config: &Config, user: &str) -> ReadYourWrites {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// Moves to the configuration in force if a reload replaced this session's. Only called
     /// with no server connection attached, so no transaction ever changes servers.

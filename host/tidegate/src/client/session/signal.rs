@@ -6,7 +6,7 @@
 //! A real backend's id passes through unchanged; so does a call inside a transaction block
 //! (the server answers it there, and knows no broker id).
 
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use super::{Pending, Result, Session};
 use crate::client::cancel::{CancelRegistry, CancelSlot};
 use crate::client::stats::Route;
@@ -32,7 +32,7 @@ enum Outcome {
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// A Query or Parse that calls `pg_backend_pid()` gets the client's broker id in its
     /// place, and one that reads `pg_prepared_statements` reads the client's own statements.

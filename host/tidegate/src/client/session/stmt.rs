@@ -1,6 +1,6 @@
 //! The client's prepared statements and named portals, as the session keeps them.
 
-use super::{audit, fields, ClientRead, ClientWrite, Session};
+use super::{audit, fields, ClientRead, DirectWrite, Session};
 use crate::wire::proto::Reader;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ pub(super) const MAX_NAMED_PORTALS: usize = 10_000;
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// Counts the named portal a Bind opens; past [`MAX_NAMED_PORTALS`] the Bind is refused.
     pub(super) fn open_portal(&mut self, body: &[u8]) -> Option<tidegate_plugins::Denial> {

@@ -2,7 +2,7 @@
 //! transaction, client idle).
 
 use super::{spare, Result, Session, SessionError, READ_CHUNK};
-use super::{ClientRead, ClientWrite};
+use super::{ClientRead, DirectWrite};
 use crate::client::cancel::CancelSlot;
 use crate::client::shared::{Shared, Signal};
 use std::future::Future;
@@ -16,7 +16,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 impl<R, W> Session<R, W>
 where
     R: ClientRead,
-    W: ClientWrite,
+    W: DirectWrite,
 {
     /// Waits for the client or the server while a server connection is attached.
     pub(super) async fn wait_attached(&mut self) -> Result<()> {
