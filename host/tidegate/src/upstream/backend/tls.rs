@@ -178,15 +178,17 @@ impl ServerStream {
         matches!(self, ServerStream::Tls(_))
     }
 
-    /// Whether the runtime has already seen the socket readable — no system call. For an
-    /// idle connection that means the server spoke (its FATAL) or closed it.
+    /// Whether the runtime has already seen the socket readable — no system call, and no
+    /// waker registered. For an idle connection that means the server spoke (its FATAL) or
+    /// closed it.
     pub fn readable_seen(&self) -> bool {
         let tcp = match self {
             ServerStream::Plain(s) => s,
             ServerStream::Tls(s) => s.get_ref().0,
         };
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        tcp.poll_read_ready(&mut cx).is_ready()
+        // `try_io` looks at the readiness the runtime recorded and runs the closure only when
+        // it is set; a closure that reads nothing leaves it as it was.
+        tcp.try_io(tokio::io::Interest::READABLE, || Ok(())).is_ok()
     }
 
     /// Writes what the socket takes now, without waiting or registering a waker (plain TCP;
