@@ -56,7 +56,7 @@ pub use own_session::{
     SignalCall,
 };
 pub use quote::quote_ident;
-pub use shape::ShapeMemo;
+pub use shape::{Shape, ShapeMemo};
 pub use split::split_statements;
 pub use timebound::{BoundOp, TimeBound, TimeCast};
 pub use timerange::{time_range, TimeRange};

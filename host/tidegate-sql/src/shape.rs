@@ -8,14 +8,27 @@
 //! each number is the same bytes (so the lexer reaches the number in the same state), a digit
 //! run followed by the same byte ends where the old one did (that byte is never one a number
 //! could continue with — those constants are not kept), and digits are no letters, so no
-//! keyword search of [`session_state::scan`] reads them differently. Anything else is read
-//! afresh and becomes the memo.
+//! keyword search of [`session_state::scan`] or [`mentions_own_session`] reads them
+//! differently (the words those look for hold no digit, so each lies between the numbers,
+//! where the texts are the same). Anything else is read afresh and becomes the memo.
 
 use crate::fingerprint::{fingerprint_with, Fingerprint, Seen};
+use crate::own_session::mentions_own_session;
 use crate::session_state::{self, Effect};
 
 /// Texts longer than this are read afresh every time (the memo holds no large copy).
 const SHAPE_MAX: usize = 1024;
+
+/// What a statement text reads as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// [`crate::fingerprint`] of it.
+    pub fp: Fingerprint,
+    /// [`session_state::scan`] of it.
+    pub effect: Effect,
+    /// [`mentions_own_session`] of it.
+    pub own_session: bool,
+}
 
 /// The last statement text fingerprinted, its numbers' places and what it read as.
 #[derive(Default)]
@@ -24,12 +37,13 @@ pub struct ShapeMemo {
     /// `(start, end)` of each plain decimal constant in `text`, in order.
     numbers: Vec<(usize, usize)>,
     /// What `text` read as; `None` when nothing is remembered.
-    read: Option<(Fingerprint, Effect)>,
+    read: Option<Shape>,
 }
 
 impl ShapeMemo {
-    /// The fingerprint of `sql` and its session-state effect: `(fingerprint(sql), scan(sql))`.
-    pub fn read(&mut self, sql: &[u8]) -> (Fingerprint, Effect) {
+    /// What `sql` reads as: its fingerprint, session-state effect and whether it may name the
+    /// session's own server process or prepared statements.
+    pub fn read(&mut self, sql: &[u8]) -> Shape {
         if let Some(read) = self.read {
             if self.same_shape(sql) {
                 return read;
@@ -48,14 +62,18 @@ impl ShapeMemo {
             }
             Seen::Exact => exact = true,
         });
-        let effect = session_state::scan(sql);
+        let shape = Shape {
+            fp,
+            effect: session_state::scan(sql),
+            own_session: mentions_own_session(sql),
+        };
         if !exact && sql.len() <= SHAPE_MAX {
             self.text.extend_from_slice(sql);
-            self.read = Some((fp, effect));
+            self.read = Some(shape);
         } else {
             self.numbers.clear();
         }
-        (fp, effect)
+        shape
     }
 
     /// `sql` is the remembered text with other digit runs in its numbers' places.
@@ -81,16 +99,25 @@ impl ShapeMemo {
 #[cfg(test)]
 mod tests {
     use super::ShapeMemo;
-    use crate::{fingerprint, session_state};
+    use crate::{fingerprint, mentions_own_session, session_state};
     use proptest::prelude::*;
 
     fn check(memo: &mut ShapeMemo, sql: &str) {
         let got = memo.read(sql.as_bytes());
-        assert_eq!(got.0, fingerprint(sql.as_bytes()), "fingerprint of {sql:?}");
         assert_eq!(
-            got.1,
+            got.fp,
+            fingerprint(sql.as_bytes()),
+            "fingerprint of {sql:?}"
+        );
+        assert_eq!(
+            got.effect,
             session_state::scan(sql.as_bytes()),
             "effect of {sql:?}"
+        );
+        assert_eq!(
+            got.own_session,
+            mentions_own_session(sql.as_bytes()),
+            "own session in {sql:?}"
         );
     }
 
@@ -115,6 +142,9 @@ mod tests {
             "SET statement_timeout = 50",
             "SELECT U&'x' UESCAPE '!' , 5",
             "SELECT $1 + 3",
+            "SELECT pg_backend_pid(), 5",
+            "SELECT pg_backend_pid(), 6",
+            "SELECT name FROM pg_prepared_statements LIMIT 3",
         ] {
             check(&mut m, sql);
         }
@@ -149,6 +179,8 @@ mod tests {
             Just("e".to_owned()),
             Just("x".to_owned()),
             Just("_".to_owned()),
+            Just("backend".to_owned()),
+            Just("_Statements".to_owned()),
             Just("$".to_owned()),
             Just("'".to_owned()),
             Just("\"".to_owned()),

@@ -64,6 +64,7 @@ where
             cache_writes: self.cache_write_gens(query),
             effect,
             signal,
+            own_session: self.own_session,
             repeat,
         };
         self.signal_stmts |= facts.signal.is_some();
@@ -286,6 +287,9 @@ struct StmtFacts {
     cache_writes: Option<std::sync::Arc<[String]>>,
     effect: session_state::Effect,
     signal: Option<std::sync::Arc<tidegate_sql::SignalCall>>,
+    /// The Parse that made it may name the session's own server process or prepared
+    /// statements.
+    own_session: bool,
     /// It is the client's unnamed statement parsed again with the same body.
     repeat: bool,
 }
@@ -308,6 +312,7 @@ impl StmtFacts {
             effect: self.effect,
             fp: self.fp,
             signal: self.signal,
+            own_session: self.own_session,
             prepared_at: std::time::SystemTime::now(),
             body,
         }

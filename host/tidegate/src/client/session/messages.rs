@@ -42,7 +42,7 @@ where
         }
         // The text as it runs (after any plugin rewrite), fingerprinted once for the
         // statistics, the cache and routing.
-        let (fp, effect) = self.shape.read(sql);
+        let tidegate_sql::Shape { fp, effect, .. } = self.shape.read(sql);
         self.measure_sql(fp.0, sql);
         if self.own_session && self.signal_query(sql).await? {
             return Ok(Handled::Return(true));

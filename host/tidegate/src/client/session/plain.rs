@@ -93,11 +93,12 @@ where
         let Some(sql) = body.strip_suffix(b"\0") else {
             return false;
         };
-        if route::route_setting(sql).is_some() || tidegate_sql::mentions_own_session(sql) {
+        if route::route_setting(sql).is_some() {
             return false;
         }
-        let (fp, effect) = self.shape.read(sql);
-        if effect.pin || effect.drops_prepared || !self.plain_checkout() {
+        let shape = self.shape.read(sql);
+        let (fp, effect) = (shape.fp, shape.effect);
+        if shape.own_session || effect.pin || effect.drops_prepared || !self.plain_checkout() {
             return false;
         }
         self.measure_sql(fp.0, sql);
@@ -180,7 +181,7 @@ where
     /// Describe.
     fn batch_shape(&self, buf: &[u8]) -> Option<bool> {
         let u = self.unnamed.as_ref()?;
-        if u.effect.pin || u.effect.drops_prepared || u.signal.is_some() {
+        if u.effect.pin || u.effect.drops_prepared || u.signal.is_some() || u.own_session {
             return None;
         }
         let (mut pos, mut step, mut described) = (0, 0, false);
@@ -188,13 +189,9 @@ where
             let h = proto::header(&buf[pos..], usize::MAX).ok().flatten()?;
             let body = buf.get(pos + proto::HEADER_LEN..pos + h.total)?;
             step = match (step, h.client()) {
-                (0, ClientMsg::Parse)
-                    if body.first() == Some(&0)
-                        && body[1..] == u.body[..]
-                        && !tidegate_sql::mentions_own_session(body) =>
-                {
-                    1
-                }
+                // The same bytes as the Parse that made the statement: they name nothing of
+                // the session's own (`u.own_session`, read above).
+                (0, ClientMsg::Parse) if body.first() == Some(&0) && body[1..] == u.body[..] => 1,
                 (1, ClientMsg::Bind) if body.starts_with(b"\0\0") => 2,
                 (2, ClientMsg::Describe) if body == b"P\0" => {
                     described = true;

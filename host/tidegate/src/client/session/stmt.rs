@@ -31,6 +31,9 @@ pub(super) struct Stmt {
     pub(super) fp: u128,
     /// It is `pg_terminate_backend`/`pg_cancel_backend` alone (see `signal`).
     pub(super) signal: Option<Arc<tidegate_sql::SignalCall>>,
+    /// The Parse message that made it may name the session's own server process or prepared
+    /// statements (`tidegate_sql::mentions_own_session` of its whole body, name included).
+    pub(super) own_session: bool,
     /// When the client prepared it (`pg_prepared_statements.prepare_time`).
     pub(super) prepared_at: std::time::SystemTime,
 }
