@@ -430,6 +430,9 @@ where
     /// Emits replies the broker owes for messages it did not send, once all earlier replies
     /// have been delivered.
     fn drain_synthetic(&mut self) {
+        if !self.pending.front().is_some_and(Pending::synthetic) {
+            return; // The common case, at every reply.
+        }
         // Answers owed before anything of the attached connection's replies are not part of
         // them: they do not stop a re-run (retry.rs), which would not repeat them.
         let ahead = self.backend.is_some() && self.out.len() == self.out_mark;

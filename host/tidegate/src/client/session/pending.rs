@@ -47,6 +47,14 @@ impl Pending {
         )
     }
 
+    /// The broker answers it itself when it reaches the front (`Session::drain_synthetic`).
+    pub(super) fn synthetic(&self) -> bool {
+        matches!(
+            self,
+            Pending::Synthetic(_) | Pending::Denied(_) | Pending::Answer(_)
+        )
+    }
+
     /// The replies to it are the broker's own, never the client's.
     pub(super) fn hidden(&self) -> bool {
         matches!(self, Pending::Query { visible: false } | Pending::Reopen)
