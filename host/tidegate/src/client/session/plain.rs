@@ -3,10 +3,10 @@
 //! portal, Execute, Sync), from a session whose configuration watches nothing per request (no
 //! plugins, no cache, one node, no timeouts) takes an idle connection without waiting, is
 //! written to it, and its replies are copied as they come. The lane updates the general
-//! machine's state as it goes (the reply queue, the measurement, the retry copy), so anything
-//! else — a settings replay, a reply other than a row, a description, a parse, bind or command
-//! completion or a notice, ReadyForQuery, a lost connection — is handed over mid-way and
-//! finished there.
+//! machine's state as it goes (the reply queue, the measurement, the retry copy) with the
+//! general machine's own functions, so anything else — a settings replay, a reply other than
+//! a row, a description, a parse, bind or command completion, a notice or the request's
+//! ReadyForQuery, a lost connection — is handed over mid-way and finished there.
 
 use super::replies::Reply;
 use super::{route, Pending, Result, Session, OUT_HIGH_WATER, READ_CHUNK};
@@ -29,7 +29,9 @@ pub(super) fn lane_open(topo: &crate::upstream::topology::Topology, nodes: usize
 enum Scan {
     /// Consumed: more are owed.
     More,
-    /// Something for the general machine (which also takes ReadyForQuery).
+    /// Consumed up to the request's ReadyForQuery; the connection is to be released or not.
+    Done { release: bool },
+    /// Something for the general machine.
     General,
 }
 
@@ -232,14 +234,21 @@ where
                 Err(e) => return self.server_lost(e).await,
                 Ok(_) => {}
             }
-            if let Scan::General = self.plain_scan() {
-                return self.on_server_data().await;
+            match self.plain_scan() {
+                Scan::More => {}
+                Scan::Done { release } => {
+                    if let Some(b) = self.backend.take() {
+                        self.replies_done(b, release).await;
+                    }
+                    return Ok(());
+                }
+                Scan::General => return self.on_server_data().await,
             }
         }
     }
 
     /// Copies the complete row, description, completion and notice messages at the front of
-    /// the connection's buffer.
+    /// the connection's buffer, and the ReadyForQuery that ends the request.
     fn plain_scan(&mut self) -> Scan {
         let Some(mut b) = self.backend.take() else {
             return Scan::General;
@@ -266,6 +275,20 @@ where
                         break Scan::General;
                     };
                     self.deliver(kind, &b.rbuf[..h.total], forward);
+                }
+                // The request's own (a hidden replay's ends where the general machine takes
+                // its failure).
+                ServerMsg::Ready if self.pending.len() == 1 && !self.pending[0].hidden() => {
+                    let Reply::Forward(forward) = self.on_reply(&mut b, kind, h.total) else {
+                        break Scan::General;
+                    };
+                    self.deliver(kind, &b.rbuf[..h.total], forward);
+                    b.rbuf.advance(h.total);
+                    let release = self.after_ready();
+                    if release || b.rbuf.is_empty() {
+                        break Scan::Done { release };
+                    }
+                    break Scan::General; // More after it: the general machine reads on.
                 }
                 _ => break Scan::General,
             }

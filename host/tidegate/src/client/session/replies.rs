@@ -105,6 +105,13 @@ where
                 };
             }
         }
+        self.replies_done(b, release).await;
+        Ok(())
+    }
+
+    /// The replies read so far are handled: the cache counters of a commit are bumped, and
+    /// the connection goes back to its pool when `release` (the end of a transaction).
+    pub(super) async fn replies_done(&mut self, b: Box<Backend>, release: bool) {
         if self.cache.bump_due() {
             self.cache_bump_due().await;
         }
@@ -113,7 +120,6 @@ where
         } else {
             self.backend = Some(b);
         }
-        Ok(())
     }
 
     /// The next complete message at the front of the connection's buffer. Bytes owed to a
@@ -389,7 +395,7 @@ where
 
     /// After ReadyForQuery: replies owed for messages sent after its Sync, the idle clock, and
     /// whether the connection can go back to its pool.
-    fn after_ready(&mut self) -> bool {
+    pub(super) fn after_ready(&mut self) -> bool {
         // Replies owed for messages sent after this Sync (e.g. Close + Flush).
         self.drain_synthetic();
         let mut release = false;
