@@ -62,6 +62,9 @@ impl Kind {
 
     /// The kind a CommandComplete tag (`SELECT 5`, `INSERT 0 1`, `CREATE TABLE`) reports.
     pub fn of_tag(tag: &[u8]) -> Kind {
+        if tag.starts_with(b"SELECT ") {
+            return Kind::Read; // Most completions: no word split.
+        }
         let word = tag.split(|&b| b == b' ' || b == 0).next().unwrap_or(b"");
         match word {
             b"SELECT" | b"FETCH" | b"SHOW" | b"EXPLAIN" | b"MOVE" | b"VALUES" | b"TABLE" => {
