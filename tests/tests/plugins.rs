@@ -252,7 +252,7 @@ async fn replacing_the_plugin_under_load_fails_nothing() {
     assert!(p["load_failures"].as_u64() >= Some(1), "{status}");
     assert!(p["last_load_error"].is_string(), "{status}");
     let (code, ready) = send_json(Api::app(http).get("/readyz")).await;
-    assert_eq!(code, 200);
+    assert_eq!(code, 200, "{ready}");
     assert!(
         ready["plugins"][0]["last_load_error"].is_string(),
         "{ready}"
