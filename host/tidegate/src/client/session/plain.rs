@@ -269,30 +269,27 @@ where
                 | ServerMsg::ParseComplete
                 | ServerMsg::BindComplete
                 | ServerMsg::CommandComplete
-                | ServerMsg::Notice => {
-                    // Only ErrorResponse and ReadyForQuery get another answer.
-                    let Reply::Forward(forward) = self.on_reply(&mut b, kind, h.total) else {
-                        break Scan::General;
-                    };
-                    self.deliver(kind, &b.rbuf[..h.total], forward);
-                }
-                // The request's own (a hidden replay's ends where the general machine takes
-                // its failure).
-                ServerMsg::Ready if self.pending.len() == 1 && !self.pending[0].hidden() => {
-                    let Reply::Forward(forward) = self.on_reply(&mut b, kind, h.total) else {
-                        break Scan::General;
-                    };
-                    self.deliver(kind, &b.rbuf[..h.total], forward);
-                    b.rbuf.advance(h.total);
-                    let release = self.after_ready();
-                    if release || b.rbuf.is_empty() {
-                        break Scan::Done { release };
-                    }
-                    break Scan::General; // More after it: the general machine reads on.
-                }
+                | ServerMsg::Notice => {}
+                // The request's own (a hidden replay's goes to the general machine, which
+                // takes its failure).
+                ServerMsg::Ready if self.pending.len() == 1 && !self.pending[0].hidden() => {}
                 _ => break Scan::General,
             }
+            if kind != ServerMsg::DataRow {
+                // Only ErrorResponse and a hidden ReadyForQuery get another answer.
+                let Reply::Forward(forward) = self.on_reply(&mut b, kind, h.total) else {
+                    break Scan::General;
+                };
+                self.deliver(kind, &b.rbuf[..h.total], forward);
+            }
             b.rbuf.advance(h.total);
+            if kind == ServerMsg::Ready {
+                let release = self.after_ready();
+                if release || b.rbuf.is_empty() {
+                    break Scan::Done { release };
+                }
+                break Scan::General; // More after it: the general machine reads on.
+            }
             if self.out.len() >= OUT_HIGH_WATER {
                 break Scan::General; // Written out there.
             }
