@@ -132,6 +132,8 @@ pub struct Session<R, W> {
     /// Client messages sent to the attached replica, kept so a read can be retried elsewhere
     /// if the replica fails before the client sees a byte of the reply.
     replay: BytesMut,
+    /// Idle, this session keeps its buffers in one of the few places for that (`spare.rs`).
+    warm: Option<spare::Warm>,
     /// Something of the attached connection's replies was written to the client.
     client_touched: bool,
     /// Where the attached connection's replies begin in `out`: while a read on a replica may
@@ -269,6 +271,7 @@ where
             out_mark: 0,
             retry: false,
             keep_replay: false,
+            warm: None,
             retries: 0,
             server_fatal: None,
             completed: false,

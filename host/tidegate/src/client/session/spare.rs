@@ -1,14 +1,50 @@
 //! Spare buffers, a few per worker thread: a session that goes idle gives its buffers back
 //! here and takes them again when its client speaks, so idle clients hold none while busy
-//! ones do not pay an allocation per transaction.
+//! ones do not pay an allocation per transaction. A few idle sessions — at most [`WARM`] in
+//! the process — keep theirs instead: a client that sends its next request at once (a pool,
+//! a benchmark) then costs no exchange of buffers per transaction.
 
 use bytes::BytesMut;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The size every spare has (a session's read chunk).
 pub(super) const SIZE: usize = super::READ_CHUNK;
 /// Spares kept per worker thread; more are freed.
 const KEEP: usize = 32;
+
+/// Idle sessions that may keep their buffers at once (each holds up to 4 × `SIZE`).
+const WARM: usize = 32;
+
+/// Idle sessions keeping their buffers now.
+static WARM_NOW: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`WARM`] places for an idle session that keeps its buffers; dropping it frees
+/// the place.
+pub(super) struct Warm(());
+
+impl Warm {
+    /// A place, if one is free.
+    pub(super) fn take() -> Option<Warm> {
+        if WARM_NOW.fetch_add(1, Relaxed) < WARM {
+            return Some(Warm(()));
+        }
+        WARM_NOW.fetch_sub(1, Relaxed);
+        None
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        WARM_NOW.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Whether an idle session may keep `bufs` as they are: each is a buffer a spare could be
+/// (one given back already, or grown large, is not).
+pub(super) fn keepable<const N: usize>(bufs: [&BytesMut; N]) -> bool {
+    bufs.iter().all(|b| (1..=4 * SIZE).contains(&b.capacity()))
+}
 
 thread_local! {
     static SPARES: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -88,5 +124,18 @@ mod tests {
         give_empty([&mut BytesMut::with_capacity(SIZE * 8)]);
         let fresh = take();
         assert!(fresh.capacity() >= SIZE && fresh.capacity() <= 4 * SIZE);
+    }
+
+    #[test]
+    fn only_buffers_a_spare_could_be_are_kept_warm_and_places_are_bounded() {
+        let (one, none) = (BytesMut::with_capacity(SIZE), BytesMut::new());
+        assert!(keepable([&one, &one]));
+        assert!(!keepable([&one, &none]), "a buffer given back already");
+        assert!(!keepable([&one, &BytesMut::with_capacity(8 * SIZE)]));
+        // Places run out at WARM (sessions of other tests may hold some meanwhile).
+        let held: Vec<Warm> = std::iter::from_fn(Warm::take).take(WARM + 1).collect();
+        assert!(!held.is_empty() && held.len() <= WARM);
+        drop(held);
+        assert!(Warm::take().is_some(), "dropped places are free again");
     }
 }

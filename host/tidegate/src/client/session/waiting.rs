@@ -94,6 +94,13 @@ where
     fn let_go_of_buffers(&mut self) {
         // The replay buffer is kept only for a request in flight: nothing is attached now.
         self.replay.clear();
+        if self.warm.is_none() && spare::keepable([&self.rbuf, &self.out, &self.bout, &self.replay])
+        {
+            self.warm = spare::Warm::take();
+        }
+        if self.warm.is_some() {
+            return; // Kept until the client speaks (read_client frees the place).
+        }
         spare::give_empty([
             &mut self.rbuf,
             &mut self.out,
@@ -104,13 +111,16 @@ where
 
     /// Reads what the client sent (it is readable).
     async fn read_client(&mut self) -> Result<()> {
-        // The buffers a request uses, from the worker's spares (no allocation per request).
-        spare::fill([
-            &mut self.rbuf,
-            &mut self.out,
-            &mut self.bout,
-            &mut self.replay,
-        ]);
+        if self.warm.take().is_none() {
+            // The buffers a request uses, from the worker's spares (no allocation per
+            // request).
+            spare::fill([
+                &mut self.rbuf,
+                &mut self.out,
+                &mut self.bout,
+                &mut self.replay,
+            ]);
+        }
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(READ_CHUNK);
         }
