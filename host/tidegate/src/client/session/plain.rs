@@ -9,8 +9,8 @@
 //! ReadyForQuery, a lost connection — is handed over mid-way and finished there.
 
 use super::replies::Reply;
+use super::{halves::write_out, ClientRead, DirectWrite};
 use super::{route, Pending, Result, Session, OUT_HIGH_WATER, READ_CHUNK};
-use super::{ClientRead, DirectWrite};
 use crate::wire::kind::{ClientMsg, ServerMsg};
 use crate::wire::proto;
 use bytes::Buf;
@@ -51,27 +51,46 @@ where
             Ok(Some(h)) => h.client() == ClientMsg::Query && h.total == self.rbuf.len(),
             _ => return Ok(false),
         };
-        let msg = std::mem::take(&mut self.rbuf);
+        let mut msg = std::mem::take(&mut self.rbuf);
         let taken = if query {
             self.plain_query(&msg[proto::HEADER_LEN..])
         } else {
             self.plain_batch(&msg)
         };
-        if taken {
-            self.bout.extend_from_slice(&msg);
-            self.keep_for_retry(&msg);
-        }
-        self.rbuf = msg;
         if !taken {
+            self.rbuf = msg;
             return Ok(false);
         }
-        self.rbuf.clear();
-        if self.pending.len() > 1 {
-            return Ok(true); // A settings replay goes first.
+        let replay_first = self.pending.front().is_some_and(Pending::hidden);
+        if replay_first || !self.may_keep_whole(msg.len()) {
+            self.bout.extend_from_slice(&msg);
+            self.keep_for_retry(&msg);
+            msg.clear();
+            self.rbuf = msg;
+            if replay_first {
+                return Ok(true); // The general machine sends both.
+            }
+            self.flush_backend().await?;
+        } else {
+            // Written from its own buffer, which is kept whole as the retry copy (the empty
+            // one kept so far takes its place).
+            std::mem::swap(&mut self.replay, &mut msg);
+            self.rbuf = msg;
+            self.plain_send().await?;
         }
-        self.flush_backend().await?;
         self.plain_replies().await?;
         Ok(true)
+    }
+
+    /// Writes the request kept in `replay` to the attached connection.
+    async fn plain_send(&mut self) -> Result<()> {
+        let Some(b) = self.backend.as_mut() else {
+            return Ok(());
+        };
+        match write_out(&mut b.stream, &self.replay).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.server_lost(e).await,
+        }
     }
 
     /// Nothing is in flight or half-done, and the configuration is the session's.
