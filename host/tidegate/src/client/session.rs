@@ -114,6 +114,9 @@ pub struct Session<R, W> {
     /// Boxed: it moves in and out of the pool and this option at every transaction.
     backend: Option<Box<Backend>>,
     pending: VecDeque<Pending>,
+    /// A reply the broker gives itself may be in `pending` (false: none is). Set by
+    /// `owe_answer`, cleared when `drain_synthetic` finds the queue empty.
+    answers_owed: bool,
     stmts: HashMap<Bytes, Stmt>,
     /// Named portals the client opened in the current transaction (they end with it).
     portals: std::collections::HashSet<Bytes>,
@@ -256,6 +259,7 @@ where
             bout: BytesMut::new(),
             backend: None,
             pending: VecDeque::new(),
+            answers_owed: false,
             stmts: HashMap::new(),
             portals: std::collections::HashSet::new(),
             unnamed: None,
@@ -433,8 +437,12 @@ where
     /// Emits replies the broker owes for messages it did not send, once all earlier replies
     /// have been delivered.
     fn drain_synthetic(&mut self) {
-        if !self.pending.front().is_some_and(Pending::synthetic) {
+        if !self.answers_owed {
             return; // The common case, at every reply.
+        }
+        if !self.pending.front().is_some_and(Pending::synthetic) {
+            self.answers_owed = !self.pending.is_empty();
+            return;
         }
         // Answers owed before anything of the attached connection's replies are not part of
         // them: they do not stop a re-run (retry.rs), which would not repeat them.
@@ -447,6 +455,7 @@ where
             }
             self.pending.pop_front();
         }
+        self.answers_owed = !self.pending.is_empty();
         if ahead {
             self.out_mark = self.out.len();
         }
@@ -458,7 +467,14 @@ where
         if self.backend.is_some() {
             self.client_touched = true;
         }
-        self.pending.push_back(Pending::Synthetic(kind));
+        self.owe_answer(Pending::Synthetic(kind));
+    }
+
+    /// Queues `answer`, a reply the broker gives itself (`Pending::synthetic`).
+    fn owe_answer(&mut self, answer: Pending) {
+        debug_assert!(answer.synthetic());
+        self.answers_owed = true;
+        self.pending.push_back(answer);
     }
 
     /// Handles one client message. Returns `false` when the client terminated.

@@ -343,6 +343,12 @@ where
             .any(|t| chain.declares_table(&self.user, &self.login.database, &t.name))
     }
 
+    /// Whether `cache_capture` has anything to do with a `kind` reply: a result is being
+    /// filled, or it is a completion (a ROLLBACK's decides what a commit invalidates).
+    pub(super) fn cache_watches(&self, kind: ServerMsg) -> bool {
+        kind == ServerMsg::CommandComplete || self.cache.fill.is_some()
+    }
+
     /// A message of the reply to the front request, as it is relayed.
     pub(super) fn cache_capture(&mut self, kind: ServerMsg, msg: &[u8]) {
         if kind == ServerMsg::CommandComplete {

@@ -275,7 +275,7 @@ where
         if self.backend.is_some() {
             self.client_touched = true;
         }
-        self.pending.push_back(Pending::Denied(e.freeze()));
+        self.owe_answer(Pending::Denied(e.freeze()));
         if let Some(b) = self.backend.as_mut() {
             // PostgreSQL aborts the transaction — explicit, or the batch's implicit one — at an
             // error: a Parse that cannot succeed makes the server do the same. Its own error is

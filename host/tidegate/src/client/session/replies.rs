@@ -386,7 +386,7 @@ where
         if !forward {
             return;
         }
-        if self.front_visible() {
+        if self.cache_watches(kind) && self.front_visible() {
             self.cache_capture(kind, msg);
         }
         // Written out by `flush_client`, which holds a retryable read's replies back.

@@ -255,7 +255,7 @@ where
                     self.out.extend_from_slice(&err);
                     proto::ready(&mut self.out, TxStatus::Failed);
                 } else {
-                    self.pending.push_back(Pending::Denied(err));
+                    self.owe_answer(Pending::Denied(err));
                     self.skip_until_sync = true;
                 }
                 true

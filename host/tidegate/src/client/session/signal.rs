@@ -163,7 +163,7 @@ where
         if let Some(code) = sqlstate {
             self.measure_error(&code);
         }
-        self.pending.push_back(Pending::Answer(out.freeze()));
+        self.owe_answer(Pending::Answer(out.freeze()));
         Ok(true)
     }
 
