@@ -300,7 +300,6 @@ where
             && self.pending.iter().any(|p| p.ends_with_ready())
     }
 
-    /// While a connection serves a request that may run again, its client messages are kept.
     /// Whether a request of `len` bytes, the first since the connection was attached, may be
     /// kept as `replay` itself (what `keep_for_retry` would keep, without copying it).
     pub(super) fn may_keep_whole(&self, len: usize) -> bool {
@@ -311,6 +310,7 @@ where
             && len <= MAX_REPLAY_BYTES
     }
 
+    /// While a connection serves a request that may run again, its client messages are kept.
     pub(super) fn keep_for_retry(&mut self, msg: &[u8]) {
         if self.keep_replay
             && self.backend.is_some()
