@@ -351,13 +351,38 @@ fn ends_transaction(text: &[u8]) -> bool {
 /// PREPARE anywhere (a CASE … END answers yes too: a false yes only makes an error say
 /// "unknown" where it could have said "rolled back").
 pub(super) fn may_end_transaction(text: &[u8]) -> bool {
-    text.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
-        .any(|w| {
-            w.eq_ignore_ascii_case(b"commit")
+    // One pass over the bytes (every Query in a transaction block comes here): a word is
+    // compared only when its length is one of the three.
+    let mut rest = text;
+    while let Some(start) = rest.iter().position(|&b| WORD[usize::from(b)]) {
+        rest = &rest[start..];
+        let len = rest
+            .iter()
+            .position(|&b| !WORD[usize::from(b)])
+            .unwrap_or(rest.len());
+        let (w, after) = rest.split_at(len);
+        if matches!(len, 3 | 6 | 7)
+            && (w.eq_ignore_ascii_case(b"commit")
                 || w.eq_ignore_ascii_case(b"end")
-                || w.eq_ignore_ascii_case(b"prepare")
-        })
+                || w.eq_ignore_ascii_case(b"prepare"))
+        {
+            return true;
+        }
+        rest = after;
+    }
+    false
 }
+
+/// The bytes a word is made of: ASCII letters, digits and `_`.
+const WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric() || b == b'_' as usize;
+        b += 1;
+    }
+    table
+};
 
 /// Appends `msg` to `kept` unless that would hold more than `cap` bytes; then lets go of
 /// everything kept (its memory too) and returns `false`.
@@ -406,6 +431,10 @@ mod tests {
         assert!(may_end_transaction(b"PREPARE TRANSACTION 'x'"));
         assert!(!may_end_transaction(b"UPDATE t SET committed = true"));
         assert!(!may_end_transaction(b"SELECT 1"));
+        assert!(may_end_transaction(b"end"), "a word at the very end");
+        assert!(!may_end_transaction(b"ends; _end; end_; endx"));
+        assert!(may_end_transaction(b"UPDATE t SET a = 1; eNd"));
+        assert!(!may_end_transaction(b""));
     }
 
     #[test]
