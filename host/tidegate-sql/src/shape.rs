@@ -1,16 +1,18 @@
-//! A session's last statement shape: clients send the same statement again and again with
-//! other numbers in it (`… WHERE aid = 41` then `… WHERE aid = 7`), and such a text needs no
-//! second lexing pass to be fingerprinted and scanned for session state.
+//! A session's last few statement shapes: clients send the same statements again and again
+//! with other numbers in them (`… WHERE aid = 41` then `… WHERE aid = 7`), often a few in turn
+//! (a transaction's statements), and such a text needs no second lexing pass to be
+//! fingerprinted and scanned for session state.
 //!
-//! The memo keeps the last text read and where its plain decimal constants sat (if it has none,
-//! only the same text again hits). A new text that equals it byte for byte outside those
-//! places, and holds a run of ASCII digits in each, lexes to the same tokens: its prefix up to
+//! Each of the memo's `SLOTS` slots keeps a text read and where its plain decimal constants
+//! sat (if it has none, only the same text again hits). A new text that equals it byte for
+//! byte outside those places, and holds a run of ASCII digits in each, lexes to the same tokens: its prefix up to
 //! each number is the same bytes (so the lexer reaches the number in the same state), a digit
 //! run followed by the same byte ends where the old one did (that byte is never one a number
 //! could continue with — those constants are not kept), and digits are no letters, so no
 //! keyword search of [`session_state::scan`] or [`mentions_own_session`] reads them
 //! differently (the words those look for hold no digit, so each lies between the numbers,
-//! where the texts are the same). Anything else is read afresh and becomes the memo.
+//! where the texts are the same). Anything else is read afresh and takes the slot read longest
+//! ago.
 
 use crate::fingerprint::{fingerprint_with, Fingerprint, Seen};
 use crate::own_session::mentions_own_session;
@@ -30,9 +32,48 @@ pub struct Shape {
     pub own_session: bool,
 }
 
-/// The last statement text fingerprinted, its numbers' places and what it read as.
+/// Statement texts a memo remembers (TPC-B's transaction has seven).
+const SLOTS: usize = 8;
+
+/// The last few statement texts read, the slot that answered last checked first.
 #[derive(Default)]
 pub struct ShapeMemo {
+    /// Boxed: a session holds a memo, and its future stays small.
+    slots: Box<[Slot; SLOTS]>,
+    /// The slot that answered last.
+    last: usize,
+    /// The slot the next text read afresh takes.
+    next: usize,
+}
+
+impl ShapeMemo {
+    /// What `sql` reads as: its fingerprint, session-state effect and whether it may name the
+    /// session's own server process or prepared statements.
+    pub fn read(&mut self, sql: &[u8]) -> Shape {
+        if let Some(read) = self.slots[self.last].hit(sql) {
+            return read;
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(read) = slot.hit(sql) {
+                self.last = i;
+                return read;
+            }
+        }
+        self.last = self.next;
+        self.next = (self.next + 1) % SLOTS;
+        self.slots[self.last].read_afresh(sql)
+    }
+
+    /// Whether some slot holds `sql`'s shape.
+    #[cfg(test)]
+    fn same_shape(&self, sql: &[u8]) -> bool {
+        self.slots.iter().any(|s| s.hit(sql).is_some())
+    }
+}
+
+/// One statement text fingerprinted, its numbers' places and what it read as.
+#[derive(Default)]
+struct Slot {
     text: Vec<u8>,
     /// `(start, end)` of each plain decimal constant in `text`, in order.
     numbers: Vec<(usize, usize)>,
@@ -40,15 +81,16 @@ pub struct ShapeMemo {
     read: Option<Shape>,
 }
 
-impl ShapeMemo {
-    /// What `sql` reads as: its fingerprint, session-state effect and whether it may name the
-    /// session's own server process or prepared statements.
-    pub fn read(&mut self, sql: &[u8]) -> Shape {
-        if let Some(read) = self.read {
-            if self.same_shape(sql) {
-                return read;
-            }
-        }
+impl Slot {
+    /// What `sql` reads as, if it has this slot's shape.
+    #[inline]
+    fn hit(&self, sql: &[u8]) -> Option<Shape> {
+        let read = self.read?;
+        self.same_shape(sql).then_some(read)
+    }
+
+    /// Reads `sql` with a full pass and remembers it.
+    fn read_afresh(&mut self, sql: &[u8]) -> Shape {
         self.read = None;
         self.text.clear();
         self.numbers.clear();
@@ -77,6 +119,7 @@ impl ShapeMemo {
     }
 
     /// `sql` is the remembered text with other digit runs in its numbers' places.
+    #[inline]
     fn same_shape(&self, sql: &[u8]) -> bool {
         let (mut at, mut from) = (0, 0);
         for &(start, end) in &self.numbers {
@@ -98,7 +141,7 @@ impl ShapeMemo {
 
 #[cfg(test)]
 mod tests {
-    use super::ShapeMemo;
+    use super::{ShapeMemo, SLOTS};
     use crate::{fingerprint, mentions_own_session, session_state};
     use proptest::prelude::*;
 
@@ -161,6 +204,26 @@ mod tests {
         m.read(b"COMMIT");
         assert!(m.same_shape(b"COMMIT"));
         assert!(!m.same_shape(b"COMMIT AND CHAIN"));
+    }
+
+    #[test]
+    fn statements_sent_in_turn_are_all_remembered_up_to_the_slots() {
+        let mut m = ShapeMemo::default();
+        let texts: Vec<String> = (0..SLOTS)
+            .map(|i| format!("UPDATE t{i} SET v = v + 1 WHERE id = 1"))
+            .collect();
+        for t in &texts {
+            check(&mut m, t);
+        }
+        for (i, t) in texts.iter().enumerate() {
+            let other = t.replace("= 1", "= 98765");
+            assert!(m.same_shape(other.as_bytes()), "slot {i}");
+            check(&mut m, &other);
+        }
+        // One more text takes the slot read longest ago: the first.
+        check(&mut m, "SELECT 1");
+        assert!(!m.same_shape(texts[0].as_bytes()));
+        assert!(m.same_shape(texts[1].as_bytes()));
     }
 
     /// Texts built from pieces where number changes matter: constants of every kind, words,
