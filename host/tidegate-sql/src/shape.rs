@@ -5,8 +5,8 @@
 //!
 //! Each of the memo's `SLOTS` slots keeps a text read and where its plain decimal constants
 //! sat (if it has none, only the same text again hits). A new text that equals it byte for
-//! byte outside those places, and holds a run of ASCII digits in each, lexes to the same tokens: its prefix up to
-//! each number is the same bytes (so the lexer reaches the number in the same state), a digit
+//! byte outside those places, and holds a run of ASCII digits in each, lexes to the same
+//! tokens: its prefix up to each number is the same bytes (so the lexer reaches the number in the same state), a digit
 //! run followed by the same byte ends where the old one did (that byte is never one a number
 //! could continue with — those constants are not kept), and digits are no letters, so no
 //! keyword search of [`session_state::scan`] or [`mentions_own_session`] reads them
@@ -54,6 +54,9 @@ impl ShapeMemo {
             return read;
         }
         for (i, slot) in self.slots.iter().enumerate() {
+            if i == self.last {
+                continue; // Looked at first.
+            }
             if let Some(read) = slot.hit(sql) {
                 self.last = i;
                 return read;

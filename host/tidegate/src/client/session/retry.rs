@@ -303,20 +303,17 @@ where
     /// Whether a request of `len` bytes, the first since the connection was attached, may be
     /// kept as `replay` itself (what `keep_for_retry` would keep, without copying it).
     pub(super) fn may_keep_whole(&self, len: usize) -> bool {
-        self.keep_replay
-            && self.backend.is_some()
-            && !self.client_touched
-            && self.replay.is_empty()
-            && len <= MAX_REPLAY_BYTES
+        self.keeps_replay() && self.replay.is_empty() && len <= MAX_REPLAY_BYTES
+    }
+
+    /// The attached connection's request may run again, so its client messages are kept.
+    fn keeps_replay(&self) -> bool {
+        self.keep_replay && self.backend.is_some() && !self.client_touched
     }
 
     /// While a connection serves a request that may run again, its client messages are kept.
     pub(super) fn keep_for_retry(&mut self, msg: &[u8]) {
-        if self.keep_replay
-            && self.backend.is_some()
-            && !self.client_touched
-            && !keep_bounded(&mut self.replay, msg, MAX_REPLAY_BYTES)
-        {
+        if self.keeps_replay() && !keep_bounded(&mut self.replay, msg, MAX_REPLAY_BYTES) {
             // Too much to keep: this read is not retried elsewhere if its replica fails.
             self.client_touched = true;
         }
@@ -351,8 +348,7 @@ fn ends_transaction(text: &[u8]) -> bool {
 /// PREPARE anywhere (a CASE … END answers yes too: a false yes only makes an error say
 /// "unknown" where it could have said "rolled back").
 pub(super) fn may_end_transaction(text: &[u8]) -> bool {
-    // One pass over the bytes (every Query in a transaction block comes here): a word is
-    // compared only when its length is one of the three.
+    // One pass over the bytes (every Query in a transaction block comes here).
     let mut rest = text;
     while let Some(start) = rest.iter().position(|&b| WORD[usize::from(b)]) {
         rest = &rest[start..];
@@ -361,10 +357,9 @@ pub(super) fn may_end_transaction(text: &[u8]) -> bool {
             .position(|&b| !WORD[usize::from(b)])
             .unwrap_or(rest.len());
         let (w, after) = rest.split_at(len);
-        if matches!(len, 3 | 6 | 7)
-            && (w.eq_ignore_ascii_case(b"commit")
-                || w.eq_ignore_ascii_case(b"end")
-                || w.eq_ignore_ascii_case(b"prepare"))
+        if w.eq_ignore_ascii_case(b"commit")
+            || w.eq_ignore_ascii_case(b"end")
+            || w.eq_ignore_ascii_case(b"prepare")
         {
             return true;
         }
