@@ -184,17 +184,17 @@ where
             self.measure_sql(fp, &body);
         }
         let plan = self.row_plans.get(&id).cloned();
-        self.pending.extend([
-            Pending::Parse {
-                visible: true,
-                id: None,
-            },
-            Pending::Bind(plan),
-        ]);
+        // One by one: extending from an array iterator costs several times as much.
+        self.pending.push_back(Pending::Parse {
+            visible: true,
+            id: None,
+        });
+        self.pending.push_back(Pending::Bind(plan));
         if described {
             self.pending.push_back(Pending::Describe(None));
         }
-        self.pending.extend([Pending::Execute, Pending::Sync]);
+        self.pending.push_back(Pending::Execute);
+        self.pending.push_back(Pending::Sync);
         true
     }
 

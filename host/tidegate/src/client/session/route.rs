@@ -27,6 +27,10 @@ const PRIMARY_HINT: &[u8] = b"/* tidegate:primary */";
 pub(super) fn route_setting(sql: &[u8]) -> Option<bool> {
     // Every query passes here: look no further unless it starts with SET or RESET.
     let head = sql.trim_ascii_start();
+    // One byte first: the S of SET or the R of RESET.
+    if !b"sr".contains(&head.first()?.to_ascii_lowercase()) {
+        return None;
+    }
     let starts = |kw: &[u8]| {
         head.get(..kw.len())
             .is_some_and(|h| h.eq_ignore_ascii_case(kw))
@@ -549,6 +553,11 @@ mod tests {
             Some(true)
         );
         assert_eq!(route_setting(b"RESET tidegate.route"), Some(false));
+        assert_eq!(route_setting(b" \n\treset tidegate.route"), Some(false));
+        assert_eq!(route_setting(b"  Set tidegate.route = any"), Some(false));
+        assert_eq!(route_setting(b""), None);
+        assert_eq!(route_setting(b"   "), None);
+        assert_eq!(route_setting(b"SELECT 1"), None);
         assert_eq!(route_setting(b"SET tidegate.route = 'elsewhere'"), None);
         assert_eq!(route_setting(b"SET search_path = x"), None);
         assert_eq!(
