@@ -13,13 +13,14 @@
 //! | 3 | [`client`], [`http`] |
 //! | 2 | [`policy`], [`cache`], [`audit`], [`timescale`] |
 //! | 1 | [`upstream`] |
-//! | 0 | [`wire`] |
+//! | 0 | [`wire`], [`clock`] |
 
 pub mod audit;
 pub mod broker;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod clock;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod http;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules and their layers, lowest first.
 const LAYERS: &[(&str, u8)] = &[
     ("wire", 0),
+    ("clock", 0),
     ("upstream", 1),
     ("policy", 2),
     ("cache", 2),

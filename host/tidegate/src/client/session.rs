@@ -185,7 +185,7 @@ pub struct Session<R, W> {
     req: measure::Request,
     /// The clock as this wakeup's request started or ended, for the pool (which would read
     /// it again); forgotten before the session waits.
-    clock: Option<Instant>,
+    clock: Option<crate::clock::Mono>,
     /// Some statement this client prepared is a signal call (its Binds are looked at).
     signal_stmts: bool,
     /// The Query or Parse being handled may name the session's own server process or

@@ -13,10 +13,11 @@
 //! most its own count may be overstated by). Frequent statements therefore stay; the rare ones
 //! that come and go are the ones an operator does not need.
 
+use crate::clock::Mono;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 pub use crate::upstream::{Histogram, HistogramSnapshot};
 
@@ -262,12 +263,12 @@ struct Entry {
     max_us: u64,
     routes: [u64; Route::ALL.len()],
     buckets: Box<[u32; ENTRY_BUCKETS]>,
-    first_seen: Instant,
-    last_seen: Instant,
+    first_seen: Mono,
+    last_seen: Mono,
 }
 
 impl Entry {
-    fn new(text: String, overcount: u64, now: Instant) -> Entry {
+    fn new(text: String, overcount: u64, now: Mono) -> Entry {
         Entry {
             text: text.into(),
             count: 0,
@@ -283,7 +284,7 @@ impl Entry {
         }
     }
 
-    fn add(&mut self, s: Sample, now: Instant) {
+    fn add(&mut self, s: Sample, now: Mono) {
         let us = u64::try_from(s.duration.as_micros()).unwrap_or(u64::MAX);
         self.count += 1;
         self.errors += u64::from(s.error);
@@ -390,7 +391,7 @@ impl Top {
 
     /// Records a request of `fp`. `text` is used when the fingerprint is new to the table; a
     /// new one without text (it was evicted meanwhile) is not added. `now` is when it ended.
-    pub fn record(&self, fp: u128, text: Option<String>, s: Sample, now: Instant) {
+    pub fn record(&self, fp: u128, text: Option<String>, s: Sample, now: Mono) {
         let mut shard = self.shard(fp);
         // One lookup for the frequent case: the fingerprint has its entry.
         if let Some(e) = shard.get_mut(&fp) {
@@ -432,19 +433,19 @@ impl Top {
 /// One reading of both clocks, to turn monotonic times into wall-clock ones.
 struct WallClock {
     wall: SystemTime,
-    mono: Instant,
+    mono: Mono,
 }
 
 impl WallClock {
     fn now() -> WallClock {
         WallClock {
             wall: SystemTime::now(),
-            mono: Instant::now(),
+            mono: Mono::now(),
         }
     }
 
-    fn wall(&self, t: Instant) -> SystemTime {
-        self.wall - self.mono.saturating_duration_since(t)
+    fn wall(&self, t: Mono) -> SystemTime {
+        self.wall - self.mono.since(t)
     }
 }
 
@@ -545,22 +546,17 @@ mod tests {
     fn the_table_keeps_frequent_fingerprints_and_bounds_its_size() {
         let t = Top::new(SHARDS); // one entry per shard
         for _ in 0..10 {
-            t.record(0, Some("frequent".into()), sample(5), Instant::now());
+            t.record(0, Some("frequent".into()), sample(5), Mono::now());
         }
         // Same shard (fp % SHARDS == 0), seen once: replaces nothing frequent... until it is
         // the only candidate; the frequent one has the higher count and stays counted.
-        t.record(
-            SHARDS as u128,
-            Some("rare".into()),
-            sample(1),
-            Instant::now(),
-        );
+        t.record(SHARDS as u128, Some("rare".into()), sample(1), Mono::now());
         let all = t.snapshot(None);
         assert_eq!(all.len(), 1, "one entry per shard");
         assert_eq!(&*all[0].query, "rare");
         assert_eq!(all[0].overcount, 10, "it inherits the count it displaced");
         // Without text a new fingerprint is not added.
-        t.record(2 * SHARDS as u128, None, sample(1), Instant::now());
+        t.record(2 * SHARDS as u128, None, sample(1), Mono::now());
         assert_eq!(t.snapshot(None)[0].query.as_ref(), "rare");
     }
 
@@ -579,7 +575,7 @@ mod tests {
     fn percentiles_come_from_the_entry_histogram() {
         let t = Top::new(64);
         for ms in 1..=100 {
-            t.record(7, Some("q".into()), sample(ms), Instant::now());
+            t.record(7, Some("q".into()), sample(ms), Mono::now());
         }
         let s = &t.snapshot(None)[0];
         assert_eq!(s.calls, 100);

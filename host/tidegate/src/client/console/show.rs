@@ -113,7 +113,7 @@ fn pools(sh: &Shared) -> Rows {
             let idle = p.idle_servers();
             let used = idle
                 .iter()
-                .filter(|(_, _, since)| since.elapsed() >= check_after)
+                .filter(|(_, _, idle_for)| *idle_for >= check_after)
                 .count();
             vec![
                 s(&p.key.database),
@@ -234,7 +234,7 @@ fn servers(sh: &Shared) -> Rows {
         ]);
     }
     for p in &pools {
-        for (remote, created, idle_since) in p.idle_servers() {
+        for (remote, created, idle_for) in p.idle_servers() {
             rows.push(vec![
                 s("S"),
                 s(&p.key.role),
@@ -243,7 +243,7 @@ fn servers(sh: &Shared) -> Rows {
                 s(&p.key.host),
                 s(p.key.port),
                 s(since(created)),
-                s(since(idle_since)),
+                s(unix(SystemTime::now() - idle_for)),
                 s(remote),
                 None,
             ]);

@@ -7,12 +7,13 @@
 use super::Session;
 use super::{ClientRead, DirectWrite};
 use crate::client::stats::{Kind, Route, Sample};
-use std::time::{Duration, Instant};
+use crate::clock::Mono;
+use std::time::Duration;
 
 /// The request being measured.
 #[derive(Default)]
 pub(super) struct Request {
-    start: Option<Instant>,
+    start: Option<Mono>,
     fp: Option<u128>,
     text: Option<String>,
     kind: Option<Kind>,
@@ -38,7 +39,7 @@ where
     /// A request message arrived: the clock starts at the first one.
     pub(super) fn measure_start(&mut self) {
         if self.req.start.is_none() {
-            let now = Instant::now();
+            let now = Mono::now();
             self.req.start = Some(now);
             self.clock = Some(now);
         }
@@ -96,9 +97,9 @@ where
             },
         );
         let Some(start) = req.start else { return };
-        let now = Instant::now();
+        let now = Mono::now();
         self.clock = Some(now);
-        let duration = now.saturating_duration_since(start);
+        let duration = now.since(start);
         let error = req.error || first_error.is_some();
         let kind = match req.kind {
             Some(k) if !error => k,

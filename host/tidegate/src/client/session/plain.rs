@@ -14,7 +14,6 @@ use super::{route, Pending, Result, Session, OUT_HIGH_WATER, READ_CHUNK};
 use crate::wire::kind::{ClientMsg, ServerMsg};
 use crate::wire::proto;
 use bytes::Buf;
-use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
 /// Whether sessions under `topo` with `nodes` nodes may take the plain lane.
@@ -134,7 +133,7 @@ where
     /// may be queued on it).
     fn plain_checkout(&mut self) -> bool {
         self.measure_start();
-        let now = self.clock.unwrap_or_else(Instant::now);
+        let now = self.clock.unwrap_or_else(crate::clock::Mono::now);
         let Some(b) = self.pools[0].try_checkout(now) else {
             return false;
         };

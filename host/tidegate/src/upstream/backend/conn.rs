@@ -1,5 +1,6 @@
 //! One authenticated connection to PostgreSQL, with the state the broker tracks on it.
 
+use crate::clock::Mono;
 use crate::wire::kind::{ServerMsg, TxStatus};
 use crate::wire::proto::{self, Reader};
 use bytes::{Buf, BytesMut};
@@ -119,11 +120,11 @@ pub struct Backend {
     /// The client startup parameters last applied with SET (sorted); empty = login defaults.
     pub gucs: Vec<(String, String)>,
     /// When it was last returned to its pool.
-    pub idle_since: Instant,
+    pub idle_since: Mono,
     /// When it was opened.
     pub created: Instant,
     /// When its pool last lent it (the start of the transaction it serves).
-    pub lent_at: Instant,
+    pub lent_at: Mono,
     /// The pool's reconnect epoch when it was opened: an older one is closed on return.
     pub epoch: u64,
     /// Holds a slot of the pool's size while the connection exists.
@@ -296,7 +297,7 @@ impl Backend {
                 _ => {} // NoticeResponse, NegotiateProtocolVersion: nothing to do.
             }
         }
-        let now = Instant::now();
+        let (now, mono) = (Instant::now(), Mono::now());
         Ok(Backend {
             stream,
             rbuf,
@@ -306,9 +307,9 @@ impl Backend {
             prepared: HashSet::new(),
             unnamed: None,
             gucs: Vec::new(),
-            idle_since: now,
+            idle_since: mono,
             created: now,
-            lent_at: now,
+            lent_at: mono,
             epoch: 0,
             permit: None,
         })

@@ -9,6 +9,7 @@
 //! connection.
 
 use super::conn::{Backend, BackendError, Target};
+use crate::clock::Mono;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,7 +142,7 @@ impl Pool {
 
     /// [`Pool::checkout`], given a clock reading the caller just took (a session reads the
     /// clock as its request starts: the pool need not read it again).
-    pub async fn checkout_at(&self, now: Option<Instant>) -> Result<Box<Backend>, PoolError> {
+    pub async fn checkout_at(&self, now: Option<Mono>) -> Result<Box<Backend>, PoolError> {
         let mut now = now;
         if self.activity.is_paused() {
             Box::pin(self.activity.wait_resumed()).await;
@@ -161,9 +162,9 @@ impl Pool {
                 ))
                 .await;
                 drop(waiting);
-                let after = Instant::now();
-                now = Some(after);
-                self.activity.waited(after - start);
+                let waited = start.elapsed();
+                now = Some(Mono::now());
+                self.activity.waited(waited);
                 match acquired {
                     Ok(Ok(p)) => p,
                     _ => {
@@ -171,13 +172,13 @@ impl Pool {
                             size: self.size.load(Ordering::Relaxed),
                             database: self.key.database.clone(),
                             role: self.key.role.clone(),
-                            waited: start.elapsed(),
+                            waited,
                         })
                     }
                 }
             }
         };
-        let now = now.unwrap_or_else(Instant::now);
+        let now = now.unwrap_or_else(Mono::now);
         if let Some(mut b) = self.take_idle(now) {
             b.permit = Some(permit);
             b.lent_at = now;
@@ -189,13 +190,13 @@ impl Pool {
         b.epoch = self.activity.epoch();
         self.remember_params(&b);
         b.permit = Some(permit);
-        b.lent_at = Instant::now();
+        b.lent_at = Mono::now();
         Ok(b)
     }
 
     /// A connection at once, without waiting or connecting: `None` when the pool is paused,
     /// has no free slot or no live idle connection.
-    pub fn try_checkout(&self, now: Instant) -> Option<Box<Backend>> {
+    pub fn try_checkout(&self, now: Mono) -> Option<Box<Backend>> {
         if self.activity.is_paused() {
             return None;
         }
@@ -207,8 +208,8 @@ impl Pool {
     }
 
     /// The most recently returned idle connection that is still alive.
-    fn take_idle(&self, now: Instant) -> Option<Box<Backend>> {
-        let check_after = Duration::from_nanos(self.check_after_ns.load(Ordering::Relaxed));
+    fn take_idle(&self, now: Mono) -> Option<Box<Backend>> {
+        let check_after = self.check_after_ns.load(Ordering::Relaxed);
         loop {
             let b = self.idle().pop()?;
             // Replicas come and go: their connections are always checked (one non-blocking
@@ -216,7 +217,7 @@ impl Pool {
             // after sitting idle for a while.
             let check = self.replica
                 || b.stream.readable_seen()
-                || now.saturating_duration_since(b.idle_since) >= check_after;
+                || now.nanos_since(b.idle_since) >= check_after;
             if check && b.is_closed() {
                 tracing::debug!(backend = b.id, "pooled connection was closed by the server");
                 continue;
@@ -280,10 +281,9 @@ impl Pool {
     }
 
     /// [`Pool::checkin`], given a clock reading the caller just took.
-    pub fn checkin_at(&self, mut b: Box<Backend>, now: Option<Instant>) {
-        let now = now.unwrap_or_else(Instant::now);
-        self.activity
-            .transaction(now.saturating_duration_since(b.lent_at));
+    pub fn checkin_at(&self, mut b: Box<Backend>, now: Option<Mono>) {
+        let now = now.unwrap_or_else(Mono::now);
+        self.activity.transaction(now.since(b.lent_at));
         if b.epoch != self.activity.epoch() {
             tracing::debug!(
                 backend = b.id,
@@ -391,11 +391,12 @@ impl Pool {
         self.idle().len()
     }
 
-    /// The idle connections: (server process id, opened, idle since).
-    pub fn idle_servers(&self) -> Vec<(i32, Instant, Instant)> {
+    /// The idle connections: (server process id, opened, for how long idle).
+    pub fn idle_servers(&self) -> Vec<(i32, Instant, Duration)> {
+        let now = Mono::now();
         self.idle()
             .iter()
-            .map(|b| (b.key.0, b.created, b.idle_since))
+            .map(|b| (b.key.0, b.created, now.since(b.idle_since)))
             .collect()
     }
 
