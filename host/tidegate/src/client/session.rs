@@ -121,7 +121,7 @@ pub struct Session<R, W> {
     /// Named portals the client opened in the current transaction (they end with it).
     portals: std::collections::HashSet<Bytes>,
     unnamed: Option<Stmt>,
-    gucs: Vec<(String, String)>,
+    gucs: params::Gucs,
     pinned: bool,
     tx_status: TxStatus,
     skip_until_sync: bool,
@@ -227,6 +227,7 @@ where
         let ryw_mode = route::ryw_mode(&topo.config, &user);
         let shutdown_wait = Latch::new(sh.clone(), |sh| &sh.shutdown, cancel.clone());
         let force_wait = Latch::new(sh.clone(), |sh| &sh.force, cancel.clone());
+        let gucs = params::shared(gucs);
         let session_cache = cache::SessionCache::new(&gucs);
         // Buffers are taken when the client sends something and let go while it is idle.
         let rbuf = if leftover.is_empty() {

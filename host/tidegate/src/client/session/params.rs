@@ -1,5 +1,37 @@
 //! Replaying a client's startup parameters on a pooled server connection.
 
+use std::sync::{Arc, Mutex, Weak};
+
+/// A session's startup parameters (sorted by name), shared: sessions that sent the same ones
+/// hold one allocation, and a server connection holds the one it was last set up with, so
+/// telling whether a connection already has a session's settings is a pointer comparison
+/// (a content comparison only when the pointers differ).
+pub(super) type Gucs = Arc<[(String, String)]>;
+
+/// Settings sessions hold now, weakly (the last session's going frees them).
+static RECENT: Mutex<Vec<Weak<[(String, String)]>>> = Mutex::new(Vec::new());
+/// Distinct settings remembered at most: beyond them a session's are its own (compared by
+/// content, which is still right).
+const RECENT_MAX: usize = 64;
+
+/// `gucs` as held by any session that sent the same.
+pub(super) fn shared(gucs: Vec<(String, String)>) -> Gucs {
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    recent.retain(|w| w.strong_count() > 0);
+    if let Some(same) = recent
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|g| **g == *gucs)
+    {
+        return same;
+    }
+    let gucs: Gucs = gucs.into();
+    if recent.len() < RECENT_MAX {
+        recent.push(Arc::downgrade(&gucs));
+    }
+    gucs
+}
+
 /// `RESET ALL` followed by one `SET` per parameter, with identifiers and values quoted so that
 /// no parameter a client sends can change the statement's shape.
 pub(super) fn replay_sql(gucs: &[(String, String)]) -> String {
@@ -22,7 +54,29 @@ pub(super) fn replay_sql(gucs: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::replay_sql;
+    use super::{replay_sql, shared};
+    use std::sync::Arc;
+
+    #[test]
+    fn sessions_with_the_same_settings_share_them() {
+        let one = || vec![("application_name".to_owned(), "shared-test".to_owned())];
+        let a = shared(one());
+        let b = shared(one());
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = shared(vec![(
+            "application_name".to_owned(),
+            "other-test".to_owned(),
+        )]);
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(
+            *other,
+            [("application_name".to_owned(), "other-test".to_owned())]
+        );
+        // Once no session holds them, the next session's are remembered afresh.
+        drop((a, b));
+        let c = shared(one());
+        assert_eq!(*c, *one());
+    }
 
     #[test]
     fn names_and_values_are_quoted() {

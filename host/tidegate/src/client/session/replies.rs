@@ -8,6 +8,7 @@ use crate::wire::kind::{ClientMsg, Field, ServerMsg, TxStatus};
 use crate::wire::proto::{self, Header};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
@@ -336,7 +337,7 @@ where
                     // The connection still holds another client's settings.
                     return Reply::ReplayFailed;
                 }
-                b.gucs.clone_from(&self.gucs);
+                b.gucs = self.gucs.clone();
                 Reply::Forward(false)
             }
             Some(Pending::Reopen) => {
@@ -524,7 +525,7 @@ where
                 b.run_hidden("DISCARD ALL").await?;
                 b.prepared.clear();
                 b.unnamed = None;
-                b.gucs.clear();
+                b.gucs = Arc::new([]);
             }
             Ok::<_, std::io::Error>((b, status))
         };

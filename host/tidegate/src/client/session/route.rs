@@ -382,14 +382,16 @@ where
         self.server_fatal = None;
         self.completed = false;
         self.keep_replay = self.tx_status.is_idle() && !self.pinned && self.lost_tx.is_none();
-        if b.gucs != self.gucs {
+        // Sessions that sent the same settings share them (`params::shared`): one pointer
+        // comparison in the common case.
+        if !Arc::ptr_eq(&b.gucs, &self.gucs) && *b.gucs != *self.gucs {
             let sql = replay_sql(&self.gucs);
             proto::query(&mut self.bout, &sql);
             self.pending.push_back(Pending::Query { visible: false });
             // A simple query drops the unnamed statement; the applied settings are recorded
             // only once the replay succeeded (replies.rs).
             b.unnamed = None;
-            b.gucs.clear();
+            b.gucs = Arc::new([]);
         }
         if self.lost_tx.is_some() {
             // The client is in a transaction that failed with its last connection: this one

@@ -8,6 +8,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM
 use postgres_protocol::message::frontend;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -118,7 +119,7 @@ pub struct Backend {
     /// Hash of the Parse body of the unnamed statement currently on this connection.
     pub unnamed: Option<u64>,
     /// The client startup parameters last applied with SET (sorted); empty = login defaults.
-    pub gucs: Vec<(String, String)>,
+    pub gucs: Arc<[(String, String)]>,
     /// When it was last returned to its pool.
     pub idle_since: Mono,
     /// When it was opened.
@@ -306,7 +307,7 @@ impl Backend {
             params: server_params,
             prepared: HashSet::new(),
             unnamed: None,
-            gucs: Vec::new(),
+            gucs: Arc::new([]),
             idle_since: mono,
             created: now,
             lent_at: mono,
