@@ -25,10 +25,16 @@ const PRIMARY_HINT: &[u8] = b"/* tidegate:primary */";
 /// Recognizes `SET tidegate.route = 'primary' | 'any'` (also `TO`, unquoted, a trailing `;`)
 /// and `RESET tidegate.route`; returns whether reads must stay on the primary.
 pub(super) fn route_setting(sql: &[u8]) -> Option<bool> {
-    // Every query passes here: look no further unless it starts with SET or RESET.
+    // Every query passes here: look no further unless it starts with SET or RESET (their
+    // first three letters, in either case, before the closer look).
     let head = sql.trim_ascii_start();
-    // One byte first: the S of SET or the R of RESET.
-    if !b"sr".contains(&head.first()?.to_ascii_lowercase()) {
+    let first = head.get(..3)?;
+    let first = [
+        first[0].to_ascii_lowercase(),
+        first[1].to_ascii_lowercase(),
+        first[2].to_ascii_lowercase(),
+    ];
+    if first != *b"set" && first != *b"res" {
         return None;
     }
     let starts = |kw: &[u8]| {
