@@ -54,7 +54,7 @@ pub(super) fn replay_sql(gucs: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{replay_sql, shared};
+    use super::{replay_sql, shared, Gucs, RECENT, RECENT_MAX};
     use std::sync::Arc;
 
     #[test]
@@ -72,10 +72,17 @@ mod tests {
             *other,
             [("application_name".to_owned(), "other-test".to_owned())]
         );
-        // Once no session holds them, the next session's are remembered afresh.
-        drop((a, b));
-        let c = shared(one());
-        assert_eq!(*c, *one());
+        // At most RECENT_MAX are remembered: beyond them a session's settings are its own.
+        let name = |i: usize| vec![("application_name".to_owned(), format!("bound-{i}"))];
+        let many: Vec<Gucs> = (0..RECENT_MAX + 6).map(|i| shared(name(i))).collect();
+        assert!(RECENT.lock().unwrap().len() <= RECENT_MAX);
+        let last = RECENT_MAX + 5;
+        assert_eq!(*shared(name(last)), *many[last]);
+        // Once no session holds them they are forgotten, and new settings take their places.
+        drop((a, b, many));
+        let (x, y) = (shared(name(999)), shared(name(999)));
+        assert!(Arc::ptr_eq(&x, &y));
+        assert!(RECENT.lock().unwrap().len() <= RECENT_MAX);
     }
 
     #[test]
