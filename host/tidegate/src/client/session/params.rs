@@ -6,10 +6,13 @@ use std::sync::{Arc, Mutex, Weak};
 /// hold one allocation, and a server connection holds the one it was last set up with, so
 /// telling whether a connection already has a session's settings is a pointer comparison
 /// (a content comparison only when the pointers differ).
-pub(super) type Gucs = Arc<[(String, String)]>;
+pub(super) type Gucs = Arc<Settings>;
+
+/// Startup parameters: (name, value) pairs.
+type Settings = [(String, String)];
 
 /// Settings sessions hold now, weakly (the last session's going frees them).
-static RECENT: Mutex<Vec<Weak<[(String, String)]>>> = Mutex::new(Vec::new());
+static RECENT: Mutex<Vec<Weak<Settings>>> = Mutex::new(Vec::new());
 /// Distinct settings remembered at most: beyond them a session's are its own (compared by
 /// content, which is still right).
 const RECENT_MAX: usize = 64;
