@@ -6,13 +6,13 @@
 //! Each of the memo's `SLOTS` slots keeps a text read and where its plain decimal constants
 //! sat (if it has none, only the same text again hits). A new text that equals it byte for
 //! byte outside those places, and holds a run of ASCII digits in each, lexes to the same
-//! tokens: its prefix up to each number is the same bytes (so the lexer reaches the number in the same state), a digit
-//! run followed by the same byte ends where the old one did (that byte is never one a number
-//! could continue with — those constants are not kept), and digits are no letters, so no
-//! keyword search of [`session_state::scan`] or [`mentions_own_session`] reads them
-//! differently (the words those look for hold no digit, so each lies between the numbers,
-//! where the texts are the same). Anything else is read afresh and takes the slot read longest
-//! ago.
+//! tokens: its prefix up to each number is the same bytes (so the lexer reaches the number in
+//! the same state), a digit run followed by the same byte ends where the old one did (that
+//! byte is never one a number could continue with — those constants are not kept), and digits
+//! are no letters, so no keyword search of [`session_state::scan`] or [`mentions_own_session`]
+//! reads them differently (the words those look for hold no digit, so each lies between the
+//! numbers, where the texts are the same). Anything else is read afresh and takes the slot
+//! read longest ago.
 
 use crate::fingerprint::{fingerprint_with, Fingerprint, Seen};
 use crate::own_session::mentions_own_session;

@@ -25,23 +25,10 @@ const PRIMARY_HINT: &[u8] = b"/* tidegate:primary */";
 /// Recognizes `SET tidegate.route = 'primary' | 'any'` (also `TO`, unquoted, a trailing `;`)
 /// and `RESET tidegate.route`; returns whether reads must stay on the primary.
 pub(super) fn route_setting(sql: &[u8]) -> Option<bool> {
-    // Every query passes here: look no further unless it starts with SET or RESET (their
-    // first three letters, in either case, before the closer look).
-    let head = sql.trim_ascii_start();
-    let first = head.get(..3)?;
-    let first = [
-        first[0].to_ascii_lowercase(),
-        first[1].to_ascii_lowercase(),
-        first[2].to_ascii_lowercase(),
-    ];
-    if first != *b"set" && first != *b"res" {
-        return None;
-    }
-    let starts = |kw: &[u8]| {
-        head.get(..kw.len())
-            .is_some_and(|h| h.eq_ignore_ascii_case(kw))
-    };
-    if !starts(b"set") && !starts(b"reset") {
+    // Every query passes here: look no further unless its first three letters are SET's or
+    // RESET's, in either case (the exact words are matched below).
+    let first = sql.trim_ascii_start().get(..3)?;
+    if !first.eq_ignore_ascii_case(b"set") && !first.eq_ignore_ascii_case(b"res") {
         return None;
     }
     let text = std::str::from_utf8(sql)
